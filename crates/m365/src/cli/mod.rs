@@ -1,0 +1,4 @@
+//! One file per subcommand of the `m365` binary.
+
+pub mod config;
+pub mod gps;

@@ -1,0 +1,4 @@
+//! The `m365` daemon and command-line tool, as a library so integration tests can drive it.
+#![forbid(unsafe_code)]
+
+pub mod cli;
