@@ -1,7 +1,4 @@
-//! The hardware-free world `m365` is built and proven against: simulated scooters that play the
-//! device side of the protocol, a fake BlueZ on a private D-Bus so the real btleplug path runs
-//! without a radio, and GPS receivers / SIM7600 modems on pseudo-terminals.
+//! Simulated scooters for the hardware-free world `m365` is built and proven against: each plays
+//! the device side of the protocol (pairing, login, encrypted UART, register map) over a ride
+//! with physics, faults on demand and a link timing model.
 #![forbid(unsafe_code)]
-
-pub mod bluez;
-pub mod gps;
