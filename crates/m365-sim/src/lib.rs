@@ -1,4 +1,16 @@
 //! Simulated scooters for the hardware-free world `m365` is built and proven against: each plays
 //! the device side of the protocol (pairing, login, encrypted UART, register map) over a ride
 //! with physics, faults on demand and a link timing model.
+//!
+//! Map of the crate (one concept per file):
+//! - [`profile`]: model, generation, firmware, serials, advertisement and GATT layout.
+//! - [`ride`], [`battery`], [`route`]: the deterministic physics behind the registers.
+//! - [`registers`]: the ESC and BMS word memories and what writes to them do.
 #![forbid(unsafe_code)]
+
+pub mod battery;
+pub mod faults;
+pub mod profile;
+pub mod registers;
+pub mod ride;
+pub mod route;
