@@ -1,8 +1,17 @@
 //! Location for the scooter: one [`Fix`] type, fed by NMEA receivers on a serial port, a SIM7600
 //! modem's AT interface, or gpsd. Sources never block the telemetry sampler: it asks for the
 //! latest fix and its age. "No fix" is the absence of a [`Fix`], never latitude 0 / longitude 0.
+//!
+//! - [`nmea`]: sentence reader, strict decoding and gpsd-compatible epoch combination.
+//! - [`sim7600`]: the SIM7600 AT byte stream, `+CGPSINFO`/`+CGNSSINFO`, and an async driver.
+//! - [`gpsd`]: a gpsd JSON client.
+//! - [`source`]: each source as a tokio task that keeps the latest fix ([`source::GpsHandle`]).
+//! - [`capture`]: decoding recorded captures (NMEA or AT transcripts), for `m365 gps --replay`.
+//! - [`emulate`]: an NMEA receiver and a SIM7600 modem on pseudo-terminals, for the simulator.
 #![forbid(unsafe_code)]
 
+pub mod fields;
 pub mod fix;
+pub mod nmea;
 
 pub use fix::{Fix, FixMode, FixQuality, FixSource};
