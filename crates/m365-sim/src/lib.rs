@@ -10,6 +10,7 @@
 
 pub mod battery;
 pub mod faults;
+pub mod link;
 pub mod profile;
 pub mod registers;
 pub mod ride;
