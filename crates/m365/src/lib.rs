@@ -2,3 +2,6 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod notify;

@@ -1,11 +1,21 @@
 //! `m365`: the edge telemetry client for Xiaomi electric scooters.
 use clap::{Parser, Subcommand};
 use m365::cli;
+use m365::exit::{self, ExitStatus};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "m365", version, about = "Edge telemetry client for Xiaomi electric scooters")]
+#[command(
+    name = "m365",
+    version,
+    about = "Edge telemetry client for Xiaomi electric scooters"
+)]
 struct Cli {
+    /// Configuration file (default: ./martinete.toml, else /etc/m365/martinete.toml).
+    #[arg(long, global = true, value_name = "PATH", env = "M365_CONFIG")]
+    config: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -19,16 +29,28 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version are successes; anything else is a usage error (EX_USAGE).
+            return if e.exit_code() == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitStatus::Usage.into()
+            };
+        }
+    };
     let result = match cli.command {
         Command::Gps(args) => cli::gps::run(args),
-        Command::Config(args) => cli::config::run(args),
+        Command::Config(args) => cli::config::run(args, cli.config.as_deref()),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
+            let status = exit::status_of(&e);
             eprintln!("m365: {e:#}");
-            ExitCode::FAILURE
+            status.into()
         }
     }
 }
