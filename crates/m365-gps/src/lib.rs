@@ -13,5 +13,6 @@
 pub mod fields;
 pub mod fix;
 pub mod nmea;
+pub mod sim7600;
 
 pub use fix::{Fix, FixMode, FixQuality, FixSource};

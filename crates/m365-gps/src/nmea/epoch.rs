@@ -82,7 +82,7 @@ impl EpochAssembler {
                 }
                 self.seen_rmc = true;
                 let running = self.mode;
-                let p = self.enter(key, &mut out);
+                let p = self.enter(key, Slot::Rmc, &mut out);
                 // An altitude from this epoch's GGA/GNS makes an `A` RMC a 3D fix, as in gpsd.
                 let epoch_alt = p
                     .gga
@@ -104,7 +104,7 @@ impl EpochAssembler {
             Sentence::Gga(gga) => {
                 let key = key_of(gga.utc.as_ref());
                 let implied = gga_mode(gga.quality > 0, gga.sats_used, gga.alt_msl_m);
-                let p = self.enter(key, &mut out);
+                let p = self.enter(key, Slot::Gga, &mut out);
                 p.gga = Some(gga);
                 if implied.is_some() {
                     p.gga_mode = implied;
@@ -116,7 +116,7 @@ impl EpochAssembler {
             Sentence::Gns(gns) => {
                 let key = key_of(gns.utc.as_ref());
                 let implied = gga_mode(gns.has_fix(), gns.sats_used, gns.alt_msl_m);
-                let p = self.enter(key, &mut out);
+                let p = self.enter(key, Slot::Gns, &mut out);
                 // GGA is the reference when both come; GNS only fills in.
                 let use_gns = p.gga.is_none() && implied.is_some();
                 if use_gns {
@@ -130,7 +130,7 @@ impl EpochAssembler {
             Sentence::Gll(gll) => {
                 // Only its time matters here: it opens or continues an epoch.
                 let key = key_of(gll.utc.as_ref());
-                self.enter(key, &mut out);
+                self.enter(key, Slot::Gll, &mut out);
             }
             Sentence::Vtg(vtg) => {
                 if let Some(p) = self.current.as_mut() {
@@ -173,9 +173,19 @@ impl EpochAssembler {
         out
     }
 
-    /// Makes `key` the current epoch, finishing the previous one if the time changed.
-    fn enter(&mut self, key: String, out: &mut Vec<Epoch>) -> &mut Pending {
-        let same = self.current.as_ref().is_some_and(|p| p.key == key);
+    /// Makes `key` the current epoch, finishing the previous one if the time changed or if the
+    /// epoch already holds a sentence of this type (receivers without a fix repeat empty time
+    /// fields every cycle, so a repeated type is the only sign of a new cycle).
+    fn enter(&mut self, key: String, slot: Slot, out: &mut Vec<Epoch>) -> &mut Pending {
+        let same = self.current.as_ref().is_some_and(|p| {
+            let taken = match slot {
+                Slot::Rmc => p.rmc.is_some(),
+                Slot::Gga => p.gga.is_some(),
+                Slot::Gns => p.gns.is_some(),
+                Slot::Gll => false,
+            };
+            p.key == key && !taken
+        });
         if !same {
             if let Some(prev) = self.current.take() {
                 self.finish(prev, out);
@@ -230,6 +240,15 @@ impl EpochAssembler {
             vdop: self.vdop,
         }
     }
+}
+
+/// Which sentence is entering an epoch.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Rmc,
+    Gga,
+    Gns,
+    Gll,
 }
 
 #[derive(Debug, Clone, Copy)]
