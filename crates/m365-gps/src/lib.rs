@@ -12,7 +12,9 @@
 
 pub mod fields;
 pub mod fix;
+pub mod gpsd;
 pub mod nmea;
 pub mod sim7600;
+pub mod source;
 
 pub use fix::{Fix, FixMode, FixQuality, FixSource};

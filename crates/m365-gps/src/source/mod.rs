@@ -1,0 +1,139 @@
+//! GPS sources as tokio tasks. Each task owns its device, decodes continuously, and publishes
+//! the latest fix with its receive time on a `watch` channel; the telemetry sampler reads it with
+//! [`GpsHandle::latest`], which never waits.
+//!
+//! A device that disappears (unplugged receiver, closed pty, gpsd restarted) is an error: the
+//! task logs it once, keeps the last fix (its age keeps growing, and [`SourceState::connected`]
+//! turns false, so consumers see it is stale) and reopens with capped exponential back-off.
+
+pub mod backoff;
+mod run;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::fix::Fix;
+use crate::sim7600::InfoCommand;
+
+pub use backoff::Backoff;
+
+/// Default serial speed of NMEA receivers.
+pub const DEFAULT_NMEA_BAUD: u32 = 9600;
+/// Default SIM7600 AT-port speed.
+pub const DEFAULT_SIM7600_BAUD: u32 = 115_200;
+/// Default SIM7600 poll interval.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Which device to read, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceConfig {
+    /// An NMEA receiver on a serial port.
+    Nmea {
+        /// Device path, e.g. `/dev/ttyACM0` or `/dev/serial0`.
+        path: PathBuf,
+        /// Baud rate.
+        baud: u32,
+    },
+    /// A SIM7600 modem's AT port.
+    Sim7600 {
+        /// Device path, e.g. `/dev/ttyUSB2`.
+        path: PathBuf,
+        /// Baud rate.
+        baud: u32,
+        /// `AT+CGPSINFO` or `AT+CGNSSINFO`.
+        command: InfoCommand,
+        /// Time between polls.
+        interval: Duration,
+    },
+    /// A gpsd daemon.
+    Gpsd {
+        /// Its address, usually 127.0.0.1:2947.
+        addr: SocketAddr,
+    },
+}
+
+/// The last epoch a source reported: a fix, or explicitly none.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochEvent {
+    /// The fix, or `None` for an epoch without a fix.
+    pub fix: Option<Fix>,
+    /// When it was received.
+    pub received: Instant,
+}
+
+/// Everything a source task publishes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceState {
+    /// The most recent fix and when it was received; kept across disconnections.
+    pub last_fix: Option<(Fix, Instant)>,
+    /// The most recent epoch, fix or not.
+    pub last_epoch: Option<EpochEvent>,
+    /// Epochs reported so far (a sequence number for consumers that print every epoch).
+    pub epochs: u64,
+    /// Whether the device is open and delivering.
+    pub connected: bool,
+    /// Attempts to open the device so far.
+    pub connect_attempts: u64,
+    /// Sessions that ended in an error (unplug, EOF, timeouts).
+    pub failures: u64,
+    /// Replies or sentences rejected as corrupt.
+    pub rejected: u64,
+    /// The last error, for display.
+    pub last_error: Option<String>,
+}
+
+/// A running source. Dropping it stops the task.
+#[derive(Debug)]
+pub struct GpsHandle {
+    rx: watch::Receiver<SourceState>,
+    task: JoinHandle<()>,
+}
+
+impl GpsHandle {
+    /// Starts a source task on the current tokio runtime.
+    pub fn spawn(config: SourceConfig) -> Self {
+        GpsHandle::spawn_with_backoff(config, Backoff::default())
+    }
+
+    /// Starts a source task with a specific reconnection back-off.
+    pub fn spawn_with_backoff(config: SourceConfig, backoff: Backoff) -> Self {
+        let (tx, rx) = watch::channel(SourceState::default());
+        let task = tokio::spawn(run::run(config, backoff, tx));
+        GpsHandle { rx, task }
+    }
+
+    /// The latest fix and its age, without waiting. `None` until the first fix.
+    pub fn latest(&self) -> Option<(Fix, Duration)> {
+        let state = self.rx.borrow();
+        state
+            .last_fix
+            .as_ref()
+            .map(|(fix, at)| (fix.clone(), at.elapsed()))
+    }
+
+    /// A snapshot of everything the task publishes.
+    pub fn state(&self) -> SourceState {
+        self.rx.borrow().clone()
+    }
+
+    /// A receiver to await changes (e.g. to print every epoch).
+    pub fn subscribe(&self) -> watch::Receiver<SourceState> {
+        self.rx.clone()
+    }
+
+    /// Stops the task.
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for GpsHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,290 @@
+//! The body of a source task: open the device, run one session until it fails, wait the back-off,
+//! repeat. One function per kind of session.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_serial::SerialPortBuilderExt;
+
+use crate::fix::Fix;
+use crate::gpsd::{GpsdClient, GpsdMessage};
+use crate::nmea::NmeaDecoder;
+use crate::sim7600::{InfoCommand, Sim7600, Sim7600Error};
+use crate::source::{Backoff, EpochEvent, SourceConfig, SourceState};
+
+/// An NMEA receiver silent this long has its epoch in progress reported anyway.
+const NMEA_IDLE_FLUSH: Duration = Duration::from_millis(1500);
+
+/// After this many consecutive unanswered polls, the modem's port is reopened.
+const SIM7600_MAX_TIMEOUTS: u32 = 3;
+
+/// How a session ended.
+struct SessionEnd {
+    /// Whether it delivered at least one epoch (then back-off starts over).
+    delivered: bool,
+    error: String,
+}
+
+pub(super) async fn run(
+    config: SourceConfig,
+    mut backoff: Backoff,
+    tx: watch::Sender<SourceState>,
+) {
+    let what = describe(&config);
+    let mut failing = false;
+    loop {
+        tx.send_modify(|s| s.connect_attempts = s.connect_attempts.saturating_add(1));
+        let end = match &config {
+            SourceConfig::Nmea { path, baud } => nmea_session(path, *baud, &tx).await,
+            SourceConfig::Sim7600 {
+                path,
+                baud,
+                command,
+                interval,
+            } => sim7600_session(path, *baud, *command, *interval, &tx).await,
+            SourceConfig::Gpsd { addr } => gpsd_session(*addr, &tx).await,
+        };
+        tx.send_modify(|s| {
+            s.connected = false;
+            s.failures = s.failures.saturating_add(1);
+            s.last_error = Some(end.error.clone());
+        });
+        if end.delivered {
+            backoff.reset();
+            failing = false;
+        }
+        // Log once per outage; retries are debug-level so a long outage does not flood the log.
+        if failing {
+            tracing::debug!(source = %what, error = %end.error, "GPS source still unavailable");
+        } else {
+            tracing::warn!(source = %what, error = %end.error, "GPS source lost; keeping the last fix and retrying");
+            failing = true;
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+fn describe(config: &SourceConfig) -> String {
+    match config {
+        SourceConfig::Nmea { path, .. } => format!("NMEA {}", path.display()),
+        SourceConfig::Sim7600 { path, .. } => format!("SIM7600 {}", path.display()),
+        SourceConfig::Gpsd { addr } => format!("gpsd {addr}"),
+    }
+}
+
+fn connected(tx: &watch::Sender<SourceState>) {
+    tx.send_modify(|s| {
+        if !s.connected {
+            tracing::info!("GPS source connected");
+        }
+        s.connected = true;
+    });
+}
+
+fn publish(tx: &watch::Sender<SourceState>, fix: Option<Fix>) {
+    let received = Instant::now();
+    tx.send_modify(|s| {
+        s.epochs = s.epochs.saturating_add(1);
+        if let Some(f) = &fix {
+            s.last_fix = Some((f.clone(), received));
+        }
+        s.last_epoch = Some(EpochEvent { fix, received });
+    });
+}
+
+fn rejected(tx: &watch::Sender<SourceState>, n: u64) {
+    if n > 0 {
+        tx.send_modify(|s| s.rejected = s.rejected.saturating_add(n));
+    }
+}
+
+fn open_serial(path: &Path, baud: u32) -> Result<tokio_serial::SerialStream, String> {
+    let name = path.to_string_lossy();
+    tokio_serial::new(name, baud)
+        .timeout(Duration::from_secs(1))
+        .open_native_async()
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))
+}
+
+async fn nmea_session(path: &Path, baud: u32, tx: &watch::Sender<SourceState>) -> SessionEnd {
+    let mut port = match open_serial(path, baud) {
+        Ok(p) => p,
+        Err(error) => {
+            return SessionEnd {
+                delivered: false,
+                error,
+            };
+        }
+    };
+    connected(tx);
+    let mut decoder = NmeaDecoder::new();
+    let mut delivered = false;
+    let mut buf = [0u8; 1024];
+    let mut seen_rejects = 0;
+    loop {
+        let read = tokio::time::timeout(NMEA_IDLE_FLUSH, port.read(&mut buf)).await;
+        let epochs = match read {
+            Err(_) => decoder.flush(),
+            Ok(Ok(0)) => {
+                return SessionEnd {
+                    delivered,
+                    error: format!("{}: end of file", path.display()),
+                };
+            }
+            Ok(Ok(n)) => decoder.push(buf.get(..n).unwrap_or_default()),
+            Ok(Err(e)) => {
+                return SessionEnd {
+                    delivered,
+                    error: format!("{}: {e}", path.display()),
+                };
+            }
+        };
+        let total = decoder
+            .rejects()
+            .sentences()
+            .saturating_add(decoder.undecodable());
+        rejected(tx, total.saturating_sub(seen_rejects));
+        seen_rejects = total;
+        for epoch in epochs {
+            delivered = true;
+            publish(tx, epoch.fix);
+        }
+    }
+}
+
+async fn sim7600_session(
+    path: &Path,
+    baud: u32,
+    command: InfoCommand,
+    interval: Duration,
+    tx: &watch::Sender<SourceState>,
+) -> SessionEnd {
+    let port = match open_serial(path, baud) {
+        Ok(p) => p,
+        Err(error) => {
+            return SessionEnd {
+                delivered: false,
+                error,
+            };
+        }
+    };
+    let mut modem = Sim7600::new(port);
+    if let Err(e) = modem.enable().await {
+        return SessionEnd {
+            delivered: false,
+            error: format!("{}: {e}", path.display()),
+        };
+    }
+    connected(tx);
+    let mut delivered = false;
+    let mut timeouts = 0u32;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match modem.poll(command).await {
+            Ok(fix) => {
+                timeouts = 0;
+                delivered = true;
+                publish(tx, fix);
+            }
+            Err(Sim7600Error::Reply { source, .. }) => {
+                // A corrupt reply: keep the previous fix, poll again next tick.
+                tracing::debug!(error = %source, "SIM7600 reply rejected");
+                rejected(tx, 1);
+            }
+            Err(e @ Sim7600Error::Timeout { .. }) => {
+                timeouts = timeouts.saturating_add(1);
+                if timeouts >= SIM7600_MAX_TIMEOUTS {
+                    return SessionEnd {
+                        delivered,
+                        error: format!("{}: {e}", path.display()),
+                    };
+                }
+            }
+            Err(e @ (Sim7600Error::Rejected { .. } | Sim7600Error::MissingInfo { .. })) => {
+                tracing::debug!(error = %e, "SIM7600 poll failed");
+                rejected(tx, 1);
+            }
+            Err(e) => {
+                return SessionEnd {
+                    delivered,
+                    error: format!("{}: {e}", path.display()),
+                };
+            }
+        }
+    }
+}
+
+async fn gpsd_session(addr: std::net::SocketAddr, tx: &watch::Sender<SourceState>) -> SessionEnd {
+    let mut client = match GpsdClient::connect(addr).await {
+        Ok(c) => c,
+        Err(e) => {
+            return SessionEnd {
+                delivered: false,
+                error: format!("gpsd {addr}: {e}"),
+            };
+        }
+    };
+    connected(tx);
+    let mut delivered = false;
+    loop {
+        match client.next_message().await {
+            Ok(GpsdMessage::Tpv(fix)) => {
+                delivered = true;
+                publish(tx, fix);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return SessionEnd {
+                    delivered,
+                    error: format!("gpsd {addr}: {e}"),
+                };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::GpsHandle;
+
+    #[tokio::test(start_paused = true)]
+    async fn missing_device_retries_with_capped_backoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = GpsHandle::spawn_with_backoff(
+            SourceConfig::Nmea {
+                path: dir.path().join("ttyNOPE"),
+                baud: 9600,
+            },
+            Backoff::new(Duration::from_millis(500), Duration::from_secs(4)),
+        );
+        // Attempts at 0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5 s (delays 0.5, 1, 2, 4, 4, 4).
+        tokio::time::sleep(Duration::from_millis(7_600)).await;
+        assert_eq!(handle.state().connect_attempts, 5);
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let state = handle.state();
+        assert_eq!(state.connect_attempts, 7);
+        assert_eq!(state.failures, 7);
+        assert!(!state.connected);
+        assert!(state.last_error.unwrap().contains("ttyNOPE"));
+        assert!(handle.latest().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unreachable_gpsd_is_retried_not_spun() {
+        // A port on loopback nobody listens on: connection refused immediately.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let handle = GpsHandle::spawn(SourceConfig::Gpsd { addr });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        // 0.5+1+2+4+8+16+30 = 61.5 s: seven attempts fit in the first minute, never hundreds.
+        let attempts = handle.state().connect_attempts;
+        assert!((6..=8).contains(&attempts), "{attempts}");
+    }
+}
