@@ -1,4 +1,32 @@
 //! Data flows one way: sample → record → durable spool → MQTT. This crate holds the record, the
 //! spool that commits every record before it is offered to the broker and deletes it only after
 //! the broker acknowledged it, the encodings, and the MQTT publisher.
+//!
+//! Layout: [`record`] (what a sample becomes), [`spool`] (SQLite, durable, bounded),
+//! [`window`] (pure publish-window state), [`backoff`], [`encoding`] (`legacy`, `json`,
+//! `compact`), [`mqtt`] (URL, TLS, one connection), [`publisher`] (the driver task),
+//! [`health`] (counters), [`config`], [`synthetic`] (a generator of plausible samples for tests,
+//! benchmarks and the demo).
 #![forbid(unsafe_code)]
+
+pub mod backoff;
+pub mod config;
+pub mod encoding;
+pub mod error;
+pub mod health;
+pub mod mqtt;
+pub mod publisher;
+pub mod record;
+pub mod spool;
+pub mod synthetic;
+pub mod window;
+
+pub use config::{
+    MqttConfig, MqttProtocol, OutputConfig, PasswordSource, PipelineConfig, SampleInterval,
+    SpoolConfig, SyncPolicy,
+};
+pub use encoding::Encoding;
+pub use health::{BrokerState, HealthSnapshot};
+pub use publisher::{PipelineError, PipelineHandle, SubmitError, spawn};
+pub use record::{BatteryReadings, GpsReading, Record, Sample, ScooterReadings, TimeSource};
+pub use spool::{Spool, SpoolStats, StoredRecord};

@@ -1,0 +1,60 @@
+//! Payload encodings, chosen per topic: `legacy` (what the earlier client published, for servers
+//! already deployed), `json` (the documented, versioned schema) and `compact` (batched,
+//! columnar, deflate-compressed, for metered mobile data). See `docs/telemetry-schema.md`.
+
+pub mod compact;
+pub mod json;
+pub mod legacy;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::EncodeError;
+use crate::record::Record;
+
+/// How records are turned into MQTT payloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// The earlier client's JSON, one record per message.
+    Legacy,
+    /// Versioned JSON (`"v": 1`), one record per message.
+    Json,
+    /// Several records per message, columnar and compressed.
+    Compact,
+}
+
+impl Encoding {
+    /// Encodes `records` into one payload. `legacy` and `json` carry exactly one record per
+    /// message; given several, they encode the first and the caller must batch by one.
+    pub fn encode(self, records: &[Record]) -> Result<Vec<u8>, EncodeError> {
+        match self {
+            Encoding::Legacy => {
+                let r = records.first().ok_or(EncodeError::Empty)?;
+                Ok(serde_json::to_vec(&legacy::LegacyTelemetry::from_record(
+                    r,
+                ))?)
+            }
+            Encoding::Json => {
+                let r = records.first().ok_or(EncodeError::Empty)?;
+                Ok(serde_json::to_vec(&json::JsonV1::from_record(r))?)
+            }
+            Encoding::Compact => compact::encode(records),
+        }
+    }
+
+    /// MQTT 5 content type of the payload.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Legacy | Encoding::Json => "application/json",
+            Encoding::Compact => "application/zlib",
+        }
+    }
+
+    /// Most records one message can carry.
+    pub fn max_batch(self) -> usize {
+        match self {
+            Encoding::Legacy | Encoding::Json => 1,
+            Encoding::Compact => compact::MAX_RECORDS,
+        }
+    }
+}

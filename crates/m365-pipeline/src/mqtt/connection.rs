@@ -1,0 +1,320 @@
+//! One MQTT connection attempt over rumqttc, 3.1.1 or 5, seen through one small interface: a
+//! `publish` call and a stream of [`NetEvent`]s. A fresh rumqttc client and event loop are made
+//! for every attempt and thrown away when it ends, so nothing queued for a dead connection can be
+//! sent later behind the publish window's back; reconnecting (with back-off) is the publisher's
+//! decision, not rumqttc's.
+
+use std::time::Duration;
+
+use rumqttc::{Outgoing, QoS};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::MqttProtocol;
+
+/// What the connection reports to the publisher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetEvent {
+    /// CONNACK with success.
+    Connected,
+    /// A QoS 1 PUBLISH left with this packet id.
+    Sent(u16),
+    /// PUBACK for a packet id; `Err` carries an MQTT 5 failure reason.
+    Acked(u16, Result<(), String>),
+    /// The connection ended (or never came up).
+    Closed(CloseReason),
+}
+
+/// Why a connection ended, sorted so the log says what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The broker refused user name / password or authorisation.
+    Auth(String),
+    /// The TLS handshake failed (certificate not trusted, wrong host name, …).
+    Tls(String),
+    /// TCP-level failure: refused, unreachable, reset, timed out.
+    Network(String),
+    /// Anything else (protocol errors, refusals for other reasons).
+    Other(String),
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::Auth(m) => write!(f, "broker refused the credentials: {m}"),
+            CloseReason::Tls(m) => write!(f, "TLS failure: {m}"),
+            CloseReason::Network(m) => write!(f, "network: {m}"),
+            CloseReason::Other(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+/// Everything needed to open a connection.
+#[derive(Clone)]
+pub struct ConnectParams {
+    /// Protocol version.
+    pub protocol: MqttProtocol,
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// TLS configuration when the URL asks for TLS.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Client id.
+    pub client_id: String,
+    /// User name and password.
+    pub credentials: Option<(String, String)>,
+    /// Keep-alive.
+    pub keep_alive: Duration,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Window size (rumqttc's own in-flight limit is set to match).
+    pub max_in_flight: u16,
+    /// Retained last will: (topic, payload).
+    pub last_will: Option<(String, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for ConnectParams {
+    // Hand-written so the password can never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectParams")
+            .field("protocol", &self.protocol)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls.is_some())
+            .field("client_id", &self.client_id)
+            .field("user", &self.credentials.as_ref().map(|c| &c.0))
+            .finish_non_exhaustive()
+    }
+}
+
+enum Client {
+    V4(rumqttc::AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
+/// A live connection attempt. Dropping it stops the event loop.
+pub struct Connection {
+    client: Client,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").finish_non_exhaustive()
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn transport(p: &ConnectParams) -> rumqttc::Transport {
+    match &p.tls {
+        Some(cfg) => {
+            rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(cfg.clone()))
+        }
+        None => rumqttc::Transport::tcp(),
+    }
+}
+
+fn classify_io(e: &std::io::Error) -> CloseReason {
+    // rustls reports handshake failures as I/O errors wrapping a rustls::Error.
+    if e.get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+    {
+        return CloseReason::Tls(e.to_string());
+    }
+    CloseReason::Network(e.to_string())
+}
+
+fn classify_v4(e: rumqttc::ConnectionError) -> CloseReason {
+    use rumqttc::{ConnectReturnCode as C, ConnectionError as E};
+    match e {
+        E::ConnectionRefused(C::BadUserNamePassword) => {
+            CloseReason::Auth("bad user name or password".into())
+        }
+        E::ConnectionRefused(C::NotAuthorized) => CloseReason::Auth("not authorised".into()),
+        E::ConnectionRefused(code) => CloseReason::Other(format!("connection refused: {code:?}")),
+        E::Tls(t) => CloseReason::Tls(t.to_string()),
+        E::Io(io) => classify_io(&io),
+        E::NetworkTimeout => CloseReason::Network("timed out".into()),
+        other => CloseReason::Other(other.to_string()),
+    }
+}
+
+fn classify_v5(e: rumqttc::v5::ConnectionError) -> CloseReason {
+    use rumqttc::v5::ConnectionError as E;
+    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as C;
+    match e {
+        E::ConnectionRefused(C::BadUserNamePassword) => {
+            CloseReason::Auth("bad user name or password".into())
+        }
+        E::ConnectionRefused(C::NotAuthorized) => CloseReason::Auth("not authorised".into()),
+        E::ConnectionRefused(code) => CloseReason::Other(format!("connection refused: {code:?}")),
+        E::Tls(t) => CloseReason::Tls(t.to_string()),
+        E::Io(io) => classify_io(&io),
+        E::Timeout(_) => CloseReason::Network("timed out".into()),
+        other => CloseReason::Other(other.to_string()),
+    }
+}
+
+impl Connection {
+    /// Starts connecting. Events arrive on the returned receiver; the last one is
+    /// [`NetEvent::Closed`].
+    pub fn open(p: &ConnectParams) -> (Connection, mpsc::Receiver<NetEvent>) {
+        // Bounded: if the publisher is slow, the event loop waits instead of buffering.
+        let (tx, rx) = mpsc::channel(usize::from(p.max_in_flight) * 2 + 16);
+        let cap = usize::from(p.max_in_flight) + 16;
+        let conn = match p.protocol {
+            MqttProtocol::V311 => {
+                let mut o = rumqttc::MqttOptions::new(p.client_id.clone(), p.host.clone(), p.port);
+                o.set_keep_alive(p.keep_alive)
+                    .set_clean_session(true)
+                    .set_inflight(p.max_in_flight.max(1))
+                    .set_request_channel_capacity(cap)
+                    .set_max_packet_size(1024 * 1024, 1024 * 1024)
+                    .set_transport(transport(p));
+                if let Some((u, pw)) = &p.credentials {
+                    o.set_credentials(u.clone(), pw.clone());
+                }
+                if let Some((topic, payload)) = &p.last_will {
+                    o.set_last_will(rumqttc::LastWill::new(
+                        topic.clone(),
+                        payload.clone(),
+                        QoS::AtLeastOnce,
+                        true,
+                    ));
+                }
+                let (client, mut el) = rumqttc::AsyncClient::new(o, cap);
+                let mut net = el.network_options();
+                net.set_connection_timeout(p.connect_timeout.as_secs().max(1));
+                el.set_network_options(net);
+                let task = tokio::spawn(async move {
+                    loop {
+                        let ev = match el.poll().await {
+                            Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                                NetEvent::Connected
+                            }
+                            Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(a))) => {
+                                NetEvent::Acked(a.pkid, Ok(()))
+                            }
+                            Ok(rumqttc::Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => {
+                                NetEvent::Sent(pkid)
+                            }
+                            Ok(_) => continue,
+                            Err(e) => {
+                                let _ = tx.send(NetEvent::Closed(classify_v4(e))).await;
+                                return;
+                            }
+                        };
+                        if tx.send(ev).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                Connection {
+                    client: Client::V4(client),
+                    task,
+                }
+            }
+            MqttProtocol::V5 => {
+                use rumqttc::v5::mqttbytes::v5::{LastWill, Packet, PubAckReason};
+                let mut o =
+                    rumqttc::v5::MqttOptions::new(p.client_id.clone(), p.host.clone(), p.port);
+                o.set_keep_alive(p.keep_alive)
+                    .set_clean_start(true)
+                    .set_outgoing_inflight_upper_limit(p.max_in_flight.max(1))
+                    .set_request_channel_capacity(cap)
+                    .set_connection_timeout(p.connect_timeout.as_secs().max(1))
+                    .set_transport(transport(p));
+                if let Some((u, pw)) = &p.credentials {
+                    o.set_credentials(u.clone(), pw.clone());
+                }
+                if let Some((topic, payload)) = &p.last_will {
+                    o.set_last_will(LastWill::new(
+                        topic.clone(),
+                        payload.clone(),
+                        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                        true,
+                        None,
+                    ));
+                }
+                let (client, mut el) = rumqttc::v5::AsyncClient::new(o, cap);
+                let task = tokio::spawn(async move {
+                    loop {
+                        let ev = match el.poll().await {
+                            Ok(rumqttc::v5::Event::Incoming(Packet::ConnAck(_))) => {
+                                NetEvent::Connected
+                            }
+                            Ok(rumqttc::v5::Event::Incoming(Packet::PubAck(a))) => {
+                                let ok = matches!(
+                                    a.reason,
+                                    PubAckReason::Success | PubAckReason::NoMatchingSubscribers
+                                );
+                                NetEvent::Acked(
+                                    a.pkid,
+                                    if ok {
+                                        Ok(())
+                                    } else {
+                                        Err(format!("{:?}", a.reason))
+                                    },
+                                )
+                            }
+                            Ok(rumqttc::v5::Event::Outgoing(Outgoing::Publish(pkid)))
+                                if pkid != 0 =>
+                            {
+                                NetEvent::Sent(pkid)
+                            }
+                            Ok(_) => continue,
+                            Err(e) => {
+                                let _ = tx.send(NetEvent::Closed(classify_v5(e))).await;
+                                return;
+                            }
+                        };
+                        if tx.send(ev).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                Connection {
+                    client: Client::V5(client),
+                    task,
+                }
+            }
+        };
+        (conn, rx)
+    }
+
+    /// Queues a QoS 1 publish without waiting. Fails when the connection's request queue is
+    /// full or closed, which the publisher treats as a dead connection.
+    pub fn publish(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        retain: bool,
+        content_type: Option<&str>,
+    ) -> Result<(), String> {
+        match &self.client {
+            Client::V4(c) => c
+                .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+                .map_err(|e| e.to_string()),
+            Client::V5(c) => {
+                let props = rumqttc::v5::mqttbytes::v5::PublishProperties {
+                    content_type: content_type.map(str::to_owned),
+                    ..Default::default()
+                };
+                c.try_publish_with_properties(
+                    topic,
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                    retain,
+                    payload,
+                    props,
+                )
+                .map_err(|e| e.to_string())
+            }
+        }
+    }
+}

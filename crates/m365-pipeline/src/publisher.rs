@@ -1,0 +1,538 @@
+//! The publishing task: the thin I/O driver around the pure parts. It owns the spool, the
+//! publish window and at most one MQTT connection, and moves data one way:
+//! sample → record (spool commit) → MQTT → PUBACK → spool delete.
+//!
+//! Everything between the sampler and the broker is bounded: the sample channel
+//! (`channel_capacity`, a full channel drops the new sample and counts it), the window
+//! (`max_in_flight` messages), the live queue of the window, rumqttc's request queue (sized to
+//! the window) and the spool on disk (`max_records`, `max_bytes`, `max_age_s`). A stuck broker
+//! therefore never grows memory; it grows the spool up to its bounds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use crate::backoff::Backoff;
+use crate::config::{OutputConfig, PipelineConfig};
+use crate::encoding::Encoding;
+use crate::error::{ConfigError, SpoolError};
+use crate::health::{BrokerState, Counter, Health, HealthSnapshot};
+use crate::mqtt::credentials::read_password;
+use crate::mqtt::{BrokerUrl, CloseReason, ConnectParams, Connection, NetEvent, tls};
+use crate::record::Sample;
+use crate::spool::{Spool, StoredRecord};
+use crate::window::{Kind, OutputLimits, Plan, PublishWindow, Submitted};
+
+/// Why the pipeline could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The spool cannot be used at all.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+}
+
+/// The sampler's side of the pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineHandle {
+    tx: mpsc::Sender<Sample>,
+    health: Arc<Health>,
+}
+
+/// Returned by [`PipelineHandle::try_submit`] when the sample was not accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The pipeline is busy (spool writes behind); the sample was dropped and counted.
+    #[error("pipeline busy: sample dropped")]
+    Full,
+    /// The pipeline stopped.
+    #[error("pipeline stopped")]
+    Closed,
+}
+
+impl PipelineHandle {
+    /// Hands a sample over without waiting. A full channel drops it (counted in
+    /// `dropped_channel`): the sampler must keep its own pace.
+    pub fn try_submit(&self, sample: Sample) -> Result<(), SubmitError> {
+        self.health.add(Counter::Sampled, 1);
+        self.tx.try_send(sample).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                self.health.add(Counter::DroppedChannel, 1);
+                SubmitError::Full
+            }
+            mpsc::error::TrySendError::Closed(_) => SubmitError::Closed,
+        })
+    }
+
+    /// Hands a sample over, waiting while the channel is full.
+    pub async fn submit(&self, sample: Sample) -> Result<(), SubmitError> {
+        self.health.add(Counter::Sampled, 1);
+        self.tx.send(sample).await.map_err(|_| SubmitError::Closed)
+    }
+
+    /// Current counters.
+    pub fn health(&self) -> HealthSnapshot {
+        self.health.snapshot()
+    }
+}
+
+/// An output with its topic resolved.
+#[derive(Debug, Clone)]
+struct Output {
+    topic: String,
+    encoding: Encoding,
+}
+
+/// Starts the pipeline for `scooter_id`. Opens the spool (moving a damaged file aside) and
+/// spawns the publishing task, which runs until every [`PipelineHandle`] is dropped; it then
+/// commits what is buffered and returns.
+pub fn spawn(
+    cfg: PipelineConfig,
+    scooter_id: &str,
+) -> Result<(PipelineHandle, JoinHandle<()>), PipelineError> {
+    cfg.mqtt.validate()?;
+    let url = BrokerUrl::parse(&cfg.mqtt.broker)?;
+    let tls = if url.tls {
+        Some(tls::client_config(
+            cfg.mqtt.ca_file.as_deref(),
+            cfg.mqtt.client_cert.as_deref(),
+            cfg.mqtt.client_key.as_deref(),
+        )?)
+    } else {
+        None
+    };
+    let resolve = |t: &str| t.replace("{scooter_id}", scooter_id);
+    let outputs_cfg: Vec<OutputConfig> = cfg.mqtt.effective_outputs();
+    let outputs: Vec<Output> = outputs_cfg
+        .iter()
+        .map(|o| Output {
+            topic: resolve(&o.topic),
+            encoding: o.encoding,
+        })
+        .collect();
+    let names: Vec<String> = outputs
+        .iter()
+        .map(|o| format!("{}|{:?}", o.topic, o.encoding))
+        .collect();
+    let health = Health::new();
+    let (spool, report) = Spool::open(&cfg.spool, &names)?;
+    if let Some(r) = report {
+        health.add(Counter::SpoolRecoveries, 1);
+        error!(moved_to = %r.moved_to.display(), reason = %r.reason, "started with a fresh spool");
+    }
+    let limits: Vec<OutputLimits> = outputs_cfg
+        .iter()
+        .map(|o| OutputLimits {
+            batch: o.batch_size().min(o.encoding.max_batch()),
+            linger: o.linger(),
+        })
+        .collect();
+    let window = PublishWindow::new(
+        usize::from(cfg.mqtt.max_in_flight),
+        usize::from(cfg.mqtt.live_reserved),
+        &limits,
+    );
+    let params = ConnectParams {
+        protocol: cfg.mqtt.protocol,
+        host: url.host,
+        port: url.port,
+        tls,
+        client_id: cfg.mqtt.client.clone(),
+        credentials: None,
+        keep_alive: Duration::from_secs(cfg.mqtt.keep_alive.max(1)),
+        connect_timeout: Duration::from_secs(cfg.mqtt.connect_timeout.max(1)),
+        // Room for the control messages on top of the record window.
+        max_in_flight: cfg.mqtt.max_in_flight.saturating_add(2),
+        last_will: cfg
+            .mqtt
+            .availability_topic
+            .as_deref()
+            .map(|t| (resolve(t), b"offline".to_vec())),
+    };
+    let (tx, rx) = mpsc::channel(cfg.channel_capacity.max(1));
+    let driver = Driver {
+        backoff: Backoff::new(
+            Duration::from_secs_f64(cfg.mqtt.reconnect_min),
+            Duration::from_secs_f64(cfg.mqtt.reconnect_max),
+        ),
+        availability_topic: cfg.mqtt.availability_topic.as_deref().map(resolve),
+        status_topic: cfg.mqtt.status_topic.as_deref().map(resolve),
+        status_interval: Duration::from_secs(cfg.mqtt.status_interval.max(1)),
+        scooter_id: scooter_id.to_owned(),
+        cfg,
+        params,
+        outputs,
+        spool,
+        window,
+        health: health.clone(),
+        rx,
+        conn: None,
+        events: None,
+        reconnect_at: None,
+        status_at: None,
+        status_dirty: false,
+        last_dropped: u64::MAX,
+        prune_at: Instant::now(),
+        rng: StdRng::from_entropy(),
+        connected_once: false,
+    };
+    let task = tokio::spawn(driver.run());
+    Ok((PipelineHandle { tx, health }, task))
+}
+
+struct Driver {
+    cfg: PipelineConfig,
+    params: ConnectParams,
+    outputs: Vec<Output>,
+    spool: Spool,
+    window: PublishWindow,
+    health: Arc<Health>,
+    rx: mpsc::Receiver<Sample>,
+    conn: Option<Connection>,
+    events: Option<mpsc::Receiver<NetEvent>>,
+    backoff: Backoff,
+    reconnect_at: Option<Instant>,
+    availability_topic: Option<String>,
+    status_topic: Option<String>,
+    status_interval: Duration,
+    status_at: Option<Instant>,
+    status_dirty: bool,
+    last_dropped: u64,
+    prune_at: Instant,
+    rng: StdRng,
+    scooter_id: String,
+    connected_once: bool,
+}
+
+#[derive(Serialize)]
+struct StatusMessage<'a> {
+    v: u32,
+    scooter_id: &'a str,
+    ts: String,
+    #[serde(flatten)]
+    health: HealthSnapshot,
+}
+
+async fn next_event(events: &mut Option<mpsc::Receiver<NetEvent>>) -> Option<NetEvent> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Driver {
+    async fn run(mut self) {
+        self.connect();
+        loop {
+            self.pump();
+            self.update_gauges();
+            let deadline = [
+                self.spool.flush_deadline().map(Instant::from_std),
+                self.window.next_deadline().map(Instant::from_std),
+                self.reconnect_at,
+                self.status_at,
+                Some(self.prune_at),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                sample = self.rx.recv() => match sample {
+                    Some(s) => self.on_sample(s),
+                    None => break,
+                },
+                ev = next_event(&mut self.events) => match ev {
+                    Some(ev) => self.on_net(ev),
+                    None => self.on_closed(CloseReason::Other("connection task ended".into())),
+                },
+                _ = tokio::time::sleep_until(deadline) => self.on_timer(),
+            }
+        }
+        // Every handle dropped: commit what is buffered; unpublished records stay spooled.
+        if let Err(e) = self.spool.flush() {
+            error!(error = %e, "final spool commit failed");
+        }
+        info!("pipeline stopped");
+    }
+
+    fn now_std() -> std::time::Instant {
+        Instant::now().into_std()
+    }
+
+    fn on_sample(&mut self, s: Sample) {
+        let result = self.spool.append(s, Self::now_std());
+        self.after_commit(result);
+    }
+
+    fn after_commit(&mut self, result: Result<Vec<StoredRecord>, SpoolError>) {
+        match result {
+            Ok(rows) if !rows.is_empty() => {
+                self.health.add(Counter::Spooled, rows.len() as u64);
+                let ids: Vec<i64> = rows.iter().map(|r| r.row).collect();
+                self.window.on_committed(&ids, Self::now_std());
+            }
+            Ok(_) => {}
+            Err(e) => self.on_spool_error(e),
+        }
+    }
+
+    fn on_spool_error(&mut self, e: SpoolError) {
+        error!(error = %e, "spool");
+        if matches!(e, SpoolError::Recovered { .. }) {
+            self.health.add(Counter::SpoolRecoveries, 1);
+            // Row ids restart in the fresh file: drop the connection so no acknowledgement of
+            // an old row can be applied to a new one, and start over.
+            self.drop_connection();
+            self.reconnect_at = Some(Instant::now());
+        }
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        if self
+            .spool
+            .flush_deadline()
+            .is_some_and(|d| Instant::from_std(d) <= now)
+        {
+            let r = self.spool.flush();
+            self.after_commit(r);
+        }
+        if self.reconnect_at.is_some_and(|t| t <= now) {
+            self.reconnect_at = None;
+            self.connect();
+        }
+        if self.status_at.is_some_and(|t| t <= now) {
+            self.status_dirty = true;
+            self.status_at = Some(now + self.status_interval);
+        }
+        if self.prune_at <= now {
+            self.prune_at = now + Duration::from_secs(10);
+            if let Err(e) = self.spool.prune_expired(Utc::now()) {
+                self.on_spool_error(e);
+            }
+        }
+        // Window deadlines (linger) are handled by pump().
+    }
+
+    fn connect(&mut self) {
+        let mut params = self.params.clone();
+        if let Some(user) = &self.cfg.mqtt.username {
+            let password = match &self.cfg.mqtt.password {
+                Some(src) => match read_password(src) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        error!(error = %e, "cannot read the MQTT password; retrying later");
+                        self.schedule_reconnect();
+                        return;
+                    }
+                },
+                None => String::new(),
+            };
+            params.credentials = Some((user.clone(), password));
+        }
+        debug!(?params, "connecting");
+        self.health.set_broker(BrokerState::Connecting);
+        let (conn, events) = Connection::open(&params);
+        self.conn = Some(conn);
+        self.events = Some(events);
+    }
+
+    fn schedule_reconnect(&mut self) {
+        let delay = self.backoff.next_delay(&mut self.rng);
+        info!(
+            delay_ms = delay.as_millis() as u64,
+            "reconnecting after back-off"
+        );
+        self.health.set_broker(BrokerState::Backoff);
+        self.reconnect_at = Some(Instant::now() + delay);
+    }
+
+    fn drop_connection(&mut self) {
+        self.conn = None;
+        self.events = None;
+        self.window.on_disconnected();
+    }
+
+    fn on_closed(&mut self, reason: CloseReason) {
+        let was_connected = self.window.is_connected();
+        if was_connected {
+            warn!(broker = %self.cfg.mqtt.broker, %reason, "connection lost");
+        } else {
+            self.health.add(Counter::ConnectFailures, 1);
+            match &reason {
+                CloseReason::Auth(_) | CloseReason::Tls(_) => {
+                    error!(broker = %self.cfg.mqtt.broker, %reason, "cannot connect")
+                }
+                _ => warn!(broker = %self.cfg.mqtt.broker, %reason, "cannot connect"),
+            }
+        }
+        self.drop_connection();
+        self.schedule_reconnect();
+    }
+
+    fn on_net(&mut self, ev: NetEvent) {
+        match ev {
+            NetEvent::Connected => {
+                info!(broker = %self.cfg.mqtt.broker, resumed = self.connected_once, "connected");
+                self.connected_once = true;
+                self.backoff.reset();
+                self.window.on_connected();
+                self.health.set_broker(BrokerState::Connected);
+                if let Some(topic) = self.availability_topic.clone() {
+                    self.publish_control(&topic, b"online".to_vec());
+                }
+                self.status_dirty = true;
+                self.status_at = Some(Instant::now() + self.status_interval);
+            }
+            NetEvent::Sent(pkid) => self.window.on_packet_sent(pkid),
+            NetEvent::Acked(pkid, result) => {
+                let Some(s) = self.window.on_ack(pkid) else {
+                    return;
+                };
+                if s.kind == Kind::Control {
+                    return;
+                }
+                match result {
+                    Ok(()) => {
+                        self.health.add(Counter::Acknowledged, s.rows.len() as u64);
+                        if let Err(e) = self.spool.ack(s.output, &s.rows) {
+                            self.on_spool_error(e);
+                        }
+                    }
+                    // Kept in the spool: published again after the next reconnect.
+                    Err(reason) => warn!(
+                        pkid,
+                        %reason,
+                        topic = self.outputs.get(s.output).map(|o| o.topic.as_str()),
+                        "broker refused a publish"
+                    ),
+                }
+            }
+            NetEvent::Closed(reason) => self.on_closed(reason),
+        }
+    }
+
+    fn publish_control(&mut self, topic: &str, payload: Vec<u8>) {
+        let Some(conn) = &self.conn else { return };
+        match conn.publish(topic, payload, true, Some("text/plain")) {
+            Ok(()) => self.window.on_submitted(Submitted {
+                output: 0,
+                rows: Vec::new(),
+                kind: Kind::Control,
+            }),
+            Err(e) => warn!(error = %e, "control publish not queued"),
+        }
+    }
+
+    fn maybe_publish_status(&mut self) {
+        let dropped = self.spool.stats().dropped_total;
+        if dropped != self.last_dropped {
+            self.status_dirty = true;
+        }
+        if !self.status_dirty || !self.window.is_connected() {
+            return;
+        }
+        let Some(topic) = self.status_topic.clone() else {
+            self.status_dirty = false;
+            return;
+        };
+        self.update_gauges();
+        let msg = StatusMessage {
+            v: 1,
+            scooter_id: &self.scooter_id,
+            ts: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            health: self.health.snapshot(),
+        };
+        match serde_json::to_vec(&msg) {
+            Ok(payload) => self.publish_control(&topic, payload),
+            Err(e) => warn!(error = %e, "status encoding"),
+        }
+        self.status_dirty = false;
+        self.last_dropped = dropped;
+    }
+
+    /// Publishes as much as the window allows.
+    fn pump(&mut self) {
+        self.maybe_publish_status();
+        let now = Self::now_std();
+        while let Some(plan) = self.window.poll(now) {
+            let (output, records, kind) = match plan {
+                Plan::Backlog {
+                    output,
+                    after,
+                    limit,
+                    batch,
+                } => {
+                    let fetched = match self.spool.pending_after(output, after, limit) {
+                        Ok(f) => f,
+                        Err(e) => return self.on_spool_error(e),
+                    };
+                    let ids: Vec<i64> = fetched.iter().map(|r| r.row).collect();
+                    let taken = self.window.take_backlog(output, &ids, limit, batch);
+                    let records: Vec<StoredRecord> = fetched
+                        .into_iter()
+                        .filter(|r| taken.binary_search(&r.row).is_ok())
+                        .collect();
+                    (output, records, Kind::Backlog)
+                }
+                Plan::Live { output, rows } => match self.spool.get(&rows) {
+                    Ok(r) => (output, r, Kind::Live),
+                    Err(e) => return self.on_spool_error(e),
+                },
+            };
+            if records.is_empty() {
+                continue;
+            }
+            let Some(out) = self.outputs.get(output).cloned() else {
+                continue;
+            };
+            let rows: Vec<i64> = records.iter().map(|r| r.row).collect();
+            let recs: Vec<crate::record::Record> = records.into_iter().map(|r| r.record).collect();
+            let payload = match out.encoding.encode(&recs) {
+                Ok(p) => p,
+                Err(e) => {
+                    // Cannot happen for well-formed records; never block the queue on it.
+                    error!(error = %e, topic = %out.topic, "encoding failed; record skipped");
+                    if let Err(e) = self.spool.ack(output, &rows) {
+                        self.on_spool_error(e);
+                    }
+                    continue;
+                }
+            };
+            let Some(conn) = &self.conn else { return };
+            if let Err(e) = conn.publish(
+                &out.topic,
+                payload,
+                false,
+                Some(out.encoding.content_type()),
+            ) {
+                warn!(error = %e, "publish queue refused; reconnecting");
+                self.on_closed(CloseReason::Other(e));
+                return;
+            }
+            self.health.add(Counter::Published, rows.len() as u64);
+            self.window.on_submitted(Submitted { output, rows, kind });
+        }
+    }
+
+    fn update_gauges(&self) {
+        let s = self.spool.stats();
+        self.health.set_gauges(
+            s.records,
+            s.bytes,
+            s.dropped_total,
+            self.window.in_flight() as u64,
+        );
+    }
+}
