@@ -278,7 +278,7 @@ impl ClientPairing {
         }
         match char {
             Char::Upnp => self.on_control(data),
-            Char::Avdtp => match self.channel.handle(now, data) {
+            Char::Avdtp => match self.handle_avdtp(now, data) {
                 Ok(Some(progress)) => self.on_progress(now, progress),
                 Ok(None) => {}
                 Err(e) if e.is_fatal() => self.fail(PairingError::Parcel(e)),
@@ -382,6 +382,14 @@ impl ClientPairing {
             self.channel.reset();
             self.events.push_back(ClientEvent::Failed(error));
         }
+    }
+
+    /// Feeds the channel and queues its answer at once, so that an acknowledge goes out before
+    /// anything the completed step triggers (e.g. `RCV_OK` before `15`).
+    fn handle_avdtp(&mut self, now: Instant, data: &[u8]) -> Result<Option<Progress>, ParcelError> {
+        let result = self.channel.handle(now, data);
+        self.flush();
+        result
     }
 
     fn flush(&mut self) {
@@ -564,7 +572,7 @@ impl<R: RngCore + CryptoRng> DevicePairing<R> {
                 Ok(Control::Auth) => self.on_auth(),
                 _ => {}
             },
-            Char::Avdtp => match self.channel.handle(now, data) {
+            Char::Avdtp => match self.handle_avdtp(now, data) {
                 Ok(Some(Progress::Received(kind, payload))) => self.on_parcel(now, kind, payload),
                 Ok(_) => {}
                 Err(e) if e.is_fatal() => self.reject(PairingError::Parcel(e)),
@@ -695,6 +703,14 @@ impl<R: RngCore + CryptoRng> DevicePairing<R> {
         self.transmits.push_back(Control::AuthErr.transmit());
         self.events.push_back(DeviceEvent::Rejected(error));
         self.reset_attempt();
+    }
+
+    /// Feeds the channel and queues its answer at once, so that an acknowledge goes out before
+    /// anything the completed step triggers (e.g. `RCV_OK` before `15`).
+    fn handle_avdtp(&mut self, now: Instant, data: &[u8]) -> Result<Option<Progress>, ParcelError> {
+        let result = self.channel.handle(now, data);
+        self.flush();
+        result
     }
 
     fn flush(&mut self) {

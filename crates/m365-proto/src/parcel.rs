@@ -451,7 +451,8 @@ impl Receiver {
         self.collecting = None;
         if let Some((pending_kind, count)) = self.pending.take() {
             if pending_kind == kind {
-                self.on_announce(now, kind, count);
+                // `count > 0` for pending announces, so this cannot complete a parcel here.
+                let _ = self.on_announce(now, kind, count);
             } else {
                 self.pending = Some((pending_kind, count));
             }
@@ -472,10 +473,7 @@ impl Receiver {
     /// Feeds one parsed message. Returns the parcel it completed, if any.
     pub fn handle(&mut self, now: Instant, message: &Message<'_>) -> Option<(ParcelType, Vec<u8>)> {
         match *message {
-            Message::Announce { kind, count } => {
-                self.on_announce(now, kind, count);
-                None
-            }
+            Message::Announce { kind, count } => self.on_announce(now, kind, count),
             Message::Chunk { index, data } => self.on_chunk(now, index, data),
             Message::InlineData { kind, data } => {
                 let armed = self.armed?;
@@ -490,18 +488,39 @@ impl Receiver {
         }
     }
 
-    fn on_announce(&mut self, now: Instant, kind: ParcelType, count: u16) {
+    fn on_announce(
+        &mut self,
+        now: Instant,
+        kind: ParcelType,
+        count: u16,
+    ) -> Option<(ParcelType, Vec<u8>)> {
         let Some(armed) = self.armed.filter(|a| a.kind == kind) else {
             // Not expected (yet): the device's library answers only once its state machine
-            // expects the type, e.g. the client key after the button press (§3.2, §3.6).
-            self.pending = Some((kind, count));
-            return;
+            // expects the type, e.g. the client key after the button press (§3.2, §3.6). An empty
+            // parcel is not kept: no step of the protocol waits for one, and completing it later,
+            // outside `handle`, would have no way to report it.
+            if count > 0 {
+                self.pending = Some((kind, count));
+            }
+            return None;
         };
+        if let Some(c) = &self.collecting
+            && c.kind == kind
+            && c.chunks.len() == usize::from(count)
+        {
+            return None; // a repeated announce of the parcel being collected
+        }
         if count > armed.max_count {
             self.out.push_back(Message::Ack(Ack::Cancel).encode());
-            return;
+            return None;
         }
         self.out.push_back(Message::Ack(Ack::Ready).encode());
+        if count == 0 {
+            // Nothing will follow: an empty parcel is complete once it is accepted.
+            self.out.push_back(Message::Ack(Ack::Success).encode());
+            self.disarm();
+            return Some((kind, Vec::new()));
+        }
         self.collecting = Some(Collecting {
             kind,
             chunks: vec![None; usize::from(count)],
@@ -509,11 +528,7 @@ impl Receiver {
             last_progress: now,
             requested: None,
         });
-        if count == 0 {
-            // Nothing will follow: an empty parcel is complete once it is accepted.
-            self.out.push_back(Message::Ack(Ack::Success).encode());
-            self.disarm();
-        }
+        None
     }
 
     fn on_chunk(&mut self, now: Instant, index: u16, data: &[u8]) -> Option<(ParcelType, Vec<u8>)> {
