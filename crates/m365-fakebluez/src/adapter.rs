@@ -1,0 +1,228 @@
+//! `org.bluez.Adapter1` at `/org/bluez/hci0`: power, discovery sessions (one per client, like
+//! BlueZ) with a service-UUID filter, and RemoveDevice.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use tokio::time::Instant;
+use tracing::{debug, info};
+use uuid::Uuid;
+use zbus::interface;
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::zvariant::{ObjectPath, OwnedValue};
+
+use crate::bluez_error::BluezError;
+use crate::connection;
+use crate::state::Shared;
+
+/// The adapter object.
+#[derive(Debug)]
+pub(crate) struct AdapterIface {
+    shared: Weak<Shared>,
+}
+
+impl AdapterIface {
+    pub(crate) fn new(shared: Weak<Shared>) -> Self {
+        AdapterIface { shared }
+    }
+
+    fn shared(&self) -> Result<Arc<Shared>, BluezError> {
+        self.shared
+            .upgrade()
+            .ok_or_else(|| BluezError::Failed("adapter gone".into()))
+    }
+
+    fn config<T>(&self, f: impl FnOnce(&crate::config::FakeConfig) -> T) -> Option<T> {
+        self.shared.upgrade().map(|s| f(&s.config))
+    }
+}
+
+/// The service UUIDs of a discovery filter (`UUIDs: as`), other keys accepted and ignored.
+fn filter_uuids(filter: &HashMap<String, OwnedValue>) -> Result<Vec<Uuid>, BluezError> {
+    let invalid = || BluezError::InvalidArguments("Invalid arguments in method call".into());
+    let Some(value) = filter.get("UUIDs") else {
+        return Ok(Vec::new());
+    };
+    let list = value.try_clone().map_err(|_| invalid())?;
+    let list = <Vec<String>>::try_from(list).map_err(|_| invalid())?;
+    list.iter()
+        .map(|s| Uuid::parse_str(s).map_err(|_| invalid()))
+        .collect()
+}
+
+fn sender(header: &Header<'_>) -> String {
+    header.sender().map(|s| s.to_string()).unwrap_or_default()
+}
+
+#[interface(name = "org.bluez.Adapter1")]
+impl AdapterIface {
+    /// Sets the service UUID filter (btleplug sends `Transport`, `DuplicateData`, `UUIDs`).
+    async fn set_discovery_filter(
+        &self,
+        filter: HashMap<String, OwnedValue>,
+    ) -> Result<(), BluezError> {
+        let uuids = filter_uuids(&filter)?;
+        debug!(?uuids, "discovery filter");
+        self.shared()?.world().filter_uuids = uuids;
+        Ok(())
+    }
+
+    /// Starts a discovery session for the calling client.
+    async fn start_discovery(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<(), BluezError> {
+        let shared = self.shared()?;
+        let first = {
+            let mut world = shared.world();
+            if !world.powered {
+                return Err(BluezError::NotReady("Resource Not Ready".into()));
+            }
+            let first = !world.discovering();
+            if !world.discovery_clients.insert(sender(&header)) {
+                return Err(BluezError::InProgress(
+                    "Operation already in progress".into(),
+                ));
+            }
+            if first {
+                world.discovery_started = Some(Instant::now());
+            }
+            first
+        };
+        if first {
+            info!("discovery started");
+            let _ = self.discovering_changed(&emitter).await;
+        }
+        Ok(())
+    }
+
+    /// Ends the calling client's discovery session.
+    async fn stop_discovery(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<(), BluezError> {
+        let shared = self.shared()?;
+        let last = {
+            let mut world = shared.world();
+            if !world.discovery_clients.remove(&sender(&header)) {
+                return Err(BluezError::Failed("No discovery started".into()));
+            }
+            let last = !world.discovering();
+            if last {
+                world.discovery_started = None;
+                world.filter_uuids.clear();
+            }
+            last
+        };
+        if last {
+            info!("discovery stopped");
+            let _ = self.discovering_changed(&emitter).await;
+        }
+        Ok(())
+    }
+
+    /// Forgets a device: drops its link and takes it off the bus. It is found again by the next
+    /// discovery. This also clears a stale "InProgress" connect.
+    async fn remove_device(&self, device: ObjectPath<'_>) -> Result<(), BluezError> {
+        let shared = self.shared()?;
+        let address = {
+            let mut world = shared.world();
+            let d = world
+                .device_by_path(device.as_str())
+                .filter(|d| d.exported)
+                .ok_or_else(|| BluezError::DoesNotExist("Does Not Exist".into()))?;
+            d.counters.remove_device += 1;
+            d.faults.stale_in_progress = false;
+            d.exported = false;
+            d.address
+        };
+        info!(%address, "device removed");
+        connection::unexport_device(&shared, address).await;
+        Ok(())
+    }
+
+    /// The filters this adapter supports.
+    fn get_discovery_filters(&self) -> Vec<String> {
+        [
+            "UUIDs",
+            "RSSI",
+            "Pathloss",
+            "Transport",
+            "DuplicateData",
+            "Discoverable",
+            "Pattern",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    #[zbus(property)]
+    fn address(&self) -> String {
+        self.config(|c| c.adapter_address.to_string())
+            .unwrap_or_default()
+    }
+
+    #[zbus(property)]
+    fn address_type(&self) -> String {
+        "public".to_owned()
+    }
+
+    #[zbus(property)]
+    fn name(&self) -> String {
+        self.config(|c| c.adapter_name.clone()).unwrap_or_default()
+    }
+
+    #[zbus(property)]
+    fn alias(&self) -> String {
+        self.name()
+    }
+
+    #[zbus(property)]
+    fn class(&self) -> u32 {
+        0
+    }
+
+    #[zbus(property)]
+    fn powered(&self) -> bool {
+        self.shared.upgrade().is_some_and(|s| s.world().powered)
+    }
+
+    /// btleplug's start_scan sets Powered=true first, so it must be writable.
+    #[zbus(property)]
+    fn set_powered(&self, powered: bool) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.world().powered = powered;
+        }
+    }
+
+    #[zbus(property)]
+    fn discoverable(&self) -> bool {
+        false
+    }
+
+    #[zbus(property)]
+    fn pairable(&self) -> bool {
+        true
+    }
+
+    #[zbus(property)]
+    fn discovering(&self) -> bool {
+        self.shared
+            .upgrade()
+            .is_some_and(|s| s.world().discovering())
+    }
+
+    #[zbus(property, name = "UUIDs")]
+    fn uuids(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Must look like a real USB modalias (upper-case hex) or btleplug hides the adapter.
+    #[zbus(property)]
+    fn modalias(&self) -> String {
+        "usb:v1D6Bp0246d0537".to_owned()
+    }
+}

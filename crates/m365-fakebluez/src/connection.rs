@@ -1,0 +1,340 @@
+//! The life cycle of a device on the bus and of its link: appearing and disappearing
+//! (InterfacesAdded/Removed of Device1), connecting (Connected, GATT objects, ServicesResolved,
+//! in BlueZ's order), going down (ServicesResolved=false then Connected=false) and the
+//! notification pump of a live link.
+//!
+//! Every function here follows the same pattern: decide under the world lock, release it, then
+//! talk to the bus and to the peripheral. The object tree is only changed from these functions,
+//! never from inside an interface's `&mut self`.
+
+use std::sync::{Arc, Weak};
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+use zbus::Connection;
+use zbus::zvariant::Value;
+
+use crate::address::Address;
+use crate::bluez_error::BluezError;
+use crate::config::GattOnDisconnect;
+use crate::device::DeviceIface;
+use crate::gatt::{CharIface, DescIface, ServiceIface};
+use crate::link::{Link, NOTIFY_QUEUE};
+use crate::link_timing::ConnectionEvents;
+use crate::paths::{self, CHAR_IFACE, DEVICE_IFACE};
+use crate::state::{GattLayout, LinkSession, Outgoing, Shared, lock};
+
+/// Why a link goes down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cause {
+    /// The central called `Disconnect` (or `RemoveDevice`).
+    Central,
+    /// An injected fault: link loss or out of range.
+    LinkLoss,
+}
+
+/// `Device1.Connect`.
+pub(crate) async fn connect(shared: &Arc<Shared>, address: Address) -> Result<(), BluezError> {
+    let delay = {
+        let mut world = shared.world();
+        let powered = world.powered;
+        let device = world
+            .devices
+            .get_mut(&address)
+            .ok_or_else(|| BluezError::DoesNotExist("Does Not Exist".into()))?;
+        device.counters.connects += 1;
+        if !powered {
+            return Err(BluezError::NotReady("Resource Not Ready".into()));
+        }
+        if device.faults.stale_in_progress || device.connecting {
+            return Err(BluezError::in_progress());
+        }
+        if device.connected {
+            return Ok(());
+        }
+        device.connecting = true;
+        device.faults.connect_delay
+    };
+    tokio::time::sleep(delay).await;
+
+    let (generation, rx, peripheral, layout, export_gatt_now) = {
+        let mut world = shared.world();
+        let device = world
+            .devices
+            .get_mut(&address)
+            .ok_or_else(|| BluezError::DoesNotExist("Does Not Exist".into()))?;
+        device.connecting = false;
+        let now = Instant::now();
+        if let Err(e) = device.faults.connect_outcome(now) {
+            debug!(%address, "connect refused: {e}");
+            return Err(e);
+        }
+        device.generation += 1;
+        device.connected = true;
+        device.counters.successful_connects += 1;
+        for state in device.chars.values_mut() {
+            state.notifying = false;
+        }
+        let (tx, rx) = mpsc::channel(NOTIFY_QUEUE);
+        device.link = Some(LinkSession {
+            generation: device.generation,
+            started: now,
+            events: ConnectionEvents::new(device.timing),
+            notify_tx: tx,
+        });
+        let export = !device.gatt_exported;
+        device.gatt_exported = true;
+        (
+            device.generation,
+            rx,
+            device.peripheral.clone(),
+            device.layout.clone(),
+            export,
+        )
+    };
+    info!(%address, "connected");
+    let Some(conn) = shared.conn.get() else {
+        return Err(BluezError::Failed("bus connection closed".into()));
+    };
+    let path = paths::device(address);
+    crate::signals::properties_changed(conn, &path, DEVICE_IFACE, vec![("Connected", true.into())])
+        .await;
+    // GATT objects must exist before ServicesResolved turns true: btleplug walks the tree as
+    // soon as it sees it.
+    if export_gatt_now {
+        export_gatt(shared, conn, address, &layout).await;
+    }
+    tokio::spawn(deliver(Arc::downgrade(shared), address, generation, rx));
+    lock(&peripheral).on_connect(Link {
+        shared: Arc::downgrade(shared),
+        address,
+        generation,
+    });
+    let still_up = {
+        let mut world = shared.world();
+        match world.devices.get_mut(&address) {
+            Some(d) if d.has_link(generation) => {
+                d.services_resolved = true;
+                true
+            }
+            _ => false,
+        }
+    };
+    if !still_up {
+        // A fault dropped the link while it was coming up.
+        return Err(BluezError::le_connection_abort_by_local());
+    }
+    crate::signals::properties_changed(
+        conn,
+        &path,
+        DEVICE_IFACE,
+        vec![("ServicesResolved", true.into())],
+    )
+    .await;
+    Ok(())
+}
+
+/// Takes a link down: `Device1.Disconnect`, an injected drop, out of range or `RemoveDevice`.
+/// Returns whether a link was up.
+pub(crate) async fn disconnect(shared: &Arc<Shared>, address: Address, cause: Cause) -> bool {
+    let (peripheral, remove_gatt, layout) = {
+        let mut world = shared.world();
+        let Some(device) = world.devices.get_mut(&address) else {
+            return false;
+        };
+        if !device.connected {
+            return false;
+        }
+        device.connected = false;
+        device.services_resolved = false;
+        if let Some(link) = device.link.take() {
+            device.last_link_stats = link.events.stats();
+        }
+        for state in device.chars.values_mut() {
+            state.notifying = false;
+        }
+        if cause == Cause::LinkLoss {
+            device.counters.link_drops += 1;
+        }
+        let remove = device.gatt_on_disconnect == GattOnDisconnect::Remove && device.gatt_exported;
+        if remove {
+            device.gatt_exported = false;
+        }
+        (device.peripheral.clone(), remove, device.layout.clone())
+    };
+    info!(%address, ?cause, "disconnected");
+    if let Some(conn) = shared.conn.get() {
+        let path = paths::device(address);
+        // BlueZ's order, which btleplug relies on to report DeviceDisconnected.
+        crate::signals::properties_changed(
+            conn,
+            &path,
+            DEVICE_IFACE,
+            vec![("ServicesResolved", false.into())],
+        )
+        .await;
+        crate::signals::properties_changed(
+            conn,
+            &path,
+            DEVICE_IFACE,
+            vec![("Connected", false.into())],
+        )
+        .await;
+    }
+    lock(&peripheral).on_disconnect();
+    if remove_gatt && let Some(conn) = shared.conn.get() {
+        unexport_gatt(conn, &layout).await;
+    }
+    true
+}
+
+/// Puts a device's Device1 object on the bus (InterfacesAdded). The caller has already marked
+/// it exported under the world lock.
+pub(crate) async fn export_device(shared: &Arc<Shared>, address: Address) {
+    let Some(conn) = shared.conn.get() else {
+        return;
+    };
+    let iface = DeviceIface::new(Arc::downgrade(shared), address);
+    match conn.object_server().at(paths::device(address), iface).await {
+        Ok(_) => debug!(%address, "device appeared"),
+        Err(e) => {
+            warn!(%address, "cannot export device: {e}");
+            if let Some(d) = shared.world().devices.get_mut(&address) {
+                d.exported = false;
+            }
+        }
+    }
+}
+
+/// Takes a device off the bus (link, GATT objects, Device1), as `RemoveDevice` or BlueZ's
+/// expiry of an unseen device do. The caller has already marked it not exported.
+pub(crate) async fn unexport_device(shared: &Arc<Shared>, address: Address) {
+    disconnect(shared, address, Cause::Central).await;
+    let layout = {
+        let mut world = shared.world();
+        match world.devices.get_mut(&address) {
+            Some(d) => {
+                let exported = d.gatt_exported;
+                d.gatt_exported = false;
+                exported.then(|| d.layout.clone())
+            }
+            None => None,
+        }
+    };
+    let Some(conn) = shared.conn.get() else {
+        return;
+    };
+    if let Some(layout) = layout {
+        unexport_gatt(conn, &layout).await;
+    }
+    if let Err(e) = conn
+        .object_server()
+        .remove::<DeviceIface, _>(paths::device(address))
+        .await
+    {
+        debug!(%address, "device was not on the bus: {e}");
+    }
+}
+
+async fn export_gatt(
+    shared: &Arc<Shared>,
+    conn: &Connection,
+    address: Address,
+    layout: &GattLayout,
+) {
+    let server = conn.object_server();
+    let device_path = paths::device(address);
+    for service in &layout.services {
+        let iface = ServiceIface::new(service, &device_path);
+        if let Err(e) = server.at(service.path.as_str(), iface).await {
+            warn!(path = service.path, "cannot export service: {e}");
+        }
+        for node in &service.characteristics {
+            let iface = CharIface::new(Arc::downgrade(shared), address, node.clone());
+            if let Err(e) = server.at(node.path.as_str(), iface).await {
+                warn!(path = node.path, "cannot export characteristic: {e}");
+            }
+            if let Some(cccd) = &node.cccd_path {
+                let iface = DescIface::new(Arc::downgrade(shared), address, node.path.clone());
+                if let Err(e) = server.at(cccd.as_str(), iface).await {
+                    warn!(path = cccd, "cannot export descriptor: {e}");
+                }
+            }
+        }
+    }
+}
+
+async fn unexport_gatt(conn: &Connection, layout: &GattLayout) {
+    let server = conn.object_server();
+    // Children first, like BlueZ tearing down its attribute database.
+    for service in &layout.services {
+        for node in &service.characteristics {
+            if let Some(cccd) = &node.cccd_path {
+                let _ = server.remove::<DescIface, _>(cccd.as_str()).await;
+            }
+            let _ = server.remove::<CharIface, _>(node.path.as_str()).await;
+        }
+        let _ = server
+            .remove::<ServiceIface, _>(service.path.as_str())
+            .await;
+    }
+}
+
+/// The notification pump of one link: takes queued notifications in order, waits for the
+/// connection event the timing model assigns, and emits them as `PropertiesChanged(Value)`.
+/// Ends when the link goes down (its sender is dropped).
+async fn deliver(
+    shared: Weak<Shared>,
+    address: Address,
+    generation: u64,
+    mut rx: mpsc::Receiver<Outgoing>,
+) {
+    while let Some(out) = rx.recv().await {
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
+        let at = {
+            let mut world = strong.world();
+            let Some(link) = world
+                .devices
+                .get_mut(&address)
+                .and_then(|d| d.link_of(generation))
+            else {
+                return;
+            };
+            link.reserve(Instant::now()).0
+        };
+        drop(strong);
+        tokio::time::sleep_until(at).await;
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
+        let deliver = {
+            let mut world = strong.world();
+            let Some(device) = world.devices.get_mut(&address) else {
+                return;
+            };
+            if !device.has_link(generation) {
+                return;
+            }
+            match device.chars.get_mut(&out.char_path) {
+                // Unsubscribed while queued: the peripheral's stack would have dropped it.
+                Some(state) if state.notifying => {
+                    state.value.clone_from(&out.data);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if deliver && let Some(conn) = strong.conn.get() {
+            crate::signals::properties_changed(
+                conn,
+                &out.char_path,
+                CHAR_IFACE,
+                vec![("Value", Value::from(out.data))],
+            )
+            .await;
+        }
+    }
+}

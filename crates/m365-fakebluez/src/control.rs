@@ -1,0 +1,127 @@
+//! [`DeviceControl`]: a test's or simulator's hand on one simulated device: inject link faults
+//! at run time, tune its radio, and read what centrals did to it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::info;
+
+use crate::address::Address;
+use crate::bluez_error::BluezError;
+use crate::config::GattOnDisconnect;
+use crate::connection::{self, Cause};
+use crate::counters::Counters;
+use crate::link_timing::{LinkStats, LinkTiming};
+use crate::state::{Device, Shared};
+
+/// Run-time control of one simulated device. Cheap to clone; keeps the fake alive.
+#[derive(Debug, Clone)]
+pub struct DeviceControl {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) address: Address,
+}
+
+impl DeviceControl {
+    /// The device's address.
+    pub fn address(&self) -> Address {
+        self.address
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Device) -> T) -> Option<T> {
+        self.shared.world().devices.get_mut(&self.address).map(f)
+    }
+
+    /// Loses the link the way a radio fade does: `ServicesResolved=false`, then
+    /// `Connected=false` (btleplug reports `DeviceDisconnected`), the peripheral's
+    /// `on_disconnect`, GATT objects removed or kept per [`GattOnDisconnect`]. For `hold_off`
+    /// afterwards, connects fail with `le-connection-abort-by-local`; the device keeps
+    /// advertising. Returns whether a link was up.
+    pub async fn drop_link(&self, hold_off: Duration) -> bool {
+        let until = Instant::now() + hold_off;
+        self.with(|d| d.faults.unreachable_until = Some(until));
+        info!(address = %self.address, ?hold_off, "injected link drop");
+        connection::disconnect(&self.shared, self.address, Cause::LinkLoss).await
+    }
+
+    /// Takes the device out of range for `duration`: the link drops (if up), advertising stops
+    /// (no RSSI updates; after the configured temporary timeout the device is forgotten),
+    /// connects fail with `le-connection-abort-by-local`. Afterwards it advertises again and
+    /// reappears in a running scan.
+    pub async fn out_of_range(&self, duration: Duration) {
+        let now = Instant::now();
+        self.with(|d| d.faults.out_of_range = Some((now, now + duration)));
+        info!(address = %self.address, ?duration, "out of range");
+        connection::disconnect(&self.shared, self.address, Cause::LinkLoss).await;
+    }
+
+    /// Makes the next `count` connects fail with `error` (after the connect delay).
+    pub fn fail_next_connects(&self, count: usize, error: BluezError) {
+        self.with(|d| {
+            d.faults
+                .failing_connects
+                .extend(std::iter::repeat_n(error, count));
+        });
+    }
+
+    /// Simulates BlueZ's stuck connect: every connect answers `org.bluez.Error.InProgress`
+    /// until a client calls `Adapter1.RemoveDevice` for this device.
+    pub fn stale_in_progress(&self) {
+        self.with(|d| d.faults.stale_in_progress = true);
+    }
+
+    /// How long a connect takes.
+    pub fn set_connect_delay(&self, delay: Duration) {
+        self.with(|d| d.faults.connect_delay = delay);
+    }
+
+    /// Overrides the advertised RSSI (`None`: back to the advertisement's).
+    pub fn set_rssi(&self, rssi: Option<i16>) {
+        self.with(|d| d.rssi_override = rssi);
+    }
+
+    /// Sets the link timing, for the current link (from now on) and the next ones.
+    pub fn set_link_timing(&self, timing: LinkTiming) {
+        self.with(|d| {
+            d.timing = timing;
+            if let Some(link) = d.link.as_mut() {
+                link.events.set_timing(timing);
+            }
+        });
+    }
+
+    /// Sets the ATT MTU reported on the characteristics and bounding notification size; takes
+    /// effect for the next connection's service discovery.
+    pub fn set_mtu(&self, mtu: u16) {
+        self.with(|d| d.mtu = mtu.max(23));
+    }
+
+    /// Whether GATT objects survive a disconnect.
+    pub fn set_gatt_on_disconnect(&self, behaviour: GattOnDisconnect) {
+        self.with(|d| d.gatt_on_disconnect = behaviour);
+    }
+
+    /// What centrals asked of this device so far.
+    pub fn counters(&self) -> Counters {
+        self.with(|d| d.counters).unwrap_or_default()
+    }
+
+    /// Statistics of the current link, or of the last one if none is up.
+    pub fn link_stats(&self) -> LinkStats {
+        self.with(|d| match &d.link {
+            Some(link) => link.events.stats(),
+            None => d.last_link_stats,
+        })
+        .unwrap_or_default()
+    }
+
+    /// Whether a central is connected.
+    pub fn is_connected(&self) -> bool {
+        self.with(|d| d.connected).unwrap_or(false)
+    }
+
+    /// Whether the device is on the bus (discovered and not removed).
+    pub fn is_visible(&self) -> bool {
+        self.with(|d| d.exported).unwrap_or(false)
+    }
+}

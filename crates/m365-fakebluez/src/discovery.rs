@@ -1,0 +1,150 @@
+//! The radio side of scanning: while a discovery session runs, advertisements are polled every
+//! advertising interval. Devices in range appear (InterfacesAdded) once the discovery delay
+//! has passed, changed RSSI and advertising data are published, and devices out of range for
+//! longer than BlueZ's temporary timeout are forgotten (InterfacesRemoved).
+
+use std::sync::{Arc, Weak};
+
+use tokio::time::{Instant, MissedTickBehavior};
+use zbus::zvariant::Value;
+
+use crate::address::Address;
+use crate::advertisement::Advertisement;
+use crate::connection;
+use crate::paths::{self, DEVICE_IFACE};
+use crate::state::{Shared, lock};
+
+/// Runs until the fake is dropped.
+pub(crate) async fn run(shared: Weak<Shared>) {
+    let period = match shared.upgrade() {
+        Some(s) => s
+            .config
+            .advertising_interval
+            .max(std::time::Duration::from_millis(1)),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        step(&shared).await;
+    }
+}
+
+/// What one step decided for a device.
+enum Action {
+    Appear(Address),
+    Changed(Address, Vec<(&'static str, Value<'static>)>),
+    Forget(Address),
+}
+
+/// One advertising interval.
+pub(crate) async fn step(shared: &Arc<Shared>) {
+    let peripherals: Vec<_> = shared
+        .world()
+        .devices
+        .values()
+        .map(|d| (d.address, d.peripheral.clone()))
+        .collect();
+    // Poll outside the world lock: a peripheral may be busy in a callback.
+    let adverts: Vec<(Address, Advertisement)> = peripherals
+        .into_iter()
+        .map(|(address, p)| (address, lock(&p).advertisement()))
+        .collect();
+
+    let now = Instant::now();
+    let mut actions = Vec::new();
+    {
+        let mut world = shared.world();
+        let scanning = world.discovering()
+            && world
+                .discovery_started
+                .is_some_and(|t| now >= t + shared.config.discovery_delay);
+        let filter = world.filter_uuids.clone();
+        for (address, mut advert) in adverts {
+            let Some(device) = world.devices.get_mut(&address) else {
+                continue;
+            };
+            // The address is the device's identity; a peripheral cannot change it.
+            advert.address = address;
+            if let Some(since) = device.faults.out_of_range_since(now) {
+                let expired =
+                    now.saturating_duration_since(since) >= shared.config.temporary_timeout;
+                if device.exported && !device.connected && expired {
+                    device.exported = false;
+                    actions.push(Action::Forget(address));
+                }
+                continue;
+            }
+            if !scanning || !advert.matches_filter(&filter) {
+                continue;
+            }
+            if !device.exported {
+                device.advert = advert;
+                device.exported = true;
+                actions.push(Action::Appear(address));
+                continue;
+            }
+            let old_rssi = device.rssi();
+            let mut changed: Vec<(&'static str, Value<'static>)> = Vec::new();
+            if advert.manufacturer_data != device.advert.manufacturer_data {
+                changed.push((
+                    "ManufacturerData",
+                    Value::from(
+                        advert
+                            .manufacturer_data
+                            .iter()
+                            .map(|(k, v)| (*k, Value::from(v.clone())))
+                            .collect::<std::collections::HashMap<_, _>>(),
+                    ),
+                ));
+            }
+            if advert.service_data != device.advert.service_data {
+                changed.push((
+                    "ServiceData",
+                    Value::from(
+                        advert
+                            .service_data
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), Value::from(v.clone())))
+                            .collect::<std::collections::HashMap<_, _>>(),
+                    ),
+                ));
+            }
+            if advert.name != device.advert.name
+                && let Some(name) = &advert.name
+            {
+                changed.push(("Name", Value::from(name.clone())));
+                changed.push(("Alias", Value::from(name.clone())));
+            }
+            device.advert = advert;
+            if let Some(rssi) = device.rssi().filter(|r| Some(*r) != old_rssi) {
+                changed.push(("RSSI", Value::from(rssi)));
+            }
+            if !changed.is_empty() {
+                actions.push(Action::Changed(address, changed));
+            }
+        }
+    }
+
+    for action in actions {
+        match action {
+            Action::Appear(address) => connection::export_device(shared, address).await,
+            Action::Forget(address) => connection::unexport_device(shared, address).await,
+            Action::Changed(address, changed) => {
+                if let Some(conn) = shared.conn.get() {
+                    crate::signals::properties_changed(
+                        conn,
+                        &paths::device(address),
+                        DEVICE_IFACE,
+                        changed,
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+}

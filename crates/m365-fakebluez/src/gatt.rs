@@ -1,0 +1,466 @@
+//! `org.bluez.GattService1`, `GattCharacteristic1` and `GattDescriptor1` (the CCCD): the GATT
+//! database of a connected device. Reads and writes cross the simulated link (paced by the
+//! timing model) and are answered by the peripheral; notifications arrive through
+//! [`crate::Link`] and leave through the connection's notification pump.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use tokio::time::Instant;
+use tracing::debug;
+use uuid::Uuid;
+use zbus::interface;
+use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue, Value};
+
+use crate::address::Address;
+use crate::bluez_error::BluezError;
+use crate::gatt_spec::CharFlags;
+use crate::paths::{CCCD_UUID, CHAR_IFACE};
+use crate::peripheral::WriteKind;
+use crate::state::{CharNode, ServiceNode, Shared, SharedPeripheral, lock};
+
+/// Longest value BlueZ accepts in one write request (ATT long write limit).
+const MAX_ATTRIBUTE_LEN: usize = 512;
+
+fn object_path(path: &str) -> OwnedObjectPath {
+    ObjectPath::try_from(path.to_owned())
+        .map(OwnedObjectPath::from)
+        .unwrap_or_else(|_| ObjectPath::from_static_str_unchecked("/").into())
+}
+
+/// A GattService1 object: static data only.
+#[derive(Debug)]
+pub(crate) struct ServiceIface {
+    uuid: Uuid,
+    primary: bool,
+    device: OwnedObjectPath,
+}
+
+impl ServiceIface {
+    pub(crate) fn new(node: &ServiceNode, device_path: &str) -> Self {
+        ServiceIface {
+            uuid: node.uuid,
+            primary: node.primary,
+            device: object_path(device_path),
+        }
+    }
+}
+
+#[interface(name = "org.bluez.GattService1")]
+impl ServiceIface {
+    #[zbus(property, name = "UUID")]
+    fn uuid(&self) -> String {
+        self.uuid.to_string()
+    }
+
+    #[zbus(property)]
+    fn primary(&self) -> bool {
+        self.primary
+    }
+
+    #[zbus(property)]
+    fn device(&self) -> OwnedObjectPath {
+        self.device.clone()
+    }
+}
+
+/// A GattCharacteristic1 object.
+#[derive(Debug)]
+pub(crate) struct CharIface {
+    shared: Weak<Shared>,
+    address: Address,
+    node: CharNode,
+}
+
+/// What a GATT operation needs once it is admitted onto the link.
+struct Admitted {
+    shared: Arc<Shared>,
+    peripheral: SharedPeripheral,
+    generation: u64,
+}
+
+impl CharIface {
+    pub(crate) fn new(shared: Weak<Shared>, address: Address, node: CharNode) -> Self {
+        CharIface {
+            shared,
+            address,
+            node,
+        }
+    }
+
+    fn shared(&self) -> Result<Arc<Shared>, BluezError> {
+        self.shared
+            .upgrade()
+            .ok_or_else(|| BluezError::Failed("adapter gone".into()))
+    }
+
+    /// Whether the link of `generation` is still up.
+    fn still_connected(&self, shared: &Shared, generation: u64) -> bool {
+        shared
+            .world()
+            .devices
+            .get(&self.address)
+            .is_some_and(|d| d.has_link(generation))
+    }
+
+    /// Checks the link and `check`s the request under the world lock, counts it with `count`,
+    /// and reserves its slot on the link; returns when it crosses and its offset.
+    fn admit(
+        &self,
+        count: impl FnOnce(&mut crate::counters::Counters),
+        check: impl FnOnce(&crate::state::Device) -> Result<(), BluezError>,
+    ) -> Result<(Admitted, Instant, std::time::Duration), BluezError> {
+        let shared = self.shared()?;
+        let (peripheral, generation, at, sent) = {
+            let mut world = shared.world();
+            let device = world
+                .devices
+                .get_mut(&self.address)
+                .ok_or_else(BluezError::not_connected)?;
+            count(&mut device.counters);
+            check(device)?;
+            let peripheral = device.peripheral.clone();
+            let link = device.link.as_mut().ok_or_else(BluezError::not_connected)?;
+            let (at, sent) = link.reserve(Instant::now());
+            (peripheral, link.generation, at, sent)
+        };
+        Ok((
+            Admitted {
+                shared,
+                peripheral,
+                generation,
+            },
+            at,
+            sent,
+        ))
+    }
+
+    /// Waits for the response slot of a request that crossed at `sent`.
+    async fn await_response(&self, admitted: &Admitted, sent: std::time::Duration) {
+        let at = {
+            let mut world = admitted.shared.world();
+            world
+                .devices
+                .get_mut(&self.address)
+                .and_then(|d| d.link_of(admitted.generation))
+                .map(|link| link.reserve_response(sent))
+        };
+        if let Some(at) = at {
+            tokio::time::sleep_until(at).await;
+        }
+    }
+
+    fn set_notifying(&self, shared: &Shared, on: bool) {
+        if let Some(state) = shared
+            .world()
+            .devices
+            .get_mut(&self.address)
+            .and_then(|d| d.chars.get_mut(&self.node.path))
+        {
+            state.notifying = on;
+        }
+    }
+}
+
+/// The write type of `WriteValue`'s options: `type` if given, else what the flags allow.
+fn write_kind(
+    options: &HashMap<String, OwnedValue>,
+    flags: CharFlags,
+) -> Result<WriteKind, BluezError> {
+    match options.get("type").map(|v| <&str>::try_from(&**v)) {
+        None => Ok(if flags.contains(CharFlags::WRITE) {
+            WriteKind::Request
+        } else {
+            WriteKind::Command
+        }),
+        Some(Ok("command")) => Ok(WriteKind::Command),
+        Some(Ok("request" | "reliable")) => Ok(WriteKind::Request),
+        Some(_) => Err(BluezError::InvalidArguments(
+            "Invalid arguments in method call".into(),
+        )),
+    }
+}
+
+#[interface(name = "org.bluez.GattCharacteristic1")]
+impl CharIface {
+    /// Reads the value from the peripheral (request and response take two connection events).
+    /// Like BlueZ, the read value becomes the cached `Value` and is signalled as changed.
+    async fn read_value(
+        &self,
+        _options: HashMap<String, OwnedValue>,
+    ) -> Result<Vec<u8>, BluezError> {
+        let flags = self.node.flags;
+        let (admitted, at, sent) = self.admit(
+            |c| c.reads += 1,
+            |_| {
+                if flags.contains(CharFlags::READ) {
+                    Ok(())
+                } else {
+                    Err(BluezError::NotPermitted("Read not permitted".into()))
+                }
+            },
+        )?;
+        tokio::time::sleep_until(at).await;
+        if !self.still_connected(&admitted.shared, admitted.generation) {
+            return Err(BluezError::not_connected());
+        }
+        let result = lock(&admitted.peripheral).on_read(self.node.uuid);
+        self.await_response(&admitted, sent).await;
+        let value = result.map_err(BluezError::from)?;
+        if let Some(state) = admitted
+            .shared
+            .world()
+            .devices
+            .get_mut(&self.address)
+            .and_then(|d| d.chars.get_mut(&self.node.path))
+        {
+            state.value.clone_from(&value);
+        }
+        if let Some(conn) = admitted.shared.conn.get() {
+            crate::signals::properties_changed(
+                conn,
+                &self.node.path,
+                CHAR_IFACE,
+                vec![("Value", Value::from(value.clone()))],
+            )
+            .await;
+        }
+        Ok(value)
+    }
+
+    /// Writes to the peripheral. A command takes one slot on the link and its reply does not
+    /// wait for the peripheral's verdict; a request also waits for the response event and
+    /// reports the peripheral's ATT error.
+    async fn write_value(
+        &self,
+        value: Vec<u8>,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<(), BluezError> {
+        let flags = self.node.flags;
+        let mut kind = Ok(WriteKind::Command);
+        let (admitted, at, sent) = self.admit(
+            |c| c.writes += 1,
+            |device| {
+                kind = write_kind(&options, flags);
+                match kind.clone()? {
+                    WriteKind::Command if !flags.contains(CharFlags::WRITE_WITHOUT_RESPONSE) => {
+                        Err(BluezError::NotSupported(
+                            "Operation is not supported".into(),
+                        ))
+                    }
+                    WriteKind::Request if !flags.contains(CharFlags::WRITE) => {
+                        Err(BluezError::NotPermitted("Write not permitted".into()))
+                    }
+                    WriteKind::Command if value.len() > device.max_payload() => {
+                        Err(BluezError::Failed("Failed to initiate write".into()))
+                    }
+                    WriteKind::Request if value.len() > MAX_ATTRIBUTE_LEN => {
+                        Err(BluezError::InvalidValueLength("Invalid Length".into()))
+                    }
+                    _ => Ok(()),
+                }
+            },
+        )?;
+        let kind = kind?;
+        tokio::time::sleep_until(at).await;
+        if !self.still_connected(&admitted.shared, admitted.generation) {
+            return Err(BluezError::not_connected());
+        }
+        let result = lock(&admitted.peripheral).on_write(self.node.uuid, &value, kind);
+        match kind {
+            WriteKind::Command => {
+                if let Err(e) = result {
+                    debug!(uuid = %self.node.uuid, "peripheral rejected a command: {e}");
+                }
+                Ok(())
+            }
+            WriteKind::Request => {
+                self.await_response(&admitted, sent).await;
+                result.map_err(BluezError::from)
+            }
+        }
+    }
+
+    /// Enables notifications (writes the CCCD). Idempotent, like BlueZ for the same client.
+    async fn start_notify(&self) -> Result<(), BluezError> {
+        let flags = self.node.flags;
+        let path = self.node.path.clone();
+        let mut already = false;
+        let (admitted, _, _) = self.admit(
+            |c| c.start_notify += 1,
+            |device| {
+                if !flags.can_notify() {
+                    return Err(BluezError::NotSupported(
+                        "Operation is not supported".into(),
+                    ));
+                }
+                already = device.chars.get(&path).is_some_and(|c| c.notifying);
+                Ok(())
+            },
+        )?;
+        if already {
+            return Ok(());
+        }
+        self.set_notifying(&admitted.shared, true);
+        lock(&admitted.peripheral).on_subscribe(self.node.uuid, true);
+        if let Some(conn) = admitted.shared.conn.get() {
+            crate::signals::properties_changed(
+                conn,
+                &self.node.path,
+                CHAR_IFACE,
+                vec![("Notifying", true.into())],
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Disables notifications.
+    async fn stop_notify(&self) -> Result<(), BluezError> {
+        let path = self.node.path.clone();
+        let (admitted, _, _) = self.admit(
+            |c| c.stop_notify += 1,
+            |device| {
+                if device.chars.get(&path).is_some_and(|c| c.notifying) {
+                    Ok(())
+                } else {
+                    Err(BluezError::Failed("No notify session started".into()))
+                }
+            },
+        )?;
+        self.set_notifying(&admitted.shared, false);
+        lock(&admitted.peripheral).on_subscribe(self.node.uuid, false);
+        if let Some(conn) = admitted.shared.conn.get() {
+            crate::signals::properties_changed(
+                conn,
+                &self.node.path,
+                CHAR_IFACE,
+                vec![("Notifying", false.into())],
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    #[zbus(property, name = "UUID")]
+    fn uuid(&self) -> String {
+        self.node.uuid.to_string()
+    }
+
+    #[zbus(property)]
+    fn service(&self) -> OwnedObjectPath {
+        object_path(&self.node.service_path)
+    }
+
+    #[zbus(property)]
+    fn flags(&self) -> Vec<String> {
+        self.node.flags.to_bluez()
+    }
+
+    #[zbus(property)]
+    fn value(&self) -> Vec<u8> {
+        self.shared
+            .upgrade()
+            .and_then(|shared| {
+                shared
+                    .world()
+                    .devices
+                    .get(&self.address)
+                    .and_then(|d| d.chars.get(&self.node.path))
+                    .map(|c| c.value.clone())
+            })
+            .unwrap_or_default()
+    }
+
+    /// Present only on characteristics that can notify, as in BlueZ.
+    #[zbus(property)]
+    fn notifying(&self) -> zbus::fdo::Result<bool> {
+        if !self.node.flags.can_notify() {
+            return Err(zbus::fdo::Error::Failed("No such property".into()));
+        }
+        Ok(self
+            .shared
+            .upgrade()
+            .and_then(|shared| {
+                shared
+                    .world()
+                    .devices
+                    .get(&self.address)
+                    .and_then(|d| d.chars.get(&self.node.path))
+                    .map(|c| c.notifying)
+            })
+            .unwrap_or(false))
+    }
+
+    #[zbus(property, name = "MTU")]
+    fn mtu(&self) -> u16 {
+        self.shared
+            .upgrade()
+            .and_then(|shared| shared.world().devices.get(&self.address).map(|d| d.mtu))
+            .unwrap_or(23)
+    }
+}
+
+/// The CCCD (0x2902) of a notifying characteristic. BlueZ manages it itself: clients read it
+/// but enable notifications through StartNotify, never by writing it.
+#[derive(Debug)]
+pub(crate) struct DescIface {
+    shared: Weak<Shared>,
+    address: Address,
+    char_path: String,
+}
+
+impl DescIface {
+    pub(crate) fn new(shared: Weak<Shared>, address: Address, char_path: String) -> Self {
+        DescIface {
+            shared,
+            address,
+            char_path,
+        }
+    }
+
+    fn cccd_value(&self) -> Vec<u8> {
+        let notifying = self.shared.upgrade().is_some_and(|shared| {
+            shared
+                .world()
+                .devices
+                .get(&self.address)
+                .and_then(|d| d.chars.get(&self.char_path))
+                .is_some_and(|c| c.notifying)
+        });
+        vec![u8::from(notifying), 0]
+    }
+}
+
+#[interface(name = "org.bluez.GattDescriptor1")]
+impl DescIface {
+    async fn read_value(
+        &self,
+        _options: HashMap<String, OwnedValue>,
+    ) -> Result<Vec<u8>, BluezError> {
+        Ok(self.cccd_value())
+    }
+
+    async fn write_value(
+        &self,
+        _value: Vec<u8>,
+        _options: HashMap<String, OwnedValue>,
+    ) -> Result<(), BluezError> {
+        Err(BluezError::NotPermitted("Write not permitted".into()))
+    }
+
+    #[zbus(property, name = "UUID")]
+    fn uuid(&self) -> String {
+        CCCD_UUID.to_string()
+    }
+
+    #[zbus(property)]
+    fn characteristic(&self) -> OwnedObjectPath {
+        object_path(&self.char_path)
+    }
+
+    #[zbus(property)]
+    fn value(&self) -> Vec<u8> {
+        self.cccd_value()
+    }
+}
