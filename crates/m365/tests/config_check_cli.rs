@@ -1,0 +1,142 @@
+//! `m365 config check` and `m365 config example`, run as a user would run them: output,
+//! masking of secrets, and exit codes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn m365(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_m365"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_remove("M365_MQTT_PASSWORD")
+        .env_remove("M365_MQTT_USERNAME")
+        .env_remove("M365_CONFIG")
+        .env_remove("STATE_DIRECTORY");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("run m365")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn check_prints_the_effective_config_with_the_password_masked() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("martinete.toml"),
+        "[mqtt]\nbroker = \"tcp://b.lan:1883\"\nusername = \"rider\"\npassword = \"hunter2\"\nkeepalive = 5\n",
+    )
+    .expect("write");
+    let out = m365(dir.path(), &["config", "check"], &[]);
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("password = \"****\"\n"), "{stdout}");
+    assert!(stdout.contains("username = \"rider\"\n"), "{stdout}");
+    assert!(
+        stdout.contains("broker = \"tcp://b.lan:1883\"\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("interval = \"5s\"\n"),
+        "defaults are filled in: {stdout}"
+    );
+    assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"));
+    assert!(
+        stderr.contains(
+            "warning: martinete.toml:5:1: [mqtt] keepalive: unknown key, ignored (did you mean `keep_alive`?)"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("martinete.toml: valid, 1 warning"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_masks_a_password_from_the_environment_and_says_where_it_came_from() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("custom.toml");
+    std::fs::write(&path, "[mqtt]\npassword = \"from-file\"\n").expect("write");
+    let path = path.to_str().expect("utf-8 path");
+    let out = m365(
+        dir.path(),
+        &["--config", path, "config", "check"],
+        &[("M365_MQTT_PASSWORD", "from-env")],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("password = \"****\"\n# (password from M365_MQTT_PASSWORD)\n"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("from-env") && !stdout.contains("from-file"));
+}
+
+#[test]
+fn an_invalid_config_exits_78_with_located_errors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[mqtt]\nkeep_alive = \"abc\"\n[scooter]\nmac = \"12:34\"\n",
+    )
+    .expect("write");
+    let out = m365(dir.path(), &["config", "check", "bad.toml"], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr.contains(
+            "error: bad.toml:2:14: [mqtt] keep_alive: expected a duration, found \"abc\"\n"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error: bad.toml:4:7: [scooter] mac: "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("m365: invalid configuration: 2 errors"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn no_config_anywhere_exits_78() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The working directory has no martinete.toml; the system path may exist on a developer's
+    // machine, so point --config at a missing file to make the outcome certain.
+    let out = m365(dir.path(), &["config", "check", "absent.toml"], &[]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        text(&out.stderr).starts_with("error: absent.toml: cannot read the configuration: "),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn example_prints_the_shipped_example_which_checks_clean() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = m365(dir.path(), &["config", "example"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), m365::config::EXAMPLE);
+    std::fs::write(dir.path().join("martinete.toml"), &out.stdout).expect("write");
+    let check = m365(dir.path(), &["config", "check"], &[]);
+    assert_eq!(check.status.code(), Some(0));
+    assert!(text(&check.stderr).contains("valid, 0 warnings"));
+}
+
+#[test]
+fn a_wrong_command_line_exits_64() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = m365(dir.path(), &["config", "frobnicate"], &[]);
+    assert_eq!(out.status.code(), Some(64));
+    let help = m365(dir.path(), &["--help"], &[]);
+    assert_eq!(help.status.code(), Some(0));
+}
