@@ -10,6 +10,8 @@
 //! - [`emulate`]: an NMEA receiver and a SIM7600 modem on pseudo-terminals, for the simulator.
 #![forbid(unsafe_code)]
 
+pub mod capture;
+pub mod emulate;
 pub mod fields;
 pub mod fix;
 pub mod gpsd;
