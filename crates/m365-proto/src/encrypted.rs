@@ -239,7 +239,7 @@ impl UartCipher {
 }
 
 /// Nonce `iv ‖ 00 00 00 00 ‖ le32(counter)` (12 bytes for a 4-byte IV, 10 for a 2-byte IV).
-fn nonce(iv: &[u8], counter: u32) -> Vec<u8> {
+pub fn nonce(iv: &[u8], counter: u32) -> Vec<u8> {
     let mut n = Vec::with_capacity(iv.len() + 8);
     n.extend_from_slice(iv);
     n.extend_from_slice(&[0; 4]);
