@@ -6,6 +6,11 @@
 //! - [`profile`]: model, generation, firmware, serials, advertisement and GATT layout.
 //! - [`ride`], [`battery`], [`route`]: the deterministic physics behind the registers.
 //! - [`registers`]: the ESC and BMS word memories and what writes to them do.
+//! - [`faults`]: misbehaviour on demand or on a schedule, and counters of what the scooter saw.
+//! - [`link`]: the BLE link timing model (connection events, 20-byte packets, link limit).
+//! - [`state_file`]: the pairing a scooter remembers across restarts.
+//! - [`scooter`]: the sans-IO scooter that ties it all together.
+
 #![forbid(unsafe_code)]
 
 pub mod battery;
@@ -15,3 +20,10 @@ pub mod profile;
 pub mod registers;
 pub mod ride;
 pub mod route;
+pub mod scooter;
+pub mod state_file;
+
+pub use faults::{ConnectError, Counters, Fault, FaultSchedule};
+pub use profile::{Generation, Model, Profile};
+pub use ride::{LoopPlan, Ride, Script};
+pub use scooter::{Scooter, ScooterConfig, ScooterEvent};

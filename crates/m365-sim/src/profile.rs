@@ -2,197 +2,76 @@
 //! advertisement it broadcasts and the GATT layout it exposes (protocol.md §2, §5.6, §7).
 //!
 //! Everything here is fixed for the life of a scooter and derived deterministically from a seed,
-//! so a fleet of `N` simulated scooters gets `N` distinct but reproducible identities.
-
-use std::fmt;
-use std::str::FromStr;
+//! so a fleet of `N` simulated scooters gets `N` distinct but reproducible identities. Models and
+//! generations are the protocol crate's types; this file adds what only a simulation needs
+//! (serial prefixes, capacities where no source gives one, command-line names).
 
 use m365_proto::gatt::{
     CHAR_AVDTP, CHAR_KEY, CHAR_UART_NOTIFY, CHAR_UART_WRITE, CHAR_UPNP, CHAR_VERSION, COMPANY_ID,
     Char, SERVICE_FE95, SERVICE_NUS,
 };
+pub use m365_proto::model::{Generation, Model};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-/// The scooter models this project covers (protocol.md §7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Model {
-    /// Classic m365 (2016).
-    M365,
-    /// Mi Lite 1S (sold as "Lite").
-    Lite1S,
-    /// Mi 1S.
-    OneS,
-    /// Mi Pro (first generation).
-    Pro,
-    /// Mi Pro 2.
-    Pro2,
-    /// Mi 3 ("Pro 3").
-    Pro3,
-    /// Mi Essential.
-    Essential,
-}
 
 /// Every model, in a stable order (for help texts and exhaustive tests).
 pub const ALL_MODELS: [Model; 7] = [
     Model::M365,
-    Model::Lite1S,
+    Model::Lite,
     Model::OneS,
     Model::Pro,
     Model::Pro2,
-    Model::Pro3,
+    Model::Mi3,
     Model::Essential,
 ];
 
-impl Model {
-    /// The command-line spelling (`pro2`, `lite1s`, …).
-    pub const fn slug(self) -> &'static str {
-        match self {
-            Model::M365 => "m365",
-            Model::Lite1S => "lite1s",
-            Model::OneS => "1s",
-            Model::Pro => "pro",
-            Model::Pro2 => "pro2",
-            Model::Pro3 => "pro3",
-            Model::Essential => "essential",
-        }
-    }
+/// Every generation the simulator plays.
+pub const ALL_GENERATIONS: [Generation; 3] =
+    [Generation::MiAuth, Generation::Xor, Generation::Plain];
 
-    /// Manufacturer-data byte 0 (protocol.md §2.1).
-    ///
-    /// No source gives the Essential's code; the simulator uses 0x30, a value no known model
-    /// uses, so a client that does not recognise it falls back to the GATT check (§5.6).
-    pub const fn code(self) -> u8 {
-        match self {
-            Model::M365 => 0x20,
-            Model::Pro => 0x22,
-            Model::Pro2 => 0x28,
-            Model::Lite1S => 0x29,
-            Model::OneS => 0x2B,
-            Model::Pro3 => 0x2E,
-            Model::Essential => 0x30,
-        }
-    }
-
-    /// The generation a typical unit of this model speaks today (§5.6): the classic m365 never
-    /// got Mi-auth, so it defaults to the XOR variant of BLE 081+; the Pro (1st gen) was the XOR
-    /// test unit but later firmware speaks Mi-auth like every newer model.
-    pub const fn default_generation(self) -> Generation {
-        match self {
-            Model::M365 => Generation::Xor,
-            _ => Generation::MiAuth,
-        }
-    }
-
-    /// Battery pack: every model with published figures is 10S / 36 V (§7). Capacities of the
-    /// Pro, Lite 1S, Pro 3 and Essential are not in the sources; the values below follow the
-    /// press figures of the closest sibling and are marked as such in the docs.
-    pub const fn battery(self) -> Battery {
-        let design_mah = match self {
-            Model::M365 => 7800,
-            Model::Pro | Model::Pro2 => 12800,
-            Model::OneS | Model::Lite1S | Model::Pro3 => 7650,
-            Model::Essential => 5100,
-        };
-        Battery {
-            cells: 10,
-            nominal_mv: 36_000,
-            design_mah,
-        }
-    }
-
-    /// Top speed in sport (or normal, for models without sport) mode, km/h.
-    pub const fn top_speed_kmh(self) -> f64 {
-        match self {
-            Model::M365 | Model::Pro | Model::Pro2 | Model::OneS | Model::Pro3 => 25.0,
-            Model::Lite1S => 20.0,
-            Model::Essential => 20.0,
-        }
-    }
-
-    /// Serial prefix (the part before the slash). Pro 2's `26354` is the one seen in a capture;
-    /// the others are placeholders of the same shape.
-    const fn serial_prefix(self) -> &'static str {
-        match self {
-            Model::M365 => "13678",
-            Model::Lite1S => "28510",
-            Model::OneS => "24126",
-            Model::Pro => "16133",
-            Model::Pro2 => "26354",
-            Model::Pro3 => "36001",
-            Model::Essential => "30112",
-        }
+/// The command-line spelling of a model (`pro2`, `lite`, …).
+pub const fn model_slug(model: Model) -> &'static str {
+    match model {
+        Model::M365 => "m365",
+        Model::Lite => "lite",
+        Model::OneS => "1s",
+        Model::Pro => "pro",
+        Model::Pro2 => "pro2",
+        Model::Mi3 => "pro3",
+        Model::Essential => "essential",
     }
 }
 
-impl fmt::Display for Model {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.slug())
+/// The command-line spelling of a generation (`miauth`, `xor`, `plain`).
+pub const fn generation_slug(generation: Generation) -> &'static str {
+    match generation {
+        Generation::MiAuth => "miauth",
+        Generation::Xor => "xor",
+        Generation::Plain => "plain",
     }
 }
 
 /// A model name on the command line that is not one of [`ALL_MODELS`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown model {0:?}: expected one of m365, lite1s, 1s, pro, pro2, pro3, essential")]
+#[error("unknown model {0:?}: expected one of m365, lite, 1s, pro, pro2, pro3, essential")]
 pub struct UnknownModel(pub String);
 
-impl FromStr for Model {
-    type Err = UnknownModel;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let norm: String = s
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .map(|c| c.to_ascii_lowercase())
-            .collect();
-        match norm.as_str() {
-            "m365" => Ok(Model::M365),
-            "lite" | "lite1s" | "milite1s" => Ok(Model::Lite1S),
-            "1s" | "one" | "ones" => Ok(Model::OneS),
-            "pro" => Ok(Model::Pro),
-            "pro2" => Ok(Model::Pro2),
-            "pro3" | "mi3" | "3" => Ok(Model::Pro3),
-            "essential" => Ok(Model::Essential),
-            _ => Err(UnknownModel(s.to_owned())),
-        }
-    }
-}
-
-/// The protocol generation a scooter speaks (protocol.md §1). Generation C (Ninebot crypto) is
-/// not simulated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Generation {
-    /// D: Mi-auth (ECDH registration, login, AES-CCM UART).
-    MiAuth,
-    /// B: static XOR keystream, `55 AB` frames.
-    Xor,
-    /// A: plain `55 AA` frames.
-    Plain,
-}
-
-impl Generation {
-    /// The command-line spelling (`miauth`, `xor`, `plain`).
-    pub const fn slug(self) -> &'static str {
-        match self {
-            Generation::MiAuth => "miauth",
-            Generation::Xor => "xor",
-            Generation::Plain => "plain",
-        }
-    }
-
-    /// Manufacturer-data byte 1 (§2.1): 0 plain, 1 XOR, 2 encrypted.
-    pub const fn advertised(self) -> u8 {
-        match self {
-            Generation::Plain => 0,
-            Generation::Xor => 1,
-            Generation::MiAuth => 2,
-        }
-    }
-}
-
-impl fmt::Display for Generation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.slug())
+/// Parse a model name: case, spaces and dashes are ignored (`Pro 2`, `lite-1s`, `mi3`).
+pub fn parse_model(s: &str) -> Result<Model, UnknownModel> {
+    let norm: String = s
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    match norm.as_str() {
+        "m365" => Ok(Model::M365),
+        "lite" | "lite1s" | "milite1s" => Ok(Model::Lite),
+        "1s" | "ones" => Ok(Model::OneS),
+        "pro" => Ok(Model::Pro),
+        "pro2" => Ok(Model::Pro2),
+        "pro3" | "mi3" => Ok(Model::Mi3),
+        "essential" => Ok(Model::Essential),
+        _ => Err(UnknownModel(s.to_owned())),
     }
 }
 
@@ -201,16 +80,73 @@ impl fmt::Display for Generation {
 #[error("unknown protocol {0:?}: expected miauth, xor or plain")]
 pub struct UnknownGeneration(pub String);
 
-impl FromStr for Generation {
-    type Err = UnknownGeneration;
+/// Parse a generation name (`miauth`, `xor`, `plain`; case-insensitive).
+pub fn parse_generation(s: &str) -> Result<Generation, UnknownGeneration> {
+    match s.to_ascii_lowercase().as_str() {
+        "miauth" | "mi-auth" => Ok(Generation::MiAuth),
+        "xor" => Ok(Generation::Xor),
+        "plain" => Ok(Generation::Plain),
+        _ => Err(UnknownGeneration(s.to_owned())),
+    }
+}
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "miauth" | "mi-auth" | "d" => Ok(Generation::MiAuth),
-            "xor" | "b" => Ok(Generation::Xor),
-            "plain" | "a" => Ok(Generation::Plain),
-            _ => Err(UnknownGeneration(s.to_owned())),
-        }
+/// Manufacturer-data byte 0 the simulator advertises for `model` (§2.1).
+///
+/// No source gives the Essential's code; the simulator uses 0x30, a value no known model uses,
+/// so a client that does not recognise it falls back to the GATT check (§5.6).
+pub fn advertised_code(model: Model) -> u8 {
+    model.code().unwrap_or(0x30)
+}
+
+/// The generation a typical unit of `model` speaks today (§5.6): the classic m365 never got
+/// Mi-auth, so it defaults to the XOR variant of BLE 081+; every newer model speaks Mi-auth.
+pub const fn default_generation(model: Model) -> Generation {
+    match model {
+        Model::M365 => Generation::Xor,
+        _ => Generation::MiAuth,
+    }
+}
+
+/// Battery pack of `model`: every model with published figures is 10S / 36 V (§7). Capacities
+/// of the Pro, Lite, Mi 3 and Essential are not in the sources; the simulator uses the press
+/// figure of the closest sibling (Pro: Pro 2; Lite, Mi 3: 1S) and 5100 mAh for the Essential's
+/// 10S2P pack.
+pub fn battery(model: Model) -> Battery {
+    let info = model.info();
+    let design_mah = info.capacity_mah.unwrap_or(match model {
+        Model::Pro | Model::Pro2 => 12800,
+        Model::Essential => 5100,
+        _ => 7650,
+    });
+    Battery {
+        cells: info.cells.unwrap_or(10),
+        nominal_mv: u32::from(info.nominal_voltage_v.unwrap_or(36)) * 1000,
+        design_mah,
+    }
+}
+
+/// Speed limits of `model` in ECO, normal and sport mode, km/h (Essential: 5 / 15 / 20 from
+/// §7; the others their usual 15 / 20 / 25, the m365 18 with ECO on and 25 otherwise).
+pub const fn speed_limits(model: Model) -> (f64, f64, f64) {
+    match model {
+        Model::M365 => (18.0, 25.0, 25.0),
+        Model::Essential => (5.0, 15.0, 20.0),
+        Model::Lite => (15.0, 20.0, 20.0),
+        _ => (15.0, 20.0, 25.0),
+    }
+}
+
+/// Serial prefix (the part before the slash). Pro 2's `26354` is the one seen in a capture; the
+/// others are placeholders of the same shape.
+const fn serial_prefix(model: Model) -> &'static str {
+    match model {
+        Model::M365 => "13678",
+        Model::Lite => "28510",
+        Model::OneS => "24126",
+        Model::Pro => "16133",
+        Model::Pro2 => "26354",
+        Model::Mi3 => "36001",
+        Model::Essential => "30112",
     }
 }
 
@@ -313,9 +249,9 @@ pub struct Profile {
 }
 
 /// Length of the simulated XOR keystream: exactly what the standard key-recovery read (BMS 0x50,
-/// 0x20 bytes: `DIR RW ATTR` + 32 + 4 padding bytes) reveals, so a client that recovers it the
-/// usual way holds the whole key.
-pub const XOR_KEY_LEN: usize = 3 + 0x20 + 4;
+/// 0x20 bytes: `DIR RW ATTR` + 32 zero bytes) reveals, so a client that recovers it the usual
+/// way holds the whole key (the Java sources' test keystream has the same 35 bytes).
+pub const XOR_KEY_LEN: usize = 3 + 0x20;
 
 /// Bytes of the keystream exposed by the KEY characteristic (CamiAlfa issue #7: 12).
 pub const XOR_KEY_CHAR_LEN: usize = 12;
@@ -325,7 +261,7 @@ impl Profile {
     /// serials, addresses and keys.
     pub fn new(model: Model, generation: Generation, seed: u64) -> Profile {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x6d33_3635_7369_6d00);
-        let esc_serial = serial(model.serial_prefix(), &mut rng);
+        let esc_serial = serial(serial_prefix(model), &mut rng);
         let mut bms_serial = [b'0'; 14];
         bms_serial[..3].copy_from_slice(b"3LD");
         for b in bms_serial.iter_mut().skip(3) {
@@ -346,7 +282,7 @@ impl Profile {
             // 2021-03-15.
             bms_date: (21 << 9) | (3 << 5) | 15,
             address,
-            battery: model.battery(),
+            battery: battery(model),
             xor_key,
         }
     }
@@ -366,10 +302,10 @@ impl Profile {
     /// Manufacturer data after the company id: `<model> <gen> 00 00 00 <check>`, where the
     /// check byte brings the six-byte sum to 0xFF (§2.1).
     pub fn manufacturer_data(&self) -> [u8; 6] {
-        let model = self.model.code();
-        let generation = self.generation.advertised();
-        let check = 0xFFu8.wrapping_sub(model).wrapping_sub(generation);
-        [model, generation, 0, 0, 0, check]
+        m365_proto::model::advertised_manufacturer_data(
+            advertised_code(self.model),
+            self.generation,
+        )
     }
 
     /// FE95 service data (MiBeacon layout: frame control, product id, frame counter), only on
@@ -379,7 +315,7 @@ impl Profile {
     pub fn service_data(&self, frame_counter: u8) -> Option<Vec<u8>> {
         (self.generation == Generation::MiAuth).then(|| {
             let frame_control: u16 = 0x5000;
-            let product_id: u16 = 0x0300 | u16::from(self.model.code());
+            let product_id: u16 = 0x0300 | u16::from(advertised_code(self.model));
             let mut data = Vec::with_capacity(5);
             data.extend_from_slice(&frame_control.to_le_bytes());
             data.extend_from_slice(&product_id.to_le_bytes());
@@ -527,8 +463,8 @@ fn firmware(model: Model, generation: Generation) -> Firmware {
         Model::M365 if generation == Generation::Plain => (0x0134, 0x0115),
         Model::M365 => (0x0151, 0x0115),
         Model::Pro => (0x0236, 0x0130),
-        Model::Pro2 | Model::OneS | Model::Lite1S => (0x0260, 0x0140),
-        Model::Pro3 | Model::Essential => (0x0322, 0x0150),
+        Model::Pro2 | Model::OneS | Model::Lite => (0x0260, 0x0140),
+        Model::Mi3 | Model::Essential => (0x0322, 0x0150),
     };
     Firmware { esc, bms, ble }
 }
@@ -549,7 +485,7 @@ mod tests {
     #[test]
     fn every_model_advertises_a_checked_manufacturer_data() {
         for model in ALL_MODELS {
-            for generation in [Generation::MiAuth, Generation::Xor, Generation::Plain] {
+            for generation in ALL_GENERATIONS {
                 let data = Profile::new(model, generation, 7).manufacturer_data();
                 let sum = data.iter().fold(0u8, |a, b| a.wrapping_add(*b));
                 assert_eq!(sum, 0xFF, "{model} {generation}");
@@ -610,13 +546,19 @@ mod tests {
 
     #[test]
     fn parse_cli_names() {
-        assert_eq!("pro2".parse::<Model>(), Ok(Model::Pro2));
-        assert_eq!("Lite 1S".parse::<Model>(), Ok(Model::Lite1S));
-        assert!("pro9".parse::<Model>().is_err());
-        assert_eq!("xor".parse::<Generation>(), Ok(Generation::Xor));
-        assert!("ninebot".parse::<Generation>().is_err());
+        assert_eq!(parse_model("pro2"), Ok(Model::Pro2));
+        assert_eq!(parse_model("Lite 1S"), Ok(Model::Lite));
+        assert!(parse_model("pro9").is_err());
+        assert_eq!(parse_generation("xor"), Ok(Generation::Xor));
+        assert!(parse_generation("ninebot").is_err());
         for model in ALL_MODELS {
-            assert_eq!(model.slug().parse::<Model>(), Ok(model));
+            assert_eq!(parse_model(model_slug(model)), Ok(model));
+        }
+        for generation in ALL_GENERATIONS {
+            assert_eq!(
+                parse_generation(generation_slug(generation)),
+                Ok(generation)
+            );
         }
     }
 

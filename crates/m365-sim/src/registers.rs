@@ -14,31 +14,14 @@ pub const ESC_WORDS: usize = 256;
 /// Words in the BMS memory (word indices 0x00–0x7F).
 pub const BMS_WORDS: usize = 128;
 
-/// Which controller a frame addresses (DIR 0x20 / 0x22, answered with 0x23 / 0x25; §6.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Unit {
-    /// Motor controller.
-    Esc,
-    /// Battery management system.
-    Bms,
-}
+pub use m365_proto::registers::Unit;
 
-impl Unit {
-    /// The unit a request with direction byte `dir` addresses, if any.
-    pub const fn from_request_dir(dir: u8) -> Option<Unit> {
-        match dir {
-            0x20 => Some(Unit::Esc),
-            0x22 => Some(Unit::Bms),
-            _ => None,
-        }
-    }
-
-    /// Direction byte of this unit's answers.
-    pub const fn response_dir(self) -> u8 {
-        match self {
-            Unit::Esc => 0x23,
-            Unit::Bms => 0x25,
-        }
+/// The unit a request with direction byte `dir` addresses (0x20 ESC, 0x22 BMS; §6.2).
+pub const fn unit_of_request(dir: u8) -> Option<Unit> {
+    match dir {
+        0x20 => Some(Unit::Esc),
+        0x22 => Some(Unit::Bms),
+        _ => None,
     }
 }
 

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use crate::battery::{AMBIENT_C, Pack};
-use crate::profile::{Model, Profile};
+use crate::profile::{Model, Profile, speed_limits};
 use crate::route::{LatLon, Route, RoutePosition};
 
 /// Longest integration step; longer `dt`s are split so results do not depend on how a caller
@@ -342,12 +342,7 @@ impl Ride {
     /// Highest speed the current speed mode allows, km/h. On the m365 0x75 is an ECO on/off
     /// flag; on newer models 0 normal, 1 ECO, 2 sport (§6.5).
     pub fn speed_limit_kmh(&self) -> f64 {
-        let (eco, normal, sport) = match self.model {
-            Model::M365 => (18.0, 25.0, 25.0),
-            Model::Essential => (5.0, 15.0, 20.0),
-            Model::Lite1S => (15.0, 20.0, 20.0),
-            _ => (15.0, 20.0, self.model.top_speed_kmh()),
-        };
+        let (eco, normal, sport) = speed_limits(self.model);
         match self.speed_mode {
             0 => normal,
             1 => eco,

@@ -1,0 +1,816 @@
+//! One simulated scooter as a sans-IO machine: the device side of every exchange a client has
+//! with a real scooter, driven by explicit calls and an explicit clock.
+//!
+//! A driver (the in-memory test harness, the fake BlueZ adapter) moves bytes and time:
+//! [`Scooter::connect`] / [`Scooter::disconnect`] when the link changes,
+//! [`Scooter::handle_write`] for every client write, [`Scooter::handle_timeout`] at
+//! [`Scooter::poll_timeout`], then drains [`Scooter::poll_transmit`] (notifications of at most 20
+//! bytes) and [`Scooter::poll_event`]. [`Scooter::step_physics`] advances the ride.
+//!
+//! Inside, the scooter owns its [`Profile`], [`Ride`], the pairing it remembers (persisted in a
+//! state directory), the power button, faults and counters, and per connection the protocol of
+//! its generation: Mi-auth registration and login (from `m365-proto`, device role) and then the
+//! encrypted UART (D), the XOR UART (B) or the plain UART (A).
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use m365_proto::control::{Control, Refusal};
+use m365_proto::encrypted::UartCipher;
+use m365_proto::frame::{Frame, HEADER_0, HEADER_PLAIN, RW_READ, RW_WRITE, RW_WRITE_ACK};
+use m365_proto::gatt::{ATT_PAYLOAD, CHAR_KEY, CHAR_VERSION, Char, Transmit};
+use m365_proto::keys::{Role, Token};
+use m365_proto::login::{self, DeviceLogin};
+use m365_proto::pairing::{self, DeviceConfig, DevicePairing, Did};
+use m365_proto::reassembly::Reassembler;
+use m365_proto::xor::Keystream;
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+
+use crate::faults::{ConnectError, Counters, Fate, Fault, FaultAction, FaultSchedule, FaultState};
+use crate::link::{LinkClock, LinkTiming};
+use crate::profile::{Advertisement, Generation, Model, Profile, default_generation};
+use crate::registers::{Command, Registers, decode_write, unit_of_request};
+use crate::ride::{LoopPlan, Ride, Script};
+use crate::state_file::{self, PairingState, StateError};
+
+/// How long a session survives a disconnect by default.
+pub const DEFAULT_SESSION_GRACE: Duration = Duration::from_secs(5);
+
+/// Everything that makes one simulated scooter what it is.
+#[derive(Debug, Clone)]
+pub struct ScooterConfig {
+    /// Model.
+    pub model: Model,
+    /// Protocol generation.
+    pub generation: Generation,
+    /// Seed of the identity (serials, address, keys) and of every random choice.
+    pub seed: u64,
+    /// Where the pairing is persisted (`None`: in memory only).
+    pub state_dir: Option<PathBuf>,
+    /// Press the power button automatically this long after each beep.
+    pub auto_press: Option<Duration>,
+    /// After a disconnect the session keys stay valid this long, so a quick reconnect can keep
+    /// using its session (counters continue); later a fresh login is required.
+    pub session_grace: Duration,
+    /// Link timing model (`None`: notifications leave immediately).
+    pub link: Option<LinkTiming>,
+    /// What the rider does.
+    pub script: Script,
+    /// Whether the BLE module holds a DID before any registration (an activated scooter). A
+    /// never-activated module sends the 4-byte info header only and adopts the client's DID.
+    pub activated: bool,
+    /// Power-button timing of registration.
+    pub button: DeviceConfig,
+    /// Login deadline.
+    pub login: login::Config,
+}
+
+impl ScooterConfig {
+    /// Defaults for `model` speaking its usual generation.
+    pub fn new(model: Model, seed: u64) -> ScooterConfig {
+        ScooterConfig {
+            model,
+            generation: default_generation(model),
+            seed,
+            state_dir: None,
+            auto_press: None,
+            session_grace: DEFAULT_SESSION_GRACE,
+            link: Some(LinkTiming::default()),
+            script: Script::Loop(LoopPlan::default()),
+            activated: true,
+            button: DeviceConfig::default(),
+            login: login::Config::default(),
+        }
+    }
+
+    /// The same with `generation`.
+    pub fn with_generation(mut self, generation: Generation) -> ScooterConfig {
+        self.generation = generation;
+        self
+    }
+}
+
+/// What the scooter reports to its driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScooterEvent {
+    /// A client connected.
+    Connected,
+    /// The link ended.
+    Disconnected,
+    /// The scooter wants the link dropped (power-off, a link fault): the driver disconnects.
+    DropLink,
+    /// The scooter beeps: someone is registering, press the power button.
+    Beep,
+    /// A button press opened the registration window.
+    WindowOpened {
+        /// When it closes.
+        until: Instant,
+    },
+    /// A registration succeeded; the token is stored (and persisted).
+    Registered,
+    /// A registration failed (`12` sent).
+    RegistrationRejected(String),
+    /// The pairing could not be persisted; it stays valid in memory.
+    StateNotSaved(String),
+    /// A login succeeded; the UART is encrypted.
+    LoggedIn,
+    /// A login was refused (`E0`, `E2`).
+    LoginRefused(Refusal),
+    /// A login failed (`23` sent, or the client went silent).
+    LoginFailed(String),
+    /// A reconnect within the grace period resumed the previous session.
+    SessionResumed,
+    /// The session ended early (fault).
+    SessionExpired,
+    /// The ESC rebooted (0x78).
+    Rebooted,
+    /// The scooter powered off (0x79).
+    PoweredOff,
+    /// The power button turned the scooter on.
+    PoweredOn,
+}
+
+/// The UART state of one connection, per generation.
+#[derive(Debug)]
+enum Uart {
+    /// Generation D: frames only after login.
+    MiAuth { cipher: Option<Box<UartCipher>> },
+    /// Generation B.
+    Xor(Keystream),
+    /// Generation A.
+    Plain,
+}
+
+/// A notification waiting for its time on the link.
+#[derive(Debug)]
+struct Pending {
+    due: Instant,
+    transmit: Transmit,
+}
+
+/// One simulated scooter.
+pub struct Scooter {
+    config: ScooterConfig,
+    profile: Profile,
+    ride: Ride,
+    pin: [u8; 6],
+    pairing_state: PairingState,
+    state_path: Option<PathBuf>,
+    pairing: DevicePairing<StdRng>,
+    login: DeviceLogin<StdRng>,
+    rng: StdRng,
+    now: Option<Instant>,
+    connected: bool,
+    uart: Uart,
+    reassembler: Reassembler,
+    stash: Option<(Box<UartCipher>, Instant)>,
+    link: Option<LinkClock>,
+    outbox: VecDeque<Pending>,
+    events: VecDeque<ScooterEvent>,
+    auto_press_at: Option<Instant>,
+    faults: FaultState,
+    schedule: Option<(Instant, FaultSchedule)>,
+    counters: Counters,
+    adv_counter: u8,
+}
+
+impl std::fmt::Debug for Scooter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The pairing holds the token: only say whether there is one.
+        f.debug_struct("Scooter")
+            .field("name", &self.profile.name())
+            .field("generation", &self.profile.generation)
+            .field("paired", &self.pairing_state.token.is_some())
+            .field("connected", &self.connected)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scooter {
+    /// A scooter as configured. With a state directory, a pairing saved by an earlier run is
+    /// restored; a state file that cannot be read is an error, never silently ignored.
+    pub fn new(config: ScooterConfig) -> Result<Scooter, StateError> {
+        let profile = Profile::new(config.model, config.generation, config.seed);
+        let mut rng = StdRng::seed_from_u64(config.seed ^ 0x5c00_7e25);
+        let state_path = config
+            .state_dir
+            .as_deref()
+            .map(|dir| state_file::path_for(dir, &profile.address));
+        let mut pairing_state = match &state_path {
+            Some(path) => state_file::load(path)?,
+            None => PairingState::default(),
+        };
+        if pairing_state.did.is_none() && config.activated {
+            pairing_state.did = Some(Did::generate(&mut rng));
+        }
+        let pairing = DevicePairing::new(
+            StdRng::seed_from_u64(rng.next_u64()),
+            pairing_state.did,
+            config.button.clone(),
+        );
+        let login = DeviceLogin::new(
+            StdRng::seed_from_u64(rng.next_u64()),
+            pairing_state.token.clone(),
+            config.login.clone(),
+        );
+        let ride = Ride::new(&profile, config.script.clone(), config.seed);
+        let uart = fresh_uart(&profile);
+        Ok(Scooter {
+            reassembler: Reassembler::new(profile.generation),
+            pin: profile.pin,
+            config,
+            profile,
+            ride,
+            pairing_state,
+            state_path,
+            pairing,
+            login,
+            rng,
+            now: None,
+            connected: false,
+            uart,
+            stash: None,
+            link: None,
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            auto_press_at: None,
+            faults: FaultState::default(),
+            schedule: None,
+            counters: Counters::default(),
+            adv_counter: 0,
+        })
+    }
+
+    // ----- identity and observation -----
+
+    /// The fixed identity.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// The physical state.
+    pub fn ride(&self) -> &Ride {
+        &self.ride
+    }
+
+    /// The physical state, for tests and scripts that change it directly (charger, errors).
+    pub fn ride_mut(&mut self) -> &mut Ride {
+        &mut self.ride
+    }
+
+    /// The register memories as a read would see them now.
+    pub fn registers(&self) -> Registers {
+        Registers::snapshot(&self.profile, &self.pin, &self.ride)
+    }
+
+    /// What the scooter saw so far.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Faults in force.
+    pub fn faults(&self) -> &FaultState {
+        &self.faults
+    }
+
+    /// Whether a client is connected.
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// Whether the scooter holds a token.
+    pub fn is_paired(&self) -> bool {
+        self.pairing_state.token.is_some()
+    }
+
+    /// Whether the current connection has a session (logged in, or resumed).
+    pub fn has_session(&self) -> bool {
+        match &self.uart {
+            Uart::MiAuth { cipher } => cipher.is_some(),
+            Uart::Xor(_) | Uart::Plain => self.connected,
+        }
+    }
+
+    /// The DID the BLE module holds.
+    pub fn did(&self) -> Option<Did> {
+        self.pairing.did()
+    }
+
+    /// The advertisement at this moment, or `None` while the scooter is off or out of range.
+    /// Each call advances the FE95 frame counter, as consecutive advertisements do.
+    pub fn advertisement(&mut self, now: Instant) -> Option<Advertisement> {
+        if !self.ride.powered() || !self.faults.advertising(now) {
+            return None;
+        }
+        self.adv_counter = self.adv_counter.wrapping_add(1);
+        Some(self.profile.advertisement(self.adv_counter))
+    }
+
+    /// The value of a readable characteristic: the FE95 version string (D) or the KEY
+    /// characteristic (B). `None` for characteristics that are not readable.
+    pub fn read_characteristic(&self, uuid: u128) -> Option<Vec<u8>> {
+        match (uuid, self.profile.generation) {
+            (CHAR_VERSION, Generation::MiAuth) => Some(self.profile.version_string().into_bytes()),
+            (CHAR_KEY, Generation::Xor) => Some(self.profile.key_char().to_vec()),
+            _ => None,
+        }
+    }
+
+    // ----- the link -----
+
+    /// A client connects at `now`. Fails while the scooter is off, out of range, or when a fault
+    /// says so, with the error BlueZ would report.
+    pub fn connect(&mut self, now: Instant) -> Result<(), ConnectError> {
+        self.advance(now);
+        let admitted = if self.connected {
+            Err(ConnectError::AlreadyConnected)
+        } else if !self.ride.powered() {
+            Err(ConnectError::Failed)
+        } else {
+            self.faults.admit_connect(now)
+        };
+        if let Err(e) = admitted {
+            self.counters.connect_failures += 1;
+            tracing::debug!(scooter = %self.profile.name(), error = %e, "connection refused");
+            return Err(e);
+        }
+        self.connected = true;
+        self.counters.connects += 1;
+        self.link = self.config.link.map(|t| LinkClock::new(t, now));
+        self.reassembler.reset();
+        self.uart = fresh_uart(&self.profile);
+        self.events.push_back(ScooterEvent::Connected);
+        if let Some((cipher, until)) = self.stash.take()
+            && now < until
+        {
+            self.uart = Uart::MiAuth {
+                cipher: Some(cipher),
+            };
+            self.events.push_back(ScooterEvent::SessionResumed);
+            tracing::debug!(scooter = %self.profile.name(), "session resumed");
+        }
+        Ok(())
+    }
+
+    /// The link ended at `now` (either side). The session keys are kept for the grace period.
+    pub fn disconnect(&mut self, now: Instant) {
+        self.advance(now);
+        if !self.connected {
+            return;
+        }
+        self.connected = false;
+        self.counters.disconnects += 1;
+        if let Uart::MiAuth { cipher } = &mut self.uart
+            && let Some(cipher) = cipher.take()
+            && !self.config.session_grace.is_zero()
+        {
+            self.stash = Some((cipher, now + self.config.session_grace));
+        }
+        self.uart = fresh_uart(&self.profile);
+        self.pairing.disconnected();
+        self.login.disconnected();
+        self.reassembler.reset();
+        self.outbox.clear();
+        self.link = None;
+        self.events.push_back(ScooterEvent::Disconnected);
+    }
+
+    // ----- input -----
+
+    /// A client wrote `data` to `char` at `now` (with or without response: both are accepted).
+    pub fn handle_write(&mut self, now: Instant, char: Char, data: &[u8]) {
+        self.advance(now);
+        if !self.connected {
+            return;
+        }
+        if self.profile.generation == Generation::MiAuth {
+            self.handle_auth_write(now, char, data);
+        }
+        if char == Char::UartWrite {
+            self.handle_uart_bytes(now, data);
+        }
+    }
+
+    /// Deadlines that passed: faults due, the auto-press, parcel and login timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        if self.auto_press_at.is_some_and(|t| now >= t) {
+            self.auto_press_at = None;
+            self.press_button(now);
+        }
+        if self.connected && self.profile.generation == Generation::MiAuth {
+            self.pairing.handle_timeout(now);
+            self.login.handle_timeout(now);
+            self.drain_machines(now);
+        }
+    }
+
+    /// The user presses the power button: turns a powered-off scooter on, and otherwise counts
+    /// as the registration confirmation when it comes within the allowed time after a beep.
+    pub fn press_button(&mut self, now: Instant) {
+        self.advance(now);
+        if !self.ride.powered() {
+            self.ride.power_on();
+            self.events.push_back(ScooterEvent::PoweredOn);
+            return;
+        }
+        self.pairing.press_button(now);
+        self.drain_machines(now);
+    }
+
+    /// Advance the ride by `dt`.
+    pub fn step_physics(&mut self, dt: Duration) {
+        self.ride.step(dt);
+    }
+
+    /// Put `fault` into force at `now`.
+    pub fn apply_fault(&mut self, now: Instant, fault: Fault) {
+        self.advance(now);
+        self.apply_fault_now(now, fault);
+    }
+
+    /// Apply the entries of `schedule` at their offsets from `start`.
+    pub fn set_fault_schedule(&mut self, start: Instant, schedule: FaultSchedule) {
+        self.schedule = Some((start, schedule));
+    }
+
+    // ----- output -----
+
+    /// The next notification whose time on the link has come (at most 20 bytes).
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let now = self.now?;
+        let i = self.outbox.iter().position(|p| p.due <= now)?;
+        let pending = self.outbox.remove(i)?;
+        self.counters.notifications_sent += 1;
+        Some(pending.transmit)
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<ScooterEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Scooter::handle_timeout`] should be called next (or when a queued notification
+    /// becomes due, after which [`Scooter::poll_transmit`] yields it).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        consider(self.outbox.iter().map(|p| p.due).min());
+        consider(self.auto_press_at);
+        consider(
+            self.schedule
+                .as_ref()
+                .and_then(|(start, s)| s.next_deadline(*start)),
+        );
+        if self.connected && self.profile.generation == Generation::MiAuth {
+            consider(self.pairing.poll_timeout());
+            consider(self.login.poll_timeout());
+        }
+        next
+    }
+
+    // ----- internals -----
+
+    /// Move the scooter's notion of time forward and apply scheduled faults that fell due.
+    fn advance(&mut self, now: Instant) {
+        if self.now.is_none_or(|t| now > t) {
+            self.now = Some(now);
+        }
+        if let Some((start, schedule)) = &mut self.schedule {
+            let due = schedule.due(*start, now);
+            for fault in due {
+                self.apply_fault_now(now, fault);
+            }
+        }
+    }
+
+    fn apply_fault_now(&mut self, now: Instant, fault: Fault) {
+        tracing::debug!(scooter = %self.profile.name(), ?fault, "fault");
+        match self.faults.apply(now, fault) {
+            FaultAction::None => {}
+            FaultAction::Disconnect => {
+                if self.connected {
+                    // A lost link also loses the session: there is no orderly disconnect.
+                    self.stash = None;
+                    if let Uart::MiAuth { cipher } = &mut self.uart {
+                        *cipher = None;
+                    }
+                    self.events.push_back(ScooterEvent::DropLink);
+                    self.disconnect(now);
+                }
+            }
+            FaultAction::ExpireSession => self.expire_session(),
+        }
+    }
+
+    fn expire_session(&mut self) {
+        self.stash = None;
+        if let Uart::MiAuth { cipher } = &mut self.uart
+            && cipher.take().is_some()
+        {
+            // Forget the logged-in state too, so the next `24` is a fresh login, not an E2.
+            self.login.disconnected();
+            self.events.push_back(ScooterEvent::SessionExpired);
+        }
+    }
+
+    fn handle_auth_write(&mut self, now: Instant, char: Char, data: &[u8]) {
+        let control = (char == Char::Upnp)
+            .then(|| Control::parse(data).ok())
+            .flatten();
+        match control {
+            Some(Control::GetInfo) => self.counters.registration_attempts += 1,
+            Some(Control::Login) if self.faults.refuse_login => {
+                // The fault answers for the login machine, which never sees this `24`.
+                self.counters.login_failures += 1;
+                self.queue(now, Control::LoginErr.transmit());
+                self.events
+                    .push_back(ScooterEvent::LoginFailed("login refused (fault)".into()));
+                return;
+            }
+            _ => {}
+        }
+        self.pairing.handle_write(now, char, data);
+        self.login.handle_write(now, char, data);
+        self.drain_machines(now);
+    }
+
+    /// Move transmits and events out of the pairing and login machines.
+    fn drain_machines(&mut self, now: Instant) {
+        while let Some(t) = self.pairing.poll_transmit() {
+            self.queue(now, t);
+        }
+        while let Some(t) = self.login.poll_transmit() {
+            self.queue(now, t);
+        }
+        while let Some(event) = self.pairing.poll_event() {
+            self.on_pairing_event(now, event);
+        }
+        while let Some(event) = self.login.poll_event() {
+            self.on_login_event(event);
+        }
+    }
+
+    fn on_pairing_event(&mut self, now: Instant, event: pairing::DeviceEvent) {
+        match event {
+            pairing::DeviceEvent::Beep => {
+                self.counters.beeps += 1;
+                tracing::info!(scooter = %self.profile.name(), "beep: press the power button");
+                if let Some(delay) = self.config.auto_press {
+                    self.auto_press_at = Some(now + delay);
+                }
+                self.events.push_back(ScooterEvent::Beep);
+            }
+            pairing::DeviceEvent::WindowOpened { until } => {
+                self.events.push_back(ScooterEvent::WindowOpened { until });
+            }
+            pairing::DeviceEvent::Registered { token, did } => {
+                self.counters.registrations += 1;
+                tracing::info!(scooter = %self.profile.name(), %did, "registered");
+                self.login.set_token(Some(token.clone()));
+                self.pairing_state = PairingState {
+                    token: Some(token),
+                    did: Some(did),
+                };
+                self.persist();
+                self.events.push_back(ScooterEvent::Registered);
+            }
+            pairing::DeviceEvent::Rejected(e) => {
+                self.counters.registration_failures += 1;
+                self.events
+                    .push_back(ScooterEvent::RegistrationRejected(e.to_string()));
+            }
+        }
+    }
+
+    fn persist(&mut self) {
+        let Some(path) = &self.state_path else {
+            return;
+        };
+        if let Err(e) = state_file::save(path, &self.pairing_state) {
+            tracing::warn!(error = %e, "pairing not saved");
+            self.events
+                .push_back(ScooterEvent::StateNotSaved(e.to_string()));
+        }
+    }
+
+    fn on_login_event(&mut self, event: login::DeviceEvent) {
+        match event {
+            login::DeviceEvent::LoggedIn(keys) => {
+                self.counters.logins += 1;
+                self.stash = None;
+                self.uart = Uart::MiAuth {
+                    cipher: Some(Box::new(UartCipher::new(keys, Role::Device))),
+                };
+                self.reassembler.reset();
+                self.events.push_back(ScooterEvent::LoggedIn);
+            }
+            login::DeviceEvent::Refused(refusal) => {
+                self.counters.login_failures += 1;
+                self.events.push_back(ScooterEvent::LoginRefused(refusal));
+            }
+            login::DeviceEvent::Failed(e) => {
+                self.counters.login_failures += 1;
+                self.events
+                    .push_back(ScooterEvent::LoginFailed(e.to_string()));
+            }
+        }
+    }
+
+    fn handle_uart_bytes(&mut self, now: Instant, data: &[u8]) {
+        let plain_start = data.get(..2) == Some(&[HEADER_0, HEADER_PLAIN][..]);
+        if self.profile.generation == Generation::MiAuth && plain_start {
+            // Mi-auth firmware ignores plain frames, before and after login (§3.6, §8.7).
+            self.counters.rejected_frames += 1;
+            return;
+        }
+        let before = self.reassembler.rejects().frames();
+        self.reassembler.push(data);
+        self.counters.rejected_frames += self.reassembler.rejects().frames() - before;
+        while let Some(wire) = self.reassembler.next_frame() {
+            let frame = match &mut self.uart {
+                Uart::MiAuth { cipher: None } => None,
+                Uart::MiAuth {
+                    cipher: Some(cipher),
+                } => cipher.open(&wire).ok(),
+                Uart::Xor(keystream) => keystream.decrypt(&wire).ok(),
+                Uart::Plain => Frame::decode(&wire).ok(),
+            };
+            match frame {
+                Some(frame) => self.dispatch(now, frame),
+                None => self.counters.rejected_frames += 1,
+            }
+        }
+    }
+
+    /// Answer one decoded request frame.
+    fn dispatch(&mut self, now: Instant, frame: Frame) {
+        if self.faults.mute_uart {
+            return;
+        }
+        let Some(unit) = unit_of_request(frame.dir) else {
+            self.counters.rejected_frames += 1;
+            return;
+        };
+        let reply = match frame.rw {
+            RW_READ => {
+                let Some(&len) = frame.payload.first() else {
+                    self.counters.rejected_frames += 1;
+                    return;
+                };
+                // LEN = n + 2 must fit one byte.
+                if len == 0 || len > 253 {
+                    self.counters.rejected_frames += 1;
+                    return;
+                }
+                self.counters.reads += 1;
+                let data = self.registers().read(unit, frame.attr, len);
+                Some((RW_READ, data))
+            }
+            RW_WRITE_ACK | RW_WRITE => {
+                self.counters.writes += 1;
+                let result = decode_write(unit, frame.attr, &frame.payload);
+                let ok = match result {
+                    Ok(commands) => {
+                        for command in commands {
+                            self.execute(now, command);
+                        }
+                        true
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "write refused");
+                        false
+                    }
+                };
+                (frame.rw == RW_WRITE_ACK).then(|| (RW_WRITE_ACK, vec![u8::from(ok)]))
+            }
+            _ => {
+                self.counters.rejected_frames += 1;
+                None
+            }
+        };
+        if let Some((rw, payload)) = reply {
+            let answer = Frame {
+                dir: unit.reply_dir(),
+                rw,
+                attr: frame.attr,
+                payload,
+            };
+            let delay = self.config.link.map_or(Duration::ZERO, |t| t.delay(unit));
+            self.send_uart(now + delay, &answer);
+        }
+    }
+
+    fn execute(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::Lock => self.ride.lock(),
+            Command::Unlock => self.ride.unlock(),
+            Command::Reboot => {
+                self.ride.reboot();
+                self.events.push_back(ScooterEvent::Rebooted);
+            }
+            Command::PowerOff => {
+                self.ride.power_off();
+                self.events.push_back(ScooterEvent::PoweredOff);
+                if self.connected {
+                    self.events.push_back(ScooterEvent::DropLink);
+                    self.stash = None;
+                    if let Uart::MiAuth { cipher } = &mut self.uart {
+                        *cipher = None;
+                    }
+                    self.disconnect(now);
+                }
+            }
+            Command::SpeedMode(mode) => self.ride.set_speed_mode(mode),
+            Command::Kers(level) => self.ride.set_kers(level),
+            Command::Cruise(on) => self.ride.set_cruise(on),
+            Command::LightFlags(flags) => self.ride.set_light_flags(flags),
+            Command::PinWord { word, bytes } => {
+                if let Some(slot) = self.pin.get_mut(word * 2..word * 2 + 2) {
+                    slot.copy_from_slice(&bytes);
+                }
+            }
+            Command::Ignored => {}
+        }
+    }
+
+    /// Frame, encrypt if needed and queue an answer ready at `ready`.
+    fn send_uart(&mut self, ready: Instant, frame: &Frame) {
+        if !self.connected {
+            return;
+        }
+        let wire = match &mut self.uart {
+            Uart::MiAuth { cipher: None } => return,
+            Uart::MiAuth {
+                cipher: Some(cipher),
+            } => {
+                let mut random = [0u8; 4];
+                self.rng.fill(&mut random);
+                cipher.seal(frame, random)
+            }
+            Uart::Xor(keystream) => keystream.encrypt(frame),
+            Uart::Plain => frame.encode(),
+        };
+        for chunk in wire.chunks(ATT_PAYLOAD) {
+            self.queue(
+                ready,
+                Transmit {
+                    char: Char::UartNotify,
+                    data: chunk.to_vec(),
+                },
+            );
+        }
+    }
+
+    /// Queue one notification ready at `ready`: the link model decides when it leaves, faults
+    /// may drop, corrupt or delay it.
+    fn queue(&mut self, ready: Instant, mut transmit: Transmit) {
+        if !self.connected {
+            return;
+        }
+        let mut due = match &mut self.link {
+            Some(clock) => clock.schedule(ready),
+            None => ready,
+        };
+        match self.faults.fate(&mut self.rng, transmit.data.len()) {
+            Fate::Send => {}
+            Fate::Drop => {
+                self.counters.notifications_dropped += 1;
+                return;
+            }
+            Fate::Corrupt(i) => {
+                if let Some(b) = transmit.data.get_mut(i) {
+                    *b ^= 0xFF;
+                }
+                self.counters.notifications_corrupted += 1;
+            }
+            Fate::Delay(d) => {
+                due += d;
+                self.counters.notifications_delayed += 1;
+            }
+        }
+        // Keep the outbox in departure order; equal times keep their queueing order.
+        let at = self.outbox.partition_point(|p| p.due <= due);
+        self.outbox.insert(at, Pending { due, transmit });
+    }
+
+    /// The token the scooter holds, for tests that compare it with the client's. The simulator
+    /// never logs it.
+    pub fn stored_token(&self) -> Option<&Token> {
+        self.pairing_state.token.as_ref()
+    }
+}
+
+fn fresh_uart(profile: &Profile) -> Uart {
+    match profile.generation {
+        Generation::MiAuth => Uart::MiAuth { cipher: None },
+        Generation::Xor => Uart::Xor(Keystream::new(profile.xor_key.clone())),
+        Generation::Plain => Uart::Plain,
+    }
+}
