@@ -166,7 +166,7 @@ impl ClientLogin {
                 Ok(Some(Progress::Received(kind, payload))) => self.on_parcel(now, kind, &payload),
                 Ok(_) => {}
                 Err(e) if e.is_fatal() => self.fail(LoginError::Parcel(e)),
-                Err(_) => {}
+                Err(e) => tracing::debug!(error = %e, "dropped a malformed AVDTP message"),
             },
             _ => {}
         }
@@ -237,6 +237,7 @@ impl ClientLogin {
 
     fn fail(&mut self, error: LoginError) {
         if self.step != ClientStep::Done {
+            tracing::debug!(%error, "login failed");
             self.step = ClientStep::Done;
             self.keys = None;
             self.channel.reset();
@@ -416,7 +417,7 @@ impl<R: RngCore + CryptoRng> DeviceLogin<R> {
                 Ok(Some(progress)) => self.on_progress(now, progress),
                 Ok(None) => {}
                 Err(e) if e.is_fatal() => self.fail(LoginError::Parcel(e), true),
-                Err(_) => {}
+                Err(e) => tracing::debug!(error = %e, "dropped a malformed AVDTP message"),
             },
             _ => {}
         }
@@ -506,6 +507,7 @@ impl<R: RngCore + CryptoRng> DeviceLogin<R> {
     }
 
     fn fail(&mut self, error: LoginError, answer: bool) {
+        tracing::debug!(%error, "login attempt failed");
         if answer {
             self.transmits.push_back(Control::LoginErr.transmit());
         }

@@ -282,7 +282,8 @@ impl ClientPairing {
                 Ok(Some(progress)) => self.on_progress(now, progress),
                 Ok(None) => {}
                 Err(e) if e.is_fatal() => self.fail(PairingError::Parcel(e)),
-                Err(_) => {} // one malformed message; the timeouts cover a peer that is broken
+                // One malformed message is dropped; the deadlines cover a peer that is broken.
+                Err(e) => tracing::debug!(error = %e, "dropped a malformed AVDTP message"),
             },
             _ => {}
         }
@@ -378,6 +379,7 @@ impl ClientPairing {
 
     fn fail(&mut self, error: PairingError) {
         if self.step != ClientStep::Done {
+            tracing::debug!(%error, "registration failed");
             self.step = ClientStep::Done;
             self.channel.reset();
             self.events.push_back(ClientEvent::Failed(error));
@@ -576,7 +578,7 @@ impl<R: RngCore + CryptoRng> DevicePairing<R> {
                 Ok(Some(Progress::Received(kind, payload))) => self.on_parcel(now, kind, payload),
                 Ok(_) => {}
                 Err(e) if e.is_fatal() => self.reject(PairingError::Parcel(e)),
-                Err(_) => {}
+                Err(e) => tracing::debug!(error = %e, "dropped a malformed AVDTP message"),
             },
             _ => {}
         }
@@ -700,6 +702,7 @@ impl<R: RngCore + CryptoRng> DevicePairing<R> {
     }
 
     fn reject(&mut self, error: PairingError) {
+        tracing::debug!(%error, "rejecting the registration");
         self.transmits.push_back(Control::AuthErr.transmit());
         self.events.push_back(DeviceEvent::Rejected(error));
         self.reset_attempt();
