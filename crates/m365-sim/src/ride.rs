@@ -14,7 +14,7 @@ use crate::route::{LatLon, Route, RoutePosition};
 
 /// Longest integration step; longer `dt`s are split so results do not depend on how a caller
 /// slices time (beyond floating-point rounding).
-const MAX_STEP_S: f64 = 0.1;
+const MAX_STEP: Duration = Duration::from_millis(100);
 /// Rider plus scooter, kg.
 const MASS_KG: f64 = 95.0;
 /// Rolling resistance coefficient.
@@ -126,10 +126,11 @@ pub struct Ride {
     trip_m: f64,
     odometer_m: f64,
     route_m: f64,
-    power_on_s: f64,
-    riding_s: f64,
-    total_power_on_s: f64,
-    total_riding_s: f64,
+    // Times are exact durations, so whole seconds read as whole seconds however time is sliced.
+    power_on: Duration,
+    riding: Duration,
+    total_power_on: Duration,
+    total_riding: Duration,
     esc_temp_c: f64,
     motor_power_w: f64,
     powered: bool,
@@ -178,10 +179,10 @@ impl Ride {
             trip_m: 0.0,
             odometer_m,
             route_m: 0.0,
-            power_on_s: 0.0,
-            riding_s: 0.0,
-            total_power_on_s: (odometer_m / 4.0).floor(),
-            total_riding_s: (odometer_m / 5.0).floor(),
+            power_on: Duration::ZERO,
+            riding: Duration::ZERO,
+            total_power_on: Duration::from_secs((odometer_m / 4.0) as u64),
+            total_riding: Duration::from_secs((odometer_m / 5.0) as u64),
             esc_temp_c: AMBIENT_C + 5.0,
             motor_power_w: 0.0,
             powered: true,
@@ -213,15 +214,16 @@ impl Ride {
 
     /// Advance the ride by `dt`.
     pub fn step(&mut self, dt: Duration) {
-        let mut left = dt.as_secs_f64();
-        while left > 0.0 {
-            let h = left.min(MAX_STEP_S);
+        let mut left = dt;
+        while !left.is_zero() {
+            let h = left.min(MAX_STEP);
             self.substep(h);
             left -= h;
         }
     }
 
-    fn substep(&mut self, h: f64) {
+    fn substep(&mut self, dt: Duration) {
+        let h = dt.as_secs_f64();
         let before = self.speed_mps;
         let wanted = self.scripted_speed(h);
         let limit = self.speed_limit_kmh() / 3.6;
@@ -243,11 +245,11 @@ impl Ride {
         self.odometer_m += dist;
         self.route_m += dist;
         if self.powered {
-            self.power_on_s += h;
-            self.total_power_on_s += h;
+            self.power_on += dt;
+            self.total_power_on += dt;
             if v > MOVING_MPS {
-                self.riding_s += h;
-                self.total_riding_s += h;
+                self.riding += dt;
+                self.total_riding += dt;
             }
         }
         let wheel_w =
@@ -393,8 +395,8 @@ impl Ride {
 
     fn reset_session(&mut self) {
         self.trip_m = 0.0;
-        self.power_on_s = 0.0;
-        self.riding_s = 0.0;
+        self.power_on = Duration::ZERO;
+        self.riding = Duration::ZERO;
         self.set_script(self.script.clone());
     }
 
@@ -457,28 +459,29 @@ impl Ride {
 
     /// Seconds since power-on.
     pub fn power_on_s(&self) -> f64 {
-        self.power_on_s
+        self.power_on.as_secs_f64()
     }
 
     /// Seconds ridden (wheel turning) since power-on.
     pub fn riding_s(&self) -> f64 {
-        self.riding_s
+        self.riding.as_secs_f64()
     }
 
     /// Lifetime power-on seconds.
     pub fn total_power_on_s(&self) -> f64 {
-        self.total_power_on_s
+        self.total_power_on.as_secs_f64()
     }
 
     /// Lifetime riding seconds.
     pub fn total_riding_s(&self) -> f64 {
-        self.total_riding_s
+        self.total_riding.as_secs_f64()
     }
 
     /// Average speed of this session's riding time, km/h.
     pub fn average_kmh(&self) -> f64 {
-        if self.riding_s > 0.0 {
-            self.trip_m / self.riding_s * 3.6
+        let riding = self.riding.as_secs_f64();
+        if riding > 0.0 {
+            self.trip_m / riding * 3.6
         } else {
             0.0
         }
