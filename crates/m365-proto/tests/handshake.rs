@@ -604,3 +604,168 @@ proptest! {
         }
     }
 }
+
+/// Drains a machine's transmits as raw bytes.
+fn drain(mut next: impl FnMut() -> Option<Transmit>) -> Vec<Vec<u8>> {
+    std::iter::from_fn(|| next()).map(|t| t.data).collect()
+}
+
+#[test]
+fn key_announce_before_set_key_is_answered_once_the_button_allows() {
+    let now = Instant::now();
+    let mut device = device(101, Some(Did(*DID)));
+    device.handle_write(now, Char::Upnp, &[0xA2, 0, 0, 0]);
+    device.handle_write(now, Char::Avdtp, &[0, 0, 1, 1]);
+    device.handle_write(now, Char::Avdtp, &[0, 0, 1, 0]);
+    let info = drain(|| device.poll_transmit());
+    assert_eq!(info.len(), 3, "announce and two chunks: {info:?}");
+    // R7 before R6, as miauth's Java client may send them.
+    device.handle_write(now, Char::Avdtp, &[0, 0, 0, 3, 4, 0]);
+    assert!(
+        drain(|| device.poll_transmit()).is_empty(),
+        "no RCV_RDY before 15"
+    );
+    device.handle_write(now, Char::Upnp, &[0x15, 0, 0, 0]);
+    assert_eq!(device.poll_event(), Some(pairing::DeviceEvent::Beep));
+    assert!(
+        drain(|| device.poll_transmit()).is_empty(),
+        "no RCV_RDY before the button"
+    );
+    device.press_button(now + Duration::from_secs(4));
+    assert!(matches!(
+        device.poll_event(),
+        Some(pairing::DeviceEvent::WindowOpened { .. })
+    ));
+    assert_eq!(drain(|| device.poll_transmit()), [vec![0, 0, 1, 1]]);
+}
+
+#[test]
+fn an_open_window_skips_the_beep() {
+    let now = Instant::now();
+    let mut device = device(102, Some(Did(*DID)));
+    device.handle_write(now, Char::Upnp, &[0x15, 0, 0, 0]);
+    assert_eq!(device.poll_event(), Some(pairing::DeviceEvent::Beep));
+    device.press_button(now + Duration::from_secs(1));
+    device.disconnected();
+    // 29 s after the press the window is still open; 31 s after, it is closed again.
+    device.handle_write(now + Duration::from_secs(30), Char::Upnp, &[0x15, 0, 0, 0]);
+    device.handle_write(
+        now + Duration::from_secs(30),
+        Char::Avdtp,
+        &[0, 0, 0, 3, 4, 0],
+    );
+    assert!(matches!(
+        device.poll_event(),
+        Some(pairing::DeviceEvent::WindowOpened { .. })
+    ));
+    assert_eq!(device.poll_event(), None, "no beep inside the window");
+    assert_eq!(drain(|| device.poll_transmit()), [vec![0, 0, 1, 1]]);
+    device.disconnected();
+    device.handle_write(now + Duration::from_secs(32), Char::Upnp, &[0x15, 0, 0, 0]);
+    assert_eq!(device.poll_event(), Some(pairing::DeviceEvent::Beep));
+}
+
+#[test]
+fn client_reports_refusals_and_silence_with_their_meaning() {
+    let t0 = Instant::now();
+    let mut client = ClientPairing::new(t0, &mut rng(103), ClientConfig::default());
+    assert_eq!(drain(|| client.poll_transmit()), [vec![0xA2, 0, 0, 0]]);
+    client.handle_notification(t0, Char::Upnp, &[0xE1, 0, 0, 0]);
+    let Some(pairing::ClientEvent::Failed(err)) = client.poll_event() else {
+        panic!("E1 must end the attempt");
+    };
+    assert_eq!(err, PairingError::Refused(Refusal::AlreadyRegistered));
+    assert!(err.to_string().contains("press the"), "{err}");
+
+    let mut client = ClientPairing::new(t0, &mut rng(104), ClientConfig::default());
+    let deadline = client.poll_timeout().expect("a deadline");
+    assert_eq!(deadline, t0 + Duration::from_secs(5));
+    client.handle_timeout(deadline);
+    assert_eq!(
+        client.poll_event(),
+        Some(pairing::ClientEvent::Failed(PairingError::Timeout {
+            waiting_for: "the device info parcel",
+            waited: Duration::from_secs(5),
+        }))
+    );
+}
+
+#[test]
+fn altered_app_proof_gets_23() {
+    let t0 = Instant::now();
+    let token = Token([0x33; 12]);
+    let mut announced = false;
+    let mut pair = logging_in(105, t0, token.clone(), Some(token)).with_filter(move |from, t| {
+        if from == Role::Client {
+            if t.data == [0, 0, 0, 0x0A, 2, 0] {
+                announced = true;
+            } else if announced && t.data.starts_with(&[1, 0]) {
+                t.data[2] ^= 0x80;
+            }
+        }
+        Fate::Deliver
+    });
+    pair.run();
+    assert_eq!(
+        pair.sent_by(Role::Device).last().map(Vec::as_slice),
+        Some(&[0x23, 0, 0, 0][..])
+    );
+    assert_eq!(login_failure(&pair), Some(LoginError::Rejected));
+    assert!(
+        pair.device_events
+            .contains(&login::DeviceEvent::Failed(LoginError::ProofMismatch))
+    );
+}
+
+#[test]
+fn client_login_accepts_the_inline_device_random() {
+    let t0 = Instant::now();
+    let token = Token([0x44; 12]);
+    let mut client = ClientLogin::new(t0, &mut rng(106), token.clone(), login::Config::default());
+    assert_eq!(
+        drain(|| client.poll_transmit()),
+        [vec![0x24, 0, 0, 0], vec![0, 0, 0, 0x0B, 1, 0]]
+    );
+    client.handle_notification(t0, Char::Avdtp, &[0, 0, 1, 1]);
+    let chunk = drain(|| client.poll_transmit());
+    let app: [u8; 16] = chunk[0][2..].try_into().expect("16-byte app random");
+    client.handle_notification(t0, Char::Avdtp, &[0, 0, 1, 0]);
+
+    // The official app's variant: one notification instead of L6–L9.
+    let dev = [0x5Cu8; 16];
+    let mut inline = vec![0, 0, 2, 0x0D];
+    inline.extend_from_slice(&dev);
+    client.handle_notification(t0, Char::Avdtp, &inline);
+    assert_eq!(drain(|| client.poll_transmit()), [vec![0, 0, 3, 0]]);
+
+    let randoms = m365_proto::crypto::LoginRandoms { app, dev };
+    let keys = randoms.session_keys(&token);
+    let proof = randoms.device_proof(&keys);
+    client.handle_notification(t0, Char::Avdtp, &[0, 0, 0, 0x0C, 2, 0]);
+    let mut first = vec![1, 0];
+    first.extend_from_slice(&proof[..18]);
+    let mut second = vec![2, 0];
+    second.extend_from_slice(&proof[18..]);
+    client.handle_notification(t0, Char::Avdtp, &first);
+    client.handle_notification(t0, Char::Avdtp, &second);
+    assert_eq!(
+        drain(|| client.poll_transmit()),
+        [
+            vec![0, 0, 1, 1],
+            vec![0, 0, 1, 0],
+            vec![0, 0, 0, 0x0A, 2, 0]
+        ]
+    );
+    client.handle_notification(t0, Char::Avdtp, &[0, 0, 1, 1]);
+    let sent: Vec<u8> = drain(|| client.poll_transmit())
+        .iter()
+        .flat_map(|c| c[2..].to_vec())
+        .collect();
+    assert_eq!(sent, randoms.app_proof(&keys));
+    client.handle_notification(t0, Char::Avdtp, &[0, 0, 1, 0]);
+    client.handle_notification(t0, Char::Upnp, &[0x21, 0, 0, 0]);
+    assert_eq!(
+        client.poll_event(),
+        Some(login::ClientEvent::LoggedIn(keys))
+    );
+}
