@@ -606,8 +606,8 @@ proptest! {
 }
 
 /// Drains a machine's transmits as raw bytes.
-fn drain(mut next: impl FnMut() -> Option<Transmit>) -> Vec<Vec<u8>> {
-    std::iter::from_fn(|| next()).map(|t| t.data).collect()
+fn drain(next: impl FnMut() -> Option<Transmit>) -> Vec<Vec<u8>> {
+    std::iter::from_fn(next).map(|t| t.data).collect()
 }
 
 #[test]
