@@ -210,8 +210,11 @@ impl Reassembler {
                 if let Some(next) =
                     (1..self.buf.len()).find(|&i| self.complete_frame_at(i).is_some())
                 {
+                    // Drop only up to the first header inside: it may be another cut frame,
+                    // which then counts on its own.
+                    let first = (1..next).find(|&i| self.header_at(i)).unwrap_or(next);
                     self.rejects.truncated += 1;
-                    self.drop_front(next);
+                    self.drop_front(first);
                     continue;
                 }
                 return;
