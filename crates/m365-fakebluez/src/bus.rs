@@ -5,7 +5,7 @@
 //! `DBUS_SYSTEM_BUS_ADDRESS` (see [`SYSTEM_BUS_ENV`]). Nothing of the machine's own D-Bus set-up
 //! is read: no includes, no service activation, and a policy that allows everything.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -43,6 +43,7 @@ pub enum BusError {
 pub struct PrivateBus {
     child: Child,
     address: String,
+    _stdout: Option<std::process::ChildStdout>,
     /// Holds the configuration (and, unless a socket path was given, the socket).
     _dir: TempDir,
 }
@@ -71,12 +72,16 @@ impl PrivateBus {
     fn spawn(dir: TempDir, socket: &Path) -> Result<Self, BusError> {
         let config_path = dir.path().join("bus.conf");
         std::fs::write(&config_path, config(socket)).map_err(BusError::Setup)?;
+        // stderr goes to a file, not a pipe: a pipe nobody reads would kill the daemon with
+        // SIGPIPE at its first warning ("Failed to set fd limit" and the like).
+        let log_path = dir.path().join("bus.log");
+        let log = std::fs::File::create(&log_path).map_err(BusError::Setup)?;
         let mut child = Command::new(DAEMON)
             .arg(format!("--config-file={}", config_path.display()))
             .args(["--nofork", "--print-address"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(log)
             .spawn()
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => BusError::DaemonMissing,
@@ -85,18 +90,16 @@ impl PrivateBus {
         // The daemon prints its address once it listens, so a read of the first line is also
         // the readiness check.
         let mut line = String::new();
-        let read = match child.stdout.take() {
-            Some(stdout) => BufReader::new(stdout).read_line(&mut line),
+        let mut reader = child.stdout.take().map(BufReader::new);
+        let read = match reader.as_mut() {
+            Some(r) => r.read_line(&mut line),
             None => Ok(0),
         };
         let address = line.trim().to_owned();
         if !matches!(read, Ok(n) if n > 0) || address.is_empty() {
             let _ = child.kill();
-            let mut stderr = String::new();
-            if let Some(mut err) = child.stderr.take() {
-                let _ = err.read_to_string(&mut stderr);
-            }
             let _ = child.wait();
+            let stderr = std::fs::read_to_string(&log_path).unwrap_or_default();
             let detail = match read {
                 Err(e) => e.to_string(),
                 Ok(_) if stderr.trim().is_empty() => "it exited without output".to_owned(),
@@ -104,13 +107,12 @@ impl PrivateBus {
             };
             return Err(BusError::NoAddress { detail });
         }
-        // The daemon's stderr is not read any further ("Failed to set fd limit" and similar
-        // notes are harmless); drop the pipe so it can never block on a full buffer.
-        drop(child.stderr.take());
         debug!(%address, "private bus started");
         Ok(PrivateBus {
             child,
             address,
+            // Keep the read end of stdout open for the daemon's lifetime, for the same reason.
+            _stdout: reader.map(BufReader::into_inner),
             _dir: dir,
         })
     }

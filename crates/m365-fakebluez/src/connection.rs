@@ -282,7 +282,7 @@ async fn unexport_gatt(conn: &Connection, layout: &GattLayout) {
 }
 
 /// The notification pump of one link: takes queued notifications in order, waits for the
-/// connection event the timing model assigns, and emits them as `PropertiesChanged(Value)`.
+/// connection event [`crate::Link::notify`] reserved for each, and emits them as `PropertiesChanged(Value)`.
 /// Ends when the link goes down (its sender is dropped).
 async fn deliver(
     shared: Weak<Shared>,
@@ -291,22 +291,7 @@ async fn deliver(
     mut rx: mpsc::Receiver<Outgoing>,
 ) {
     while let Some(out) = rx.recv().await {
-        let Some(strong) = shared.upgrade() else {
-            return;
-        };
-        let at = {
-            let mut world = strong.world();
-            let Some(link) = world
-                .devices
-                .get_mut(&address)
-                .and_then(|d| d.link_of(generation))
-            else {
-                return;
-            };
-            link.reserve(Instant::now()).0
-        };
-        drop(strong);
-        tokio::time::sleep_until(at).await;
+        tokio::time::sleep_until(out.at).await;
         let Some(strong) = shared.upgrade() else {
             return;
         };

@@ -84,11 +84,11 @@ pub(crate) async fn step(shared: &Arc<Shared>) {
             }
             if !device.exported {
                 device.advert = advert;
+                device.published_rssi = device.rssi();
                 device.exported = true;
                 actions.push(Action::Appear(address));
                 continue;
             }
-            let old_rssi = device.rssi();
             let mut changed: Vec<(&'static str, Value<'static>)> = Vec::new();
             if advert.manufacturer_data != device.advert.manufacturer_data {
                 changed.push((
@@ -121,7 +121,8 @@ pub(crate) async fn step(shared: &Arc<Shared>) {
                 changed.push(("Alias", Value::from(name.clone())));
             }
             device.advert = advert;
-            if let Some(rssi) = device.rssi().filter(|r| Some(*r) != old_rssi) {
+            if let Some(rssi) = device.rssi().filter(|r| Some(*r) != device.published_rssi) {
+                device.published_rssi = Some(rssi);
                 changed.push(("RSSI", Value::from(rssi)));
             }
             if !changed.is_empty() {

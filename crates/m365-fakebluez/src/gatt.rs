@@ -286,7 +286,7 @@ impl CharIface {
         let flags = self.node.flags;
         let path = self.node.path.clone();
         let mut already = false;
-        let (admitted, _, _) = self.admit(
+        let (admitted, at, sent) = self.admit(
             |c| c.start_notify += 1,
             |device| {
                 if !flags.can_notify() {
@@ -300,6 +300,12 @@ impl CharIface {
         )?;
         if already {
             return Ok(());
+        }
+        // Enabling is a CCCD write request: it crosses the link and waits for its response.
+        tokio::time::sleep_until(at).await;
+        self.await_response(&admitted, sent).await;
+        if !self.still_connected(&admitted.shared, admitted.generation) {
+            return Err(BluezError::not_connected());
         }
         self.set_notifying(&admitted.shared, true);
         lock(&admitted.peripheral).on_subscribe(self.node.uuid, true);
@@ -318,7 +324,7 @@ impl CharIface {
     /// Disables notifications.
     async fn stop_notify(&self) -> Result<(), BluezError> {
         let path = self.node.path.clone();
-        let (admitted, _, _) = self.admit(
+        let (admitted, at, sent) = self.admit(
             |c| c.stop_notify += 1,
             |device| {
                 if device.chars.get(&path).is_some_and(|c| c.notifying) {
@@ -328,6 +334,8 @@ impl CharIface {
                 }
             },
         )?;
+        tokio::time::sleep_until(at).await;
+        self.await_response(&admitted, sent).await;
         self.set_notifying(&admitted.shared, false);
         lock(&admitted.peripheral).on_subscribe(self.node.uuid, false);
         if let Some(conn) = admitted.shared.conn.get() {

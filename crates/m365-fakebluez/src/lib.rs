@@ -13,7 +13,9 @@
 //!
 //! # Using it
 //! ```no_run
-//! # async fn demo(my_scooter: impl m365_fakebluez::Peripheral) -> anyhow::Result<()> {
+//! # async fn demo(
+//! #     my_scooter: impl m365_fakebluez::Peripheral,
+//! # ) -> Result<(), Box<dyn std::error::Error>> {
 //! use m365_fakebluez::{FakeBluez, PrivateBus, SYSTEM_BUS_ENV};
 //!
 //! let bus = PrivateBus::start()?;

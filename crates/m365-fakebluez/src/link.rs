@@ -6,6 +6,7 @@
 use std::sync::Weak;
 
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::address::Address;
@@ -104,10 +105,17 @@ impl Link {
         if !subscribed {
             return Err(LinkError::NotSubscribed(characteristic));
         }
+        if link.notify_tx.capacity() == 0 {
+            return Err(LinkError::QueueFull);
+        }
+        // The slot on the link is taken now, in call order, so a burst fills connection
+        // events back to back however late the pump runs.
+        let (at, _) = link.reserve(Instant::now());
         link.notify_tx
             .try_send(Outgoing {
                 char_path,
                 data: data.to_vec(),
+                at,
             })
             .map_err(|e| match e {
                 TrySendError::Full(_) => LinkError::QueueFull,

@@ -115,6 +115,8 @@ pub(crate) struct Device {
     pub(crate) faults: Faults,
     pub(crate) counters: Counters,
     pub(crate) rssi_override: Option<i16>,
+    /// The RSSI last published on the bus, to signal only changes.
+    pub(crate) published_rssi: Option<i16>,
     pub(crate) mtu: u16,
     pub(crate) gatt_on_disconnect: GattOnDisconnect,
     pub(crate) timing: LinkTiming,
@@ -165,6 +167,7 @@ impl Device {
             },
             counters: Counters::default(),
             rssi_override: None,
+            published_rssi: None,
             mtu: config.mtu,
             gatt_on_disconnect: config.gatt_on_disconnect,
             timing: config.link_timing,
@@ -226,6 +229,8 @@ impl LinkSession {
 pub(crate) struct Outgoing {
     pub(crate) char_path: String,
     pub(crate) data: Vec<u8>,
+    /// The connection event that carries it.
+    pub(crate) at: Instant,
 }
 
 /// Subscription and cached `Value` of one characteristic.
