@@ -77,8 +77,9 @@ pub fn read(path: &Path) -> Result<Token, TokenFileError> {
 
 /// Stores `token` at `path`, atomically and (on Unix) with mode 0600.
 ///
-/// Writing the token already stored is a no-op success. A different stored token (or a
-/// file that is not a valid token) is replaced only when `overwrite` is true.
+/// Writing the token already stored is a no-op success. A different stored token
+/// ([`TokenFileError::Different`]) or a file of the wrong length
+/// ([`TokenFileError::WrongLength`]) is replaced only when `overwrite` is true.
 pub fn write(path: &Path, token: &Token, overwrite: bool) -> Result<(), TokenFileError> {
     let io = |source: std::io::Error| TokenFileError::Io {
         path: path.to_path_buf(),
@@ -86,11 +87,13 @@ pub fn write(path: &Path, token: &Token, overwrite: bool) -> Result<(), TokenFil
     };
     match read(path) {
         Ok(existing) if existing == *token => return Ok(()),
-        Ok(_) | Err(TokenFileError::WrongLength { .. }) if !overwrite => {
+        Ok(_) if !overwrite => {
             return Err(TokenFileError::Different {
                 path: path.to_path_buf(),
             });
         }
+        // A damaged file is reported as such; it is replaced only when asked, like a token.
+        Err(e @ TokenFileError::WrongLength { .. }) if !overwrite => return Err(e),
         Ok(_) | Err(TokenFileError::Missing { .. } | TokenFileError::WrongLength { .. }) => {}
         Err(e) => return Err(e),
     }
@@ -169,6 +172,14 @@ mod tests {
         assert_eq!(read(&path).expect("kept").0, [1; 12]);
         write(&path, &Token([2; 12]), true).expect("overwrite asked");
         assert_eq!(read(&path).expect("replaced").0, [2; 12]);
+        std::fs::write(&path, [7u8; 5]).expect("damage the file");
+        let err = write(&path, &Token([3; 12]), false).expect_err("damaged file");
+        assert!(
+            matches!(err, TokenFileError::WrongLength { found: 5, .. }),
+            "{err}"
+        );
+        write(&path, &Token([3; 12]), true).expect("overwrite asked");
+        assert_eq!(read(&path).expect("repaired").0, [3; 12]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
