@@ -44,9 +44,9 @@ impl Pty {
     /// Opens a new pty in raw mode (no echo, no CR/LF translation) and points `link`, if given,
     /// at it.
     pub fn open(link: Option<&Path>) -> Result<Self, PtyError> {
-        let (master, mut slave) = SerialStream::pair()?;
-        // The emulator's own handle must not lock clients out of the device.
-        slave.set_exclusive(false)?;
+        // The pair's slave handle takes no lock (no TIOCEXCL, no flock), so a client can still
+        // open the device exclusively, as it would real hardware.
+        let (master, slave) = SerialStream::pair()?;
         let path = PathBuf::from(slave.name().ok_or(PtyError::NoPath)?);
         if let Some(link) = link {
             replace_link(link, &path).map_err(|source| PtyError::Link {

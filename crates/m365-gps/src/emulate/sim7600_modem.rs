@@ -3,6 +3,7 @@
 //! `\r\n<info>\r\n\r\nOK\r\n`), with or without a fix, and can corrupt a reply now and then the
 //! way some firmware does (a latitude cut to its first two digits).
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 
 use tokio::io::AsyncReadExt;
@@ -24,6 +25,8 @@ pub struct ModemModel {
     echo: bool,
     corrupt_every: Option<u32>,
     info_replies: u64,
+    /// Recorded answers to replay, in order: (command, exact bytes including the echo).
+    script: VecDeque<(String, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for ModemModel {
@@ -45,7 +48,16 @@ impl ModemModel {
             echo: true,
             corrupt_every: None,
             info_replies: 0,
+            script: VecDeque::new(),
         }
+    }
+
+    /// Answers with the recorded bytes of an AT transcript (a capture of a real modem's port),
+    /// exchange by exchange, for as long as the commands match the recording; then falls back to
+    /// the modelled behaviour.
+    pub fn with_transcript(mut self, transcript: &[u8]) -> Self {
+        self.script = split_transcript(transcript).into();
+        self
     }
 
     /// Corrupts every n-th position reply (cuts the latitude to its first two digits).
@@ -67,6 +79,16 @@ impl ModemModel {
 
     /// The bytes the modem sends in answer to one command line (without its `\r`).
     pub fn respond(&mut self, command: &str) -> Vec<u8> {
+        if let Some((recorded, _)) = self.script.front() {
+            if recorded.eq_ignore_ascii_case(command.trim()) {
+                if let Some((_, bytes)) = self.script.pop_front() {
+                    return bytes;
+                }
+            } else {
+                // The host left the recorded script: stop replaying.
+                self.script.clear();
+            }
+        }
         let mut out = Vec::new();
         if self.echo {
             out.extend_from_slice(command.as_bytes());
@@ -132,6 +154,31 @@ impl ModemModel {
         }
         payload
     }
+}
+
+/// Splits a transcript into exchanges' exact bytes: each runs from its echo to the end of its
+/// final result line.
+fn split_transcript(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut current: Vec<u8> = Vec::new();
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
+        current.extend_from_slice(line);
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim();
+        let last_part = text.rsplit('\r').next().unwrap_or(text).trim();
+        if last_part == "OK" || last_part == "ERROR" || last_part.starts_with("+CME ERROR:") {
+            let seg = std::mem::take(&mut current);
+            let head = String::from_utf8_lossy(&seg);
+            let command = head
+                .split(['\r', '\n'])
+                .map(str::trim)
+                .find(|l| l.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("AT")))
+                .unwrap_or_default()
+                .to_owned();
+            out.push((command, seg));
+        }
+    }
+    out
 }
 
 /// Cuts the latitude field to two characters, as the firmware bug does.
@@ -278,6 +325,17 @@ mod tests {
             exchanges(&m.respond("AT+BOGUS"))[0].result,
             FinalResult::Error
         );
+    }
+
+    #[test]
+    fn transcript_replays_byte_for_byte_then_falls_back() {
+        let t: &[u8] = b"AT+CGPS?\r\r\n+CGPS: 0,1\r\n\r\nOK\r\nAT+CGPS=1\r\r\nOK\r\n";
+        let mut m = ModemModel::new(Box::new(|| None)).with_transcript(t);
+        let mut replayed = m.respond("AT+CGPS?");
+        replayed.extend(m.respond("AT+CGPS=1"));
+        assert_eq!(replayed, t);
+        // Script exhausted: the model answers (its own state never saw the recorded CGPS=1).
+        assert_eq!(m.respond("AT"), b"AT\r\r\nOK\r\n");
     }
 
     #[test]

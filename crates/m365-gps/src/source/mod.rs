@@ -75,6 +75,8 @@ pub struct SourceState {
     pub last_epoch: Option<EpochEvent>,
     /// Epochs reported so far (a sequence number for consumers that print every epoch).
     pub epochs: u64,
+    /// Epochs that had a fix, so far.
+    pub fixes: u64,
     /// Whether the device is open and delivering.
     pub connected: bool,
     /// Attempts to open the device so far.

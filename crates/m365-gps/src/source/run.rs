@@ -89,6 +89,7 @@ fn publish(tx: &watch::Sender<SourceState>, fix: Option<Fix>) {
     tx.send_modify(|s| {
         s.epochs = s.epochs.saturating_add(1);
         if let Some(f) = &fix {
+            s.fixes = s.fixes.saturating_add(1);
             s.last_fix = Some((f.clone(), received));
         }
         s.last_epoch = Some(EpochEvent { fix, received });
