@@ -188,6 +188,13 @@ impl Bench {
         self.collect_events();
     }
 
+    /// Put a fault into force now.
+    pub fn fault(&mut self, fault: m365_sim::Fault) {
+        let now = self.now;
+        self.scooter.apply_fault(now, fault);
+        self.collect_events();
+    }
+
     /// Press the power button now.
     pub fn press(&mut self) {
         let now = self.now;

@@ -1,0 +1,233 @@
+//! Faults change the scooter's behaviour as specified, on demand and on a schedule, and the
+//! counters record what happened. Also the session lifetime across reconnects.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Bench, UartClient, instant_config};
+use m365_proto::login::LoginError;
+use m365_proto::registers::esc;
+use m365_sim::faults::FaultAction;
+use m365_sim::{ConnectError, Fault, FaultSchedule, Generation, Model, ScooterEvent};
+
+fn session(seed: u64) -> (Bench, UartClient) {
+    let mut bench = Bench::new(instant_config(Model::Pro2, Generation::MiAuth, seed));
+    let (_, client) = bench.paired_session();
+    (bench, client)
+}
+
+#[test]
+fn dropping_every_notification_silences_the_scooter_and_is_counted() {
+    let (mut bench, mut client) = session(51);
+    let sent_before = bench.scooter.counters().notifications_sent;
+    bench.fault(Fault::DropNotifications { percent: 100 });
+    assert!(bench.request(&mut client, &esc::read_serial()).is_none());
+    let c = bench.scooter.counters();
+    assert_eq!(c.reads, 1, "the request arrived");
+    // 14-byte serial: LEN 16 → 32-byte encrypted frame → 2 notifications, both dropped.
+    assert_eq!(c.notifications_dropped, 2);
+    assert_eq!(c.notifications_sent, sent_before);
+    bench.fault(Fault::ClearAll);
+    assert!(bench.request(&mut client, &esc::read_serial()).is_some());
+}
+
+#[test]
+fn partial_drops_lose_some_answers_but_not_all() {
+    let (mut bench, mut client) = session(52);
+    bench.fault(Fault::DropNotifications { percent: 50 });
+    let answered = (0..40)
+        .filter(|_| {
+            let got = bench.request(&mut client, &esc::read_range()).is_some();
+            // A lost answer leaves no partial frame behind: range answers are one notification.
+            client.reassembler.reset();
+            got
+        })
+        .count();
+    assert!((8..=32).contains(&answered), "{answered} of 40 answered");
+    let c = bench.scooter.counters();
+    assert_eq!(c.notifications_dropped as usize, 40 - answered);
+}
+
+#[test]
+fn corrupted_notifications_fail_the_client_check() {
+    let (mut bench, mut client) = session(53);
+    bench.fault(Fault::CorruptBytes { percent: 100 });
+    assert!(bench.request(&mut client, &esc::read_range()).is_none());
+    assert!(bench.scooter.counters().notifications_corrupted >= 1);
+    let rejected = client.reassembler.rejects().frames() + client.rejected;
+    assert!(rejected >= 1 || client.reassembler.rejects().garbage_bytes > 0);
+}
+
+#[test]
+fn delayed_notifications_arrive_late() {
+    let (mut bench, mut client) = session(54);
+    bench.fault(Fault::DelayNotifications {
+        percent: 100,
+        delay: Duration::from_millis(700),
+    });
+    let t0 = bench.now;
+    assert!(bench.request(&mut client, &esc::read_range()).is_some());
+    assert_eq!(bench.now - t0, Duration::from_millis(700));
+    assert_eq!(bench.scooter.counters().notifications_delayed, 1);
+}
+
+#[test]
+fn muted_uart_answers_nothing_but_login_still_works() {
+    let (mut bench, mut client) = session(55);
+    bench.fault(Fault::MuteUart);
+    assert!(bench.request(&mut client, &esc::read_serial()).is_none());
+    assert_eq!(bench.scooter.counters().reads, 0);
+    bench.fault(Fault::ClearAll);
+    assert!(bench.request(&mut client, &esc::read_serial()).is_some());
+}
+
+#[test]
+fn fail_next_connect_uses_bluez_error_names_once() {
+    let mut bench = Bench::new(instant_config(Model::Pro2, Generation::MiAuth, 56));
+    bench.fault(Fault::FailNextConnect(ConnectError::Failed));
+    let now = bench.now;
+    let err = bench.scooter.connect(now).expect_err("fails once");
+    assert_eq!(err.dbus_name(), "org.bluez.Error.Failed");
+    assert_eq!(err.message(), "le-connection-abort-by-local");
+    assert!(bench.scooter.connect(now).is_ok());
+    assert_eq!(
+        bench.scooter.connect(now),
+        Err(ConnectError::AlreadyConnected)
+    );
+    let c = bench.scooter.counters();
+    assert_eq!((c.connects, c.connect_failures), (1, 2));
+}
+
+#[test]
+fn out_of_range_drops_the_link_hides_and_comes_back() {
+    let (mut bench, _) = session(57);
+    bench.fault(Fault::OutOfRange {
+        for_: Duration::from_secs(20),
+    });
+    assert!(bench.events.contains(&ScooterEvent::DropLink));
+    assert!(!bench.scooter.is_connected());
+    let now = bench.now;
+    assert!(bench.scooter.advertisement(now).is_none());
+    assert_eq!(bench.scooter.connect(now), Err(ConnectError::Failed));
+    bench.advance(Duration::from_secs(20));
+    let now = bench.now;
+    assert!(bench.scooter.advertisement(now).is_some());
+    assert!(bench.scooter.connect(now).is_ok());
+}
+
+#[test]
+fn dropped_link_loses_the_session() {
+    let (mut bench, token_client) = session(58);
+    drop(token_client);
+    bench.fault(Fault::DropLink {
+        down_for: Duration::from_secs(2),
+    });
+    let now = bench.now;
+    assert!(
+        bench.scooter.advertisement(now).is_some(),
+        "still advertising"
+    );
+    assert!(bench.scooter.connect(now).is_err());
+    bench.advance(Duration::from_secs(2));
+    bench.connect();
+    assert!(
+        !bench.scooter.has_session(),
+        "a link loss is not an orderly disconnect: no session to resume"
+    );
+}
+
+#[test]
+fn refused_login_answers_23() {
+    let mut bench = Bench::new(instant_config(Model::Pro2, Generation::MiAuth, 59));
+    let (token, _) = bench.paired_session();
+    bench.disconnect();
+    bench.advance(Duration::from_secs(10));
+    bench.fault(Fault::RefuseLogin);
+    bench.connect();
+    assert_eq!(bench.login(&token), Err(LoginError::Rejected));
+    assert_eq!(bench.scooter.counters().login_failures, 1);
+}
+
+#[test]
+fn expired_session_ignores_frames_until_a_new_login() {
+    let mut bench = Bench::new(instant_config(Model::Pro2, Generation::MiAuth, 60));
+    let (token, mut client) = bench.paired_session();
+    bench.fault(Fault::ExpireSession);
+    assert!(bench.events.contains(&ScooterEvent::SessionExpired));
+    assert!(bench.request(&mut client, &esc::read_serial()).is_none());
+    assert_eq!(bench.scooter.counters().rejected_frames, 1);
+    let keys = bench.login(&token).expect("a fresh login, not E2");
+    let mut fresh = UartClient::miauth(keys);
+    assert!(bench.request(&mut fresh, &esc::read_serial()).is_some());
+}
+
+#[test]
+fn scheduled_faults_apply_at_their_offsets() {
+    let (mut bench, mut client) = session(61);
+    let start = bench.now;
+    bench.scooter.set_fault_schedule(
+        start,
+        FaultSchedule::new(vec![
+            (Duration::from_secs(10), Fault::MuteUart),
+            (Duration::from_secs(20), Fault::ClearAll),
+        ]),
+    );
+    assert!(bench.request(&mut client, &esc::read_range()).is_some());
+    bench.advance(Duration::from_secs(10));
+    assert!(bench.scooter.faults().mute_uart);
+    assert!(bench.request(&mut client, &esc::read_range()).is_none());
+    bench.advance(Duration::from_secs(10));
+    assert!(bench.request(&mut client, &esc::read_range()).is_some());
+}
+
+#[test]
+fn quick_reconnect_resumes_the_session_and_counters_continue() {
+    let (mut bench, mut client) = session(62);
+    assert!(bench.request(&mut client, &esc::read_range()).is_some());
+    bench.disconnect();
+    bench.advance(Duration::from_secs(3));
+    bench.connect();
+    assert!(bench.events.contains(&ScooterEvent::SessionResumed));
+    // The same client cipher: its counter continues, and so does the scooter's.
+    assert!(bench.request(&mut client, &esc::read_range()).is_some());
+    assert_eq!(
+        client.cipher.as_ref().map(|c| c.next_tx_counter()),
+        Some(2),
+        "two frames sent in this session"
+    );
+}
+
+#[test]
+fn reconnect_after_the_grace_period_needs_a_new_login() {
+    let (mut bench, mut client) = session(63);
+    bench.disconnect();
+    bench.advance(Duration::from_secs(6));
+    bench.connect();
+    assert!(!bench.events.contains(&ScooterEvent::SessionResumed));
+    assert!(bench.request(&mut client, &esc::read_range()).is_none());
+    assert_eq!(bench.scooter.counters().rejected_frames, 1);
+}
+
+#[test]
+fn grace_period_is_configurable() {
+    let mut c = instant_config(Model::Pro2, Generation::MiAuth, 64);
+    c.session_grace = Duration::ZERO;
+    let mut bench = Bench::new(c);
+    let (_, mut client) = bench.paired_session();
+    bench.disconnect();
+    bench.connect();
+    assert!(bench.request(&mut client, &esc::read_range()).is_none());
+}
+
+#[test]
+fn fault_actions_are_reported_by_the_state() {
+    let mut state = m365_sim::faults::FaultState::default();
+    let now = std::time::Instant::now();
+    assert_eq!(
+        state.apply(now, Fault::ExpireSession),
+        FaultAction::ExpireSession
+    );
+    assert_eq!(state.apply(now, Fault::MuteUart), FaultAction::None);
+    assert!(state.mute_uart);
+}
