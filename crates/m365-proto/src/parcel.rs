@@ -22,6 +22,10 @@ use std::time::{Duration, Instant};
 pub const CHUNK_DATA_LEN: usize = 18;
 /// How long a receiver waits for progress before it names the first missing chunk (§3.2).
 pub const LOST_TIMEOUT: Duration = Duration::from_millis(200);
+/// How many times in a row a receiver names a missing chunk without getting anything before it
+/// drops the partial parcel (2 s in all). The library's limit is not known; without one a silent
+/// peer would be asked forever. It stays armed, so a new announce starts over.
+pub const MAX_LOST_REPEATS: u8 = 10;
 
 /// The parcel type byte of an announce (Xiaomi library names).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -428,6 +432,8 @@ struct Collecting {
     seen_last: bool,
     last_progress: Instant,
     requested: Option<u16>,
+    /// A_LOST sent by the timer since the last chunk arrived.
+    lost_repeats: u8,
 }
 
 impl Collecting {
@@ -527,6 +533,7 @@ impl Receiver {
             seen_last: false,
             last_progress: now,
             requested: None,
+            lost_repeats: 0,
         });
         None
     }
@@ -541,6 +548,7 @@ impl Receiver {
         }
         *slot = Some(data.to_vec());
         collecting.last_progress = now;
+        collecting.lost_repeats = 0;
         if usize::from(index) == collecting.chunks.len() {
             collecting.seen_last = true;
         }
@@ -584,9 +592,14 @@ impl Receiver {
         if now < collecting.last_progress + LOST_TIMEOUT {
             return;
         }
+        if collecting.lost_repeats >= MAX_LOST_REPEATS {
+            self.collecting = None;
+            return;
+        }
         if let Some(missing) = collecting.first_missing() {
             collecting.requested = Some(missing);
             collecting.last_progress = now;
+            collecting.lost_repeats += 1;
             self.out
                 .push_back(Message::Ack(Ack::Lost(missing)).encode());
         }
@@ -817,6 +830,32 @@ mod tests {
         assert_eq!(done, Some((ParcelType::DEV_CONFIRMATION, expected)));
         assert_eq!(rx.poll_transmit(), Some(vec![0, 0, 1, 0]));
         assert_eq!(rx.poll_timeout(), None);
+    }
+
+    #[test]
+    fn receiver_gives_up_on_a_silent_sender() {
+        let t0 = Instant::now();
+        let mut rx = Receiver::new();
+        rx.expect(t0, ParcelType::ECC_PUBKEY, 64);
+        let announce = Message::Announce {
+            kind: ParcelType::ECC_PUBKEY,
+            count: 4,
+        };
+        rx.handle(t0, &announce);
+        let mut asked = 0;
+        while let Some(deadline) = rx.poll_timeout() {
+            rx.handle_timeout(deadline);
+            while let Some(m) = rx.poll_transmit() {
+                if m == [0, 0, 1, 5, 1, 0] {
+                    asked += 1;
+                }
+            }
+            assert!(asked <= usize::from(MAX_LOST_REPEATS));
+        }
+        assert_eq!(asked, usize::from(MAX_LOST_REPEATS));
+        assert!(rx.is_armed(), "a new announce may start over");
+        rx.handle(t0, &announce);
+        assert_eq!(rx.poll_transmit(), Some(vec![0, 0, 1, 1]));
     }
 
     #[test]

@@ -769,3 +769,38 @@ fn client_login_accepts_the_inline_device_random() {
         Some(login::ClientEvent::LoggedIn(keys))
     );
 }
+
+fn arbitrary_message() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        (any::<u8>(), any::<u16>()).prop_map(|(kind, count)| {
+            m365_proto::parcel::Message::Announce {
+                kind: m365_proto::parcel::ParcelType(kind),
+                count,
+            }
+            .encode()
+        }),
+        (1u16.., prop::collection::vec(any::<u8>(), 0..=18)).prop_map(|(index, data)| {
+            m365_proto::parcel::Message::Chunk { index, data: &data }.encode()
+        }),
+        any::<u16>().prop_map(|i| {
+            m365_proto::parcel::Message::Ack(m365_proto::parcel::Ack::Lost(i)).encode()
+        }),
+        (0u8..=4).prop_map(|code| vec![0, 0, 1, code]),
+        (any::<u8>(), prop::collection::vec(any::<u8>(), 0..16)).prop_map(|(kind, data)| {
+            m365_proto::parcel::Message::InlineData {
+                kind: m365_proto::parcel::ParcelType(kind),
+                data: &data,
+            }
+            .encode()
+        }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn parcel_messages_round_trip(bytes in arbitrary_message()) {
+        let parsed = m365_proto::parcel::Message::parse(&bytes);
+        prop_assert!(parsed.is_ok(), "{:?}: {:?}", bytes, parsed);
+        prop_assert_eq!(parsed.map(|m| m.encode()), Ok(bytes));
+    }
+}
