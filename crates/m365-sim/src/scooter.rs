@@ -54,8 +54,11 @@ pub struct ScooterConfig {
     /// After a disconnect the session keys stay valid this long, so a quick reconnect can keep
     /// using its session (counters continue); later a fresh login is required.
     pub session_grace: Duration,
-    /// Link timing model (`None`: notifications leave immediately).
+    /// Link timing model (`None`: notifications leave as soon as they are ready, e.g. when the
+    /// fake BlueZ paces the link itself).
     pub link: Option<LinkTiming>,
+    /// How long the ESC and BMS take to answer a request.
+    pub processing: Processing,
     /// What the rider does.
     pub script: Script,
     /// Whether the BLE module holds a DID before any registration (an activated scooter). A
@@ -78,6 +81,7 @@ impl ScooterConfig {
             auto_press: None,
             session_grace: DEFAULT_SESSION_GRACE,
             link: Some(LinkTiming::default()),
+            processing: Processing::default(),
             script: Script::Loop(LoopPlan::default()),
             activated: true,
             button: DeviceConfig::default(),
@@ -89,6 +93,42 @@ impl ScooterConfig {
     pub fn with_generation(mut self, generation: Generation) -> ScooterConfig {
         self.generation = generation;
         self
+    }
+}
+
+/// Time between a request's arrival and the controller's answer being ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Processing {
+    /// ESC.
+    pub esc: Duration,
+    /// BMS (relayed through the ESC, so slower).
+    pub bms: Duration,
+}
+
+impl Processing {
+    /// No delay at all.
+    pub const NONE: Processing = Processing {
+        esc: Duration::ZERO,
+        bms: Duration::ZERO,
+    };
+
+    /// The delay of `unit`.
+    pub fn delay(&self, unit: m365_proto::registers::Unit) -> Duration {
+        match unit {
+            m365_proto::registers::Unit::Esc => self.esc,
+            m365_proto::registers::Unit::Bms => self.bms,
+        }
+    }
+}
+
+impl Default for Processing {
+    /// The delays of the default link model.
+    fn default() -> Self {
+        let t = LinkTiming::default();
+        Processing {
+            esc: t.esc_delay,
+            bms: t.bms_delay,
+        }
     }
 }
 
@@ -702,7 +742,7 @@ impl Scooter {
                 attr: frame.attr,
                 payload,
             };
-            let delay = self.config.link.map_or(Duration::ZERO, |t| t.delay(unit));
+            let delay = self.config.processing.delay(unit);
             self.send_uart(now + delay, &answer);
         }
     }

@@ -8,12 +8,17 @@ use std::time::Duration;
 use common::{Bench, UartClient};
 use m365_proto::registers::{bms, esc};
 use m365_sim::link::LinkTiming;
+use m365_sim::scooter::Processing;
 use m365_sim::{Generation, Model, ScooterConfig};
 
 fn timed_session(interval_ms: u64) -> (Bench, UartClient, LinkTiming) {
     let timing = LinkTiming::with_interval(Duration::from_millis(interval_ms)).expect("in range");
     let mut c = ScooterConfig::new(Model::Pro2, 71).with_generation(Generation::MiAuth);
     c.link = Some(timing);
+    c.processing = Processing {
+        esc: timing.esc_delay,
+        bms: timing.bms_delay,
+    };
     let mut bench = Bench::new(c);
     let (_, client) = bench.paired_session();
     (bench, client, timing)

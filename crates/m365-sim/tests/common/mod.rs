@@ -438,5 +438,6 @@ pub fn word(payload: &[u8], i: usize) -> u16 {
 pub fn instant_config(model: m365_sim::Model, generation: Generation, seed: u64) -> ScooterConfig {
     let mut c = ScooterConfig::new(model, seed).with_generation(generation);
     c.link = None;
+    c.processing = m365_sim::scooter::Processing::NONE;
     c
 }
