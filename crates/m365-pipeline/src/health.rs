@@ -2,8 +2,8 @@
 //! spooled, published, acknowledged or dropped, the spool's size and the broker state. Shared
 //! through atomics so readers never block the publisher.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +76,7 @@ pub struct Health {
     connect_failures: AtomicU64,
     spool_recoveries: AtomicU64,
     broker: AtomicU8,
+    last_error: Mutex<Option<String>>,
 }
 
 /// Which counter to add to.
@@ -134,6 +135,18 @@ impl Health {
     /// Sets the broker state.
     pub fn set_broker(&self, s: BrokerState) {
         self.broker.store(s as u8, Ordering::Relaxed);
+    }
+
+    /// Records the latest connection or spool error (shown by the daemon's status).
+    pub fn set_last_error(&self, e: Option<String>) {
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = e;
+        }
+    }
+
+    /// The latest connection or spool error, cleared on a successful connection.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|g| g.clone())
     }
 
     /// Copies the counters.

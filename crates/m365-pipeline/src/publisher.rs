@@ -84,6 +84,11 @@ impl PipelineHandle {
     pub fn health(&self) -> HealthSnapshot {
         self.health.snapshot()
     }
+
+    /// The latest connection or spool error, if the last attempt failed.
+    pub fn last_error(&self) -> Option<String> {
+        self.health.last_error()
+    }
 }
 
 /// An output with its topic resolved.
@@ -181,6 +186,7 @@ pub fn spawn(
         reconnect_at: None,
         status_at: None,
         status_dirty: false,
+        last_status: None,
         last_dropped: u64::MAX,
         prune_at: Instant::now(),
         rng: StdRng::from_entropy(),
@@ -207,6 +213,7 @@ struct Driver {
     status_interval: Duration,
     status_at: Option<Instant>,
     status_dirty: bool,
+    last_status: Option<Instant>,
     last_dropped: u64,
     prune_at: Instant,
     rng: StdRng,
@@ -221,6 +228,10 @@ struct StatusMessage<'a> {
     ts: String,
     #[serde(flatten)]
     health: HealthSnapshot,
+}
+
+fn t_plus_1s(t: Option<Instant>) -> Instant {
+    t.unwrap_or_else(Instant::now) + Duration::from_secs(1)
 }
 
 async fn next_event(events: &mut Option<mpsc::Receiver<NetEvent>>) -> Option<NetEvent> {
@@ -289,6 +300,7 @@ impl Driver {
 
     fn on_spool_error(&mut self, e: SpoolError) {
         error!(error = %e, "spool");
+        self.health.set_last_error(Some(e.to_string()));
         if matches!(e, SpoolError::Recovered { .. }) {
             self.health.add(Counter::SpoolRecoveries, 1);
             // Row ids restart in the fresh file: drop the connection so no acknowledgement of
@@ -333,6 +345,7 @@ impl Driver {
                     Ok(p) => p,
                     Err(e) => {
                         error!(error = %e, "cannot read the MQTT password; retrying later");
+                        self.health.set_last_error(Some(e.to_string()));
                         self.schedule_reconnect();
                         return;
                     }
@@ -366,6 +379,7 @@ impl Driver {
 
     fn on_closed(&mut self, reason: CloseReason) {
         let was_connected = self.window.is_connected();
+        self.health.set_last_error(Some(reason.to_string()));
         if was_connected {
             warn!(broker = %self.cfg.mqtt.broker, %reason, "connection lost");
         } else {
@@ -387,6 +401,7 @@ impl Driver {
                 info!(broker = %self.cfg.mqtt.broker, resumed = self.connected_once, "connected");
                 self.connected_once = true;
                 self.backoff.reset();
+                self.health.set_last_error(None);
                 self.window.on_connected();
                 self.health.set_broker(BrokerState::Connected);
                 if let Some(topic) = self.availability_topic.clone() {
@@ -443,6 +458,21 @@ impl Driver {
         if !self.status_dirty || !self.window.is_connected() {
             return;
         }
+        // At most one status message per second, however fast the dropped count moves.
+        let now = Instant::now();
+        if self
+            .last_status
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            if self
+                .status_at
+                .is_none_or(|s| s > t_plus_1s(self.last_status))
+            {
+                self.status_at = Some(t_plus_1s(self.last_status));
+            }
+            return;
+        }
+        self.last_status = Some(now);
         let Some(topic) = self.status_topic.clone() else {
             self.status_dirty = false;
             return;

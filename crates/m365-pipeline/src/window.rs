@@ -321,7 +321,9 @@ impl PublishWindow {
 
     /// When a partially filled live batch must go out, if one is waiting.
     pub fn next_deadline(&self) -> Option<Instant> {
-        if !self.connected {
+        // With no free slot, nothing can go out at the deadline anyway: the next PUBACK wakes
+        // the driver instead (and a past deadline would make it spin).
+        if !self.connected || self.in_flight() >= self.max_in_flight {
             return None;
         }
         self.outputs

@@ -216,7 +216,8 @@ fn legacy_reverse_speed_is_a_magnitude_and_failed_reads_are_null() {
 #[test]
 fn json_v1_carries_units_sequence_and_record_id() {
     let r = reference_record(Some(fix()));
-    let v: Value = serde_json::from_slice(&Encoding::Json.encode(&[r.clone()]).unwrap()).unwrap();
+    let v: Value =
+        serde_json::from_slice(&Encoding::Json.encode(std::slice::from_ref(&r)).unwrap()).unwrap();
     assert_eq!(v["v"], 1);
     assert_eq!(v["schema"], "m365.telemetry");
     assert_eq!(v["seq"], 42);

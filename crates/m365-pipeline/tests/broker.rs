@@ -1,0 +1,432 @@
+//! The whole pipeline against a real broker: outages, restarts, a killed publisher, spool
+//! bounds, bad credentials, TLS, unreachable hosts and corrupt spool files. Every test starts its
+//! own broker on a free loopback port (see `common`).
+//!
+//! The broker outage is real time (a real broker process cannot follow tokio's paused clock):
+//! it lasts 3 s, with reconnect delays of 0.1–0.5 s, which exercises the same path as a 60 s
+//! outage; the back-off schedule itself is tested with the paused clock in `backoff.rs`.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use common::{Broker, BrokerOptions, assert_complete, config, subscribe};
+use m365_pipeline::synthetic::SyntheticScooter;
+use m365_pipeline::{BrokerState, MqttProtocol, PasswordSource};
+
+fn scooter(id: &str) -> SyntheticScooter {
+    SyntheticScooter::new(id, 9, Utc::now(), Duration::from_millis(20))
+}
+
+async fn feed(
+    handle: &m365_pipeline::PipelineHandle,
+    sc: &mut SyntheticScooter,
+    n: usize,
+    every: Duration,
+) {
+    for _ in 0..n {
+        handle.submit(sc.next_sample()).await.unwrap();
+        tokio::time::sleep(every).await;
+    }
+}
+
+fn needs_mosquitto(b: &Broker, what: &str) -> bool {
+    if !b.is_mosquitto() {
+        println!("{what}: needs a broker that can be stopped and configured (mosquitto); not run");
+        return false;
+    }
+    true
+}
+
+#[tokio::test]
+async fn both_protocols_deliver_in_order_with_availability() {
+    let probe = Broker::start(BrokerOptions::default()).await;
+    let protocols = probe.protocols();
+    drop(probe);
+    for protocol in protocols {
+        let broker = Broker::start(BrokerOptions::default()).await;
+        let port = broker.port_for(protocol);
+        let topic = format!("t/{protocol:?}");
+        let inbox = subscribe(broker.port_for(MqttProtocol::V311), "#").await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(
+            dir.path(),
+            &format!("mqtt://127.0.0.1:{port}"),
+            &topic,
+            protocol,
+        );
+        let (handle, task) = m365_pipeline::spawn(cfg, "sc1").unwrap();
+        let mut sc = scooter("sc1");
+        feed(&handle, &mut sc, 40, Duration::from_millis(5)).await;
+        let ok = inbox
+            .wait_for(Duration::from_secs(10), |i| i.json_seqs(&topic).len() >= 40)
+            .await;
+        assert!(ok, "{protocol:?}: got {}", inbox.json_seqs(&topic).len());
+        assert_complete(&inbox.json_seqs(&topic), 40);
+        assert!(
+            inbox
+                .wait_for(Duration::from_secs(5), |i| i
+                    .on("m365/sc1/availability")
+                    .contains(&b"online".to_vec()))
+                .await,
+            "online published"
+        );
+        assert!(
+            inbox
+                .wait_for(Duration::from_secs(5), |i| !i
+                    .on("m365/sc1/status")
+                    .is_empty())
+                .await,
+            "status published"
+        );
+        let h = handle.health();
+        assert_eq!(h.broker, BrokerState::Connected);
+        // An abrupt end (no DISCONNECT) makes the broker publish the last will.
+        task.abort();
+        let _ = task.await;
+        if broker.is_mosquitto() {
+            assert!(
+                inbox
+                    .wait_for(Duration::from_secs(15), |i| i
+                        .on("m365/sc1/availability")
+                        .last()
+                        == Some(&b"offline".to_vec()))
+                    .await,
+                "{protocol:?}: last will `offline` published"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn broker_outage_then_restart_delivers_every_record() {
+    let mut broker = Broker::start(BrokerOptions {
+        persistence: true,
+        ..Default::default()
+    })
+    .await;
+    if !needs_mosquitto(&broker, "broker outage") {
+        return;
+    }
+    let topic = "m365/sc2/telemetry";
+    let inbox = subscribe(broker.port, topic).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &format!("tcp://127.0.0.1:{}", broker.port),
+        topic,
+        MqttProtocol::V5,
+    );
+    let (handle, _task) = m365_pipeline::spawn(cfg, "sc2").unwrap();
+    let mut sc = scooter("sc2");
+    feed(&handle, &mut sc, 50, Duration::from_millis(20)).await;
+    assert!(
+        inbox
+            .wait_for(Duration::from_secs(10), |i| i.json_seqs(topic).len() >= 50)
+            .await
+    );
+
+    broker.stop();
+    // 3 s outage at 50 samples/s.
+    feed(&handle, &mut sc, 150, Duration::from_millis(20)).await;
+    let h = handle.health();
+    assert_ne!(h.broker, BrokerState::Connected, "{h:?}");
+    assert!(h.spool_records >= 100, "records wait in the spool: {h:?}");
+    assert!(h.connect_failures >= 2, "it kept retrying: {h:?}");
+
+    broker.resume().await;
+    feed(&handle, &mut sc, 50, Duration::from_millis(20)).await;
+    let ok = inbox
+        .wait_for(Duration::from_secs(20), |i| {
+            let mut s: Vec<u64> = i.json_seqs(topic).iter().map(|x| x.0).collect();
+            s.sort_unstable();
+            s.dedup();
+            s.len() >= 250
+        })
+        .await;
+    let seqs = inbox.json_seqs(topic);
+    assert!(ok, "received {} distinct of 250", seqs.len());
+    let dups = assert_complete(&seqs, 250);
+    println!("outage: 250 records delivered, {dups} duplicates (same record id)");
+    assert!(
+        inbox
+            .wait_for(Duration::from_secs(5), |_| handle.health().spool_records
+                == 0)
+            .await,
+        "spool emptied after acknowledgements: {:?}",
+        handle.health()
+    );
+}
+
+#[tokio::test]
+async fn full_spool_drops_oldest_reports_count_and_stays_healthy() {
+    let mut broker = Broker::start(BrokerOptions {
+        persistence: true,
+        ..Default::default()
+    })
+    .await;
+    if !needs_mosquitto(&broker, "spool limit") {
+        return;
+    }
+    let topic = "m365/sc3/telemetry";
+    let inbox = subscribe(broker.port, "m365/sc3/#").await;
+    broker.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(
+        dir.path(),
+        &format!("tcp://127.0.0.1:{}", broker.port),
+        topic,
+        MqttProtocol::V5,
+    );
+    cfg.spool.max_records = 50;
+    let (handle, task) = m365_pipeline::spawn(cfg, "sc3").unwrap();
+    let mut sc = scooter("sc3");
+    feed(&handle, &mut sc, 200, Duration::from_millis(1)).await;
+    assert!(
+        inbox
+            .wait_for(Duration::from_secs(5), |_| handle.health().spooled == 200)
+            .await,
+        "{:?}",
+        handle.health()
+    );
+    let h = handle.health();
+    assert_eq!(h.spool_records, 50, "{h:?}");
+    assert_eq!(h.dropped_spool, 150, "{h:?}");
+    assert!(!task.is_finished(), "still running");
+
+    broker.resume().await;
+    let ok = inbox
+        .wait_for(Duration::from_secs(15), |i| i.json_seqs(topic).len() >= 50)
+        .await;
+    assert!(ok);
+    let mut seqs: Vec<u64> = inbox.json_seqs(topic).iter().map(|s| s.0).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(
+        seqs,
+        (151..=200).collect::<Vec<_>>(),
+        "newest kept, oldest dropped"
+    );
+    let ok = inbox
+        .wait_for(Duration::from_secs(10), |i| {
+            i.on("m365/sc3/status").iter().any(|p| {
+                let v: serde_json::Value = serde_json::from_slice(p).unwrap();
+                v["dropped_spool"] == 150
+            })
+        })
+        .await;
+    assert!(ok, "dropped count published on the status topic");
+}
+
+#[tokio::test]
+async fn wrong_credentials_give_a_clear_error_and_retry_within_bounds() {
+    if !common::have_mosquitto() {
+        println!("credentials: needs mosquitto (password file); not run");
+        return;
+    }
+    let broker = Broker::start(BrokerOptions {
+        credentials: Some(("m365".into(), "right-password".into())),
+        ..Default::default()
+    })
+    .await;
+    if !needs_mosquitto(&broker, "credentials") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "wrong-password\n").unwrap();
+    let mut cfg = config(
+        dir.path(),
+        &format!("mqtt://127.0.0.1:{}", broker.port),
+        "t/auth",
+        MqttProtocol::V311,
+    );
+    cfg.mqtt.username = Some("m365".into());
+    cfg.mqtt.password = Some(PasswordSource::File(pw.clone()));
+    cfg.spool.max_records = 30;
+    let (handle, task) = m365_pipeline::spawn(cfg, "sc4").unwrap();
+    let mut sc = scooter("sc4");
+    feed(&handle, &mut sc, 60, Duration::from_millis(25)).await;
+    let h = handle.health();
+    let err = handle.last_error().unwrap_or_default();
+    assert!(err.contains("credentials"), "{err}");
+    assert!(
+        !err.contains("wrong-password"),
+        "password never in messages"
+    );
+    assert!(h.connect_failures >= 3, "{h:?}");
+    assert_eq!(h.spool_records, 30, "bounded: {h:?}");
+    assert!(!task.is_finished());
+
+    // Fix the password file: the next attempt reads it and everything kept is delivered.
+    let inbox = {
+        let mut o = rumqttc::MqttOptions::new("checker", "127.0.0.1", broker.port);
+        o.set_credentials("m365", "right-password");
+        let (c, mut el) = rumqttc::AsyncClient::new(o, 16);
+        let inbox = common::Inbox::default();
+        let sink = inbox.clone();
+        c.subscribe("t/auth", rumqttc::QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let _c = c;
+            while let Ok(ev) = el.poll().await {
+                if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) = ev {
+                    sink.0
+                        .lock()
+                        .unwrap()
+                        .push((p.topic.clone(), p.payload.to_vec()));
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        inbox
+    };
+    std::fs::write(&pw, "right-password\n").unwrap();
+    assert!(
+        inbox
+            .wait_for(Duration::from_secs(10), |i| i.json_seqs("t/auth").len()
+                >= 30)
+            .await,
+        "{:?}",
+        handle.health()
+    );
+    assert_eq!(handle.last_error(), None);
+}
+
+fn self_signed() -> (String, String) {
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    (cert.pem(), signing_key.serialize_pem())
+}
+
+#[tokio::test]
+async fn tls_with_an_untrusted_certificate_fails_clearly_and_a_ca_file_fixes_it() {
+    if !common::have_mosquitto() {
+        println!("TLS: needs mosquitto (TLS listener); not run");
+        return;
+    }
+    let (cert, key) = self_signed();
+    let broker = Broker::start(BrokerOptions {
+        tls: Some((cert.clone(), key)),
+        ..Default::default()
+    })
+    .await;
+    if !needs_mosquitto(&broker, "TLS") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // System roots do not know the self-signed certificate.
+    let cfg = config(
+        dir.path(),
+        &format!("ssl://localhost:{}", broker.port),
+        "t/tls",
+        MqttProtocol::V5,
+    );
+    let (handle, task) = m365_pipeline::spawn(cfg, "sc5").unwrap();
+    let mut sc = scooter("sc5");
+    feed(&handle, &mut sc, 40, Duration::from_millis(25)).await;
+    let err = handle.last_error().unwrap_or_default();
+    assert!(err.starts_with("TLS failure"), "{err}");
+    assert!(handle.health().connect_failures >= 2);
+    assert!(!task.is_finished());
+    drop(handle);
+    let _ = task.await;
+
+    // Trusting the broker's certificate through ca_file: delivered over TLS.
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &cert).unwrap();
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut cfg = config(
+        dir2.path(),
+        &format!("mqtts://localhost:{}", broker.port),
+        "t/tls",
+        MqttProtocol::V5,
+    );
+    cfg.mqtt.ca_file = Some(ca);
+    let (handle, _task) = m365_pipeline::spawn(cfg, "sc5").unwrap();
+    feed(&handle, &mut sc, 10, Duration::from_millis(5)).await;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while handle.health().acknowledged < 10 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .is_ok(),
+        "{:?} {:?}",
+        handle.health(),
+        handle.last_error()
+    );
+    assert_eq!(handle.health().broker, BrokerState::Connected);
+}
+
+#[tokio::test]
+async fn unreachable_broker_keeps_spooling_within_bounds() {
+    let port = common::free_port(); // nothing listens here
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(
+        dir.path(),
+        &format!("tcp://127.0.0.1:{port}"),
+        "t/none",
+        MqttProtocol::V5,
+    );
+    cfg.spool.max_records = 25;
+    let (handle, task) = m365_pipeline::spawn(cfg, "sc6").unwrap();
+    let mut sc = scooter("sc6");
+    feed(&handle, &mut sc, 50, Duration::from_millis(20)).await;
+    let committed = tokio::time::timeout(Duration::from_secs(5), async {
+        while handle.health().spooled < 50 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    assert!(committed.await.is_ok(), "{:?}", handle.health());
+    let h = handle.health();
+    let err = handle.last_error().unwrap_or_default();
+    assert!(err.starts_with("network"), "{err}");
+    assert!(h.connect_failures >= 3, "{h:?}");
+    assert_eq!(h.spool_records, 25);
+    assert_eq!(h.dropped_spool, 25);
+    assert!(!task.is_finished());
+}
+
+#[tokio::test]
+async fn corrupt_spool_file_is_moved_aside_and_publishing_continues() {
+    let broker = Broker::start(BrokerOptions::default()).await;
+    let topic = "t/corrupt";
+    let inbox = subscribe(broker.port_for(MqttProtocol::V311), topic).await;
+    let dir = tempfile::tempdir().unwrap();
+    let protocol = broker.protocols()[0];
+    let cfg = config(
+        dir.path(),
+        &format!("tcp://127.0.0.1:{}", broker.port_for(protocol)),
+        topic,
+        protocol,
+    );
+    std::fs::write(
+        &cfg.spool.path,
+        b"this is not an SQLite database, it is a damaged file......",
+    )
+    .unwrap();
+    let (handle, _task) = m365_pipeline::spawn(cfg, "sc7").unwrap();
+    assert_eq!(handle.health().spool_recoveries, 1);
+    let moved: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("spool.sqlite.corrupt-")
+        })
+        .collect();
+    assert_eq!(moved.len(), 1);
+    let mut sc = scooter("sc7");
+    feed(&handle, &mut sc, 20, Duration::from_millis(5)).await;
+    assert!(
+        inbox
+            .wait_for(Duration::from_secs(10), |i| i.json_seqs(topic).len() >= 20)
+            .await
+    );
+    assert_complete(&inbox.json_seqs(topic), 20);
+}
