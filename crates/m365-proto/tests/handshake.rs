@@ -9,7 +9,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use m365_proto::control::Refusal;
-use m365_proto::crypto::CryptoError;
+use m365_proto::crypto::{CryptoError, LoginRandoms};
 use m365_proto::encrypted::UartCipher;
 use m365_proto::frame::Frame;
 use m365_proto::gatt::{Char, Transmit};
@@ -18,7 +18,7 @@ use m365_proto::login::{self, ClientLogin, DeviceLogin, LoginError};
 use m365_proto::pairing::{
     self, ClientConfig, ClientPairing, DeviceConfig, DevicePairing, Did, PairingError, Registration,
 };
-use m365_proto::parcel::{Channel, Progress};
+use m365_proto::parcel::{Ack, Channel, Message, ParcelType, Progress};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -483,7 +483,7 @@ fn parcel_round_trip(payload: Vec<u8>, seed: u64) -> Option<Vec<u8>> {
     let mut net = rng(seed);
     let mut sender = Channel::new();
     let mut receiver = Channel::new();
-    let kind = m365_proto::parcel::ParcelType::PASS_THROUGH;
+    let kind = ParcelType::PASS_THROUGH;
     receiver.expect(now, kind, 600);
     sender.send(kind, payload).ok()?;
     let mut in_flight: Vec<Vec<u8>> = Vec::new();
@@ -738,7 +738,7 @@ fn client_login_accepts_the_inline_device_random() {
     client.handle_notification(t0, Char::Avdtp, &inline);
     assert_eq!(drain(|| client.poll_transmit()), [vec![0, 0, 3, 0]]);
 
-    let randoms = m365_proto::crypto::LoginRandoms { app, dev };
+    let randoms = LoginRandoms { app, dev };
     let keys = randoms.session_keys(&token);
     let proof = randoms.device_proof(&keys);
     client.handle_notification(t0, Char::Avdtp, &[0, 0, 0, 0x0C, 2, 0]);
@@ -773,22 +773,19 @@ fn client_login_accepts_the_inline_device_random() {
 fn arbitrary_message() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         (any::<u8>(), any::<u16>()).prop_map(|(kind, count)| {
-            m365_proto::parcel::Message::Announce {
-                kind: m365_proto::parcel::ParcelType(kind),
+            Message::Announce {
+                kind: ParcelType(kind),
                 count,
             }
             .encode()
         }),
-        (1u16.., prop::collection::vec(any::<u8>(), 0..=18)).prop_map(|(index, data)| {
-            m365_proto::parcel::Message::Chunk { index, data: &data }.encode()
-        }),
-        any::<u16>().prop_map(|i| {
-            m365_proto::parcel::Message::Ack(m365_proto::parcel::Ack::Lost(i)).encode()
-        }),
+        (1u16.., prop::collection::vec(any::<u8>(), 0..=18))
+            .prop_map(|(index, data)| { Message::Chunk { index, data: &data }.encode() }),
+        any::<u16>().prop_map(|i| { Message::Ack(Ack::Lost(i)).encode() }),
         (0u8..=4).prop_map(|code| vec![0, 0, 1, code]),
         (any::<u8>(), prop::collection::vec(any::<u8>(), 0..16)).prop_map(|(kind, data)| {
-            m365_proto::parcel::Message::InlineData {
-                kind: m365_proto::parcel::ParcelType(kind),
+            Message::InlineData {
+                kind: ParcelType(kind),
                 data: &data,
             }
             .encode()
@@ -799,7 +796,7 @@ fn arbitrary_message() -> impl Strategy<Value = Vec<u8>> {
 proptest! {
     #[test]
     fn parcel_messages_round_trip(bytes in arbitrary_message()) {
-        let parsed = m365_proto::parcel::Message::parse(&bytes);
+        let parsed = Message::parse(&bytes);
         prop_assert!(parsed.is_ok(), "{:?}: {:?}", bytes, parsed);
         prop_assert_eq!(parsed.map(|m| m.encode()), Ok(bytes));
     }
