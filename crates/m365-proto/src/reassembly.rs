@@ -17,8 +17,13 @@
 //!   it;
 //! - a complete frame whose checksum fails with no header inside is a bad checksum.
 //!
-//! The buffer never holds more than one maximal frame, and at most [`MAX_QUEUED`] frames wait
-//! to be taken; older ones are dropped (and counted) when the caller does not keep up.
+//! Each reassembler scans only for its own generation's header. A `55` followed by that header
+//! byte inside a cut frame's bytes looks like one more frame start and is counted on its own,
+//! so a cut frame counts at least once.
+//!
+//! The buffer never holds more than one maximal frame plus one 64-byte input step, and at most
+//! [`MAX_QUEUED`] frames wait to be taken; older ones are dropped (and counted) when the caller
+//! does not keep up.
 
 use std::collections::VecDeque;
 

@@ -85,3 +85,39 @@ impl CellVoltages {
         max - min
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charging_current_is_negative_and_power_follows() {
+        // 5000 mAh, 50 %, −2.00 A, 40.00 V, sensors 30 / 35 °C.
+        let payload = [
+            5000u16,
+            50,
+            (-200i16) as u16,
+            4000,
+            u16::from_le_bytes([50, 55]),
+        ]
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect();
+        let b = BatteryInfo::decode(&Frame::new(0x25, 0x01, 0x31, payload).unwrap()).unwrap();
+        assert_eq!(b.current_a, -2.0);
+        assert_eq!(b.power_w(), -80.0);
+        assert_eq!((b.temperature1_c, b.temperature2_c), (30, 35));
+    }
+
+    #[test]
+    fn cells_count_leading_non_zero_words() {
+        let words = [4100u16, 4090, 4110, 0, 4000];
+        let payload = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let c = CellVoltages::decode(&Frame::new(0x25, 0x01, 0x40, payload).unwrap()).unwrap();
+        assert_eq!(c.mv, vec![4100, 4090, 4110]);
+        assert_eq!(c.spread_mv(), 20);
+        assert_eq!(c.volts().next(), Some(4.1));
+        let empty = Frame::new(0x25, 0x01, 0x40, vec![]).unwrap();
+        assert!(CellVoltages::decode(&empty).is_err());
+    }
+}

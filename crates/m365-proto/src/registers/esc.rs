@@ -228,3 +228,95 @@ pub fn decode_codes(
         super::codes::WarningCode::from_raw(r.u16(REG_WARNING)?),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registers::codes::{ErrorCode, WarningCode};
+
+    fn answer(attr: u8, words: &[u16]) -> Frame {
+        let payload = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        Frame::new(0x23, 0x01, attr, payload).unwrap()
+    }
+
+    #[test]
+    fn scales() {
+        assert_eq!(decode_range_km(&answer(0x25, &[1830])).unwrap(), 18.30);
+        assert_eq!(
+            decode_frame_temperature_c(&answer(0x3E, &[(-55i16) as u16])).unwrap(),
+            -5.5
+        );
+        assert_eq!(
+            decode_supply_voltage_v(&answer(0x47, &[4105])).unwrap(),
+            41.05
+        );
+        assert_eq!(
+            decode_phase_current_a(&answer(0x53, &[(-250i16) as u16])).unwrap(),
+            -2.5
+        );
+        assert_eq!(
+            decode_total_distance_m(&answer(0x29, &[0x0539, 0x0001])).unwrap(),
+            66873
+        );
+        let t = TotalTimes::decode(&answer(0x32, &[10, 0, 5, 1])).unwrap();
+        assert_eq!((t.power_on_s, t.riding_s), (10, 65541));
+        assert_eq!(
+            decode_codes(&answer(0x1B, &[21, 9])).unwrap(),
+            (ErrorCode::BmsCommunication, WarningCode::Locked)
+        );
+        assert_eq!(
+            decode_ext_bms_version(&answer(0x66, &[0, 0x115, 0x81])).unwrap(),
+            None
+        );
+        assert_eq!(
+            decode_ble_version(&answer(0x66, &[0, 0x115, 0x81]))
+                .unwrap()
+                .to_string(),
+            "081"
+        );
+    }
+
+    #[test]
+    fn mismatches_are_typed() {
+        let bms = Frame::new(0x25, 0x01, 0x25, vec![0, 0]).unwrap();
+        assert_eq!(
+            decode_range_km(&bms),
+            Err(RegisterError::WrongDir {
+                expected: 0x23,
+                found: 0x25
+            })
+        );
+        let ack = Frame::new(0x23, 0x02, 0x25, vec![1]).unwrap();
+        assert!(matches!(
+            decode_range_km(&ack),
+            Err(RegisterError::WrongRw { .. })
+        ));
+        assert_eq!(
+            decode_range_km(&answer(0x26, &[1])),
+            Err(RegisterError::NotCovered {
+                reg: 0x25,
+                words: 1,
+                attr: 0x26,
+                bytes: 2
+            })
+        );
+        assert!(matches!(
+            decode_total_distance_m(&answer(0x29, &[1])),
+            Err(RegisterError::NotCovered { reg: 0x2A, .. })
+        ));
+        let odd = Frame::new(0x23, 0x01, 0x25, vec![1]).unwrap();
+        assert!(matches!(
+            decode_range_km(&odd),
+            Err(RegisterError::NotCovered { .. })
+        ));
+        assert_eq!(
+            decode_serial(&answer(0xFF, &[0x3132])),
+            Err(RegisterError::NotCovered {
+                reg: 0x10,
+                words: 7,
+                attr: 0xFF,
+                bytes: 2
+            })
+        );
+    }
+}

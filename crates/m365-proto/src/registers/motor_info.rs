@@ -77,3 +77,28 @@ impl MotorInfo {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signed_speed_flags_and_trip_unit() {
+        let mut words = [0u16; 16];
+        words[2] = 0x0006; // locked with alarm
+        words[5] = (-3500i16) as u16;
+        words[9] = 5; // 50 m
+        words[11] = (-12i16) as u16;
+        let payload = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let m = MotorInfo::decode(&Frame::new(0x23, 0x01, 0xB0, payload).unwrap()).unwrap();
+        assert!(m.status.locked() && m.status.alarm() && !m.status.speed_limited());
+        assert_eq!(m.speed_kmh, -3.5);
+        assert_eq!(m.trip_distance_m, 50);
+        assert_eq!(m.frame_temperature_c, -1.2);
+        let short = Frame::new(0x23, 0x01, 0xB0, vec![0; 22]).unwrap();
+        assert!(matches!(
+            MotorInfo::decode(&short),
+            Err(RegisterError::NotCovered { .. })
+        ));
+    }
+}
