@@ -20,3 +20,7 @@ pub mod sim7600;
 pub mod source;
 
 pub use fix::{Fix, FixMode, FixQuality, FixSource};
+
+/// The date/time crate of [`Fix::time`], re-exported so users need not depend on a matching
+/// version.
+pub use chrono;

@@ -391,3 +391,100 @@ fn build(p: &Pending, last_date: Option<NaiveDate>, dops: Dops) -> Epoch {
         source: FixSource::Nmea,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulate::synth::sentence;
+    use crate::nmea::decode_all;
+
+    fn stream(bodies: &[&str]) -> Vec<u8> {
+        bodies
+            .iter()
+            .map(|b| sentence(b))
+            .collect::<String>()
+            .into_bytes()
+    }
+
+    #[test]
+    fn v_rmc_with_coordinates_is_not_a_fix() {
+        let epochs = decode_all(&stream(&[
+            "GPGGA,095257.809,2712.6404,S,15303.1201,E,0,00,00.0,4.0,M,42.2,M,,",
+            "GPRMC,095257.809,V,2712.6404,S,15303.1201,E,0.00,0.00,080407,,,A",
+        ]));
+        assert_eq!(epochs.len(), 1);
+        assert_eq!(epochs[0].fix, None);
+    }
+
+    #[test]
+    fn altitude_is_never_carried_over() {
+        let epochs = decode_all(&stream(&[
+            "GPGGA,120000.00,4807.0380,N,01131.0000,E,1,08,0.9,545.4,M,46.9,M,,",
+            "GPRMC,120000.00,A,4807.0380,N,01131.0000,E,1.0,90.0,010126,,,A",
+            // Next epoch: RMC only, its GGA was lost.
+            "GPRMC,120001.00,A,4807.0390,N,01131.0000,E,1.0,90.0,010126,,,A",
+            "GPGGA,120002.00,4807.0400,N,01131.0000,E,1,08,0.9,546.0,M,46.9,M,,",
+            "GPRMC,120002.00,A,4807.0400,N,01131.0000,E,1.0,90.0,010126,,,A",
+        ]));
+        let alts: Vec<_> = epochs
+            .iter()
+            .map(|e| e.fix.as_ref().unwrap().alt_msl_m)
+            .collect();
+        assert_eq!(alts, [Some(545.4), None, Some(546.0)]);
+        // The running mode keeps 3D for the epoch without GGA, as gpsd does.
+        assert_eq!(epochs[1].fix.as_ref().unwrap().mode, FixMode::ThreeD);
+    }
+
+    #[test]
+    fn rmc_before_any_gga_is_2d_like_gpsd() {
+        let epochs = decode_all(&stream(&[
+            "GNRMC,000941.00,A,4404.13387,N,12118.85628,W,0.029,,100117,,,A",
+            "GNGGA,000941.00,4404.13387,N,12118.85628,W,1,12,1.01,1144.8,M,-21.4,M,,",
+            "GNGSA,A,3,23,09,16,07,26,03,27,22,,,,,1.71,1.01,1.38",
+            "GNRMC,000942.00,A,4404.13401,N,12118.85633,W,0.041,,100117,,,A",
+            "GNGGA,000942.00,4404.13401,N,12118.85633,W,1,12,1.01,1144.9,M,-21.4,M,,",
+        ]));
+        let modes: Vec<_> = epochs
+            .iter()
+            .map(|e| e.fix.as_ref().unwrap().mode)
+            .collect();
+        assert_eq!(modes, [FixMode::TwoD, FixMode::ThreeD]);
+        assert_eq!(epochs[0].fix.as_ref().unwrap().alt_msl_m, Some(1144.8));
+        assert_eq!(epochs[1].fix.as_ref().unwrap().pdop, Some(1.71));
+    }
+
+    #[test]
+    fn gga_only_receivers_report_fixes_without_a_date() {
+        let epochs = decode_all(&stream(&[
+            "GPGGA,101010.00,5230.0000,N,01324.0000,E,1,05,1.5,34.0,M,39.0,M,,",
+            "GPGGA,101011.00,,,,,0,00,,,M,,M,,",
+        ]));
+        assert_eq!(epochs.len(), 2);
+        let fix = epochs[0].fix.as_ref().unwrap();
+        assert_eq!((fix.lat, fix.lon), (52.5, 13.4));
+        assert_eq!(fix.time, None, "no RMC or ZDA: no date");
+        assert_eq!(fix.mode, FixMode::ThreeD);
+        assert_eq!(epochs[1].fix, None);
+    }
+
+    #[test]
+    fn epochs_are_reported_without_waiting_once_the_cycle_is_known() {
+        let mut a = EpochAssembler::new();
+        let mut d = crate::nmea::NmeaDecoder::new();
+        let first = stream(&[
+            "GPGGA,120000.00,4807.0380,N,01131.0000,E,1,08,0.9,545.4,M,46.9,M,,",
+            "GPRMC,120000.00,A,4807.0380,N,01131.0000,E,1.0,90.0,010126,,,A",
+        ]);
+        // First cycle: reported only when the next one starts.
+        assert!(d.push(&first).is_empty());
+        let second = stream(&[
+            "GPGGA,120001.00,4807.0390,N,01131.0000,E,1,08,0.9,545.5,M,46.9,M,,",
+            "GPRMC,120001.00,A,4807.0390,N,01131.0000,E,1.0,90.0,010126,,,A",
+        ]);
+        // The GGA of the second cycle closes the first; its RMC completes the second at once.
+        let out = d.push(&second);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].utc_field, "120001.00");
+        assert!(a.flush().is_empty());
+    }
+}

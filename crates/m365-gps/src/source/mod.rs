@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -89,10 +89,14 @@ pub struct SourceState {
     pub last_error: Option<String>,
 }
 
+/// Epoch events buffered for [`GpsHandle::epochs`] subscribers that fall behind.
+const EPOCH_BUFFER: usize = 256;
+
 /// A running source. Dropping it stops the task.
 #[derive(Debug)]
 pub struct GpsHandle {
     rx: watch::Receiver<SourceState>,
+    epochs: broadcast::Sender<EpochEvent>,
     task: JoinHandle<()>,
 }
 
@@ -105,8 +109,9 @@ impl GpsHandle {
     /// Starts a source task with a specific reconnection back-off.
     pub fn spawn_with_backoff(config: SourceConfig, backoff: Backoff) -> Self {
         let (tx, rx) = watch::channel(SourceState::default());
-        let task = tokio::spawn(run::run(config, backoff, tx));
-        GpsHandle { rx, task }
+        let (epochs, _) = broadcast::channel(EPOCH_BUFFER);
+        let task = tokio::spawn(run::run(config, backoff, tx, epochs.clone()));
+        GpsHandle { rx, epochs, task }
     }
 
     /// The latest fix and its age, without waiting. `None` until the first fix.
@@ -123,9 +128,16 @@ impl GpsHandle {
         self.rx.borrow().clone()
     }
 
-    /// A receiver to await changes (e.g. to print every epoch).
+    /// A receiver to await state changes. Intermediate states may be skipped; use
+    /// [`GpsHandle::epochs`] to see every epoch.
     pub fn subscribe(&self) -> watch::Receiver<SourceState> {
         self.rx.clone()
+    }
+
+    /// Every epoch from now on, fix or no fix, in order (a subscriber that falls more than a few
+    /// hundred epochs behind is told how many it missed).
+    pub fn epochs(&self) -> broadcast::Receiver<EpochEvent> {
+        self.epochs.subscribe()
     }
 
     /// Stops the task.

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_serial::SerialPortBuilderExt;
 
@@ -28,24 +28,35 @@ struct SessionEnd {
     error: String,
 }
 
+/// Where a session publishes.
+struct Outputs<'a> {
+    state: &'a watch::Sender<SourceState>,
+    epochs: &'a broadcast::Sender<EpochEvent>,
+}
+
 pub(super) async fn run(
     config: SourceConfig,
     mut backoff: Backoff,
     tx: watch::Sender<SourceState>,
+    epochs: broadcast::Sender<EpochEvent>,
 ) {
+    let out = Outputs {
+        state: &tx,
+        epochs: &epochs,
+    };
     let what = describe(&config);
     let mut failing = false;
     loop {
         tx.send_modify(|s| s.connect_attempts = s.connect_attempts.saturating_add(1));
         let end = match &config {
-            SourceConfig::Nmea { path, baud } => nmea_session(path, *baud, &tx).await,
+            SourceConfig::Nmea { path, baud } => nmea_session(path, *baud, &out).await,
             SourceConfig::Sim7600 {
                 path,
                 baud,
                 command,
                 interval,
-            } => sim7600_session(path, *baud, *command, *interval, &tx).await,
-            SourceConfig::Gpsd { addr } => gpsd_session(*addr, &tx).await,
+            } => sim7600_session(path, *baud, *command, *interval, &out).await,
+            SourceConfig::Gpsd { addr } => gpsd_session(*addr, &out).await,
         };
         tx.send_modify(|s| {
             s.connected = false;
@@ -75,8 +86,8 @@ fn describe(config: &SourceConfig) -> String {
     }
 }
 
-fn connected(tx: &watch::Sender<SourceState>) {
-    tx.send_modify(|s| {
+fn connected(out: &Outputs<'_>) {
+    out.state.send_modify(|s| {
         if !s.connected {
             tracing::info!("GPS source connected");
         }
@@ -84,21 +95,27 @@ fn connected(tx: &watch::Sender<SourceState>) {
     });
 }
 
-fn publish(tx: &watch::Sender<SourceState>, fix: Option<Fix>) {
-    let received = Instant::now();
-    tx.send_modify(|s| {
+fn publish(out: &Outputs<'_>, fix: Option<Fix>) {
+    let event = EpochEvent {
+        fix,
+        received: Instant::now(),
+    };
+    out.state.send_modify(|s| {
         s.epochs = s.epochs.saturating_add(1);
-        if let Some(f) = &fix {
+        if let Some(f) = &event.fix {
             s.fixes = s.fixes.saturating_add(1);
-            s.last_fix = Some((f.clone(), received));
+            s.last_fix = Some((f.clone(), event.received));
         }
-        s.last_epoch = Some(EpochEvent { fix, received });
+        s.last_epoch = Some(event.clone());
     });
+    // No subscribers is fine: the watch state above is the primary output.
+    let _ = out.epochs.send(event);
 }
 
-fn rejected(tx: &watch::Sender<SourceState>, n: u64) {
+fn rejected(out: &Outputs<'_>, n: u64) {
     if n > 0 {
-        tx.send_modify(|s| s.rejected = s.rejected.saturating_add(n));
+        out.state
+            .send_modify(|s| s.rejected = s.rejected.saturating_add(n));
     }
 }
 
@@ -110,7 +127,7 @@ fn open_serial(path: &Path, baud: u32) -> Result<tokio_serial::SerialStream, Str
         .map_err(|e| format!("cannot open {}: {e}", path.display()))
 }
 
-async fn nmea_session(path: &Path, baud: u32, tx: &watch::Sender<SourceState>) -> SessionEnd {
+async fn nmea_session(path: &Path, baud: u32, out: &Outputs<'_>) -> SessionEnd {
     let mut port = match open_serial(path, baud) {
         Ok(p) => p,
         Err(error) => {
@@ -120,7 +137,7 @@ async fn nmea_session(path: &Path, baud: u32, tx: &watch::Sender<SourceState>) -
             };
         }
     };
-    connected(tx);
+    connected(out);
     let mut decoder = NmeaDecoder::new();
     let mut delivered = false;
     let mut buf = [0u8; 1024];
@@ -147,11 +164,11 @@ async fn nmea_session(path: &Path, baud: u32, tx: &watch::Sender<SourceState>) -
             .rejects()
             .sentences()
             .saturating_add(decoder.undecodable());
-        rejected(tx, total.saturating_sub(seen_rejects));
+        rejected(out, total.saturating_sub(seen_rejects));
         seen_rejects = total;
         for epoch in epochs {
             delivered = true;
-            publish(tx, epoch.fix);
+            publish(out, epoch.fix);
         }
     }
 }
@@ -161,7 +178,7 @@ async fn sim7600_session(
     baud: u32,
     command: InfoCommand,
     interval: Duration,
-    tx: &watch::Sender<SourceState>,
+    out: &Outputs<'_>,
 ) -> SessionEnd {
     let port = match open_serial(path, baud) {
         Ok(p) => p,
@@ -179,7 +196,7 @@ async fn sim7600_session(
             error: format!("{}: {e}", path.display()),
         };
     }
-    connected(tx);
+    connected(out);
     let mut delivered = false;
     let mut timeouts = 0u32;
     let mut ticker = tokio::time::interval(interval);
@@ -190,12 +207,12 @@ async fn sim7600_session(
             Ok(fix) => {
                 timeouts = 0;
                 delivered = true;
-                publish(tx, fix);
+                publish(out, fix);
             }
             Err(Sim7600Error::Reply { source, .. }) => {
                 // A corrupt reply: keep the previous fix, poll again next tick.
                 tracing::debug!(error = %source, "SIM7600 reply rejected");
-                rejected(tx, 1);
+                rejected(out, 1);
             }
             Err(e @ Sim7600Error::Timeout { .. }) => {
                 timeouts = timeouts.saturating_add(1);
@@ -208,7 +225,7 @@ async fn sim7600_session(
             }
             Err(e @ (Sim7600Error::Rejected { .. } | Sim7600Error::MissingInfo { .. })) => {
                 tracing::debug!(error = %e, "SIM7600 poll failed");
-                rejected(tx, 1);
+                rejected(out, 1);
             }
             Err(e) => {
                 return SessionEnd {
@@ -220,7 +237,7 @@ async fn sim7600_session(
     }
 }
 
-async fn gpsd_session(addr: std::net::SocketAddr, tx: &watch::Sender<SourceState>) -> SessionEnd {
+async fn gpsd_session(addr: std::net::SocketAddr, out: &Outputs<'_>) -> SessionEnd {
     let mut client = match GpsdClient::connect(addr).await {
         Ok(c) => c,
         Err(e) => {
@@ -230,13 +247,13 @@ async fn gpsd_session(addr: std::net::SocketAddr, tx: &watch::Sender<SourceState
             };
         }
     };
-    connected(tx);
+    connected(out);
     let mut delivered = false;
     loop {
         match client.next_message().await {
             Ok(GpsdMessage::Tpv(fix)) => {
                 delivered = true;
-                publish(tx, fix);
+                publish(out, fix);
             }
             Ok(_) => {}
             Err(e) => {
