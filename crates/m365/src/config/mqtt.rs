@@ -292,8 +292,7 @@ pub(crate) fn read(
     };
     let (password, password_source) = password(section, env);
 
-    let tls_present = section.has("tls");
-    let tls_span = tls_present.then(|| section.span_of("tls")).flatten();
+    let tls_span = section.span_of("tls");
     let mut tls_section = section.table("tls", TLS_KEYS);
     let tls = if broker.tls {
         Some(read_tls(&mut tls_section))
