@@ -10,10 +10,12 @@
 //! - [`link`]: the BLE link timing model (connection events, 20-byte packets, link limit).
 //! - [`state_file`]: the pairing a scooter remembers across restarts.
 //! - [`scooter`]: the sans-IO scooter that ties it all together.
+//! - [`bluez`]: serves a scooter on the fake BlueZ (D-Bus), driving its timers and physics.
 
 #![forbid(unsafe_code)]
 
 pub mod battery;
+pub mod bluez;
 pub mod faults;
 pub mod link;
 pub mod profile;

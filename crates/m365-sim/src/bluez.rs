@@ -1,0 +1,351 @@
+//! Puts a sans-IO [`Scooter`] on the fake BlueZ, so the unmodified BLE client stack (btleplug
+//! over D-Bus) talks to it exactly as to a real scooter.
+//!
+//! The fake calls the [`Peripheral`] methods (connect, writes, reads, disconnect) from its own
+//! tasks; each call feeds the scooter and pushes out whatever notifications are due. A driver
+//! task owns time: it fires the scooter's deadlines (parcel timers, the auto-press, delayed
+//! notifications, scheduled faults) and advances the physics every tick. Link-level faults (link
+//! drop, out of range, failing connects) are played by the fake itself, so btleplug sees real
+//! BlueZ behaviour; the others go to the scooter.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use m365_fakebluez::{
+    Address, AddressType, Advertisement, AttError, BluezError, CharFlags, DeviceControl, FakeBluez,
+    FakeError, Link, Peripheral, ServiceSpec, Uuid, WriteKind,
+};
+use m365_proto::gatt::Char;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::faults::{ConnectError, Counters, Fault};
+use crate::profile::{CharProps, Profile};
+use crate::ride::GpsSample;
+use crate::scooter::{Scooter, ScooterEvent};
+
+/// How often the driver advances the physics by default.
+pub const DEFAULT_PHYSICS_TICK: Duration = Duration::from_millis(100);
+
+/// How long a scooter powered off over BLE (ESC 0x79) stays off before the simulated rider
+/// presses the power button again.
+pub const POWER_OFF_HOLD: Duration = Duration::from_secs(10);
+
+/// What the peripheral and the driver share.
+struct State {
+    scooter: Scooter,
+    link: Option<Link>,
+    /// The link must be dropped (the scooter asked for it).
+    drop_link: bool,
+    /// Power the scooter back on at this instant.
+    power_on_at: Option<Instant>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere must not take the simulator down with a second one.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The [`Peripheral`] the fake BlueZ drives.
+struct SimPeripheral {
+    shared: Arc<Shared>,
+    services: Vec<ServiceSpec>,
+}
+
+impl std::fmt::Debug for SimPeripheral {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimPeripheral").finish_non_exhaustive()
+    }
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+impl Peripheral for SimPeripheral {
+    fn advertisement(&self) -> Advertisement {
+        let mut state = self.shared.lock();
+        let at = now();
+        let adv = state
+            .scooter
+            .advertisement(at)
+            // While the scooter itself is silent the fake decides visibility; keep the data.
+            .unwrap_or_else(|| state.scooter.profile().advertisement(0));
+        let mut out = Advertisement::new(Address::new(adv.address))
+            .with_address_type(AddressType::Random)
+            .with_name(adv.name)
+            .with_manufacturer_data(adv.company_id, adv.manufacturer_data);
+        for uuid in adv.service_uuids {
+            out = out.with_service(Uuid::from_u128(uuid));
+        }
+        if let Some((uuid, data)) = adv.service_data {
+            out = out.with_service_data(Uuid::from_u128(uuid), data);
+        }
+        out
+    }
+
+    fn services(&self) -> Vec<ServiceSpec> {
+        self.services.clone()
+    }
+
+    fn on_connect(&mut self, link: Link) {
+        let mut state = self.shared.lock();
+        if let Err(e) = state.scooter.connect(now()) {
+            // The fake already accepted the connection; the scooter refuses by dropping it.
+            tracing::debug!(error = %e, "scooter refused the connection");
+            state.drop_link = true;
+        } else {
+            state.link = Some(link);
+        }
+        drop(state);
+        self.shared.wake.notify_one();
+    }
+
+    fn on_write(
+        &mut self,
+        characteristic: Uuid,
+        data: &[u8],
+        _kind: WriteKind,
+    ) -> Result<(), AttError> {
+        let Some(char) = Char::from_uuid(characteristic.as_u128()) else {
+            return Err(AttError::WriteNotPermitted);
+        };
+        let mut state = self.shared.lock();
+        state.scooter.handle_write(now(), char, data);
+        pump(&mut state);
+        drop(state);
+        // Notifications that are not due yet, and new deadlines, are the driver's.
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    fn on_read(&mut self, characteristic: Uuid) -> Result<Vec<u8>, AttError> {
+        self.shared
+            .lock()
+            .scooter
+            .read_characteristic(characteristic.as_u128())
+            .ok_or(AttError::ReadNotPermitted)
+    }
+
+    fn on_disconnect(&mut self) {
+        let mut state = self.shared.lock();
+        state.link = None;
+        state.scooter.disconnect(now());
+        drop(state);
+        self.shared.wake.notify_one();
+    }
+}
+
+/// Send every notification that is due over the current link.
+fn pump(state: &mut State) {
+    while let Some(t) = state.scooter.poll_transmit() {
+        let Some(link) = &state.link else { continue };
+        if let Err(e) = link.notify(Uuid::from_u128(t.char.uuid()), &t.data) {
+            // A client that did not subscribe simply misses it, as over the air.
+            tracing::debug!(error = %e, char = ?t.char, "notification not delivered");
+        }
+    }
+}
+
+/// The GATT layout of `profile` for the fake.
+fn services(profile: &Profile) -> Vec<ServiceSpec> {
+    profile
+        .gatt()
+        .into_iter()
+        .map(|service| {
+            service.chars.into_iter().fold(
+                ServiceSpec::primary(Uuid::from_u128(service.uuid)),
+                |spec, c| spec.with_characteristic(Uuid::from_u128(c.uuid), flags(c.props)),
+            )
+        })
+        .collect()
+}
+
+fn flags(props: CharProps) -> CharFlags {
+    let mut f = CharFlags::NONE;
+    if props.read {
+        f = f | CharFlags::READ;
+    }
+    if props.write {
+        f = f | CharFlags::WRITE;
+    }
+    if props.write_without_response {
+        f = f | CharFlags::WRITE_WITHOUT_RESPONSE;
+    }
+    if props.notify {
+        f = f | CharFlags::NOTIFY;
+    }
+    f
+}
+
+/// The BlueZ error a connection fault produces.
+pub fn bluez_error(error: ConnectError) -> BluezError {
+    match error {
+        ConnectError::Failed => BluezError::le_connection_abort_by_local(),
+        ConnectError::InProgress => BluezError::in_progress(),
+        ConnectError::NotReady => BluezError::NotReady(error.message().to_owned()),
+        ConnectError::AlreadyConnected => BluezError::AlreadyConnected(error.message().to_owned()),
+    }
+}
+
+/// A scooter served by the fake BlueZ. Dropping it stops its driver task (the device stays
+/// registered with the fake until the fake is dropped).
+#[derive(Debug)]
+pub struct ServedScooter {
+    shared: Arc<Shared>,
+    control: DeviceControl,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl ServedScooter {
+    /// Add `scooter` to `fake` and start driving it; must run inside a tokio runtime.
+    pub fn start(
+        fake: &FakeBluez,
+        scooter: Scooter,
+        physics_tick: Duration,
+    ) -> Result<ServedScooter, FakeError> {
+        let services = services(scooter.profile());
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                scooter,
+                link: None,
+                drop_link: false,
+                power_on_at: None,
+            }),
+            wake: Notify::new(),
+        });
+        let control = fake.add_peripheral(SimPeripheral {
+            shared: shared.clone(),
+            services,
+        })?;
+        let task = tokio::spawn(drive(shared.clone(), control.clone(), physics_tick));
+        Ok(ServedScooter {
+            shared,
+            control,
+            task,
+        })
+    }
+
+    /// The fake's handle on the device (link faults, BlueZ counters, link statistics).
+    pub fn control(&self) -> &DeviceControl {
+        &self.control
+    }
+
+    /// Run `f` on the scooter (inspect or change it); wakes the driver afterwards.
+    pub fn with_scooter<T>(&self, f: impl FnOnce(&mut Scooter) -> T) -> T {
+        let out = f(&mut self.shared.lock().scooter);
+        self.shared.wake.notify_one();
+        out
+    }
+
+    /// What the scooter saw.
+    pub fn counters(&self) -> Counters {
+        self.shared.lock().scooter.counters()
+    }
+
+    /// Position, course and speed for GPS emulation.
+    pub fn gps(&self) -> GpsSample {
+        self.shared.lock().scooter.ride().gps()
+    }
+
+    /// A source of GPS samples that follows this scooter, for an emulated receiver running on
+    /// another task.
+    pub fn gps_feed(&self) -> Box<dyn FnMut() -> GpsSample + Send> {
+        let shared = self.shared.clone();
+        Box::new(move || shared.lock().scooter.ride().gps())
+    }
+
+    /// Press the power button.
+    pub fn press_button(&self) {
+        self.with_scooter(|s| s.press_button(now()));
+    }
+
+    /// Put `fault` into force: link faults are played by the fake (so btleplug sees BlueZ's own
+    /// behaviour), the others by the scooter.
+    pub async fn apply_fault(&self, fault: Fault) {
+        match fault {
+            Fault::DropLink { down_for } => {
+                self.control.drop_link(down_for).await;
+            }
+            Fault::OutOfRange { for_ } => self.control.out_of_range(for_).await,
+            Fault::FailNextConnect(error) => {
+                self.control.fail_next_connects(1, bluez_error(error));
+            }
+            other => self.with_scooter(|s| s.apply_fault(now(), other)),
+        }
+    }
+}
+
+impl Drop for ServedScooter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The driver: fires deadlines, ticks the physics, pushes due notifications, carries out what
+/// the scooter asks of the link.
+async fn drive(shared: Arc<Shared>, control: DeviceControl, tick: Duration) {
+    let tick = tick.max(Duration::from_millis(1));
+    let mut last_tick = Instant::now();
+    loop {
+        let (wake_at, drop_link, power_off) = {
+            let mut state = shared.lock();
+            let t = Instant::now();
+            if t.duration_since(last_tick) >= tick {
+                state.scooter.step_physics(t.duration_since(last_tick));
+                last_tick = t;
+            }
+            if state.power_on_at.is_some_and(|p| t >= p) {
+                state.power_on_at = None;
+                state.scooter.press_button(t.into_std());
+            }
+            state.scooter.handle_timeout(t.into_std());
+            pump(&mut state);
+            let mut power_off = false;
+            while let Some(event) = state.scooter.poll_event() {
+                tracing::debug!(?event, "scooter event");
+                match event {
+                    ScooterEvent::DropLink => state.drop_link = true,
+                    ScooterEvent::PoweredOff => {
+                        power_off = true;
+                        state.power_on_at = Some(t + POWER_OFF_HOLD);
+                    }
+                    _ => {}
+                }
+            }
+            let drop_link = std::mem::take(&mut state.drop_link);
+            let mut wake_at = last_tick + tick;
+            if let Some(d) = state.scooter.poll_timeout() {
+                wake_at = wake_at.min(Instant::from_std(d));
+            }
+            if let Some(p) = state.power_on_at {
+                wake_at = wake_at.min(p);
+            }
+            (wake_at, drop_link, power_off)
+        };
+        if power_off {
+            // Off: no link, no advertising, until the button brings it back.
+            control.out_of_range(POWER_OFF_HOLD).await;
+        } else if drop_link {
+            control.drop_link(Duration::ZERO).await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake_at) => {}
+            _ = shared.wake.notified() => {}
+        }
+    }
+}
