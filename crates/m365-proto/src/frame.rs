@@ -64,9 +64,10 @@ pub enum FrameError {
     LenMismatch {
         /// The LEN byte.
         len: u8,
-        /// Frame length LEN implies.
+        /// Length LEN implies: of the frame, or of `DIR RW ATTR PAYLOAD` (LEN + 1) when the
+        /// error comes from [`Frame::from_body`].
         expected: usize,
-        /// Frame length present.
+        /// Length present.
         found: usize,
     },
     /// The checksum does not match.

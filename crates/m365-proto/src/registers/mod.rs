@@ -14,13 +14,15 @@
 //! - [`codes`]: error and warning codes.
 //! - [`version`]: firmware version numbers.
 //! - [`settings`]: KERS, cruise, tail-light flags, speed mode.
-//! - [`write`]: write commands and their acknowledgement.
+//! - [`request`]: the scooter side: parsing requests and building read answers.
+//! - [`write`](mod@write): write commands and their acknowledgement.
 
 pub mod battery;
 pub mod bms;
 pub mod codes;
 pub mod esc;
 pub mod motor_info;
+pub mod request;
 pub mod settings;
 pub mod version;
 pub mod write;
