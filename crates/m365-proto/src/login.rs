@@ -135,6 +135,17 @@ impl ClientLogin {
     ) -> Self {
         let mut app_random = [0u8; LOGIN_RANDOM_LEN];
         rng.fill_bytes(&mut app_random);
+        Self::with_app_random(now, app_random, token, config)
+    }
+
+    /// Like [`ClientLogin::new`] with app_random given as a value (for replaying recorded
+    /// exchanges; it must be fresh for every real login).
+    pub fn with_app_random(
+        now: Instant,
+        app_random: [u8; LOGIN_RANDOM_LEN],
+        token: Token,
+        config: Config,
+    ) -> Self {
         let mut this = ClientLogin {
             token,
             app_random,

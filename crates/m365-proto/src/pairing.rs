@@ -252,6 +252,18 @@ impl ClientPairing {
     pub fn new<R: RngCore + CryptoRng>(now: Instant, rng: &mut R, config: ClientConfig) -> Self {
         let key_pair = KeyPair::generate(rng);
         let fallback_did = config.fallback_did.unwrap_or_else(|| Did::generate(rng));
+        Self::with_key_pair(now, key_pair, fallback_did, config)
+    }
+
+    /// Like [`ClientPairing::new`] with the randomness given as values: the key pair of this
+    /// attempt and the DID to send if the scooter has none (`config.fallback_did` is ignored).
+    /// Replaying recorded exchanges needs this.
+    pub fn with_key_pair(
+        now: Instant,
+        key_pair: KeyPair,
+        fallback_did: Did,
+        config: ClientConfig,
+    ) -> Self {
         let mut channel = Channel::new();
         channel.expect(now, ParcelType::PASS_THROUGH, INFO_LEN);
         let mut this = ClientPairing {

@@ -424,3 +424,191 @@ fn derived_parcels() {
         e.finish();
     }
 }
+
+/// Plays the device's side of one parcel into a client machine: announce, then (after the
+/// client's `RCV_RDY`) all chunks. Returns everything the client wrote meanwhile.
+fn play_parcel(
+    feed: &mut dyn FnMut(&[u8]) -> Vec<Vec<u8>>,
+    kind: m365_proto::parcel::ParcelType,
+    payload: &[u8],
+) -> Vec<Vec<u8>> {
+    let mut sender = Sender::new(kind, payload.to_vec()).expect("payload fits");
+    let announce = sender.poll_transmit().expect("announce");
+    let mut written = feed(&announce);
+    assert_eq!(
+        written.first(),
+        Some(&vec![0, 0, 1, 1]),
+        "client answers RCV_RDY"
+    );
+    sender.handle_ack(Ack::Ready).expect("ready");
+    while let Some(chunk) = sender.poll_transmit() {
+        written.extend(feed(&chunk));
+    }
+    written
+}
+
+/// Answers a parcel the client announced (`RCV_RDY`, then `RCV_OK`); returns its payload and
+/// what the client wrote after the `RCV_OK`.
+fn take_parcel(
+    feed: &mut dyn FnMut(&[u8]) -> Vec<Vec<u8>>,
+    announce: &[u8],
+) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let Ok(Message::Announce { count, .. }) = Message::parse(announce) else {
+        panic!("expected an announce, got {announce:02x?}");
+    };
+    let chunks = feed(&[0, 0, 1, 1]);
+    assert_eq!(chunks.len(), usize::from(count), "all chunks back to back");
+    let payload = chunks.iter().flat_map(|c| c[2..].to_vec()).collect();
+    (payload, feed(&[0, 0, 1, 0]))
+}
+
+#[test]
+fn registration_replayed_through_the_client_machine() {
+    use m365_proto::gatt::Char;
+    use m365_proto::pairing::{ClientConfig, ClientEvent, ClientPairing};
+    use m365_proto::parcel::ParcelType;
+
+    let Some(v) = common::vectors("registration_replayed_through_the_client_machine") else {
+        return;
+    };
+    for value in common::category(&v, "registration") {
+        let name = common::name(value);
+        let hex32 = |k: &str| -> [u8; 32] { common::hex_field(value, k).try_into().expect("32") };
+        let pair = KeyPair::from_private_bytes(&hex32("client_private_key_hex")).expect("key");
+        let now = Instant::now();
+        let mut client =
+            ClientPairing::with_key_pair(now, pair, Did([0; 20]), ClientConfig::default());
+        let first: Vec<_> = std::iter::from_fn(|| client.poll_transmit()).collect();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].data, [0xA2, 0, 0, 0], "{name}: R1");
+
+        let mut upnp = Vec::new();
+        let mut feed = |data: &[u8]| -> Vec<Vec<u8>> {
+            client.handle_notification(now, Char::Avdtp, data);
+            std::iter::from_fn(|| client.poll_transmit())
+                .filter_map(|t| match t.char {
+                    Char::Avdtp => Some(t.data),
+                    _ => {
+                        upnp.push(t.data);
+                        None
+                    }
+                })
+                .collect()
+        };
+        let info = common::hex_field(value, "device_info_hex");
+        let after_info = play_parcel(&mut feed, ParcelType::PASS_THROUGH, &info);
+        assert_eq!(
+            after_info[1..],
+            [vec![0, 0, 1, 0], vec![0, 0, 0, 3, 4, 0]],
+            "{name}: R5, R7"
+        );
+        let (client_key, after_key) = take_parcel(&mut feed, &after_info[2]);
+        assert_eq!(
+            client_key,
+            common::hex_field(value, "client_public_key_xy_hex"),
+            "{name}: R9"
+        );
+        assert!(
+            after_key.is_empty(),
+            "{name}: the client waits for the device key"
+        );
+
+        let device_key = common::hex_field(value, "device_public_key_xy_hex");
+        let after_device_key = play_parcel(&mut feed, ParcelType::ECC_PUBKEY, &device_key);
+        assert_eq!(
+            after_device_key[1..],
+            [vec![0, 0, 1, 0], vec![0, 0, 0, 0, 2, 0]],
+            "{name}: R14, R15"
+        );
+        let (sealed, after_did) = take_parcel(&mut feed, &after_device_key[2]);
+        assert_eq!(
+            sealed,
+            common::hex_field(value, "did_ciphertext_with_tag_hex"),
+            "{name}: R17"
+        );
+        assert!(after_did.is_empty());
+        assert_eq!(
+            upnp,
+            [vec![0x15, 0, 0, 0], vec![0x13, 0, 0, 0]],
+            "{name}: R6, R19"
+        );
+
+        client.handle_notification(now, Char::Upnp, &[0x11, 0, 0, 0]);
+        let Some(ClientEvent::Registered(registration)) = client.poll_event() else {
+            panic!("{name}: no registration after 11");
+        };
+        assert_eq!(
+            registration.token.0.to_vec(),
+            common::hex_field(value, "token_hex")
+        );
+        assert_eq!(
+            registration.bind_key.to_vec(),
+            common::hex_field(value, "bind_key_hex")
+        );
+        assert_eq!(
+            registration.did.0.to_vec(),
+            common::hex_field(value, "did_plaintext_hex")
+        );
+        assert!(!registration.did_invented);
+    }
+}
+
+#[test]
+fn login_replayed_through_the_client_machine() {
+    use m365_proto::gatt::Char;
+    use m365_proto::login::{ClientEvent, ClientLogin, Config};
+    use m365_proto::parcel::ParcelType;
+
+    let Some(v) = common::vectors("login_replayed_through_the_client_machine") else {
+        return;
+    };
+    for value in common::category(&v, "login") {
+        let name = common::name(value);
+        let hex = |k: &str| common::hex_field(value, k);
+        let token = Token(hex("token_hex").try_into().expect("12-byte token"));
+        let app_random: [u8; 16] = hex("app_random_hex").try_into().expect("16 bytes");
+        let now = Instant::now();
+        let mut client = ClientLogin::with_app_random(now, app_random, token, Config::default());
+        let first: Vec<Vec<u8>> = std::iter::from_fn(|| client.poll_transmit())
+            .map(|t| t.data)
+            .collect();
+        assert_eq!(
+            first,
+            [vec![0x24, 0, 0, 0], vec![0, 0, 0, 0x0B, 1, 0]],
+            "{name}: L1, L2"
+        );
+
+        let mut feed = |data: &[u8]| -> Vec<Vec<u8>> {
+            client.handle_notification(now, Char::Avdtp, data);
+            std::iter::from_fn(|| client.poll_transmit())
+                .map(|t| t.data)
+                .collect()
+        };
+        let (sent_random, _) = take_parcel(&mut feed, &first[1]);
+        assert_eq!(sent_random, app_random, "{name}: L4");
+        let after_random =
+            play_parcel(&mut feed, ParcelType::DEV_RANDOM, &hex("device_random_hex"));
+        assert_eq!(after_random[1..], [vec![0, 0, 1, 0]], "{name}: L9");
+        let after_proof = play_parcel(
+            &mut feed,
+            ParcelType::DEV_CONFIRMATION,
+            &hex("device_info_hmac_hex"),
+        );
+        assert_eq!(
+            after_proof[1..],
+            [vec![0, 0, 1, 0], vec![0, 0, 0, 0x0A, 2, 0]],
+            "{name}: L13, L14"
+        );
+        let (app_proof, _) = take_parcel(&mut feed, &after_proof[2]);
+        assert_eq!(app_proof, hex("app_info_hmac_hex"), "{name}: L16");
+
+        client.handle_notification(now, Char::Upnp, &[0x21, 0, 0, 0]);
+        let Some(ClientEvent::LoggedIn(keys)) = client.poll_event() else {
+            panic!("{name}: not logged in after 21");
+        };
+        assert_eq!(keys.dev_key.to_vec(), hex("dev_key_hex"));
+        assert_eq!(keys.app_key.to_vec(), hex("app_key_hex"));
+        assert_eq!(keys.dev_iv.to_vec(), hex("dev_iv_hex"));
+        assert_eq!(keys.app_iv.to_vec(), hex("app_iv_hex"));
+    }
+}
