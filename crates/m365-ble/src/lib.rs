@@ -1,4 +1,39 @@
 //! The part of `m365` that touches the scooter: transports (btleplug for real BlueZ, in-process
 //! for the simulator), the scanner, pairing, login, the encrypted request/response session with
 //! pipelined reads, and the reconnection state machine users rely on.
+//!
+//! Map of the crate (one concept per file):
+//! - [`transport`]: the async [`transport::Transport`] trait; [`transport::btleplug`] and
+//!   [`transport::in_process`].
+//! - [`address`]: Bluetooth addresses as users write them.
+//! - [`scanner`]: finding scooters and telling model and protocol from their advertisements.
+//! - [`generation`]: which protocol generation to speak (§5.6), plain probe, XOR key recovery.
+//! - [`pairing`]: registration with the power-button retry, writing `.mi-token`.
+//! - [`login`]: Mi-auth login with errors that name the token file.
+//! - [`session`]: framing, encryption, matching answers to pipelined requests.
+//! - [`telemetry`] and [`info`]: what a sample and `m365 info` read, decoded.
+//! - [`reconnect`]: the reconnection policy as a pure state machine.
+//! - [`link`]: [`link::ScooterLink`], which ties it all together for the daemon.
+//! - [`counters`], [`error`].
 #![forbid(unsafe_code)]
+
+pub mod address;
+pub mod counters;
+pub mod error;
+pub mod generation;
+mod handshake;
+pub mod info;
+pub mod link;
+pub mod login;
+pub mod pairing;
+pub mod reconnect;
+pub mod scanner;
+pub mod session;
+pub mod telemetry;
+pub mod transport;
+
+pub use address::BdAddr;
+pub use counters::Counters;
+pub use error::BleError;
+pub use link::{LinkConfig, ScooterLink};
+pub use telemetry::Telemetry;

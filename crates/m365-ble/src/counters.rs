@@ -1,0 +1,33 @@
+//! What the BLE side did, for logs, health reports and tests. Counts only grow.
+
+/// Counters of one [`crate::link::ScooterLink`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Connection attempts.
+    pub connect_attempts: u64,
+    /// Connections established.
+    pub connects: u64,
+    /// Stale BlueZ devices removed (`RemoveDevice`) to clear an `InProgress`.
+    pub stale_removed: u64,
+    /// Logins completed.
+    pub logins: u64,
+    /// Reconnects that kept the session (no new login).
+    pub sessions_reused: u64,
+    /// Link losses seen.
+    pub link_losses: u64,
+    /// UART frames sent (retries included).
+    pub frames_sent: u64,
+    /// Requests re-sent after a timeout.
+    pub retries: u64,
+    /// Requests that got no answer in the end.
+    pub timeouts: u64,
+    /// Answers matched to requests.
+    pub answers: u64,
+    /// Notifications or frames rejected: bad checksum, bad tag, replayed counter, truncated,
+    /// garbage bytes are not counted (they are not frames).
+    pub rejected_frames: u64,
+    /// Valid frames that answered nothing we asked (stray or late).
+    pub unrelated_frames: u64,
+    /// Full telemetry samples read.
+    pub samples: u64,
+}

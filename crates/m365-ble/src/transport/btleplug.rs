@@ -1,0 +1,519 @@
+//! The production transport: BlueZ over D-Bus through btleplug.
+//!
+//! btleplug's Linux backend (bluez-async 0.9) spawns a task whenever one of its streams is
+//! dropped, and that task unwraps the removal of a D-Bus match rule; on a multi-thread tokio
+//! runtime the rule is sometimes already gone and the task panics. On a current-thread runtime
+//! this never happens. So all btleplug calls run on a **dedicated thread with its own
+//! current-thread runtime**; [`BtleplugTransport`] is a handle that sends it commands over a
+//! channel and receives events from it. Whatever runtime the caller uses, btleplug never runs
+//! on a multi-thread one, and should the worker die anyway the handle reports
+//! [`TransportError::Closed`] instead of taking the process down.
+//!
+//! Link loss is only visible on the adapter's event stream (`DeviceDisconnected`): the worker
+//! watches it and turns it into [`TransportEvent::Disconnected`]. BlueZ's `RemoveDevice`, which
+//! btleplug does not offer, is called directly over D-Bus.
+//!
+//! The bus is the system bus, so `DBUS_SYSTEM_BUS_ADDRESS` points the transport at another
+//! BlueZ (the simulator's fake one).
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::time::Duration;
+
+use btleplug::api::{
+    Central as _, CentralEvent, Characteristic, Manager as _, Peripheral as _, ScanFilter,
+    ValueNotification, WriteType,
+};
+use btleplug::platform::{Adapter, Manager, Peripheral, PeripheralId};
+use futures::{Stream, StreamExt};
+use m365_proto::gatt::Char;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Advertisement, Transport, TransportError, TransportEvent, WriteKind};
+use crate::address::BdAddr;
+
+/// Longest wait for BlueZ to connect (it gives up by itself after about 20 s).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(25);
+/// How long an explicit disconnect waits for BlueZ to confirm it, so the confirmation is not
+/// mistaken for a later link loss.
+const DISCONNECT_CONFIRM: Duration = Duration::from_millis(500);
+/// Events buffered between the worker and the handle.
+const EVENT_QUEUE: usize = 1024;
+
+type Reply<T> = oneshot::Sender<Result<T, TransportError>>;
+
+enum Command {
+    StartScan(Reply<()>),
+    StopScan(Reply<()>),
+    Connect(BdAddr, Reply<()>),
+    Discover(Reply<Vec<u128>>),
+    Subscribe(Char, Reply<()>),
+    Write(Char, Vec<u8>, WriteKind, Reply<()>),
+    Read(u128, Reply<Vec<u8>>),
+    Disconnect(Reply<()>),
+    Remove(BdAddr, Reply<()>),
+}
+
+/// A handle on the BLE worker thread.
+#[derive(Debug)]
+pub struct BtleplugTransport {
+    commands: mpsc::UnboundedSender<Command>,
+    events: mpsc::Receiver<TransportEvent>,
+}
+
+impl BtleplugTransport {
+    /// Starts the worker thread on the first Bluetooth adapter of the system bus.
+    pub async fn new() -> Result<BtleplugTransport, TransportError> {
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("m365-ble".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(TransportError::NoAdapter(e.to_string())));
+                        return;
+                    }
+                };
+                runtime.block_on(worker(command_rx, event_tx, ready_tx));
+            })
+            .map_err(|e| TransportError::NoAdapter(e.to_string()))?;
+        ready_rx.await.map_err(|_| TransportError::Closed)??;
+        Ok(BtleplugTransport { commands, events })
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, TransportError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .map_err(|_| TransportError::Closed)?;
+        rx.await.map_err(|_| TransportError::Closed)?
+    }
+}
+
+impl Transport for BtleplugTransport {
+    async fn start_scan(&mut self) -> Result<(), TransportError> {
+        self.call(Command::StartScan).await
+    }
+
+    async fn stop_scan(&mut self) -> Result<(), TransportError> {
+        self.call(Command::StopScan).await
+    }
+
+    async fn connect(&mut self, address: BdAddr) -> Result<(), TransportError> {
+        self.call(|tx| Command::Connect(address, tx)).await
+    }
+
+    async fn discover(&mut self) -> Result<Vec<u128>, TransportError> {
+        self.call(Command::Discover).await
+    }
+
+    async fn subscribe(&mut self, char: Char) -> Result<(), TransportError> {
+        self.call(|tx| Command::Subscribe(char, tx)).await
+    }
+
+    async fn write(
+        &mut self,
+        char: Char,
+        data: &[u8],
+        kind: WriteKind,
+    ) -> Result<(), TransportError> {
+        let data = data.to_vec();
+        self.call(|tx| Command::Write(char, data, kind, tx)).await
+    }
+
+    async fn read(&mut self, uuid: u128) -> Result<Vec<u8>, TransportError> {
+        self.call(|tx| Command::Read(uuid, tx)).await
+    }
+
+    async fn disconnect(&mut self) -> Result<(), TransportError> {
+        self.call(Command::Disconnect).await
+    }
+
+    async fn remove_device(&mut self, address: BdAddr) -> Result<(), TransportError> {
+        self.call(|tx| Command::Remove(address, tx)).await
+    }
+
+    async fn next_event(&mut self) -> Option<TransportEvent> {
+        self.events.recv().await
+    }
+}
+
+type Notifications = Pin<Box<dyn Stream<Item = ValueNotification> + Send>>;
+type CentralEvents = Pin<Box<dyn Stream<Item = CentralEvent> + Send>>;
+
+/// The connection the worker holds.
+struct Connection {
+    peripheral: Peripheral,
+    chars: BTreeSet<Characteristic>,
+    notifications: Option<Notifications>,
+}
+
+struct Worker {
+    adapter: Adapter,
+    adapter_path: String,
+    central: CentralEvents,
+    events: mpsc::Sender<TransportEvent>,
+    scanning: bool,
+    connection: Option<Connection>,
+}
+
+async fn worker(
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::Sender<TransportEvent>,
+    ready: oneshot::Sender<Result<(), TransportError>>,
+) {
+    let mut worker = match Worker::start(events).await {
+        Ok(w) => {
+            let _ = ready.send(Ok(()));
+            w
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    loop {
+        let notification = async {
+            match worker
+                .connection
+                .as_mut()
+                .and_then(|c| c.notifications.as_mut())
+            {
+                Some(stream) => stream.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(command) => worker.handle(command).await,
+                None => break,
+            },
+            event = worker.central.next() => match event {
+                Some(event) => worker.on_central_event(event).await,
+                None => break,
+            },
+            Some(note) = notification => worker.on_notification(note).await,
+        }
+    }
+    if let Some(c) = worker.connection.take() {
+        let _ = c.peripheral.disconnect().await;
+    }
+}
+
+fn bluez_error(e: btleplug::Error) -> String {
+    e.to_string()
+}
+
+impl Worker {
+    async fn start(events: mpsc::Sender<TransportEvent>) -> Result<Worker, TransportError> {
+        let no_adapter = |e: btleplug::Error| TransportError::NoAdapter(bluez_error(e));
+        let manager = Manager::new().await.map_err(no_adapter)?;
+        let adapter = manager
+            .adapters()
+            .await
+            .map_err(no_adapter)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                TransportError::NoAdapter("BlueZ reports no Bluetooth adapter".into())
+            })?;
+        // adapter_info() reads "hci0 (usb:…)": the first word names the D-Bus object.
+        let info = adapter.adapter_info().await.map_err(no_adapter)?;
+        let name = info.split_whitespace().next().unwrap_or("hci0");
+        let adapter_path = format!("/org/bluez/{name}");
+        let central = adapter.events().await.map_err(no_adapter)?;
+        tracing::debug!(adapter = %info, "Bluetooth adapter ready");
+        Ok(Worker {
+            adapter,
+            adapter_path,
+            central,
+            events,
+            scanning: false,
+            connection: None,
+        })
+    }
+
+    async fn handle(&mut self, command: Command) {
+        match command {
+            Command::StartScan(tx) => {
+                let r = self
+                    .adapter
+                    .start_scan(ScanFilter::default())
+                    .await
+                    .map_err(|e| TransportError::Gatt(bluez_error(e)));
+                self.scanning = r.is_ok();
+                if r.is_ok() {
+                    // Devices BlueZ already knows produce no new discovery event: report them.
+                    self.report_known().await;
+                }
+                let _ = tx.send(r);
+            }
+            Command::StopScan(tx) => {
+                self.scanning = false;
+                let r = self
+                    .adapter
+                    .stop_scan()
+                    .await
+                    .map_err(|e| TransportError::Gatt(bluez_error(e)));
+                let _ = tx.send(r);
+            }
+            Command::Connect(address, tx) => {
+                let _ = tx.send(self.connect(address).await);
+            }
+            Command::Discover(tx) => {
+                let _ = tx.send(self.discover().await);
+            }
+            Command::Subscribe(char, tx) => {
+                let r = match self.characteristic(char) {
+                    Ok((p, c)) => p
+                        .subscribe(&c)
+                        .await
+                        .map_err(|e| TransportError::Gatt(bluez_error(e))),
+                    Err(e) => Err(e),
+                };
+                let _ = tx.send(r);
+            }
+            Command::Write(char, data, kind, tx) => {
+                let r = match self.characteristic(char) {
+                    Ok((p, c)) => {
+                        let kind = match kind {
+                            WriteKind::WithResponse => WriteType::WithResponse,
+                            WriteKind::WithoutResponse => WriteType::WithoutResponse,
+                        };
+                        p.write(&c, &data, kind)
+                            .await
+                            .map_err(|e| TransportError::Gatt(bluez_error(e)))
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = tx.send(r);
+            }
+            Command::Read(uuid, tx) => {
+                let r = match self.connection.as_ref() {
+                    None => Err(TransportError::NotConnected),
+                    Some(c) => match c.chars.iter().find(|ch| ch.uuid.as_u128() == uuid) {
+                        None => Err(TransportError::Gatt(format!(
+                            "no characteristic {}",
+                            uuid::Uuid::from_u128(uuid)
+                        ))),
+                        Some(ch) => c
+                            .peripheral
+                            .read(ch)
+                            .await
+                            .map_err(|e| TransportError::Gatt(bluez_error(e))),
+                    },
+                };
+                let _ = tx.send(r);
+            }
+            Command::Disconnect(tx) => {
+                self.disconnect().await;
+                let _ = tx.send(Ok(()));
+            }
+            Command::Remove(address, tx) => {
+                let _ = tx.send(self.remove(address).await);
+            }
+        }
+    }
+
+    fn characteristic(&self, char: Char) -> Result<(Peripheral, Characteristic), TransportError> {
+        let c = self
+            .connection
+            .as_ref()
+            .ok_or(TransportError::NotConnected)?;
+        let ch = c
+            .chars
+            .iter()
+            .find(|ch| ch.uuid.as_u128() == char.uuid())
+            .ok_or(TransportError::MissingCharacteristic(char))?;
+        Ok((c.peripheral.clone(), ch.clone()))
+    }
+
+    async fn find(&self, address: BdAddr) -> Option<Peripheral> {
+        let peripherals = self.adapter.peripherals().await.ok()?;
+        peripherals
+            .into_iter()
+            .find(|p| BdAddr(p.address().into_inner()) == address)
+    }
+
+    async fn connect(&mut self, address: BdAddr) -> Result<(), TransportError> {
+        if self.connection.is_some() {
+            self.disconnect().await;
+        }
+        let peripheral = self
+            .find(address)
+            .await
+            .ok_or(TransportError::UnknownDevice(address))?;
+        match tokio::time::timeout(CONNECT_TIMEOUT, peripheral.connect()).await {
+            Err(_) => {
+                return Err(TransportError::ConnectFailed(format!(
+                    "no connection after {CONNECT_TIMEOUT:?}"
+                )));
+            }
+            Ok(Err(e)) => {
+                let text = bluez_error(e);
+                return Err(
+                    if text.contains("InProgress") || text.contains("In Progress") {
+                        TransportError::InProgress(text)
+                    } else {
+                        TransportError::ConnectFailed(text)
+                    },
+                );
+            }
+            Ok(Ok(())) => {}
+        }
+        // One notification stream per connection, kept until the link ends: dropping streams
+        // in a loop is what upsets bluez-async.
+        let notifications = peripheral
+            .notifications()
+            .await
+            .map_err(|e| TransportError::Gatt(bluez_error(e)))?;
+        self.connection = Some(Connection {
+            peripheral,
+            chars: BTreeSet::new(),
+            notifications: Some(notifications),
+        });
+        Ok(())
+    }
+
+    async fn discover(&mut self) -> Result<Vec<u128>, TransportError> {
+        let c = self
+            .connection
+            .as_mut()
+            .ok_or(TransportError::NotConnected)?;
+        c.peripheral
+            .discover_services()
+            .await
+            .map_err(|e| TransportError::Gatt(bluez_error(e)))?;
+        c.chars = c.peripheral.characteristics();
+        Ok(c.chars.iter().map(|ch| ch.uuid.as_u128()).collect())
+    }
+
+    async fn disconnect(&mut self) {
+        let Some(c) = self.connection.take() else {
+            return;
+        };
+        let id = c.peripheral.id();
+        if c.peripheral.disconnect().await.is_err() {
+            return;
+        }
+        // Take BlueZ's confirmation here so it is not reported as a link loss later.
+        let _ = tokio::time::timeout(DISCONNECT_CONFIRM, async {
+            while let Some(event) = self.central.next().await {
+                match event {
+                    CentralEvent::DeviceDisconnected(got) if got == id => break,
+                    other => self.on_central_event(other).await,
+                }
+            }
+        })
+        .await;
+    }
+
+    async fn remove(&mut self, address: BdAddr) -> Result<(), TransportError> {
+        if self
+            .connection
+            .as_ref()
+            .is_some_and(|c| BdAddr(c.peripheral.address().into_inner()) == address)
+        {
+            self.connection = None;
+        }
+        let adapter = self.adapter_path.clone();
+        let device = format!("{adapter}/{}", address.bluez_segment());
+        tokio::task::spawn_blocking(move || remove_device(&adapter, &device))
+            .await
+            .map_err(|e| TransportError::Gatt(e.to_string()))?
+    }
+
+    async fn report_known(&mut self) {
+        let Ok(peripherals) = self.adapter.peripherals().await else {
+            return;
+        };
+        for p in peripherals {
+            self.report(&p).await;
+        }
+    }
+
+    async fn report(&mut self, p: &Peripheral) {
+        let Ok(Some(props)) = p.properties().await else {
+            return;
+        };
+        let mut manufacturer_data: Vec<(u16, Vec<u8>)> =
+            props.manufacturer_data.into_iter().collect();
+        manufacturer_data.sort();
+        let advert = Advertisement {
+            address: BdAddr(props.address.into_inner()),
+            name: props.local_name,
+            rssi: props.rssi,
+            manufacturer_data,
+            services: props.services.iter().map(|u| u.as_u128()).collect(),
+        };
+        let _ = self
+            .events
+            .try_send(TransportEvent::Advertisement(advert))
+            .inspect_err(|_| tracing::debug!("advertisement dropped: event queue full"));
+    }
+
+    async fn on_central_event(&mut self, event: CentralEvent) {
+        match event {
+            CentralEvent::DeviceDiscovered(id)
+            | CentralEvent::DeviceUpdated(id)
+            | CentralEvent::ManufacturerDataAdvertisement { id, .. }
+            | CentralEvent::ServicesAdvertisement { id, .. }
+                if self.scanning =>
+            {
+                self.report_id(&id).await;
+            }
+            CentralEvent::DeviceDisconnected(id)
+                if self
+                    .connection
+                    .as_ref()
+                    .is_some_and(|c| c.peripheral.id() == id) =>
+            {
+                tracing::debug!("BlueZ reports the link down");
+                self.connection = None;
+                let _ = self.events.send(TransportEvent::Disconnected).await;
+            }
+            _ => {}
+        }
+    }
+
+    async fn report_id(&mut self, id: &PeripheralId) {
+        if let Ok(p) = self.adapter.peripheral(id).await {
+            self.report(&p).await;
+        }
+    }
+
+    async fn on_notification(&mut self, note: ValueNotification) {
+        let Some(char) = Char::from_uuid(note.uuid.as_u128()) else {
+            return;
+        };
+        let _ = self
+            .events
+            .send(TransportEvent::Notification {
+                char,
+                data: note.value,
+            })
+            .await;
+    }
+}
+
+/// `org.bluez.Adapter1.RemoveDevice(device)` on the system bus.
+fn remove_device(adapter: &str, device: &str) -> Result<(), TransportError> {
+    let err = |e: dbus::Error| {
+        TransportError::Gatt(format!(
+            "RemoveDevice: {}",
+            e.message().unwrap_or("D-Bus error")
+        ))
+    };
+    let conn = dbus::blocking::Connection::new_system().map_err(err)?;
+    let proxy = conn.with_proxy("org.bluez", adapter, Duration::from_secs(5));
+    let path = dbus::Path::new(device.to_owned()).map_err(TransportError::Gatt)?;
+    proxy
+        .method_call::<(), _, _, _>("org.bluez.Adapter1", "RemoveDevice", (path,))
+        .map_err(err)
+}

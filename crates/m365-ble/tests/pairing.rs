@@ -1,0 +1,193 @@
+//! Registration through the in-process transport: the button pressed in time gives a token
+//! that logs in; no press gives a clear error after the retries; an existing token file is
+//! protected; generations A and B need no pairing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use m365_ble::BleError;
+use m365_ble::link::ScooterLink;
+use m365_ble::pairing::{self, PairingOptions, PairingProgress};
+use m365_ble::transport::in_process::{InProcessTransport, SimScooter};
+use m365_sim::{Generation, Model, ScooterConfig};
+
+#[tokio::test(start_paused = true)]
+async fn button_pressed_gives_a_token_that_logs_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = pro2(1);
+    let path = dir.path().join(".mi-token");
+    let mut transport = InProcessTransport::new(vec![sim.clone()]);
+    let mut progress = Vec::new();
+    let registered = pairing::register(
+        &mut transport,
+        sim.address(),
+        &PairingOptions::new(path.clone()),
+        &mut |p| progress.push(p),
+    )
+    .await
+    .unwrap();
+    assert_eq!(registered.token_path, path);
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes.len(), 12);
+    let stored = sim.with(|s| s.stored_token().map(|t| t.0)).unwrap();
+    assert_eq!(bytes, stored, "the file holds the scooter's token");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert!(progress.contains(&PairingProgress::Attempt { attempt: 1 }));
+
+    let mut link = ScooterLink::open(transport, config(&sim, path))
+        .await
+        .unwrap();
+    let sample = link.sample().await.unwrap();
+    assert!(sample.battery.voltage_v > 30.0, "{sample:?}");
+    assert_eq!(sim.counters().logins, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_press_is_a_clear_error_after_retrying_from_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ScooterConfig::new(Model::Pro2, 2);
+    config.auto_press = None;
+    let sim = SimScooter::new(config).unwrap();
+    let path = dir.path().join(".mi-token");
+    let mut transport = InProcessTransport::new(vec![sim.clone()]);
+    let mut options = PairingOptions::new(path.clone());
+    options.attempts = 2;
+    let mut progress = Vec::new();
+    let err = pairing::register(&mut transport, sim.address(), &options, &mut |p| {
+        progress.push(p)
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, BleError::ButtonNeverPressed { attempts: 2 }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("power button"), "{err}");
+    assert!(!path.exists(), "no token written");
+    let c = sim.counters();
+    assert_eq!(c.registration_attempts, 2, "restarted from R1");
+    assert_eq!(c.beeps, 2);
+    assert_eq!(
+        c.connects, 2,
+        "disconnected and reconnected between attempts"
+    );
+    assert!(progress.contains(&PairingProgress::ButtonNotPressed));
+    assert!(progress.contains(&PairingProgress::Countdown { remaining: 5 }));
+    assert!(progress.contains(&PairingProgress::Countdown { remaining: 1 }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_press_during_the_countdown_lets_the_retry_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ScooterConfig::new(Model::OneS, 3);
+    // Too late for the first attempt's 3 s wait, but within 5 s of the beep: the next
+    // attempt finds the registration window open.
+    config.auto_press = Some(Duration::from_millis(4_000));
+    let sim = SimScooter::new(config).unwrap();
+    let path = dir.path().join(".mi-token");
+    let mut transport = InProcessTransport::new(vec![sim.clone()]);
+    let registered = pairing::register(
+        &mut transport,
+        sim.address(),
+        &PairingOptions::new(path.clone()),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(registered.attempts, 2);
+    assert_eq!(sim.counters().registrations, 1);
+    assert_eq!(std::fs::read(&path).unwrap().len(), 12);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_existing_token_is_only_replaced_with_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = pro2(4);
+    let path = dir.path().join(".mi-token");
+    std::fs::write(&path, [7u8; 12]).unwrap();
+    let mut transport = InProcessTransport::new(vec![sim.clone()]);
+    let mut options = PairingOptions::new(path.clone());
+    let err = pairing::register(&mut transport, sim.address(), &options, &mut |_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BleError::TokenExists { .. }), "{err}");
+    assert!(err.to_string().contains("--force"));
+    assert_eq!(sim.counters().connects, 0, "the scooter was not touched");
+    assert_eq!(std::fs::read(&path).unwrap(), [7u8; 12]);
+
+    options.force = true;
+    pairing::register(&mut transport, sim.address(), &options, &mut |_| {})
+        .await
+        .unwrap();
+    let stored = sim.with(|s| s.stored_token().map(|t| t.0)).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), stored);
+}
+
+#[tokio::test(start_paused = true)]
+async fn plain_and_xor_scooters_need_no_pairing() {
+    for (generation, seed) in [(Generation::Plain, 5), (Generation::Xor, 6)] {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = scooter(Model::M365, generation, seed);
+        let mut transport = InProcessTransport::new(vec![sim.clone()]);
+        let err = pairing::register(
+            &mut transport,
+            sim.address(),
+            &PairingOptions::new(dir.path().join(".mi-token")),
+            &mut |_| {},
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, BleError::PairingNotNeeded(g) if g == generation),
+            "{err}"
+        );
+        assert!(err.to_string().contains("needs no pairing"));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wrong_token_is_rejected_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = pro2(7);
+    registered(&sim, dir.path()).await;
+    let wrong = dir.path().join("other.mi-token");
+    std::fs::write(&wrong, [0x42u8; 12]).unwrap();
+    let err = ScooterLink::open(
+        InProcessTransport::new(vec![sim.clone()]),
+        config(&sim, wrong.clone()),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, BleError::TokenRejected { ref path } if *path == wrong),
+        "{err}"
+    );
+    assert!(err.needs_pairing());
+    assert!(
+        err.to_string().contains(&wrong.display().to_string()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("m365 register"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_missing_token_file_asks_for_pairing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = pro2(8);
+    let path = dir.path().join("absent");
+    let err = ScooterLink::open(
+        InProcessTransport::new(vec![sim.clone()]),
+        config(&sim, path.clone()),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.needs_pairing(), "{err}");
+    assert!(err.to_string().contains("absent"), "{err}");
+}
