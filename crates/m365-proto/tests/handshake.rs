@@ -476,135 +476,6 @@ fn encrypted_uart_works_both_ways_over_the_derived_keys() {
     }
 }
 
-/// Delivers a parcel through a link that duplicates and reorders, until the sender is done.
-fn parcel_round_trip(payload: Vec<u8>, seed: u64) -> Option<Vec<u8>> {
-    let t0 = Instant::now();
-    let mut now = t0;
-    let mut net = rng(seed);
-    let mut sender = Channel::new();
-    let mut receiver = Channel::new();
-    let kind = ParcelType::PASS_THROUGH;
-    receiver.expect(now, kind, 600);
-    sender.send(kind, payload).ok()?;
-    let mut in_flight: Vec<Vec<u8>> = Vec::new();
-    let mut received = None;
-    let mut sent = false;
-    for _ in 0..10_000 {
-        while let Some(m) = sender.poll_transmit() {
-            // Reorder: insert anywhere; duplicate one in four.
-            let at = net.gen_range(0..=in_flight.len());
-            in_flight.insert(at, m.clone());
-            if net.gen_ratio(1, 4) {
-                let at = net.gen_range(0..=in_flight.len());
-                in_flight.insert(at, m);
-            }
-        }
-        if let Some(m) = in_flight.pop() {
-            if let Ok(Some(Progress::Received(_, p))) = receiver.handle(now, &m) {
-                received = Some(p);
-            }
-            while let Some(ack) = receiver.poll_transmit() {
-                if let Ok(Some(Progress::Sent(_))) = sender.handle(now, &ack) {
-                    sent = true;
-                }
-            }
-            continue;
-        }
-        if sent {
-            return received;
-        }
-        match receiver.poll_timeout() {
-            Some(t) => {
-                now = now.max(t);
-                receiver.handle_timeout(now);
-                while let Some(ack) = receiver.poll_transmit() {
-                    if let Ok(Some(Progress::Sent(_))) = sender.handle(now, &ack) {
-                        sent = true;
-                    }
-                }
-            }
-            None => return received,
-        }
-    }
-    None
-}
-
-fn arbitrary_char() -> impl Strategy<Value = Char> {
-    prop_oneof![
-        4 => Just(Char::Avdtp),
-        4 => Just(Char::Upnp),
-        1 => Just(Char::UartWrite),
-        1 => Just(Char::UartNotify),
-    ]
-}
-
-fn arbitrary_input() -> impl Strategy<Value = Vec<(Char, Vec<u8>, u16)>> {
-    // Half of the messages start like control messages so the parsers go deep.
-    let bytes = prop_oneof![
-        prop::collection::vec(any::<u8>(), 0..24),
-        prop::collection::vec(0u8..6, 0..24),
-        (0u8..4, prop::collection::vec(any::<u8>(), 0..8)).prop_map(|(b, mut v)| {
-            let mut m = vec![0, 0, b];
-            m.append(&mut v);
-            m
-        }),
-    ];
-    prop::collection::vec((arbitrary_char(), bytes, 0u16..400), 0..60)
-}
-
-fn assert_small(t: Option<Transmit>) -> bool {
-    match t {
-        Some(t) => {
-            assert!(t.data.len() <= 20, "oversized write: {:?}", t);
-            true
-        }
-        None => false,
-    }
-}
-
-proptest! {
-    #[test]
-    fn parcels_survive_duplicates_and_reordering(
-        payload in prop::collection::vec(any::<u8>(), 0..600),
-        seed in any::<u64>(),
-    ) {
-        let got = parcel_round_trip(payload.clone(), seed);
-        prop_assert_eq!(got, Some(payload));
-    }
-
-    #[test]
-    fn machines_never_panic_on_arbitrary_bytes(input in arbitrary_input(), seed in any::<u64>()) {
-        let t0 = Instant::now();
-        let mut cp = ClientPairing::new(t0, &mut rng(seed), ClientConfig::default());
-        let mut dp = device(seed, None);
-        let mut cl = ClientLogin::new(t0, &mut rng(seed), Token([5; 12]), login::Config::default());
-        let mut dl = DeviceLogin::new(rng(seed), Some(Token([5; 12])), login::Config::default());
-        let mut now = t0;
-        for (char, data, ms) in &input {
-            now += Duration::from_millis(u64::from(*ms));
-            cp.handle_notification(now, *char, data);
-            dp.handle_write(now, *char, data);
-            cl.handle_notification(now, *char, data);
-            dl.handle_write(now, *char, data);
-            if *ms % 7 == 0 {
-                dp.press_button(now);
-            }
-            cp.handle_timeout(now);
-            dp.handle_timeout(now);
-            cl.handle_timeout(now);
-            dl.handle_timeout(now);
-            while assert_small(cp.poll_transmit()) {}
-            while assert_small(dp.poll_transmit()) {}
-            while assert_small(cl.poll_transmit()) {}
-            while assert_small(dl.poll_transmit()) {}
-            while cp.poll_event().is_some() {}
-            while dp.poll_event().is_some() {}
-            while cl.poll_event().is_some() {}
-            while dl.poll_event().is_some() {}
-        }
-    }
-}
-
 /// Drains a machine's transmits as raw bytes.
 fn drain(next: impl FnMut() -> Option<Transmit>) -> Vec<Vec<u8>> {
     std::iter::from_fn(next).map(|t| t.data).collect()
@@ -768,6 +639,135 @@ fn client_login_accepts_the_inline_device_random() {
         client.poll_event(),
         Some(login::ClientEvent::LoggedIn(keys))
     );
+}
+
+/// Delivers a parcel through a link that duplicates and reorders, until the sender is done.
+fn parcel_round_trip(payload: Vec<u8>, seed: u64) -> Option<Vec<u8>> {
+    let t0 = Instant::now();
+    let mut now = t0;
+    let mut net = rng(seed);
+    let mut sender = Channel::new();
+    let mut receiver = Channel::new();
+    let kind = ParcelType::PASS_THROUGH;
+    receiver.expect(now, kind, 600);
+    sender.send(kind, payload).ok()?;
+    let mut in_flight: Vec<Vec<u8>> = Vec::new();
+    let mut received = None;
+    let mut sent = false;
+    for _ in 0..10_000 {
+        while let Some(m) = sender.poll_transmit() {
+            // Reorder: insert anywhere; duplicate one in four.
+            let at = net.gen_range(0..=in_flight.len());
+            in_flight.insert(at, m.clone());
+            if net.gen_ratio(1, 4) {
+                let at = net.gen_range(0..=in_flight.len());
+                in_flight.insert(at, m);
+            }
+        }
+        if let Some(m) = in_flight.pop() {
+            if let Ok(Some(Progress::Received(_, p))) = receiver.handle(now, &m) {
+                received = Some(p);
+            }
+            while let Some(ack) = receiver.poll_transmit() {
+                if let Ok(Some(Progress::Sent(_))) = sender.handle(now, &ack) {
+                    sent = true;
+                }
+            }
+            continue;
+        }
+        if sent {
+            return received;
+        }
+        match receiver.poll_timeout() {
+            Some(t) => {
+                now = now.max(t);
+                receiver.handle_timeout(now);
+                while let Some(ack) = receiver.poll_transmit() {
+                    if let Ok(Some(Progress::Sent(_))) = sender.handle(now, &ack) {
+                        sent = true;
+                    }
+                }
+            }
+            None => return received,
+        }
+    }
+    None
+}
+
+fn arbitrary_char() -> impl Strategy<Value = Char> {
+    prop_oneof![
+        4 => Just(Char::Avdtp),
+        4 => Just(Char::Upnp),
+        1 => Just(Char::UartWrite),
+        1 => Just(Char::UartNotify),
+    ]
+}
+
+fn arbitrary_input() -> impl Strategy<Value = Vec<(Char, Vec<u8>, u16)>> {
+    // Half of the messages start like control messages so the parsers go deep.
+    let bytes = prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..24),
+        prop::collection::vec(0u8..6, 0..24),
+        (0u8..4, prop::collection::vec(any::<u8>(), 0..8)).prop_map(|(b, mut v)| {
+            let mut m = vec![0, 0, b];
+            m.append(&mut v);
+            m
+        }),
+    ];
+    prop::collection::vec((arbitrary_char(), bytes, 0u16..400), 0..60)
+}
+
+fn assert_small(t: Option<Transmit>) -> bool {
+    match t {
+        Some(t) => {
+            assert!(t.data.len() <= 20, "oversized write: {:?}", t);
+            true
+        }
+        None => false,
+    }
+}
+
+proptest! {
+    #[test]
+    fn parcels_survive_duplicates_and_reordering(
+        payload in prop::collection::vec(any::<u8>(), 0..600),
+        seed in any::<u64>(),
+    ) {
+        let got = parcel_round_trip(payload.clone(), seed);
+        prop_assert_eq!(got, Some(payload));
+    }
+
+    #[test]
+    fn machines_never_panic_on_arbitrary_bytes(input in arbitrary_input(), seed in any::<u64>()) {
+        let t0 = Instant::now();
+        let mut cp = ClientPairing::new(t0, &mut rng(seed), ClientConfig::default());
+        let mut dp = device(seed, None);
+        let mut cl = ClientLogin::new(t0, &mut rng(seed), Token([5; 12]), login::Config::default());
+        let mut dl = DeviceLogin::new(rng(seed), Some(Token([5; 12])), login::Config::default());
+        let mut now = t0;
+        for (char, data, ms) in &input {
+            now += Duration::from_millis(u64::from(*ms));
+            cp.handle_notification(now, *char, data);
+            dp.handle_write(now, *char, data);
+            cl.handle_notification(now, *char, data);
+            dl.handle_write(now, *char, data);
+            if *ms % 7 == 0 {
+                dp.press_button(now);
+            }
+            cp.handle_timeout(now);
+            dp.handle_timeout(now);
+            cl.handle_timeout(now);
+            dl.handle_timeout(now);
+            while assert_small(cp.poll_transmit()) {}
+            while assert_small(dp.poll_transmit()) {}
+            while assert_small(cl.poll_transmit()) {}
+            while assert_small(dl.poll_transmit()) {}
+            while cp.poll_event().is_some() {}
+            while dp.poll_event().is_some() {}
+            while cl.poll_event().is_some() {}
+            while dl.poll_event().is_some() {}
+        }
+    }
 }
 
 fn arbitrary_message() -> impl Strategy<Value = Vec<u8>> {
