@@ -524,6 +524,11 @@ enum DeviceStep {
 /// The device side of registration. Unlike the other machines it lives as long as the simulated
 /// scooter, because the button window outlasts a connection (the client disconnects, the user
 /// presses, the client comes back); call [`DevicePairing::disconnected`] when a link drops.
+///
+/// Button model (§3.6): `15` outside an open window beeps ([`DeviceEvent::Beep`]) and leaves the
+/// key announce unanswered; [`DevicePairing::press_button`] within `press_within` of the beep
+/// opens a window of `window` and answers a waiting announce at once. A successful registration
+/// closes the window, so the next one needs a new press.
 pub struct DevicePairing<R> {
     rng: R,
     config: DeviceConfig,
