@@ -8,6 +8,26 @@
 //! - [`source`]: each source as a tokio task that keeps the latest fix ([`source::GpsHandle`]).
 //! - [`capture`]: decoding recorded captures (NMEA or AT transcripts), for `m365 gps --replay`.
 //! - [`emulate`]: an NMEA receiver and a SIM7600 modem on pseudo-terminals, for the simulator.
+//!
+//! Reading a receiver from a sampler loop:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use m365_gps::source::{GpsHandle, SourceConfig};
+//!
+//! # async fn sample() {
+//! let gps = GpsHandle::spawn(SourceConfig::Nmea {
+//!     path: "/dev/ttyACM0".into(),
+//!     baud: 9600,
+//! });
+//! // Never waits: the task keeps the latest fix, the sampler takes it with its age.
+//! match gps.latest() {
+//!     Some((fix, age)) if age < Duration::from_secs(5) => println!("{} {}", fix.lat, fix.lon),
+//!     Some((_, age)) => println!("last fix is stale ({age:?} old)"),
+//!     None => println!("no fix yet"),
+//! }
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod capture;

@@ -123,6 +123,12 @@ impl GpsHandle {
             .map(|(fix, at)| (fix.clone(), at.elapsed()))
     }
 
+    /// Whether the device is open and delivering right now. While it is not, [`Self::latest`]
+    /// still returns the last fix, with its growing age.
+    pub fn is_connected(&self) -> bool {
+        self.rx.borrow().connected
+    }
+
     /// A snapshot of everything the task publishes.
     pub fn state(&self) -> SourceState {
         self.rx.borrow().clone()

@@ -289,6 +289,7 @@ mod tests {
         assert_eq!(state.connect_attempts, 7);
         assert_eq!(state.failures, 7);
         assert!(!state.connected);
+        assert!(!handle.is_connected());
         assert!(state.last_error.unwrap().contains("ttyNOPE"));
         assert!(handle.latest().is_none());
     }
