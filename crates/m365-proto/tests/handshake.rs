@@ -801,3 +801,36 @@ proptest! {
         prop_assert_eq!(parsed.map(|m| m.encode()), Ok(bytes));
     }
 }
+
+/// Drops each data chunk (index ≠ 0) with probability `percent`/100, decided by `seed`.
+fn lossy(seed: u64, percent: u32) -> impl FnMut(Role, &mut Transmit) -> Fate {
+    let mut r = rng(seed);
+    move |_, t| {
+        let is_chunk = t.char == Char::Avdtp && t.data.get(..2).is_some_and(|i| i != [0, 0]);
+        if is_chunk && r.gen_ratio(percent, 100) {
+            Fate::Drop
+        } else {
+            Fate::Deliver
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    #[test]
+    fn handshake_survives_lost_chunks(seed in any::<u64>(), percent in 0u32..30) {
+        let t0 = Instant::now();
+        let mut reg = registering(seed, t0, device(seed, Some(Did(*DID))))
+            .with_filter(lossy(seed, percent));
+        register(&mut reg);
+        let (registration, device_token, _) = registered(&reg);
+        prop_assert_eq!(&registration.token, &device_token);
+
+        let mut log = logging_in(seed, reg.now, registration.token.clone(), Some(device_token))
+            .with_filter(lossy(!seed, percent));
+        log.run();
+        let (client_keys, device_keys) = logged_in(&log);
+        prop_assert_eq!(client_keys, device_keys);
+    }
+}
