@@ -4,15 +4,20 @@
 
 use m365_proto::encrypted::{self, RxCounter, UartCipher};
 use m365_proto::frame::Frame;
+use m365_proto::gatt::COMPANY_ID;
 use m365_proto::keys::{Role, SessionKeys};
-use m365_proto::model::{Generation, Model};
+use m365_proto::model::{
+    Detected, Generation, ManufacturerData, Model, advertised_manufacturer_data,
+};
 use m365_proto::reassembly::{DEFAULT_MAX_LEN, MAX_QUEUED, Reassembler};
+use m365_proto::registers::Unit;
 use m365_proto::registers::battery::{BatteryInfo, CellVoltages};
 use m365_proto::registers::bms::{self, BmsStatus, ChargeCounts, ManufactureDate};
 use m365_proto::registers::esc::{self, SessionTimes, TotalTimes};
 use m365_proto::registers::motor_info::MotorInfo;
+use m365_proto::registers::request::Request;
 use m365_proto::registers::settings::{self, Settings, SpeedMode};
-use m365_proto::registers::write::WriteAck;
+use m365_proto::registers::write::{WriteAck, WriteMode, write_word};
 use m365_proto::xor::Keystream;
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
@@ -280,35 +285,45 @@ proptest! {
     })]
 
     #[test]
-    fn reassembly_drops_cut_frames_and_counts_them(
+    fn reassembly_drops_cut_and_corrupt_frames_and_counts_them(
         generation in generation_strategy(),
-        items in proptest::collection::vec((frame_strategy(60), garbage_strategy(), any::<Option<u16>>()), 1..8),
+        items in proptest::collection::vec(
+            (frame_strategy(60), garbage_strategy(), 0u8..3, any::<u16>()),
+            1..8,
+        ),
         chunk in 1usize..45,
     ) {
         let mut enc = Encoder::new(generation);
         let mut stream = Vec::new();
         let mut sent = Vec::new();
-        let mut cut = 0u64;
+        let mut damaged = 0u64;
         let mut lookalikes = 0u64;
         let last = items.len() - 1;
-        for (i, (f, g, cut_at)) in items.iter().enumerate() {
+        for (i, (f, g, fate, at)) in items.iter().enumerate() {
             stream.extend_from_slice(g);
-            let wire = enc.encode(f);
-            match cut_at {
-                // Cut after LEN and before the end; never the last frame, so a whole frame
-                // follows every cut one.
-                Some(at) if i != last => {
-                    let keep = 3 + usize::from(*at) % (wire.len() - 3);
-                    stream.extend_from_slice(&wire[..keep]);
-                    cut += 1;
-                    // A 55 inside the kept bytes may look like one more header (e.g. DIR 55,
-                    // RW AA in a plain frame) and be rejected on its own.
-                    lookalikes += wire[1..keep].iter().filter(|&&b| b == 0x55).count() as u64;
+            let mut wire = enc.encode(f);
+            // Never damage the last frame, so a whole frame follows every damaged one.
+            let fate = if i == last { 0 } else { *fate };
+            let keep = match fate {
+                // Cut after LEN and before the end.
+                1 => 3 + usize::from(*at) % (wire.len() - 3),
+                // Corrupt the checksum's high byte. Flipping bit 0 of 0x54 would make a 0x55
+                // that could start a header, so 0x54 flips bit 1 instead.
+                2 => {
+                    let n = wire.len();
+                    wire[n - 1] ^= if wire[n - 1] == 0x54 { 0x02 } else { 0x01 };
+                    wire.len()
                 }
-                _ => {
-                    stream.extend_from_slice(&wire);
-                    sent.push(wire);
-                }
+                _ => wire.len(),
+            };
+            stream.extend_from_slice(&wire[..keep]);
+            if fate == 0 {
+                sent.push(wire);
+            } else {
+                damaged += 1;
+                // A 55 inside the kept bytes may look like one more header (e.g. DIR 55,
+                // RW AA in a plain frame) and be rejected on its own.
+                lookalikes += wire[1..keep].iter().filter(|&&b| b == 0x55).count() as u64;
             }
         }
         let mut r = Reassembler::new(generation);
@@ -322,9 +337,57 @@ proptest! {
         prop_assert_eq!(got, sent);
         let rejects = r.rejects();
         let rejected = rejects.truncated + rejects.bad_checksum + rejects.bad_len;
-        prop_assert!(rejected >= cut, "{rejected} rejects for {cut} cut frames");
-        prop_assert!(rejected <= cut + lookalikes, "{rejected} rejects for {cut} cut frames");
+        prop_assert!(rejected >= damaged, "{rejected} rejects for {damaged} damaged frames");
+        prop_assert!(
+            rejected <= damaged + lookalikes,
+            "{rejected} rejects for {damaged} damaged frames"
+        );
         prop_assert_eq!(rejects.overflow, 0);
+    }
+}
+
+proptest! {
+    #[test]
+    fn key_recovery_rebuilds_any_keystream(
+        full in proptest::collection::vec(any::<u8>(), 35),
+        known in 3usize..35,
+    ) {
+        let full = Keystream::new(full);
+        let answer = full.encrypt(&Frame::new(0x25, 0x01, 0x50, vec![0; 32]).unwrap());
+        let mut partial = Keystream::new(full.as_bytes()[..known].to_vec());
+        prop_assert_eq!(partial.extend_from_zero_read(&answer), Ok(35 - known));
+        prop_assert_eq!(partial, full);
+    }
+
+    #[test]
+    fn advertisement_round_trips(code in any::<u8>(), generation in generation_strategy()) {
+        let data = advertised_manufacturer_data(code, generation);
+        let parsed = ManufacturerData::parse(COMPANY_ID, &data).unwrap();
+        prop_assert!(parsed.check_ok);
+        prop_assert_eq!(parsed.model_code, code);
+        let expected = match (generation, Model::from_code(code)) {
+            (Generation::MiAuth, None) => Detected::Ninebot,
+            (g, _) => Detected::Generation(g),
+        };
+        prop_assert_eq!(parsed.detected(), Some(expected));
+    }
+
+    #[test]
+    fn writes_parse_back_as_requests(
+        unit in prop_oneof![Just(Unit::Esc), Just(Unit::Bms)],
+        reg in any::<u8>(),
+        value in any::<u16>(),
+        ack in any::<bool>(),
+    ) {
+        let mode = if ack { WriteMode::Ack } else { WriteMode::NoAck };
+        let frame = write_word(unit, reg, value, mode);
+        let wire = frame.encode();
+        prop_assert_eq!(
+            Request::parse(&Frame::decode(&wire).unwrap()),
+            Some(Request::Write { unit, attr: reg, words: vec![value], mode })
+        );
+        let answer = WriteAck::decode(&WriteAck::answer(&frame, ack)).unwrap();
+        prop_assert_eq!((answer.unit, answer.reg, answer.accepted()), (unit, reg, ack));
     }
 }
 
