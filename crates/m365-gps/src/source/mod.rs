@@ -81,7 +81,7 @@ pub struct SourceState {
     pub connected: bool,
     /// Attempts to open the device so far.
     pub connect_attempts: u64,
-    /// Sessions that ended in an error (unplug, EOF, timeouts).
+    /// Connections that ended in an error (unplug, EOF, timeouts).
     pub failures: u64,
     /// Replies or sentences rejected as corrupt.
     pub rejected: u64,

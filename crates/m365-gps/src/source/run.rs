@@ -1,5 +1,5 @@
-//! The body of a source task: open the device, run one session until it fails, wait the back-off,
-//! repeat. One function per kind of session.
+//! The body of a source task: open the device, run one connection until it fails, wait the back-off,
+//! repeat. One function per kind of device.
 
 use std::path::Path;
 use std::time::Duration;
@@ -21,14 +21,14 @@ const NMEA_IDLE_FLUSH: Duration = Duration::from_millis(1500);
 /// After this many consecutive unanswered polls, the modem's port is reopened.
 const SIM7600_MAX_TIMEOUTS: u32 = 3;
 
-/// How a session ended.
-struct SessionEnd {
+/// How a connection ended.
+struct ConnectionEnd {
     /// Whether it delivered at least one epoch (then back-off starts over).
     delivered: bool,
     error: String,
 }
 
-/// Where a session publishes.
+/// Where a connection publishes.
 struct Outputs<'a> {
     state: &'a watch::Sender<SourceState>,
     epochs: &'a broadcast::Sender<EpochEvent>,
@@ -49,14 +49,14 @@ pub(super) async fn run(
     loop {
         tx.send_modify(|s| s.connect_attempts = s.connect_attempts.saturating_add(1));
         let end = match &config {
-            SourceConfig::Nmea { path, baud } => nmea_session(path, *baud, &out).await,
+            SourceConfig::Nmea { path, baud } => nmea_connection(path, *baud, &out).await,
             SourceConfig::Sim7600 {
                 path,
                 baud,
                 command,
                 interval,
-            } => sim7600_session(path, *baud, *command, *interval, &out).await,
-            SourceConfig::Gpsd { addr } => gpsd_session(*addr, &out).await,
+            } => sim7600_connection(path, *baud, *command, *interval, &out).await,
+            SourceConfig::Gpsd { addr } => gpsd_connection(*addr, &out).await,
         };
         tx.send_modify(|s| {
             s.connected = false;
@@ -127,11 +127,11 @@ fn open_serial(path: &Path, baud: u32) -> Result<tokio_serial::SerialStream, Str
         .map_err(|e| format!("cannot open {}: {e}", path.display()))
 }
 
-async fn nmea_session(path: &Path, baud: u32, out: &Outputs<'_>) -> SessionEnd {
+async fn nmea_connection(path: &Path, baud: u32, out: &Outputs<'_>) -> ConnectionEnd {
     let mut port = match open_serial(path, baud) {
         Ok(p) => p,
         Err(error) => {
-            return SessionEnd {
+            return ConnectionEnd {
                 delivered: false,
                 error,
             };
@@ -147,14 +147,14 @@ async fn nmea_session(path: &Path, baud: u32, out: &Outputs<'_>) -> SessionEnd {
         let epochs = match read {
             Err(_) => decoder.flush(),
             Ok(Ok(0)) => {
-                return SessionEnd {
+                return ConnectionEnd {
                     delivered,
                     error: format!("{}: end of file", path.display()),
                 };
             }
             Ok(Ok(n)) => decoder.push(buf.get(..n).unwrap_or_default()),
             Ok(Err(e)) => {
-                return SessionEnd {
+                return ConnectionEnd {
                     delivered,
                     error: format!("{}: {e}", path.display()),
                 };
@@ -173,17 +173,17 @@ async fn nmea_session(path: &Path, baud: u32, out: &Outputs<'_>) -> SessionEnd {
     }
 }
 
-async fn sim7600_session(
+async fn sim7600_connection(
     path: &Path,
     baud: u32,
     command: InfoCommand,
     interval: Duration,
     out: &Outputs<'_>,
-) -> SessionEnd {
+) -> ConnectionEnd {
     let port = match open_serial(path, baud) {
         Ok(p) => p,
         Err(error) => {
-            return SessionEnd {
+            return ConnectionEnd {
                 delivered: false,
                 error,
             };
@@ -191,7 +191,7 @@ async fn sim7600_session(
     };
     let mut modem = Sim7600::new(port);
     if let Err(e) = modem.enable().await {
-        return SessionEnd {
+        return ConnectionEnd {
             delivered: false,
             error: format!("{}: {e}", path.display()),
         };
@@ -217,7 +217,7 @@ async fn sim7600_session(
             Err(e @ Sim7600Error::Timeout { .. }) => {
                 timeouts = timeouts.saturating_add(1);
                 if timeouts >= SIM7600_MAX_TIMEOUTS {
-                    return SessionEnd {
+                    return ConnectionEnd {
                         delivered,
                         error: format!("{}: {e}", path.display()),
                     };
@@ -228,7 +228,7 @@ async fn sim7600_session(
                 rejected(out, 1);
             }
             Err(e) => {
-                return SessionEnd {
+                return ConnectionEnd {
                     delivered,
                     error: format!("{}: {e}", path.display()),
                 };
@@ -237,11 +237,11 @@ async fn sim7600_session(
     }
 }
 
-async fn gpsd_session(addr: std::net::SocketAddr, out: &Outputs<'_>) -> SessionEnd {
+async fn gpsd_connection(addr: std::net::SocketAddr, out: &Outputs<'_>) -> ConnectionEnd {
     let mut client = match GpsdClient::connect(addr).await {
         Ok(c) => c,
         Err(e) => {
-            return SessionEnd {
+            return ConnectionEnd {
                 delivered: false,
                 error: format!("gpsd {addr}: {e}"),
             };
@@ -257,7 +257,7 @@ async fn gpsd_session(addr: std::net::SocketAddr, out: &Outputs<'_>) -> SessionE
             }
             Ok(_) => {}
             Err(e) => {
-                return SessionEnd {
+                return ConnectionEnd {
                     delivered,
                     error: format!("gpsd {addr}: {e}"),
                 };

@@ -1,4 +1,4 @@
-//! Helpers shared by the integration tests: reading the shared captures' expected CSV files.
+//! Shared by the integration tests: reading the shared captures' expected CSV files.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
