@@ -186,10 +186,16 @@ fn start_gps(
     kind: GpsKind,
     mut feed: Box<dyn FnMut() -> GpsSample + Send>,
 ) -> anyhow::Result<EmulatorHandle> {
+    // The receiver paces itself by the points' times: one point per second of UTC, starting
+    // now, with the position the scooter has when the point is taken.
+    let start = chrono::Utc::now();
+    let mut second = 0i64;
     let mut point = move || {
         let g = feed();
+        let time = start + chrono::TimeDelta::seconds(second);
+        second += 1;
         RoutePoint {
-            time: chrono::Utc::now(),
+            time,
             lat: g.position.at.lat,
             lon: g.position.at.lon,
             alt_m: 35.0,

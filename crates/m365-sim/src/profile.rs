@@ -260,7 +260,11 @@ impl Profile {
     /// A reproducible identity for `model` speaking `generation`; different seeds give different
     /// serials, addresses and keys.
     pub fn new(model: Model, generation: Generation, seed: u64) -> Profile {
-        let mut rng = StdRng::seed_from_u64(seed ^ 0x6d33_3635_7369_6d00);
+        // The model takes part in the seed: a Pro 2 and an m365 with the same seed are different
+        // scooters (with different addresses, hence different state files).
+        let mut rng = StdRng::seed_from_u64(
+            seed ^ 0x6d33_3635_7369_6d00 ^ (u64::from(advertised_code(model)) << 48),
+        );
         let esc_serial = serial(serial_prefix(model), &mut rng);
         let mut bms_serial = [b'0'; 14];
         bms_serial[..3].copy_from_slice(b"3LD");

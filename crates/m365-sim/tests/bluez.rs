@@ -33,7 +33,8 @@ type Notes = Pin<Box<dyn Stream<Item = ValueNotification> + Send>>;
 
 fn config() -> ScooterConfig {
     let mut c = ScooterConfig::new(Model::Pro2, 81).with_generation(Generation::MiAuth);
-    c.auto_press = Some(Duration::from_millis(300));
+    // The button logic is tested on the fake clock; here the press comes at once.
+    c.auto_press = Some(Duration::from_millis(1));
     // The fake paces (here: does not pace) the link itself.
     c.link = None;
     c
