@@ -826,11 +826,21 @@ proptest! {
         register(&mut reg);
         let (registration, device_token, _) = registered(&reg);
         prop_assert_eq!(&registration.token, &device_token);
+        // Every loss was repaired by an A_LOST naming the chunk.
+        let lost = |records: &[Record]| {
+            let dropped = records.iter().filter(|r| !r.delivered).count();
+            let asked = records.iter().filter(|r| r.transmit.data.starts_with(&[0, 0, 1, 5])).count();
+            (dropped, asked)
+        };
+        let (dropped, asked) = lost(&reg.transcript);
+        prop_assert!(asked >= dropped.min(1), "{} dropped, {} A_LOST", dropped, asked);
 
         let mut log = logging_in(seed, reg.now, registration.token.clone(), Some(device_token))
             .with_filter(lossy(!seed, percent));
         log.run();
         let (client_keys, device_keys) = logged_in(&log);
         prop_assert_eq!(client_keys, device_keys);
+        let (dropped, asked) = lost(&log.transcript);
+        prop_assert!(asked >= dropped.min(1), "{} dropped, {} A_LOST", dropped, asked);
     }
 }
