@@ -176,7 +176,7 @@ impl<T: Transport> ScooterLink<T> {
         };
         let answers = self.request(&[command, esc::read_motor_info()]).await?;
         let status = answers
-            .get(1)
+            .last()
             .map(MotorInfo::decode)
             .transpose()?
             .map(|m| m.status);
@@ -226,7 +226,7 @@ impl<T: Transport> ScooterLink<T> {
 
     async fn write_and_read_settings(&mut self, command: Frame) -> Result<Settings, BleError> {
         let answers = self.request(&[command, esc::read_settings()]).await?;
-        Ok(Settings::decode(answers.get(1).ok_or(BleError::LinkLost)?)?)
+        Ok(Settings::decode(answers.last().ok_or(BleError::LinkLost)?)?)
     }
 
     /// Sends `requests` pipelined and returns the answers of those that have one, in order.

@@ -16,7 +16,7 @@
 //! The bus is the system bus, so `DBUS_SYSTEM_BUS_ADDRESS` points the transport at another
 //! BlueZ (the simulator's fake one).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -59,6 +59,8 @@ enum Command {
 pub struct BtleplugTransport {
     commands: mpsc::UnboundedSender<Command>,
     events: mpsc::Receiver<TransportEvent>,
+    /// Advertisements taken off the queue while clearing it before a connect.
+    held: VecDeque<TransportEvent>,
 }
 
 impl BtleplugTransport {
@@ -84,7 +86,11 @@ impl BtleplugTransport {
             })
             .map_err(|e| TransportError::NoAdapter(e.to_string()))?;
         ready_rx.await.map_err(|_| TransportError::Closed)??;
-        Ok(BtleplugTransport { commands, events })
+        Ok(BtleplugTransport {
+            commands,
+            events,
+            held: VecDeque::new(),
+        })
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, TransportError> {
@@ -106,6 +112,13 @@ impl Transport for BtleplugTransport {
     }
 
     async fn connect(&mut self, address: BdAddr) -> Result<(), TransportError> {
+        // What the previous connection left in the queue (its loss, late notifications) must
+        // not be taken for news of the next one.
+        while let Ok(event) = self.events.try_recv() {
+            if let TransportEvent::Advertisement(_) = event {
+                self.held.push_back(event);
+            }
+        }
         self.call(|tx| Command::Connect(address, tx)).await
     }
 
@@ -140,6 +153,9 @@ impl Transport for BtleplugTransport {
     }
 
     async fn next_event(&mut self) -> Option<TransportEvent> {
+        if let Some(event) = self.held.pop_front() {
+            return Some(event);
+        }
         self.events.recv().await
     }
 }

@@ -322,6 +322,10 @@ impl Transport for InProcessTransport {
         let link = state.link;
         drop(state);
         self.connected = Some(i);
+        // What the previous connection left in the queue (its loss, late notifications) must
+        // not be taken for news of this one.
+        self.events
+            .retain(|e| matches!(e, TransportEvent::Advertisement(_)));
         self.subscribed.clear();
         self.pending.clear();
         self.uplink = link.map(|t| LinkClock::new(t, now));

@@ -1,0 +1,150 @@
+//! The reconnection policy end to end through the in-process transport, on tokio's paused
+//! clock: short drops keep the session (checked with the simulator's login counter), long ones
+//! log in again, a scooter gone past the window or never found ends with its own error, and a
+//! stale BlueZ connection is removed and recovered from.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use m365_ble::BleError;
+use m365_ble::link::ScooterLink;
+use m365_ble::reconnect::{GiveUp, Phase};
+use m365_ble::transport::in_process::{InProcessTransport, SimScooter};
+use m365_sim::{Fault, Model, ScooterConfig};
+use tokio::time::Instant;
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_two_second_drop_keeps_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = pro2(21);
+    let mut link = online(&sim, dir.path()).await;
+    link.sample().await.unwrap();
+    let before = sim.counters();
+    sim.drop_link(secs(2));
+    let t0 = Instant::now();
+    let sample = link.sample().await.unwrap();
+    assert!(
+        t0.elapsed() >= secs(2),
+        "could not be back before the radio"
+    );
+    assert!(sample.battery.percent <= 100);
+    let after = sim.counters();
+    assert_eq!(after.logins, before.logins, "no new login");
+    assert!(after.connects > before.connects);
+    let c = link.counters();
+    assert_eq!((c.link_losses, c.sessions_reused), (1, 1));
+    assert!(
+        c.connect_attempts > c.connects,
+        "attempts failed during the drop"
+    );
+    assert!(matches!(link.phase(), Phase::Online { .. }));
+    // The resumed session keeps working and its counters keep advancing.
+    for _ in 0..5 {
+        link.sample().await.unwrap();
+    }
+    assert_eq!(sim.counters().rejected_frames, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ten_second_drop_logs_in_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = pro2(22);
+    let mut link = online(&sim, dir.path()).await;
+    link.sample().await.unwrap();
+    sim.drop_link(secs(10));
+    link.sample().await.unwrap();
+    assert_eq!(
+        sim.counters().logins,
+        2,
+        "a fresh login after the reuse time"
+    );
+    let c = link.counters();
+    assert_eq!((c.link_losses, c.sessions_reused, c.logins), (1, 0, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reused_session_the_scooter_forgot_falls_back_to_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ScooterConfig::new(Model::Pro2, 23);
+    config.auto_press = Some(secs(1));
+    config.session_grace = secs(1);
+    let sim = SimScooter::new(config).unwrap();
+    let mut link = online(&sim, dir.path()).await;
+    sim.drop_link(secs(2));
+    link.sample().await.unwrap();
+    assert_eq!(sim.counters().logins, 2);
+    let c = link.counters();
+    assert_eq!(c.sessions_reused, 1, "reuse was tried first");
+    link.sample().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn out_of_range_past_the_window_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = pro2(24);
+    let token = registered(&sim, dir.path()).await;
+    let mut config = config(&sim, token);
+    config.reconnect.reconnect_window = secs(10);
+    let mut link = ScooterLink::open(InProcessTransport::new(vec![sim.clone()]), config)
+        .await
+        .unwrap();
+    sim.with(|s| s.apply_fault(SimScooter::now(), Fault::OutOfRange { for_: secs(120) }));
+    let t0 = Instant::now();
+    let err = link.sample().await.unwrap_err();
+    let waited = t0.elapsed();
+    assert!(
+        matches!(err, BleError::Lost { window, .. } if window == secs(10)),
+        "{err}"
+    );
+    assert!(waited >= secs(10) && waited < secs(12), "{waited:?}");
+    assert_eq!(link.phase(), Phase::GaveUp(GiveUp::Lost));
+    assert!(!err.needs_pairing());
+}
+
+#[tokio::test(start_paused = true)]
+async fn out_of_range_within_the_window_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = pro2(25);
+    let mut link = online(&sim, dir.path()).await;
+    sim.with(|s| s.apply_fault(SimScooter::now(), Fault::OutOfRange { for_: secs(20) }));
+    link.sample().await.unwrap();
+    assert_eq!(sim.counters().logins, 2, "the scooter dropped the session");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scooter_that_never_shows_is_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = pro2(26);
+    let mut config = config(&sim, dir.path().join(".mi-token"));
+    config.filter.address = Some("00:11:22:33:44:55".parse().unwrap());
+    config.reconnect.scan_timeout = secs(7);
+    let t0 = Instant::now();
+    let err = ScooterLink::open(InProcessTransport::new(vec![sim]), config)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, BleError::NotFound { timeout, .. } if timeout == secs(7)),
+        "{err}"
+    );
+    assert_eq!(t0.elapsed(), secs(7));
+    assert!(err.to_string().contains("00:11:22:33:44:55"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_in_progress_is_removed_and_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = pro2(27);
+    let mut link = online(&sim, dir.path()).await;
+    sim.stale_in_progress();
+    sim.drop_link(Duration::ZERO);
+    link.sample().await.unwrap();
+    let c = link.counters();
+    assert_eq!(c.stale_removed, 1);
+    assert_eq!(c.sessions_reused, 1, "recovered within the reuse time");
+}
