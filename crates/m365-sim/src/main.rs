@@ -31,6 +31,7 @@ use m365_sim::link::LinkTiming;
 use m365_sim::profile::{generation_slug, model_slug, parse_generation, parse_model};
 use m365_sim::ride::GpsSample;
 use m365_sim::{Generation, Model, Scooter, ScooterConfig};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// Simulated Xiaomi scooters behind a fake BlueZ.
 #[derive(Debug, Parser)]
@@ -164,6 +165,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .context("the emulated GPS device has no path")?;
         lines.insert(1, format!("M365_SIM_GPS={}", path.display()));
     }
+    let shutdown = Shutdown::watch()?;
     lines.push("READY".to_owned());
     let mut out = std::io::stdout().lock();
     for line in &lines {
@@ -172,7 +174,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     out.flush().context("cannot write to stdout")?;
     drop(out);
 
-    wait_for_shutdown().await?;
+    shutdown.wait().await;
     tracing::info!("shutting down");
     drop(gps);
     drop(served);
@@ -220,12 +222,25 @@ fn start_gps(
     handle.context("cannot open a pty for the emulated GPS device")
 }
 
-async fn wait_for_shutdown() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot watch SIGTERM")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("cannot watch SIGINT")?,
-        _ = term.recv() => {}
+/// SIGINT and SIGTERM, watched from before `READY` is printed: a script may signal the moment
+/// it reads `READY`, and the default action would kill the process without cleaning up.
+struct Shutdown {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Shutdown {
+    fn watch() -> anyhow::Result<Shutdown> {
+        Ok(Shutdown {
+            interrupt: signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
 }
