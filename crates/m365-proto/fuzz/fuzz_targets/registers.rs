@@ -1,5 +1,6 @@
 //! Runs every register decoder on a frame built from arbitrary bytes (DIR, RW, ATTR, payload),
-//! and on the same payload presented as an ESC and a BMS read answer: no decoder may panic.
+//! and on the same payload presented as an ESC and a BMS read answer, and parses it as a
+//! request the way the simulator does: no decoder may panic.
 #![no_main]
 #![forbid(unsafe_code)]
 
@@ -10,6 +11,7 @@ use m365_proto::registers::battery::{BatteryInfo, CellVoltages};
 use m365_proto::registers::bms::{self, BmsStatus, ChargeCounts, ManufactureDate};
 use m365_proto::registers::esc::{self, SessionTimes, TotalTimes};
 use m365_proto::registers::motor_info::MotorInfo;
+use m365_proto::registers::request::Request;
 use m365_proto::registers::settings::{self, Settings, SpeedMode};
 use m365_proto::registers::write::WriteAck;
 
@@ -46,6 +48,7 @@ fn decode_all(f: &Frame) {
     let _ = ManufactureDate::decode(f).map(|d| d.to_string());
     let _ = BmsStatus::decode(f).map(|s| s.charging());
     let _ = WriteAck::decode(f).map(|a| a.accepted());
+    let _ = Request::parse(f);
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -59,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
         payload: payload.to_vec(),
     };
     decode_all(&frame);
-    for dir in [0x23, 0x25] {
+    for dir in [0x20, 0x22, 0x23, 0x25] {
         decode_all(&Frame {
             dir,
             rw: 0x01,
