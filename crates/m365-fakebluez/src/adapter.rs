@@ -4,16 +4,18 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
+use futures_lite::StreamExt;
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use uuid::Uuid;
-use zbus::interface;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{ObjectPath, OwnedValue};
+use zbus::{Connection, interface};
 
 use crate::bluez_error::BluezError;
 use crate::connection;
+use crate::paths::{ADAPTER_IFACE, ADAPTER_PATH};
 use crate::state::Shared;
 
 /// The adapter object.
@@ -49,6 +51,55 @@ fn filter_uuids(filter: &HashMap<String, OwnedValue>) -> Result<Vec<Uuid>, Bluez
     list.iter()
         .map(|s| Uuid::parse_str(s).map_err(|_| invalid()))
         .collect()
+}
+
+/// Ends the discovery sessions of clients that leave the bus, as BlueZ does; otherwise a
+/// crashed client would leave the adapter discovering forever. Runs until aborted.
+pub(crate) async fn end_sessions_of_departed_clients(shared: Weak<Shared>, conn: Connection) {
+    let stream = match zbus::fdo::DBusProxy::new(&conn).await {
+        Ok(proxy) => proxy.receive_name_owner_changed().await,
+        Err(e) => Err(e),
+    };
+    let mut stream = match stream {
+        Ok(stream) => stream,
+        Err(e) => {
+            warn!("cannot watch clients leaving the bus: {e}");
+            return;
+        }
+    };
+    while let Some(signal) = stream.next().await {
+        let Ok(args) = signal.args() else {
+            continue;
+        };
+        if args.new_owner().is_some() {
+            continue;
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let name = args.name().to_string();
+        let stopped = {
+            let mut world = shared.world();
+            let was = world.discovering();
+            world.discovery_clients.remove(&name);
+            let stopped = was && !world.discovering();
+            if stopped {
+                world.discovery_started = None;
+                world.filter_uuids.clear();
+            }
+            stopped
+        };
+        if stopped {
+            info!(client = name, "discovery stopped: its client left the bus");
+            crate::signals::properties_changed(
+                &conn,
+                ADAPTER_PATH,
+                ADAPTER_IFACE,
+                vec![("Discovering", false.into())],
+            )
+            .await;
+        }
+    }
 }
 
 fn sender(header: &Header<'_>) -> String {

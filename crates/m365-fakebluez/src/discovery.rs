@@ -149,3 +149,118 @@ pub(crate) async fn step(shared: &Arc<Shared>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::FakeConfig;
+    use crate::heart_rate::HeartRateMonitor;
+    use crate::peripheral::Peripheral;
+    use crate::state::Device;
+
+    const ADDR: Address = Address::new([0xC0, 0xFF, 0xEE, 0, 0, 1]);
+
+    /// A fake with one heart-rate monitor and no bus: the discovery decisions are observable
+    /// through the `exported` flag, and bus operations are skipped.
+    fn fake(config: FakeConfig) -> Arc<Shared> {
+        let shared = Arc::new(Shared::new(config));
+        let hrm = HeartRateMonitor::new(ADDR, 60);
+        let device = Device::new(
+            Box::new(HeartRateMonitor::new(ADDR, 60)),
+            hrm.advertisement(),
+            &hrm.services(),
+            &shared.config,
+        );
+        shared.world().devices.insert(ADDR, device);
+        shared
+    }
+
+    fn start_discovery(shared: &Shared) {
+        let mut world = shared.world();
+        world.discovery_clients.insert(":1.7".into());
+        world.discovery_started = Some(Instant::now());
+    }
+
+    fn exported(shared: &Shared) -> bool {
+        shared.world().devices[&ADDR].exported
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn devices_appear_only_after_the_discovery_delay() {
+        let shared = fake(FakeConfig::default());
+        step(&shared).await;
+        assert!(!exported(&shared), "visible without a scan");
+        start_discovery(&shared);
+        tokio::time::advance(Duration::from_millis(99)).await;
+        step(&shared).await;
+        assert!(!exported(&shared), "visible before the discovery delay");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        step(&shared).await;
+        assert!(exported(&shared));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn filtered_out_devices_stay_hidden() {
+        let shared = fake(FakeConfig::default());
+        start_discovery(&shared);
+        shared.world().filter_uuids = vec![uuid::Uuid::from_u128(0xfe95)];
+        tokio::time::advance(Duration::from_secs(1)).await;
+        step(&shared).await;
+        assert!(!exported(&shared));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn out_of_range_devices_are_forgotten_then_found_again() {
+        let config = FakeConfig {
+            temporary_timeout: Duration::from_secs(30),
+            ..FakeConfig::default()
+        };
+        let shared = fake(config);
+        start_discovery(&shared);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        step(&shared).await;
+        assert!(exported(&shared));
+
+        let now = Instant::now();
+        shared
+            .world()
+            .devices
+            .get_mut(&ADDR)
+            .unwrap()
+            .faults
+            .out_of_range = Some((now, now + Duration::from_secs(60)));
+        tokio::time::advance(Duration::from_secs(29)).await;
+        step(&shared).await;
+        assert!(
+            exported(&shared),
+            "forgotten before BlueZ's temporary timeout"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        step(&shared).await;
+        assert!(!exported(&shared), "kept after the temporary timeout");
+        tokio::time::advance(Duration::from_secs(29)).await;
+        step(&shared).await;
+        assert!(
+            !exported(&shared),
+            "back before the out-of-range period ended"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        step(&shared).await;
+        assert!(exported(&shared));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rssi_is_published_only_when_it_changes() {
+        let shared = fake(FakeConfig::default());
+        start_discovery(&shared);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        step(&shared).await;
+        let published = || shared.world().devices[&ADDR].published_rssi;
+        assert_eq!(published(), Some(-75));
+        shared.world().devices.get_mut(&ADDR).unwrap().rssi_override = Some(-40);
+        step(&shared).await;
+        assert_eq!(published(), Some(-40));
+    }
+}

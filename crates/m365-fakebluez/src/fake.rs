@@ -39,7 +39,8 @@ pub enum FakeError {
 #[derive(Debug)]
 pub struct FakeBluez {
     shared: Arc<Shared>,
-    discovery: JoinHandle<()>,
+    /// Discovery and client watching; they hold only weak references to the state.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl FakeBluez {
@@ -67,11 +68,17 @@ impl FakeBluez {
             .build()
             .await
             .map_err(bus_err)?;
+        let tasks = vec![
+            tokio::spawn(crate::discovery::run(Arc::downgrade(&shared))),
+            tokio::spawn(crate::adapter::end_sessions_of_departed_clients(
+                Arc::downgrade(&shared),
+                conn.clone(),
+            )),
+        ];
         // Cannot fail: `shared` is fresh.
         let _ = shared.conn.set(conn);
-        let discovery = tokio::spawn(crate::discovery::run(Arc::downgrade(&shared)));
         info!(bus = bus_address, "fake BlueZ serving org.bluez");
-        Ok(FakeBluez { shared, discovery })
+        Ok(FakeBluez { shared, tasks })
     }
 
     /// Adds a simulated peripheral. It appears to a running (or the next) scan after the
@@ -113,6 +120,8 @@ impl FakeBluez {
 
 impl Drop for FakeBluez {
     fn drop(&mut self) {
-        self.discovery.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }

@@ -31,7 +31,8 @@
 //! libdbus reads `DBUS_SYSTEM_BUS_ADDRESS` once per process, and Rust 2024 makes setting the
 //! environment of a running process `unsafe`; tests therefore use
 //! [`isolation::isolated_bus`], which re-runs each test in a child process that has the
-//! variable set from the start.
+//! variable set from the start, and single programs (benchmarks, demos) call
+//! [`isolation::reexec_with_private_bus`] first thing in `main`.
 //!
 //! # Runtime: drive btleplug on a current-thread runtime
 //! bluez-async 0.9 (btleplug's Linux backend) spawns a task when a notification or event stream
@@ -40,7 +41,8 @@
 //! On a current-thread runtime this does not happen. Drive btleplug (and this fake, in tests)
 //! from a current-thread runtime (`#[tokio::test]`'s default, or
 //! `tokio::runtime::Builder::new_current_thread()`), and never build with `panic = "abort"`
-//! around it.
+//! around it. For the same reason btleplug's streams must be dropped inside the runtime (a
+//! drop outside any runtime panics).
 //!
 //! # Behaviour, as btleplug sees it
 //! - Devices appear (InterfacesAdded) [`FakeConfig::discovery_delay`] after a scan starts, if

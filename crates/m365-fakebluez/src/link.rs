@@ -123,3 +123,131 @@ impl Link {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::config::FakeConfig;
+    use crate::heart_rate::{BODY_SENSOR_LOCATION, HEART_RATE_MEASUREMENT, HeartRateMonitor};
+    use crate::link_timing::{ConnectionEvents, LinkTiming};
+    use crate::peripheral::Peripheral;
+    use crate::state::{Device, LinkSession};
+
+    const ADDR: Address = Address::new([0xC0, 0xFF, 0xEE, 0, 0, 2]);
+
+    /// A connected heart-rate monitor without a bus, its link and the notification queue.
+    fn connected() -> (Arc<Shared>, Link, mpsc::Receiver<Outgoing>) {
+        let shared = Arc::new(Shared::new(FakeConfig::default()));
+        let hrm = HeartRateMonitor::new(ADDR, 60);
+        let mut device = Device::new(
+            Box::new(HeartRateMonitor::new(ADDR, 60)),
+            hrm.advertisement(),
+            &hrm.services(),
+            &shared.config,
+        );
+        let (tx, rx) = mpsc::channel(NOTIFY_QUEUE);
+        device.generation = 1;
+        device.connected = true;
+        device.link = Some(LinkSession {
+            generation: 1,
+            started: Instant::now(),
+            events: ConnectionEvents::new(LinkTiming::instant()),
+            notify_tx: tx,
+        });
+        shared.world().devices.insert(ADDR, device);
+        let link = Link {
+            shared: Arc::downgrade(&shared),
+            address: ADDR,
+            generation: 1,
+        };
+        (shared, link, rx)
+    }
+
+    fn subscribe(shared: &Shared) {
+        let mut world = shared.world();
+        let device = world.devices.get_mut(&ADDR).unwrap();
+        let path = device
+            .layout
+            .by_uuid(HEART_RATE_MEASUREMENT)
+            .unwrap()
+            .path
+            .clone();
+        device.chars.get_mut(&path).unwrap().notifying = true;
+    }
+
+    #[tokio::test]
+    async fn notifications_need_a_subscription_and_a_notifying_characteristic() {
+        let (shared, link, mut rx) = connected();
+        assert_eq!(
+            link.notify(HEART_RATE_MEASUREMENT, &[0, 60]),
+            Err(LinkError::NotSubscribed(HEART_RATE_MEASUREMENT))
+        );
+        assert_eq!(
+            link.notify(BODY_SENSOR_LOCATION, &[1]),
+            Err(LinkError::NotNotifiable(BODY_SENSOR_LOCATION))
+        );
+        let unknown = Uuid::from_u128(42);
+        assert_eq!(
+            link.notify(unknown, &[1]),
+            Err(LinkError::UnknownCharacteristic(unknown))
+        );
+        subscribe(&shared);
+        link.notify(HEART_RATE_MEASUREMENT, &[0, 61]).unwrap();
+        let out = rx.recv().await.unwrap();
+        assert_eq!(out.data, [0, 61]);
+        assert!(out.char_path.ends_with("/char000b"), "{}", out.char_path);
+    }
+
+    #[tokio::test]
+    async fn payload_is_bounded_by_the_mtu() {
+        let (shared, link, _rx) = connected();
+        subscribe(&shared);
+        assert!(link.notify(HEART_RATE_MEASUREMENT, &[0; 20]).is_ok());
+        assert_eq!(
+            link.notify(HEART_RATE_MEASUREMENT, &[0; 21]),
+            Err(LinkError::TooLong { len: 21, max: 20 })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_reported() {
+        let (shared, link, _rx) = connected();
+        subscribe(&shared);
+        for _ in 0..NOTIFY_QUEUE {
+            link.notify(HEART_RATE_MEASUREMENT, &[0]).unwrap();
+        }
+        assert_eq!(
+            link.notify(HEART_RATE_MEASUREMENT, &[0]),
+            Err(LinkError::QueueFull)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_old_link_stays_dead_after_a_reconnect() {
+        let (shared, link, _rx) = connected();
+        subscribe(&shared);
+        assert!(link.is_connected());
+        {
+            let mut world = shared.world();
+            let device = world.devices.get_mut(&ADDR).unwrap();
+            let session = device.link.as_mut().unwrap();
+            // A reconnect: same device, next generation.
+            session.generation = 2;
+            device.generation = 2;
+        }
+        assert!(!link.is_connected());
+        assert_eq!(
+            link.notify(HEART_RATE_MEASUREMENT, &[0]),
+            Err(LinkError::NotConnected)
+        );
+        drop(shared);
+        assert_eq!(
+            link.notify(HEART_RATE_MEASUREMENT, &[0]),
+            Err(LinkError::NotConnected)
+        );
+    }
+}

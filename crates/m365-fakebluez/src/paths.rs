@@ -7,6 +7,7 @@ pub const ADAPTER_PATH: &str = "/org/bluez/hci0";
 /// The name the fake owns on the bus.
 pub const BLUEZ_NAME: &str = "org.bluez";
 
+pub(crate) const ADAPTER_IFACE: &str = "org.bluez.Adapter1";
 pub(crate) const DEVICE_IFACE: &str = "org.bluez.Device1";
 pub(crate) const CHAR_IFACE: &str = "org.bluez.GattCharacteristic1";
 

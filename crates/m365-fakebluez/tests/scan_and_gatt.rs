@@ -10,9 +10,11 @@ use common::*;
 use futures::StreamExt;
 use m365_fakebluez::isolation::isolated_bus;
 use m365_fakebluez::{
-    Address, FakeBluez, HEART_RATE_MEASUREMENT, HeartRateMonitor, LinkError, WriteKind,
+    ADAPTER_PATH, Address, BLUEZ_NAME, FakeBluez, HEART_RATE_MEASUREMENT, HeartRateMonitor,
+    LinkError, WriteKind,
 };
 
+const ADAPTER: &str = "org.bluez.Adapter1";
 const HRM: Address = Address::new([0xC0, 0xFF, 0xEE, 0x00, 0x00, 0x01]);
 
 #[tokio::test]
@@ -234,4 +236,69 @@ async fn unrelated_device_works_too() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("Write not permitted"), "{err}");
+}
+
+#[tokio::test]
+async fn discovery_ends_when_its_client_leaves_the_bus() {
+    let Some(bus) = isolated_bus("discovery_ends_when_its_client_leaves_the_bus") else {
+        return;
+    };
+    let _fake = FakeBluez::start(bus.address()).await.unwrap();
+    let connect = || async {
+        zbus::connection::Builder::address(bus.address())
+            .unwrap()
+            .build()
+            .await
+            .unwrap()
+    };
+    let watcher = connect().await;
+    let props = zbus::fdo::PropertiesProxy::builder(&watcher)
+        .destination(BLUEZ_NAME)
+        .unwrap()
+        .path(ADAPTER_PATH)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let mut changes = props.receive_properties_changed().await.unwrap();
+    let mut next_discovering = async || {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let signal = changes.next().await.expect("signal stream");
+                let args = signal.args().unwrap();
+                if let Some(v) = args.changed_properties().get("Discovering") {
+                    return bool::try_from(v).unwrap();
+                }
+            }
+        })
+        .await
+        .expect("Discovering changed")
+    };
+
+    let client = connect().await;
+    client
+        .call_method(
+            Some(BLUEZ_NAME),
+            ADAPTER_PATH,
+            Some(ADAPTER),
+            "StartDiscovery",
+            &(),
+        )
+        .await
+        .unwrap();
+    assert!(next_discovering().await);
+    // A second StartDiscovery from the same client is refused, as by BlueZ.
+    let err = client
+        .call_method(
+            Some(BLUEZ_NAME),
+            ADAPTER_PATH,
+            Some(ADAPTER),
+            "StartDiscovery",
+            &(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("InProgress"), "{err}");
+    client.close().await.unwrap();
+    assert!(!next_discovering().await);
 }
