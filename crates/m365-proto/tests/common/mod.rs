@@ -36,7 +36,10 @@ pub fn str_field<'a>(entry: &'a Value, key: &str) -> &'a str {
 
 /// The entry's `name`.
 pub fn name(entry: &Value) -> &str {
-    entry.get("name").and_then(Value::as_str).unwrap_or("<unnamed>")
+    entry
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("<unnamed>")
 }
 
 /// Whether the entry is marked `verified: false` or NONSTANDARD, i.e. tested for what its note
@@ -48,5 +51,7 @@ pub fn is_exceptional(entry: &Value) -> bool {
 
 /// Every category name in the file, so a test can assert that each one is covered somewhere.
 pub fn categories(v: &Value) -> Vec<String> {
-    v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
+    v.as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default()
 }
