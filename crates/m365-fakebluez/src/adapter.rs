@@ -53,6 +53,48 @@ fn filter_uuids(filter: &HashMap<String, OwnedValue>) -> Result<Vec<Uuid>, Bluez
         .collect()
 }
 
+/// Powers the adapter on or off. Off, like BlueZ: every discovery session ends, every link
+/// drops, and scans and connects answer `NotReady` until it is powered again. `emit_powered`:
+/// also signal the Powered change (a D-Bus property set has zbus do that).
+pub(crate) async fn set_powered(shared: &Arc<Shared>, powered: bool, emit_powered: bool) {
+    let (stopped_discovery, connected) = {
+        let mut world = shared.world();
+        world.powered = powered;
+        if powered {
+            (false, Vec::new())
+        } else {
+            let was = world.discovering();
+            world.discovery_clients.clear();
+            world.discovery_started = None;
+            world.filter_uuids.clear();
+            let connected: Vec<_> = world
+                .devices
+                .values()
+                .filter(|d| d.connected)
+                .map(|d| d.address)
+                .collect();
+            (was, connected)
+        }
+    };
+    info!(powered, "adapter power");
+    let Some(conn) = shared.conn.get() else {
+        return;
+    };
+    let mut changed = Vec::new();
+    if emit_powered {
+        changed.push(("Powered", powered.into()));
+    }
+    if stopped_discovery {
+        changed.push(("Discovering", false.into()));
+    }
+    if !changed.is_empty() {
+        crate::signals::properties_changed(conn, ADAPTER_PATH, ADAPTER_IFACE, changed).await;
+    }
+    for address in connected {
+        connection::disconnect(shared, address, connection::Cause::LinkLoss).await;
+    }
+}
+
 /// Ends the discovery sessions of clients that leave the bus, as BlueZ does; otherwise a
 /// crashed client would leave the adapter discovering forever. Runs until aborted.
 pub(crate) async fn end_sessions_of_departed_clients(shared: Weak<Shared>, conn: Connection) {
@@ -241,12 +283,18 @@ impl AdapterIface {
         self.shared.upgrade().is_some_and(|s| s.world().powered)
     }
 
-    /// btleplug's start_scan sets Powered=true first, so it must be writable.
+    /// btleplug's start_scan sets Powered=true first, so it must be writable. (zbus emits the
+    /// Powered change itself after a D-Bus set.)
     #[zbus(property)]
-    fn set_powered(&self, powered: bool) {
-        if let Some(shared) = self.shared.upgrade() {
-            shared.world().powered = powered;
+    async fn set_powered(&self, powered: bool) -> zbus::fdo::Result<()> {
+        let Some(shared) = self.shared.upgrade() else {
+            return Ok(());
+        };
+        if powered && shared.world().rfkill_blocked {
+            return Err(zbus::fdo::Error::Failed("Blocked through rfkill".into()));
         }
+        set_powered(&shared, powered, false).await;
+        Ok(())
     }
 
     #[zbus(property)]

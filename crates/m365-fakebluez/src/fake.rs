@@ -112,6 +112,19 @@ impl FakeBluez {
             })
     }
 
+    /// Powers the adapter off and blocks it, as `rfkill block` would: every link drops,
+    /// discovery ends, connects answer `org.bluez.Error.NotReady`, and a client's attempt to
+    /// power it on (btleplug's `start_scan` does) fails. `true` unblocks and powers it on.
+    pub async fn set_powered(&self, powered: bool) {
+        self.shared.world().rfkill_blocked = !powered;
+        crate::adapter::set_powered(&self.shared, powered, true).await;
+    }
+
+    /// Whether the adapter is powered.
+    pub fn is_powered(&self) -> bool {
+        self.shared.world().powered
+    }
+
     /// The settings this instance runs with.
     pub fn config(&self) -> &FakeConfig {
         &self.shared.config

@@ -58,6 +58,8 @@ impl Shared {
 #[derive(Debug)]
 pub(crate) struct World {
     pub(crate) powered: bool,
+    /// Powered off from outside (rfkill): clients cannot power it on.
+    pub(crate) rfkill_blocked: bool,
     /// Unique bus names of the clients that called `StartDiscovery`.
     pub(crate) discovery_clients: BTreeSet<String>,
     pub(crate) discovery_started: Option<Instant>,
@@ -71,6 +73,7 @@ impl Default for World {
         World {
             // A fake adapter starts powered, like a Pi whose bluetoothd brought hci0 up.
             powered: true,
+            rfkill_blocked: false,
             discovery_clients: BTreeSet::new(),
             discovery_started: None,
             filter_uuids: Vec::new(),

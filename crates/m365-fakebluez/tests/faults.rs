@@ -233,3 +233,32 @@ async fn second_instance_cannot_take_the_name() {
         other => panic!("a second org.bluez was accepted: {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn powered_off_adapter_drops_links_and_refuses_work() {
+    let Some(bus) = isolated_bus("powered_off_adapter_drops_links_and_refuses_work") else {
+        return;
+    };
+    let fake = FakeBluez::start(bus.address()).await.unwrap();
+    let control = fake.add_peripheral(Echo::new(1, -60)).unwrap();
+    let (adapter, mut events) = central().await;
+    let p = scan_for(&adapter, &mut events, 1).await;
+    connect_and_subscribe(&p).await;
+
+    fake.set_powered(false).await;
+    wait_disconnected(&mut events, &p.id()).await;
+    assert!(!fake.is_powered());
+    let err = p.connect().await.unwrap_err();
+    assert!(err.to_string().contains("Resource Not Ready"), "{err}");
+    // The scan ended with the power: there is no session left to stop.
+    adapter.stop_scan().await.unwrap_err();
+    // btleplug powers the adapter before scanning; rfkill does not let it.
+    assert!(adapter.start_scan(Default::default()).await.is_err());
+
+    fake.set_powered(true).await;
+    adapter.start_scan(Default::default()).await.unwrap();
+    connect_and_subscribe(&p).await;
+    let counters = control.counters();
+    assert_eq!((counters.connects, counters.successful_connects), (3, 2));
+    assert_eq!(counters.link_drops, 1);
+}
