@@ -323,3 +323,62 @@ async fn deliver(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::heart_rate::HEART_RATE_MEASUREMENT;
+    use crate::link_timing::LinkTiming;
+    use crate::state::testing::{ADDR, connected_hrm, subscribe, value};
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[tokio::test(start_paused = true)]
+    async fn pump_releases_notifications_at_connection_events() {
+        let (shared, link, rx) = connected_hrm(LinkTiming::paced(10 * MS, 4));
+        subscribe(&shared, HEART_RATE_MEASUREMENT);
+        tokio::spawn(deliver(Arc::downgrade(&shared), ADDR, 1, rx));
+        for i in 0..6 {
+            link.notify(HEART_RATE_MEASUREMENT, &[0, i]).unwrap();
+        }
+        // Event 0 (now) carries four, event 1 (10 ms) the other two.
+        tokio::time::sleep(MS).await;
+        assert_eq!(value(&shared, HEART_RATE_MEASUREMENT), [0, 3]);
+        tokio::time::sleep(8 * MS).await;
+        assert_eq!(value(&shared, HEART_RATE_MEASUREMENT), [0, 3]);
+        tokio::time::sleep(2 * MS).await;
+        assert_eq!(value(&shared, HEART_RATE_MEASUREMENT), [0, 5]);
+        let stats = shared.world().devices[&ADDR]
+            .link
+            .as_ref()
+            .unwrap()
+            .events
+            .stats();
+        assert_eq!((stats.packets, stats.connection_events), (6, 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pump_drops_what_was_queued_when_the_central_unsubscribed() {
+        let (shared, link, rx) = connected_hrm(LinkTiming::paced(10 * MS, 1));
+        subscribe(&shared, HEART_RATE_MEASUREMENT);
+        tokio::spawn(deliver(Arc::downgrade(&shared), ADDR, 1, rx));
+        link.notify(HEART_RATE_MEASUREMENT, &[0, 1]).unwrap();
+        link.notify(HEART_RATE_MEASUREMENT, &[0, 2]).unwrap();
+        tokio::time::sleep(MS).await;
+        assert_eq!(value(&shared, HEART_RATE_MEASUREMENT), [0, 1]);
+        for state in shared
+            .world()
+            .devices
+            .get_mut(&ADDR)
+            .unwrap()
+            .chars
+            .values_mut()
+        {
+            state.notifying = false;
+        }
+        tokio::time::sleep(20 * MS).await;
+        assert_eq!(value(&shared, HEART_RATE_MEASUREMENT), [0, 1]);
+    }
+}

@@ -64,6 +64,8 @@
 //!   [`BluezError::le_connection_abort_by_local`]).
 //! - [`DeviceControl::stale_in_progress`]: connects answer `InProgress` until the client calls
 //!   `RemoveDevice`.
+//! - [`FakeBluez::set_powered`]`(false)`: the adapter is powered off and rfkill-blocked, links
+//!   drop, scans and connects fail until it is powered on again.
 //! - [`DeviceControl::set_connect_delay`], [`DeviceControl::set_rssi`], and
 //!   [`DeviceControl::counters`] to check what the client did.
 //!
@@ -72,8 +74,8 @@
 //! connection interval, at most N packets per event, both directions together); notifications,
 //! writes and read/write responses wait for their event, so throughput measured through the
 //! fake has the shape of a real link. The default, [`LinkTiming::instant`], delivers at once.
-//! See [`link_timing`](LinkTiming) for the exact rules; [`DeviceControl::link_stats`] counts
-//! packets and connection events.
+//! See [`LinkTiming`] for the exact rules; [`DeviceControl::link_stats`] counts packets and
+//! connection events.
 #![forbid(unsafe_code)]
 
 mod adapter;

@@ -131,40 +131,13 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::config::FakeConfig;
-    use crate::heart_rate::{BODY_SENSOR_LOCATION, HEART_RATE_MEASUREMENT, HeartRateMonitor};
-    use crate::link_timing::{ConnectionEvents, LinkTiming};
-    use crate::peripheral::Peripheral;
-    use crate::state::{Device, LinkSession};
+    use crate::heart_rate::{BODY_SENSOR_LOCATION, HEART_RATE_MEASUREMENT};
+    use crate::link_timing::LinkTiming;
 
-    const ADDR: Address = Address::new([0xC0, 0xFF, 0xEE, 0, 0, 2]);
+    const ADDR: Address = crate::state::testing::ADDR;
 
-    /// A connected heart-rate monitor without a bus, its link and the notification queue.
     fn connected() -> (Arc<Shared>, Link, mpsc::Receiver<Outgoing>) {
-        let shared = Arc::new(Shared::new(FakeConfig::default()));
-        let hrm = HeartRateMonitor::new(ADDR, 60);
-        let mut device = Device::new(
-            Box::new(HeartRateMonitor::new(ADDR, 60)),
-            hrm.advertisement(),
-            &hrm.services(),
-            &shared.config,
-        );
-        let (tx, rx) = mpsc::channel(NOTIFY_QUEUE);
-        device.generation = 1;
-        device.connected = true;
-        device.link = Some(LinkSession {
-            generation: 1,
-            started: Instant::now(),
-            events: ConnectionEvents::new(LinkTiming::instant()),
-            notify_tx: tx,
-        });
-        shared.world().devices.insert(ADDR, device);
-        let link = Link {
-            shared: Arc::downgrade(&shared),
-            address: ADDR,
-            generation: 1,
-        };
-        (shared, link, rx)
+        crate::state::testing::connected_hrm(LinkTiming::instant())
     }
 
     fn subscribe(shared: &Shared) {

@@ -21,6 +21,14 @@
 use std::time::Duration;
 
 /// Pacing parameters of a simulated link.
+///
+/// The model: connection events happen every connection interval from the moment the link
+/// comes up; a packet (write, write or read response, CCCD write, notification) goes out in the
+/// first event at or after the moment it is ready that still has room; an event carries at most
+/// `packets_per_event` packets, both directions together; the answer to a request goes out no
+/// earlier than the event after the request's. Throughput is therefore
+/// `packets_per_event × payload / interval`, and bursts arrive in clumps at event boundaries.
+/// [`LinkTiming::instant`] (the default) turns pacing off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LinkTiming {
     /// `None`: instant delivery. `Some`: connection interval and packets per event (≥ 1).

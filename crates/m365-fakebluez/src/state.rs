@@ -326,6 +326,64 @@ impl GattLayout {
     }
 }
 
+/// Fixtures for unit tests: a connected device with no bus behind it.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::heart_rate::HeartRateMonitor;
+    use crate::link::{Link, NOTIFY_QUEUE};
+
+    /// Address of the fixture device.
+    pub(crate) const ADDR: Address = Address::new([0xC0, 0xFF, 0xEE, 0, 0, 2]);
+
+    /// A heart-rate monitor with a link of generation 1 that came up now, its [`Link`] and the
+    /// receiving end of its notification queue.
+    pub(crate) fn connected_hrm(
+        timing: LinkTiming,
+    ) -> (Arc<Shared>, Link, mpsc::Receiver<Outgoing>) {
+        let shared = Arc::new(Shared::new(FakeConfig::default()));
+        let hrm = HeartRateMonitor::new(ADDR, 60);
+        let mut device = Device::new(
+            Box::new(HeartRateMonitor::new(ADDR, 60)),
+            crate::Peripheral::advertisement(&hrm),
+            &crate::Peripheral::services(&hrm),
+            &shared.config,
+        );
+        let (tx, rx) = mpsc::channel(NOTIFY_QUEUE);
+        device.generation = 1;
+        device.connected = true;
+        device.link = Some(LinkSession {
+            generation: 1,
+            started: Instant::now(),
+            events: ConnectionEvents::new(timing),
+            notify_tx: tx,
+        });
+        shared.world().devices.insert(ADDR, device);
+        let link = Link {
+            shared: Arc::downgrade(&shared),
+            address: ADDR,
+            generation: 1,
+        };
+        (shared, link, rx)
+    }
+
+    /// Marks `characteristic` of the fixture device as subscribed.
+    pub(crate) fn subscribe(shared: &Shared, characteristic: Uuid) {
+        let mut world = shared.world();
+        let device = world.devices.get_mut(&ADDR).unwrap();
+        let path = device.layout.by_uuid(characteristic).unwrap().path.clone();
+        device.chars.get_mut(&path).unwrap().notifying = true;
+    }
+
+    /// The cached value of `characteristic` of the fixture device.
+    pub(crate) fn value(shared: &Shared, characteristic: Uuid) -> Vec<u8> {
+        let world = shared.world();
+        let device = &world.devices[&ADDR];
+        let path = &device.layout.by_uuid(characteristic).unwrap().path;
+        device.chars[path].value.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
