@@ -47,7 +47,10 @@ fn benches(c: &mut Criterion) {
     c.bench_function("miauth_full_sample_round_trip", |b| {
         b.iter(|| {
             for request in &sample {
-                black_box(bench.request(&mut client, request));
+                // A lost answer would make the loop measure nothing: insist on each one.
+                let answer = bench.request(&mut client, request);
+                assert!(answer.is_some(), "no answer to {request:?}");
+                black_box(answer);
             }
         })
     });

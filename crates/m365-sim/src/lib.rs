@@ -9,6 +9,7 @@
 //! - [`faults`]: misbehaviour on demand or on a schedule, and counters of what the scooter saw.
 //! - [`link`]: the BLE link timing model (connection events, 20-byte packets, link limit).
 //! - [`state_file`]: the pairing a scooter remembers across restarts.
+//! - [`config`], [`event`]: how a scooter is set up, and what it reports.
 //! - [`scooter`]: the sans-IO scooter that ties it all together.
 //! - [`bluez`]: serves a scooter on the fake BlueZ (D-Bus), driving its timers and physics.
 
@@ -16,6 +17,8 @@
 
 pub mod battery;
 pub mod bluez;
+pub mod config;
+pub mod event;
 pub mod faults;
 pub mod link;
 pub mod profile;

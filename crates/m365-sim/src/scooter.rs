@@ -16,161 +16,26 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use m365_proto::control::{Control, Refusal};
+use m365_proto::control::Control;
 use m365_proto::encrypted::UartCipher;
 use m365_proto::frame::{Frame, HEADER_0, HEADER_PLAIN, RW_READ, RW_WRITE, RW_WRITE_ACK};
 use m365_proto::gatt::{ATT_PAYLOAD, CHAR_KEY, CHAR_VERSION, Char, Transmit};
 use m365_proto::keys::{Role, Token};
 use m365_proto::login::{self, DeviceLogin};
-use m365_proto::pairing::{self, DeviceConfig, DevicePairing, Did};
+use m365_proto::pairing::{self, DevicePairing, Did};
 use m365_proto::reassembly::Reassembler;
 use m365_proto::xor::Keystream;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 
+pub use crate::config::{DEFAULT_SESSION_GRACE, Processing, ScooterConfig};
+pub use crate::event::ScooterEvent;
 use crate::faults::{ConnectError, Counters, Fate, Fault, FaultAction, FaultSchedule, FaultState};
-use crate::link::{LinkClock, LinkTiming};
-use crate::profile::{Advertisement, Generation, Model, Profile, default_generation};
+use crate::link::LinkClock;
+use crate::profile::{Advertisement, Generation, Profile};
 use crate::registers::{Command, Registers, decode_write, unit_of_request};
-use crate::ride::{LoopPlan, Ride, Script};
+use crate::ride::Ride;
 use crate::state_file::{self, PairingState, StateError};
-
-/// How long a session survives a disconnect by default.
-pub const DEFAULT_SESSION_GRACE: Duration = Duration::from_secs(5);
-
-/// Everything that makes one simulated scooter what it is.
-#[derive(Debug, Clone)]
-pub struct ScooterConfig {
-    /// Model.
-    pub model: Model,
-    /// Protocol generation.
-    pub generation: Generation,
-    /// Seed of the identity (serials, address, keys) and of every random choice.
-    pub seed: u64,
-    /// Where the pairing is persisted (`None`: in memory only).
-    pub state_dir: Option<PathBuf>,
-    /// Press the power button automatically this long after each beep.
-    pub auto_press: Option<Duration>,
-    /// After a disconnect the session keys stay valid this long, so a quick reconnect can keep
-    /// using its session (counters continue); later a fresh login is required.
-    pub session_grace: Duration,
-    /// Link timing model (`None`: notifications leave as soon as they are ready, e.g. when the
-    /// fake BlueZ paces the link itself).
-    pub link: Option<LinkTiming>,
-    /// How long the ESC and BMS take to answer a request.
-    pub processing: Processing,
-    /// What the rider does.
-    pub script: Script,
-    /// Whether the BLE module holds a DID before any registration (an activated scooter). A
-    /// never-activated module sends the 4-byte info header only and adopts the client's DID.
-    pub activated: bool,
-    /// Power-button timing of registration.
-    pub button: DeviceConfig,
-    /// Login deadline.
-    pub login: login::Config,
-}
-
-impl ScooterConfig {
-    /// Defaults for `model` speaking its usual generation.
-    pub fn new(model: Model, seed: u64) -> ScooterConfig {
-        ScooterConfig {
-            model,
-            generation: default_generation(model),
-            seed,
-            state_dir: None,
-            auto_press: None,
-            session_grace: DEFAULT_SESSION_GRACE,
-            link: Some(LinkTiming::default()),
-            processing: Processing::default(),
-            script: Script::Loop(LoopPlan::default()),
-            activated: true,
-            button: DeviceConfig::default(),
-            login: login::Config::default(),
-        }
-    }
-
-    /// The same with `generation`.
-    pub fn with_generation(mut self, generation: Generation) -> ScooterConfig {
-        self.generation = generation;
-        self
-    }
-}
-
-/// Time between a request's arrival and the controller's answer being ready.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Processing {
-    /// ESC.
-    pub esc: Duration,
-    /// BMS (relayed through the ESC, so slower).
-    pub bms: Duration,
-}
-
-impl Processing {
-    /// No delay at all.
-    pub const NONE: Processing = Processing {
-        esc: Duration::ZERO,
-        bms: Duration::ZERO,
-    };
-
-    /// The delay of `unit`.
-    pub fn delay(&self, unit: m365_proto::registers::Unit) -> Duration {
-        match unit {
-            m365_proto::registers::Unit::Esc => self.esc,
-            m365_proto::registers::Unit::Bms => self.bms,
-        }
-    }
-}
-
-impl Default for Processing {
-    /// The delays of the default link model.
-    fn default() -> Self {
-        let t = LinkTiming::default();
-        Processing {
-            esc: t.esc_delay,
-            bms: t.bms_delay,
-        }
-    }
-}
-
-/// What the scooter reports to its driver.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ScooterEvent {
-    /// A client connected.
-    Connected,
-    /// The link ended.
-    Disconnected,
-    /// The scooter wants the link dropped (power-off, a link fault): the driver disconnects.
-    DropLink,
-    /// The scooter beeps: someone is registering, press the power button.
-    Beep,
-    /// A button press opened the registration window.
-    WindowOpened {
-        /// When it closes.
-        until: Instant,
-    },
-    /// A registration succeeded; the token is stored (and persisted).
-    Registered,
-    /// A registration failed (`12` sent).
-    RegistrationRejected(String),
-    /// The pairing could not be persisted; it stays valid in memory.
-    StateNotSaved(String),
-    /// A login succeeded; the UART is encrypted.
-    LoggedIn,
-    /// A login was refused (`E0`, `E2`).
-    LoginRefused(Refusal),
-    /// A login failed (`23` sent, or the client went silent).
-    LoginFailed(String),
-    /// A reconnect within the grace period resumed the previous session.
-    SessionResumed,
-    /// The session ended early (fault).
-    SessionExpired,
-    /// The ESC rebooted (0x78).
-    Rebooted,
-    /// The scooter powered off (0x79).
-    PoweredOff,
-    /// The power button turned the scooter on.
-    PoweredOn,
-}
 
 /// The UART state of one connection, per generation.
 #[derive(Debug)]

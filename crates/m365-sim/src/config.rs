@@ -1,0 +1,111 @@
+//! How a simulated scooter is set up: model and generation, identity seed, where its pairing
+//! is kept, the power-button and session behaviour, link and controller timing, and the ride.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use m365_proto::login;
+use m365_proto::pairing::DeviceConfig;
+
+use crate::link::LinkTiming;
+use crate::profile::{Generation, Model, default_generation};
+use crate::ride::{LoopPlan, Script};
+
+/// How long a session survives a disconnect by default.
+pub const DEFAULT_SESSION_GRACE: Duration = Duration::from_secs(5);
+
+/// Everything that makes one simulated scooter what it is.
+#[derive(Debug, Clone)]
+pub struct ScooterConfig {
+    /// Model.
+    pub model: Model,
+    /// Protocol generation.
+    pub generation: Generation,
+    /// Seed of the identity (serials, address, keys) and of every random choice.
+    pub seed: u64,
+    /// Where the pairing is persisted (`None`: in memory only).
+    pub state_dir: Option<PathBuf>,
+    /// Press the power button automatically this long after each beep.
+    pub auto_press: Option<Duration>,
+    /// After a disconnect the session keys stay valid this long, so a quick reconnect can keep
+    /// using its session (counters continue); later a fresh login is required. Xiaomi's library
+    /// drops the session at once (protocol.md §3.7): zero gives that strict behaviour, the
+    /// default lets clients' session-resume paths be exercised.
+    pub session_grace: Duration,
+    /// Link timing model (`None`: notifications leave as soon as they are ready, e.g. when the
+    /// fake BlueZ paces the link itself).
+    pub link: Option<LinkTiming>,
+    /// How long the ESC and BMS take to answer a request.
+    pub processing: Processing,
+    /// What the rider does.
+    pub script: Script,
+    /// Whether the BLE module holds a DID before any registration (an activated scooter). A
+    /// never-activated module sends the 4-byte info header only and adopts the client's DID.
+    pub activated: bool,
+    /// Power-button timing of registration.
+    pub button: DeviceConfig,
+    /// Login deadline.
+    pub login: login::Config,
+}
+
+impl ScooterConfig {
+    /// Defaults for `model` speaking its usual generation.
+    pub fn new(model: Model, seed: u64) -> ScooterConfig {
+        ScooterConfig {
+            model,
+            generation: default_generation(model),
+            seed,
+            state_dir: None,
+            auto_press: None,
+            session_grace: DEFAULT_SESSION_GRACE,
+            link: Some(LinkTiming::default()),
+            processing: Processing::default(),
+            script: Script::Loop(LoopPlan::default()),
+            activated: true,
+            button: DeviceConfig::default(),
+            login: login::Config::default(),
+        }
+    }
+
+    /// The same with `generation`.
+    pub fn with_generation(mut self, generation: Generation) -> ScooterConfig {
+        self.generation = generation;
+        self
+    }
+}
+
+/// Time between a request's arrival and the controller's answer being ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Processing {
+    /// ESC.
+    pub esc: Duration,
+    /// BMS (relayed through the ESC, so slower).
+    pub bms: Duration,
+}
+
+impl Processing {
+    /// No delay at all.
+    pub const NONE: Processing = Processing {
+        esc: Duration::ZERO,
+        bms: Duration::ZERO,
+    };
+
+    /// The delay of `unit`.
+    pub fn delay(&self, unit: m365_proto::registers::Unit) -> Duration {
+        match unit {
+            m365_proto::registers::Unit::Esc => self.esc,
+            m365_proto::registers::Unit::Bms => self.bms,
+        }
+    }
+}
+
+impl Default for Processing {
+    /// The delays of the default link model.
+    fn default() -> Self {
+        let t = LinkTiming::default();
+        Processing {
+            esc: t.esc_delay,
+            bms: t.bms_delay,
+        }
+    }
+}
