@@ -53,6 +53,9 @@
 //! - Link down (`Disconnect` or a fault): `ServicesResolved=false`, then `Connected=false`
 //!   (btleplug: `CentralEvent::DeviceDisconnected`), `on_disconnect`, GATT objects removed or
 //!   kept per [`GattOnDisconnect`].
+//! - Reads: like BlueZ, a read value becomes the characteristic's cached `Value` and is
+//!   signalled as changed, so btleplug's notification stream also yields it; clients should
+//!   match notifications by characteristic UUID.
 //! - Notifications are at most ATT MTU − 3 bytes (20 at the default MTU of 23), only delivered
 //!   while the central is subscribed, as `PropertiesChanged(Value)` on the characteristic.
 //!
