@@ -6,13 +6,13 @@
 //! from a start time through a [`FaultSchedule`]. [`Counters`] record every event a test may want
 //! to assert on.
 
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 
 /// How a connection attempt fails, named like the BlueZ D-Bus errors a client sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[error("{}: {}", self.dbus_name(), self.message())]
 pub enum ConnectError {
     /// `org.bluez.Error.Failed` "le-connection-abort-by-local" (the usual failure when the
     /// peripheral does not answer the connection request in time).
@@ -44,12 +44,6 @@ impl ConnectError {
             ConnectError::NotReady => "Resource Not Ready",
             ConnectError::AlreadyConnected => "Already Connected",
         }
-    }
-}
-
-impl fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.dbus_name(), self.message())
     }
 }
 

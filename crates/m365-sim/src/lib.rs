@@ -13,6 +13,34 @@
 //! - [`scooter`]: the sans-IO scooter that ties it all together.
 //! - [`bluez`]: serves a scooter on the fake BlueZ (D-Bus), driving its timers and physics.
 
+//!
+//! # Driving a scooter by hand
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//!
+//! use m365_proto::frame::Frame;
+//! use m365_proto::gatt::Char;
+//! use m365_sim::{Generation, Model, Scooter, ScooterConfig};
+//!
+//! // A classic m365 speaking plain 55 AA, with the link model off.
+//! let mut config = ScooterConfig::new(Model::M365, 1).with_generation(Generation::Plain);
+//! config.link = None;
+//! let mut scooter = Scooter::new(config)?;
+//! let t0 = Instant::now();
+//! scooter.connect(t0)?;
+//! scooter.step_physics(Duration::from_secs(60));
+//!
+//! // Read the ESC firmware version (2 bytes at 0x1A).
+//! let request = Frame { dir: 0x20, rw: 0x01, attr: 0x1A, payload: vec![2] };
+//! scooter.handle_write(t0, Char::UartWrite, &request.encode());
+//! let later = t0 + Duration::from_millis(50);
+//! scooter.handle_timeout(later);
+//! let answer = scooter.poll_transmit().expect("an answer");
+//! let frame = Frame::decode(&answer.data)?;
+//! assert_eq!(frame.payload, scooter.profile().firmware.esc.to_le_bytes());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod battery;
