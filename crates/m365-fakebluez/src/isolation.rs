@@ -79,7 +79,7 @@ const CHILD_TIMEOUT: Duration = Duration::from_secs(300);
 /// once), unless the environment variable `CI` is set: then it fails.
 ///
 /// # Panics
-/// This is a test helper: it panics (failing the test) when the child test fails, is not
+/// It is meant for tests: it panics (failing the test) when the child test fails, is not
 /// found, times out, or the bus cannot be started.
 pub fn isolated_bus(test_name: &str) -> Option<PrivateBus> {
     if let Ok(name) = std::env::var(CHILD_ENV) {

@@ -1,6 +1,6 @@
 //! Emitting `PropertiesChanged` for state the fake changes on its own (link up/down, RSSI,
 //! notifications). Property values live in the shared state, not in the interface structs, so
-//! the signal is built here instead of through zbus's generated `*_changed` helpers, which
+//! the signal is built here instead of through zbus's generated `*_changed` methods, which
 //! would need the interface lock.
 
 use std::borrow::Cow;

@@ -1,4 +1,4 @@
-//! Shared pieces of the btleplug integration tests: an echo peripheral, and helpers that drive
+//! Shared pieces of the btleplug integration tests: an echo peripheral, and functions that drive
 //! an unmodified btleplug central against the fake with bounded waits.
 #![allow(dead_code)] // Each test binary uses a different subset.
 
