@@ -231,3 +231,31 @@ fn fault_actions_are_reported_by_the_state() {
     assert_eq!(state.apply(now, Fault::MuteUart), FaultAction::None);
     assert!(state.mute_uart);
 }
+
+#[test]
+fn counters_match_what_happened() {
+    let (mut bench, mut client) = session(65);
+    // paired_session: connect, register, disconnect, connect, login.
+    for _ in 0..3 {
+        assert!(bench.request(&mut client, &esc::read_range()).is_some());
+    }
+    let ack =
+        m365_proto::registers::write::cruise(true, m365_proto::registers::write::WriteMode::Ack);
+    assert!(bench.request(&mut client, &ack).is_some());
+    let no_ack =
+        m365_proto::registers::write::cruise(false, m365_proto::registers::write::WriteMode::NoAck);
+    assert!(bench.request(&mut client, &no_ack).is_none());
+    let mut plain = UartClient::new(Generation::Plain);
+    assert!(bench.request(&mut plain, &esc::read_range()).is_none());
+    bench.disconnect();
+    let c = bench.scooter.counters();
+    assert_eq!((c.connects, c.disconnects), (2, 2));
+    assert_eq!(
+        (c.registration_attempts, c.registrations, c.beeps),
+        (1, 1, 1)
+    );
+    assert_eq!((c.logins, c.login_failures), (1, 0));
+    assert_eq!((c.reads, c.writes, c.rejected_frames), (3, 2, 1));
+    assert_eq!(c.notifications_sent, bench.received);
+    assert_eq!(c.notifications_dropped + c.notifications_corrupted, 0);
+}

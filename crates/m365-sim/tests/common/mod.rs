@@ -147,6 +147,8 @@ pub struct Bench {
     pub now: Instant,
     pub button: Button,
     pub events: Vec<ScooterEvent>,
+    /// Notifications taken from the scooter.
+    pub received: u64,
     press_at: Option<Instant>,
     rng: StdRng,
 }
@@ -167,6 +169,7 @@ impl Bench {
             now: start,
             button: Button::Never,
             events: Vec::new(),
+            received: 0,
             press_at: None,
             rng: StdRng::seed_from_u64(99),
         }
@@ -186,6 +189,13 @@ impl Bench {
         let now = self.now;
         self.scooter.disconnect(now);
         self.collect_events();
+    }
+
+    /// The next notification the scooter sends, counted.
+    fn take(&mut self) -> Option<Transmit> {
+        let t = self.scooter.poll_transmit()?;
+        self.received += 1;
+        Some(t)
     }
 
     /// Put a fault into force now.
@@ -216,7 +226,7 @@ impl Bench {
             let Some(t) = next else { break };
             self.now = self.now.max(t);
             self.tick();
-            while self.scooter.poll_transmit().is_some() {}
+            while self.take().is_some() {}
         }
         self.now = end;
         self.tick();
@@ -263,7 +273,7 @@ impl Bench {
                 self.write(t.char, &t.data);
                 moved = true;
             }
-            while let Some(t) = self.scooter.poll_transmit() {
+            while let Some(t) = self.take() {
                 assert!(
                     t.data.len() <= ATT_PAYLOAD,
                     "notification longer than 20 bytes"
@@ -337,7 +347,7 @@ impl Bench {
     pub fn await_answer(&mut self, client: &mut UartClient, limit: Duration) -> Option<Frame> {
         let end = self.now + limit;
         loop {
-            while let Some(t) = self.scooter.poll_transmit() {
+            while let Some(t) = self.take() {
                 if t.char == Char::UartNotify {
                     client.reassembler.push(&t.data);
                 }
@@ -406,7 +416,7 @@ impl Bench {
         // The answer cannot be decoded yet: take its wire bytes.
         let end = self.now + Duration::from_secs(2);
         let wire = loop {
-            while let Some(t) = self.scooter.poll_transmit() {
+            while let Some(t) = self.take() {
                 client.reassembler.push(&t.data);
             }
             if let Some(wire) = client.reassembler.next_frame() {
