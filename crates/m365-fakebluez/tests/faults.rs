@@ -262,3 +262,34 @@ async fn powered_off_adapter_drops_links_and_refuses_work() {
     assert_eq!((counters.connects, counters.successful_connects), (3, 2));
     assert_eq!(counters.link_drops, 1);
 }
+
+#[tokio::test]
+async fn kept_gatt_objects_survive_a_reconnect() {
+    let Some(bus) = isolated_bus("kept_gatt_objects_survive_a_reconnect") else {
+        return;
+    };
+    let fake = FakeBluez::start(bus.address()).await.unwrap();
+    let control = fake.add_peripheral(Echo::new(1, -60)).unwrap();
+    control.set_gatt_on_disconnect(GattOnDisconnect::Keep);
+    let (adapter, mut events) = central().await;
+    let p = scan_for(&adapter, &mut events, 1).await;
+    let write = connect_and_subscribe(&p).await;
+
+    control.drop_link(Duration::ZERO).await;
+    wait_disconnected(&mut events, &p.id()).await;
+    p.connect().await.unwrap();
+    // No rediscovery: the characteristic handles from before the drop still work, but the
+    // subscription did not survive the link.
+    let notify = find(&p.characteristics(), ECHO_NOTIFY);
+    p.subscribe(&notify).await.unwrap();
+    let mut notes = p.notifications().await.unwrap();
+    p.write(&write, b"kept", WriteType::WithoutResponse)
+        .await
+        .unwrap();
+    let note = tokio::time::timeout(WAIT, notes.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(note.value, b"kept");
+    assert_eq!(control.counters().start_notify, 2);
+}

@@ -230,7 +230,9 @@ async fn unrelated_device_works_too() {
         .unwrap()
         .unwrap();
     assert_eq!(note.value, [0x00, 72]);
-    // Writing a read-only/notify-only characteristic fails like BlueZ.
+    let err = p.read(&measurement).await.unwrap_err();
+    assert!(err.to_string().contains("Read not permitted"), "{err}");
+    // Writing a notify-only characteristic fails like BlueZ.
     let err = p
         .write(&measurement, &[1], WriteType::WithResponse)
         .await
