@@ -28,7 +28,7 @@ say "built $deb"
 fail() { say "check failed: $*"; exit 1; }
 [ "$(dpkg-deb --field "$deb" Architecture)" = arm64 ] || fail "architecture is not arm64"
 contents="$(dpkg-deb --contents "$deb")"
-for path in ./usr/bin/m365 ./etc/m365/martinete.toml ./lib/systemd/system/m365.service \
+for path in ./usr/bin/m365 ./etc/m365/martinete.toml ./usr/lib/systemd/system/m365.service \
     ./usr/share/doc/m365/raspberry-pi.md; do
     grep -q " $path\$" <<<"$contents" || fail "$path missing"
 done
