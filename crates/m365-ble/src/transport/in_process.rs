@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use m365_proto::gatt::{ATT_PAYLOAD, Char};
-use m365_sim::link::{LinkClock, LinkTiming};
+use m365_sim::link::{HOST_TURNAROUND, LinkClock, LinkTiming};
 use m365_sim::scooter::{Scooter, ScooterConfig, ScooterEvent};
 use m365_sim::state_file::StateError;
 use m365_sim::{ConnectError, Counters};
@@ -376,8 +376,10 @@ impl Transport for InProcessTransport {
                 data.len()
             )));
         }
+        // The host stack needs a moment between an answer and the write it triggers, so that
+        // write misses the connection event that carried the answer (as in the link model).
         let due = match &mut self.uplink {
-            Some(clock) => clock.schedule(now),
+            Some(clock) => clock.schedule(now + HOST_TURNAROUND),
             None => now,
         };
         self.pending.push_back(PendingWrite {
