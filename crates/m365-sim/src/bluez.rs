@@ -8,6 +8,7 @@
 //! drop, out of range, failing connects) are played by the fake itself, so btleplug sees real
 //! BlueZ behaviour; the others go to the scooter.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -296,9 +297,28 @@ impl Drop for ServedScooter {
     }
 }
 
+/// What the driver asks of the link layer: the fake's [`DeviceControl`] in service, a recorder
+/// in tests.
+trait LinkControl: Send + Sync + 'static {
+    /// Drop the current link now.
+    fn drop_link(&self) -> impl Future<Output = ()> + Send;
+    /// The scooter is off for `hold`: no link, no advertising.
+    fn power_off(&self, hold: Duration) -> impl Future<Output = ()> + Send;
+}
+
+impl LinkControl for DeviceControl {
+    async fn drop_link(&self) {
+        DeviceControl::drop_link(self, Duration::ZERO).await;
+    }
+
+    async fn power_off(&self, hold: Duration) {
+        self.out_of_range(hold).await;
+    }
+}
+
 /// The driver: fires deadlines, ticks the physics, pushes due notifications, carries out what
 /// the scooter asks of the link.
-async fn drive(shared: Arc<Shared>, control: DeviceControl, tick: Duration) {
+async fn drive<C: LinkControl>(shared: Arc<Shared>, control: C, tick: Duration) {
     let tick = tick.max(Duration::from_millis(1));
     let mut last_tick = Instant::now();
     loop {
@@ -339,13 +359,122 @@ async fn drive(shared: Arc<Shared>, control: DeviceControl, tick: Duration) {
         };
         if power_off {
             // Off: no link, no advertising, until the button brings it back.
-            control.out_of_range(POWER_OFF_HOLD).await;
+            control.power_off(POWER_OFF_HOLD).await;
         } else if drop_link {
-            control.drop_link(Duration::ZERO).await;
+            control.drop_link().await;
         }
         tokio::select! {
             _ = tokio::time::sleep_until(wake_at) => {}
             _ = shared.wake.notified() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use m365_proto::frame::Frame;
+
+    use super::*;
+    use crate::profile::{Generation, Model};
+    use crate::ride::Script;
+    use crate::scooter::ScooterConfig;
+
+    #[derive(Default)]
+    struct Recorder {
+        drops: AtomicUsize,
+        power_offs: Mutex<Vec<Duration>>,
+    }
+
+    impl LinkControl for Arc<Recorder> {
+        async fn drop_link(&self) {
+            self.drops.fetch_add(1, Ordering::SeqCst);
+        }
+
+        async fn power_off(&self, hold: Duration) {
+            self.power_offs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(hold);
+        }
+    }
+
+    fn shared(script: Script) -> Arc<Shared> {
+        let mut config = ScooterConfig::new(Model::M365, 3).with_generation(Generation::Plain);
+        config.link = None;
+        config.script = script;
+        let scooter = Scooter::new(config).unwrap_or_else(|e| panic!("{e}"));
+        Arc::new(Shared {
+            state: Mutex::new(State {
+                scooter,
+                link: None,
+                drop_link: false,
+                power_on_at: None,
+            }),
+            wake: Notify::new(),
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn driver_ticks_the_physics_on_the_clock() {
+        let shared = shared(Script::Trace(vec![(0.0, 18.0)]));
+        let recorder = Arc::new(Recorder::default());
+        let task = tokio::spawn(drive(
+            shared.clone(),
+            recorder.clone(),
+            Duration::from_millis(100),
+        ));
+        tokio::time::sleep(Duration::from_millis(10_050)).await;
+        let (uptime, trip) = {
+            let state = shared.lock();
+            (
+                state.scooter.ride().power_on_s(),
+                state.scooter.ride().trip_m(),
+            )
+        };
+        task.abort();
+        assert!((uptime - 10.0).abs() < 0.11, "{uptime}");
+        // 18 km/h = 5 m/s for 10 s.
+        assert!((trip - 50.0).abs() < 0.6, "{trip}");
+        assert_eq!(recorder.drops.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn power_off_takes_the_scooter_away_and_the_button_brings_it_back() {
+        let shared = shared(Script::Parked);
+        let recorder = Arc::new(Recorder::default());
+        let task = tokio::spawn(drive(
+            shared.clone(),
+            recorder.clone(),
+            Duration::from_millis(100),
+        ));
+        {
+            let mut state = shared.lock();
+            let t = now();
+            assert!(state.scooter.connect(t).is_ok());
+            let off = Frame {
+                dir: 0x20,
+                rw: 0x03,
+                attr: 0x79,
+                payload: vec![1, 0],
+            };
+            state
+                .scooter
+                .handle_write(t, Char::UartWrite, &off.encode());
+        }
+        shared.wake.notify_one();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            *recorder
+                .power_offs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+            vec![POWER_OFF_HOLD]
+        );
+        assert!(!shared.lock().scooter.ride().powered());
+        tokio::time::sleep(POWER_OFF_HOLD).await;
+        assert!(shared.lock().scooter.ride().powered());
+        task.abort();
     }
 }
