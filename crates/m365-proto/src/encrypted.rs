@@ -11,10 +11,11 @@
 //! Counters (§4.6.6, §11a Q5/Q6) are 32-bit per direction and reset at login; only the low 16
 //! bits travel. The client's first frame carries 0, the device increments before use so its
 //! first frame carries 1. Each receiver rebuilds the 32-bit value with [`extend_counter`] and
-//! accepts a frame only when the rebuilt counter is greater than the last accepted one. The
-//! device also accepts counter 0 at any time, because some clients send every frame with 0 and
-//! the scooter accepts them. The client makes no such exception: the device never sends 0, so a
-//! 0 from it could only be a replay.
+//! accepts a frame when the rebuilt counter is greater than the last accepted one, or is 0
+//! (§4.6.6, §9). The scooter's library makes that exception because some clients send every
+//! frame with 0; the client makes it too, so a scooter that counts from 0 (incrementing after
+//! use) does not lose its first answer. A frame with counter 0 is still authenticated by its
+//! tag, and accepting it leaves the window where it was.
 //!
 //! [`UartCipher`] is the session object. [`seal_with_counter`] and [`open_with_counter`] expose
 //! the construction with an explicit counter for test vectors, including the 2-byte IV (10-byte
@@ -102,25 +103,20 @@ pub fn extend_counter(last: u32, wire: u16) -> u32 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RxCounter {
     last: u32,
-    accept_zero: bool,
 }
 
 impl RxCounter {
-    /// A fresh window for the receiving `role` (reset at login): the device accepts counter 0
-    /// at any time, the client does not.
+    /// A fresh window for the receiving `role` (reset at login). Both roles accept counter 0 at
+    /// any time (§9); the role is kept in the signature so a caller states which side it is.
     pub fn new(receiver: Role) -> RxCounter {
-        RxCounter {
-            last: 0,
-            accept_zero: receiver == Role::Device,
-        }
+        let _ = receiver;
+        RxCounter { last: 0 }
     }
 
     /// A window that resumes after `last` was accepted.
     pub fn with_last(receiver: Role, last: u32) -> RxCounter {
-        RxCounter {
-            last,
-            ..RxCounter::new(receiver)
-        }
+        let _ = receiver;
+        RxCounter { last }
     }
 
     /// The last accepted counter.
@@ -131,7 +127,7 @@ impl RxCounter {
     /// The 32-bit counter for `wire`, if a frame carrying it may be accepted.
     pub fn check(&self, wire: u16) -> Result<u32, EncryptedError> {
         let counter = extend_counter(self.last, wire);
-        if counter > self.last || (self.accept_zero && counter == 0) {
+        if counter > self.last || counter == 0 {
             Ok(counter)
         } else {
             Err(EncryptedError::Replay {
@@ -506,7 +502,7 @@ mod tests {
     }
 
     #[test]
-    fn device_always_accepts_counter_zero_client_never_does() {
+    fn both_receivers_accept_counter_zero_without_moving_the_window() {
         let mut device = UartCipher::new(keys(), Role::Device);
         let mut client = UartCipher::new(keys(), Role::Client);
         for _ in 0..5 {
@@ -526,14 +522,10 @@ mod tests {
         );
 
         let (key, iv) = (keys().dev_key, keys().dev_iv);
+        client.open(&device.seal(&reply(1, 1), [0; 4])).unwrap();
         let zero_from_device = seal_with_counter(&key, &iv, 0, &reply(1, 1), [0; 4]).unwrap();
-        assert!(matches!(
-            client.open(&zero_from_device),
-            Err(EncryptedError::Replay {
-                counter: 0,
-                last: 0
-            })
-        ));
+        assert_eq!(client.open(&zero_from_device), Ok(reply(1, 1)));
+        assert_eq!(client.rx_window().last(), 1);
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub enum LoginError {
     /// The scooter answered `23` to our proof.
     #[error("the scooter rejected the login (23 00 00 00): register again")]
     Rejected,
+    /// The scooter answered `22` (*LOG_INVALID_LTMK*): it holds no valid token for us.
+    #[error("the scooter reports the stored token as invalid (22 00 00 00): register (pair) again")]
+    InvalidToken,
     /// The scooter answered `E0`–`E3`.
     #[error("the scooter refused the login: {0}")]
     Refused(Refusal),
@@ -193,6 +196,9 @@ impl ClientLogin {
                 }
             }
             Ok(Control::LoginErr) => self.fail(LoginError::Rejected),
+            // Defined by Xiaomi's library though not seen from scooters: ending the login here
+            // beats waiting for the timeout with no chance of success.
+            Ok(Control::InvalidToken) => self.fail(LoginError::InvalidToken),
             Ok(Control::Refused(refusal)) => self.fail(LoginError::Refused(refusal)),
             _ => {}
         }

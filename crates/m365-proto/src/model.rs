@@ -291,14 +291,15 @@ impl ManufacturerData {
     }
 
     /// The protocol the advertisement announces. Code 2 means Mi-auth on the Xiaomi models of
-    /// the table and NinebotCrypto on other (Ninebot) models; an unknown code gives `None`.
-    /// Confirm with [`detect_from_gatt`] after connecting.
+    /// the table and NinebotCrypto on Ninebot models; with a model code outside the table it
+    /// decides nothing, because the Essential (Mi-auth) advertises a code no source gives.
+    /// An unknown generation code gives `None` too. Confirm with [`detect_from_gatt`] after
+    /// connecting.
     pub fn detected(&self) -> Option<Detected> {
         match (self.generation_code, self.model()) {
             (0, _) => Some(Detected::Generation(Generation::Plain)),
             (1, _) => Some(Detected::Generation(Generation::Xor)),
             (2, Some(_)) => Some(Detected::Generation(Generation::MiAuth)),
-            (2, None) => Some(Detected::Ninebot),
             _ => None,
         }
     }
@@ -430,8 +431,9 @@ mod tests {
         let x = ManufacturerData::parse(COMPANY_ID, &[0x21, 0, 0, 0, 0, 0xDF]).unwrap();
         assert!(!x.check_ok);
         assert_eq!(x.detected(), Some(Detected::Generation(Generation::Plain)));
-        let nb = ManufacturerData::parse(COMPANY_ID, &[0x30, 2, 0, 0, 0, 0xCD]).unwrap();
-        assert_eq!(nb.detected(), Some(Detected::Ninebot));
+        // Code 2 with a model outside the table: Ninebot, or an Essential; undecided.
+        let unknown = ManufacturerData::parse(COMPANY_ID, &[0x30, 2, 0, 0, 0, 0xCD]).unwrap();
+        assert_eq!(unknown.detected(), None);
         assert_eq!(
             ManufacturerData::parse(0x004C, &[0; 6]),
             Err(AdvertError::OtherCompany(0x004C))

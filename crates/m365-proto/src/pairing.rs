@@ -131,7 +131,7 @@ pub enum PairingError {
         /// How long was waited.
         waited: Duration,
     },
-    /// The device info parcel has a length other than 4 or 24 bytes.
+    /// The device info parcel is neither the 4-byte header nor at least 24 bytes.
     #[error("device info: expected 4 or {INFO_LEN} bytes, got {found}")]
     BadDeviceInfo {
         /// Bytes received.
@@ -326,10 +326,14 @@ impl ClientPairing {
     fn on_progress(&mut self, now: Instant, progress: Progress) {
         match (self.step, progress) {
             (ClientStep::Info, Progress::Received(ParcelType::PASS_THROUGH, info)) => {
+                // Bytes 4..24 are the DID; anything after them is ignored (the receiver was
+                // armed for 24 bytes, so at most one chunk's worth of padding can follow).
                 let did = match info.len() {
-                    INFO_LEN => {
+                    n if n >= INFO_LEN => {
                         let mut did = [0u8; DID_LEN];
-                        did.copy_from_slice(&info[INFO_HEADER.len()..]);
+                        if let Some(field) = info.get(INFO_HEADER.len()..INFO_LEN) {
+                            did.copy_from_slice(field);
+                        }
                         (Did(did), false)
                     }
                     4 => {

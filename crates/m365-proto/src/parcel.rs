@@ -26,6 +26,11 @@ pub const LOST_TIMEOUT: Duration = Duration::from_millis(200);
 /// drops the partial parcel (2 s in all). The library's limit is not known; without one a silent
 /// peer would be asked forever. It stays armed, so a new announce starts over.
 pub const MAX_LOST_REPEATS: u8 = 10;
+/// How many chunks a sender resends for *A_LOST* acknowledges before it gives up on the parcel.
+/// An honest receiver on a lossy link asks for each chunk a few times at most; a peer that keeps
+/// asking would otherwise keep the sender busy forever. The transfer then fails with
+/// [`ParcelError::PeerFailed`] carrying the last request.
+pub const MAX_RESENDS: u16 = 32;
 
 /// The parcel type byte of an announce (Xiaomi library names).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -162,7 +167,8 @@ pub enum ParcelError {
         /// Our parcel's type.
         kind: ParcelType,
     },
-    /// The peer answered *A_BUSY* or *A_TIMEOUT*.
+    /// The peer answered *A_BUSY* or *A_TIMEOUT*, or kept naming chunks lost after
+    /// [`MAX_RESENDS`] resends.
     #[error("the peer answered {ack:?} to our {kind} parcel")]
     PeerFailed {
         /// Our parcel's type.
@@ -216,8 +222,9 @@ impl<'a> Message<'a> {
         }
         let (&mode, rest) = rest.split_first().ok_or_else(|| truncated("control", 3))?;
         match mode {
+            // Bytes after the count are ignored: a peer may pad its writes.
             0x00 => match rest {
-                &[kind, lo, hi] => Ok(Message::Announce {
+                &[kind, lo, hi, ..] => Ok(Message::Announce {
                     kind: ParcelType(kind),
                     count: u16::from_le_bytes([lo, hi]),
                 }),
@@ -312,6 +319,8 @@ pub struct Sender {
     payload: Vec<u8>,
     count: u16,
     state: SenderState,
+    /// Chunks resent so far for *A_LOST*.
+    resends: u16,
     out: VecDeque<Vec<u8>>,
 }
 
@@ -334,6 +343,7 @@ impl Sender {
             payload,
             count,
             state: SenderState::AwaitReady,
+            resends: 0,
             out,
         })
     }
@@ -385,6 +395,13 @@ impl Sender {
                 Ok(true)
             }
             (SenderState::AwaitOk, Ack::Lost(index)) => {
+                if self.resends >= MAX_RESENDS {
+                    return Err(ParcelError::PeerFailed {
+                        kind: self.kind,
+                        ack: Ack::Lost(index),
+                    });
+                }
+                self.resends += 1;
                 let chunk = self.chunk(index).ok_or(ParcelError::LostOutOfRange {
                     kind: self.kind,
                     index,

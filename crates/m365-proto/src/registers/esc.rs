@@ -286,10 +286,11 @@ mod tests {
                 found: 0x25
             })
         );
+        // An acknowledgement (one result byte) is not taken for the register's value.
         let ack = Frame::new(0x23, 0x02, 0x25, vec![1]).unwrap();
         assert!(matches!(
             decode_range_km(&ack),
-            Err(RegisterError::WrongRw { .. })
+            Err(RegisterError::NotCovered { .. })
         ));
         assert_eq!(
             decode_range_km(&answer(0x26, &[1])),

@@ -15,8 +15,10 @@
 //! - [`version`]: firmware version numbers.
 //! - [`settings`]: KERS, cruise, tail-light flags, speed mode.
 //! - [`request`]: the scooter side: parsing requests and building read answers.
+//! - [`answer`]: the client side: which received frame answers which request.
 //! - [`write`](mod@write): write commands and their acknowledgement.
 
+pub mod answer;
 pub mod battery;
 pub mod bms;
 pub mod codes;
@@ -67,7 +69,7 @@ pub enum RegisterError {
         /// DIR of the frame.
         found: u8,
     },
-    /// The frame is not a read answer (or, for acknowledgements, not an acknowledgement).
+    /// The frame is not an acknowledgement (RW other than 0x01 or 0x02).
     #[error("RW {found:#04x}, expected {expected:#04x}")]
     WrongRw {
         /// RW wanted.
@@ -119,18 +121,17 @@ pub struct ReadResponse<'a> {
 }
 
 impl<'a> ReadResponse<'a> {
-    /// Checks that `frame` is a read answer from `unit`.
+    /// Checks that `frame` comes from `unit`.
+    ///
+    /// The RW byte is not checked: a read answer echoes RW 0x01, but one source client accepts
+    /// answers with RW 0x02 too (§5.3), and the registers are found by address and length
+    /// anyway. A write acknowledgement (one result byte) covers no whole register, so it
+    /// cannot be taken for read data.
     pub fn new(frame: &'a Frame, unit: Unit) -> Result<ReadResponse<'a>, RegisterError> {
         if frame.dir != unit.reply_dir() {
             return Err(RegisterError::WrongDir {
                 expected: unit.reply_dir(),
                 found: frame.dir,
-            });
-        }
-        if frame.rw != RW_READ {
-            return Err(RegisterError::WrongRw {
-                expected: RW_READ,
-                found: frame.rw,
             });
         }
         Ok(ReadResponse {

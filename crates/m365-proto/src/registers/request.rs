@@ -41,8 +41,9 @@ impl Request {
         };
         let attr = frame.attr;
         match frame.rw {
+            // Bytes after the length are ignored: what is asked for is clear from the first.
             RW_READ => match frame.payload.as_slice() {
-                [len] => Some(Request::Read {
+                [len, ..] => Some(Request::Read {
                     unit,
                     attr,
                     len: *len,

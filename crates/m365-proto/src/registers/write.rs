@@ -10,7 +10,7 @@ use super::esc::{
 };
 use super::settings::{KersLevel, TailLightFlags};
 use super::{RegisterError, Unit};
-use crate::frame::{DIR_BMS_REPLY, DIR_ESC_REPLY, Frame, RW_WRITE, RW_WRITE_ACK};
+use crate::frame::{DIR_BMS_REPLY, DIR_ESC_REPLY, Frame, RW_READ, RW_WRITE, RW_WRITE_ACK};
 
 /// Whether a write asks for an acknowledgement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -95,6 +95,10 @@ pub struct WriteAck {
 
 impl WriteAck {
     /// Decodes `DIR(0x23|0x25) 02 <reg> <result>`.
+    ///
+    /// Lenient where scooters differ: RW 0x01 is accepted as well as 0x02 (one source client
+    /// matches acknowledgements by register and accepts both, §5.3), and bytes after the
+    /// result byte are ignored. An empty payload is [`RegisterError::BadAck`].
     pub fn decode(frame: &Frame) -> Result<WriteAck, RegisterError> {
         let unit = match frame.dir {
             DIR_ESC_REPLY => Unit::Esc,
@@ -106,19 +110,20 @@ impl WriteAck {
                 });
             }
         };
-        if frame.rw != RW_WRITE_ACK {
+        if frame.rw != RW_WRITE_ACK && frame.rw != RW_READ {
             return Err(RegisterError::WrongRw {
                 expected: RW_WRITE_ACK,
                 found: frame.rw,
             });
         }
-        match frame.payload.as_slice() {
-            [result] => Ok(WriteAck {
+        // With RW 0x01 only a single byte is an acknowledgement: longer payloads are read data.
+        match (frame.rw, frame.payload.as_slice()) {
+            (RW_WRITE_ACK, [result, ..]) | (RW_READ, [result]) => Ok(WriteAck {
                 unit,
                 reg: frame.attr,
                 result: *result,
             }),
-            other => Err(RegisterError::BadAck(other.len())),
+            (_, other) => Err(RegisterError::BadAck(other.len())),
         }
     }
 
@@ -170,9 +175,12 @@ mod tests {
         assert_eq!((d.unit, d.accepted()), (Unit::Bms, false));
         let mut long = ack.clone();
         long.payload.push(0);
-        assert_eq!(WriteAck::decode(&long), Err(RegisterError::BadAck(2)));
+        assert!(WriteAck::decode(&long).unwrap().accepted());
         let mut read = ack.clone();
         read.rw = 0x01;
+        read.payload = vec![1, 0];
+        assert_eq!(WriteAck::decode(&read), Err(RegisterError::BadAck(2)));
+        read.rw = 0x03;
         assert!(matches!(
             WriteAck::decode(&read),
             Err(RegisterError::WrongRw { .. })
