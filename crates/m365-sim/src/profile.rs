@@ -253,7 +253,7 @@ pub struct Profile {
 /// way holds the whole key (the Java sources' test keystream has the same 35 bytes).
 pub const XOR_KEY_LEN: usize = 3 + 0x20;
 
-/// Bytes of the keystream exposed by the KEY characteristic (CamiAlfa issue #7: 12).
+/// Bytes of the keystream exposed by the KEY characteristic (12, as reported for BLE 081+).
 pub const XOR_KEY_CHAR_LEN: usize = 12;
 
 impl Profile {
