@@ -107,10 +107,8 @@ fn an_invalid_config_exits_78_with_located_errors() {
 }
 
 #[test]
-fn no_config_anywhere_exits_78() {
+fn a_missing_file_exits_78() {
     let dir = tempfile::tempdir().expect("temp dir");
-    // The working directory has no martinete.toml; the system path may exist on a developer's
-    // machine, so point --config at a missing file to make the outcome certain.
     let out = m365(dir.path(), &["config", "check", "absent.toml"], &[]);
     assert_eq!(out.status.code(), Some(78));
     assert!(
@@ -118,6 +116,29 @@ fn no_config_anywhere_exits_78() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn without_a_local_file_the_system_file_is_used_or_its_absence_reported() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = m365(dir.path(), &["config", "check"], &[]);
+    let system = Path::new("/etc/m365/martinete.toml");
+    if system.exists() {
+        // A machine with m365 installed: the working directory has no file, so the system one
+        // is read.
+        assert!(
+            text(&out.stdout).contains("read from /etc/m365/martinete.toml"),
+            "{}",
+            text(&out.stdout)
+        );
+    } else {
+        assert_eq!(out.status.code(), Some(78));
+        assert_eq!(
+            text(&out.stderr),
+            "error: no configuration file found (looked for martinete.toml, \
+             /etc/m365/martinete.toml); pass --config PATH\n"
+        );
+    }
 }
 
 #[test]

@@ -236,3 +236,15 @@ fn unknown_keys_are_still_reported_next_to_errors() {
         other => panic!("expected Invalid, got {other:?}"),
     }
 }
+
+#[test]
+fn incomplete_sections_point_at_their_header() {
+    assert_eq!(
+        errors("[mqtt]\n[[mqtt.mirror]]\nencoding = \"json\"\n"),
+        ["martinete.toml:2:1: [mqtt.mirror] topic: every [[mqtt.mirror]] needs a topic"]
+    );
+    assert_eq!(
+        errors("[serial]\nbaudrate = 9600\n"),
+        ["martinete.toml:1:1: [serial] serial_port: [serial] needs serial_port (or use [gps])"]
+    );
+}
