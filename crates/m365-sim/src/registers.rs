@@ -2,7 +2,7 @@
 //! write to them means.
 //!
 //! The memories are a *view*: [`Registers::snapshot`] renders the profile and the ride into
-//! ESC[256] and BMS[128] words at the moment of a read, so a register can never disagree with
+//! 256 ESC and 128 BMS words at the moment of a read, so a register can never disagree with
 //! the physics. Writes go the other way: [`decode_write`] turns the words a client wrote into
 //! [`Command`]s for the ride (lock, KERS, …), or refuses a read-only register.
 
