@@ -134,7 +134,8 @@ fn missing_device_fails_with_a_clear_message() {
     let dir = tempfile_dir();
     let missing = dir.join("ttyUSB9");
     let out = m365(&["gps", "--device", missing.to_str().unwrap()]);
-    assert!(!out.status.success());
+    // EX_IOERR: the GPS device is missing.
+    assert_eq!(out.status.code(), Some(74));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("does not exist"), "{stderr}");
     assert!(out.stdout.is_empty());
@@ -146,7 +147,7 @@ fn a_file_that_is_not_a_serial_port_fails_clearly() {
     let file = dir.join("not-a-tty");
     std::fs::write(&file, b"").unwrap();
     let out = m365(&["gps", "--device", file.to_str().unwrap()]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(74));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("cannot open") && stderr.contains("not-a-tty"),

@@ -6,13 +6,15 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use m365_gps::capture::{self, CaptureKind};
 use m365_gps::chrono::SecondsFormat;
 use m365_gps::sim7600::InfoCommand;
 use m365_gps::source::{self, GpsHandle, SourceConfig};
 use m365_gps::{Fix, FixMode};
 use serde_json::json;
+
+use crate::exit::{ExitStatus, ResultExt};
 
 /// The kind of device on `--device`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -71,7 +73,8 @@ pub fn run(args: GpsArgs) -> anyhow::Result<ExitCode> {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        // The command prints source problems itself; library warnings would repeat them.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -81,10 +84,11 @@ fn init_logging() {
 fn live_config(args: &GpsArgs) -> anyhow::Result<SourceConfig> {
     if let Some(path) = &args.device {
         if !path.exists() {
-            bail!(
+            let missing = anyhow!(
                 "device {} does not exist (is the receiver plugged in?)",
                 path.display()
             );
+            return Err(missing).exit_with(ExitStatus::GpsDeviceMissing)?;
         }
         return Ok(match args.kind {
             DeviceKind::Nmea => SourceConfig::Nmea {
@@ -105,7 +109,7 @@ fn live_config(args: &GpsArgs) -> anyhow::Result<SourceConfig> {
     }
     if let Some(addr) = &args.gpsd {
         return Ok(SourceConfig::Gpsd {
-            addr: resolve(addr)?,
+            addr: resolve(addr).exit_with(ExitStatus::Usage)?,
         });
     }
     bail!("give one of --device, --gpsd or --replay")
@@ -119,8 +123,9 @@ fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
 }
 
 fn replay(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let bytes =
-        std::fs::read(file).with_context(|| format!("cannot read capture {}", file.display()))?;
+    let bytes = std::fs::read(file)
+        .with_context(|| format!("cannot read capture {}", file.display()))
+        .exit_with(ExitStatus::Usage)?;
     let decoded = capture::decode(&bytes);
     if decoded.epochs.is_empty() {
         bail!(
@@ -147,12 +152,6 @@ fn replay(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 async fn live(config: SourceConfig, json: bool, count: Option<u64>) -> anyhow::Result<ExitCode> {
-    if let SourceConfig::Gpsd { addr } = &config {
-        // Fail fast with a clear message rather than retrying a wrong address forever.
-        m365_gps::gpsd::GpsdClient::connect(*addr)
-            .await
-            .with_context(|| format!("cannot connect to gpsd at {addr}"))?;
-    }
     let handle = GpsHandle::spawn(config);
     let mut state_rx = handle.subscribe();
     let mut epochs = handle.epochs();
@@ -190,10 +189,10 @@ async fn live(config: SourceConfig, json: bool, count: Option<u64>) -> anyhow::R
                 if !ever_connected && state.failures > 0 {
                     // The very first open failed (permissions, not a serial port, gpsd gone):
                     // a setup problem to report, not an outage to wait out.
-                    bail!(
-                        "{}",
-                        state.last_error.as_deref().unwrap_or("the GPS source failed")
-                    );
+                    let error = state.last_error.as_deref().unwrap_or("the GPS source failed");
+                    return Err(anyhow!("{error}"))
+                        .exit_with(ExitStatus::GpsDeviceMissing)
+                        .map_err(Into::into);
                 }
                 if was_connected && !state.connected {
                     eprintln!(
