@@ -213,3 +213,68 @@ async fn btleplug_registers_logs_in_and_reads_through_the_fake_bluez() {
     assert!(!served.with_scooter(|s| s.is_connected()));
     assert!(!p.is_connected().await.expect("state"));
 }
+
+#[tokio::test]
+async fn btleplug_reads_the_key_characteristic_and_talks_xor() {
+    let Some(bus) = isolated_bus("btleplug_reads_the_key_characteristic_and_talks_xor") else {
+        return;
+    };
+    let fake = FakeBluez::start(bus.address()).await.expect("fake BlueZ");
+    let mut c = ScooterConfig::new(Model::M365, 82).with_generation(Generation::Xor);
+    c.link = None;
+    let scooter = Scooter::new(c).expect("scooter");
+    let profile = scooter.profile().clone();
+    let _served = ServedScooter::start(&fake, scooter, Duration::from_millis(100)).expect("served");
+
+    let p = discover_and_connect(profile.address_string()).await;
+    let chars = p.characteristics();
+    assert!(
+        !chars
+            .iter()
+            .any(|c| c.uuid == Uuid::from_u128(Char::Avdtp.uuid())),
+        "generation B has no AVDTP characteristic"
+    );
+    let key = p
+        .read(&find(&chars, Char::Key.uuid()))
+        .await
+        .expect("KEY is readable");
+    assert_eq!(key, profile.key_char());
+    p.subscribe(&find(&chars, CHAR_UART_NOTIFY))
+        .await
+        .expect("subscribe");
+    let mut notes: Notes = p.notifications().await.expect("notifications");
+    let write = find(&chars, Char::UartWrite.uuid());
+    let mut uart = UartClient::new(Generation::Xor);
+
+    // Recover the rest of the keystream from the all-zero BMS 0x50 block, then read the serial.
+    let mut keystream = m365_proto::xor::Keystream::new(key);
+    let mut exchange = async |wire: Vec<u8>, uart: &mut UartClient| -> Vec<u8> {
+        for chunk in wire.chunks(ATT_PAYLOAD) {
+            p.write(&write, chunk, WriteType::WithoutResponse)
+                .await
+                .expect("write");
+        }
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let note = notes.next().await.expect("notification stream");
+                uart.reassembler.push(&note.value);
+                if let Some(frame) = uart.reassembler.next_frame() {
+                    return frame;
+                }
+            }
+        })
+        .await
+        .expect("answer in time")
+    };
+    let answer = exchange(keystream.recovery_request(), &mut uart).await;
+    keystream
+        .extend_from_zero_read(&answer)
+        .expect("key recovery");
+    assert_eq!(keystream.as_bytes(), profile.xor_key.as_slice());
+    let answer = exchange(keystream.encrypt(&esc::read_serial()), &mut uart).await;
+    let serial = keystream.decrypt(&answer).expect("decrypts");
+    assert_eq!(
+        esc::decode_serial(&serial).ok(),
+        Some(profile.esc_serial_str())
+    );
+}
