@@ -37,3 +37,4 @@ pub use counters::Counters;
 pub use error::BleError;
 pub use link::{LinkConfig, ScooterLink};
 pub use telemetry::Telemetry;
+pub use transport::Transport;

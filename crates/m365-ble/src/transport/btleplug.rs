@@ -302,9 +302,17 @@ impl Worker {
                             WriteKind::WithResponse => WriteType::WithResponse,
                             WriteKind::WithoutResponse => WriteType::WithoutResponse,
                         };
-                        p.write(&c, &data, kind)
-                            .await
-                            .map_err(|e| TransportError::Gatt(bluez_error(e)))
+                        match p.write(&c, &data, kind).await {
+                            Ok(()) => Ok(()),
+                            // After a link loss BlueZ answers writes with "Not connected" or
+                            // UnknownObject before the adapter reports the loss: either way the
+                            // link is gone.
+                            Err(_) if !p.is_connected().await.unwrap_or(false) => {
+                                self.connection = None;
+                                Err(TransportError::NotConnected)
+                            }
+                            Err(e) => Err(TransportError::Gatt(bluez_error(e))),
+                        }
                     }
                     Err(e) => Err(e),
                 };

@@ -1,0 +1,273 @@
+//! The whole BLE stack through btleplug, D-Bus and the fake BlueZ, with simulated scooters
+//! plugged into it (`m365_sim::bluez`). Each test runs in its own process with its own private
+//! bus (`isolated_bus`), because libdbus reads the bus address once per process.
+//!
+//! These use the real clock (the fake BlueZ is a separate set of tasks answering D-Bus), so
+//! they stay short; the long runs and the timer arithmetic are in the in-process tests.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use m365_ble::BleError;
+use m365_ble::link::{LinkConfig, ScooterLink};
+use m365_ble::pairing::{self, PairingOptions};
+use m365_ble::scanner::{ScanFilter, Scanner};
+use m365_ble::transport::btleplug::BtleplugTransport;
+use m365_ble::{BdAddr, Transport as _};
+use m365_fakebluez::isolation::isolated_bus;
+use m365_fakebluez::{Address, FakeBluez, HeartRateMonitor, PrivateBus};
+use m365_sim::bluez::{DEFAULT_PHYSICS_TICK, ServedScooter};
+use m365_sim::{Fault, Generation, Model, Scooter, ScooterConfig};
+use tokio::time::Instant;
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+async fn fake(bus: &PrivateBus) -> FakeBluez {
+    FakeBluez::start(bus.address()).await.expect("fake BlueZ")
+}
+
+fn serve(fake: &FakeBluez, model: Model, generation: Generation, seed: u64) -> ServedScooter {
+    let mut config = ScooterConfig::new(model, seed).with_generation(generation);
+    config.auto_press = Some(secs(1));
+    // Answers leave at once: these tests are about behaviour, the benchmark is about timing.
+    config.link = None;
+    let scooter = Scooter::new(config).expect("scooter");
+    ServedScooter::start(fake, scooter, DEFAULT_PHYSICS_TICK).expect("served")
+}
+
+fn address(served: &ServedScooter) -> BdAddr {
+    BdAddr(served.with_scooter(|s| s.profile().address))
+}
+
+async fn register(served: &ServedScooter, dir: &Path) -> PathBuf {
+    let path = dir.join(".mi-token");
+    let mut transport = BtleplugTransport::new().await.expect("transport");
+    let mut options = PairingOptions::new(path.clone());
+    options.retry_wait = secs(1);
+    pairing::register(&mut transport, address(served), &options, &mut |_| {})
+        .await
+        .expect("registration");
+    transport.disconnect().await.expect("disconnect");
+    path
+}
+
+fn config(served: &ServedScooter, token: PathBuf) -> LinkConfig {
+    let mut config = LinkConfig::new(token);
+    config.filter = ScanFilter {
+        address: Some(address(served)),
+        ..ScanFilter::default()
+    };
+    config.reconnect.scan_timeout = secs(20);
+    config
+}
+
+async fn online(served: &ServedScooter, dir: &Path) -> ScooterLink<BtleplugTransport> {
+    let token = register(served, dir).await;
+    let transport = BtleplugTransport::new().await.expect("transport");
+    ScooterLink::open(transport, config(served, token))
+        .await
+        .expect("link")
+}
+
+#[tokio::test]
+async fn scan_finds_the_scooters_and_ignores_other_devices() {
+    let Some(bus) = isolated_bus("scan_finds_the_scooters_and_ignores_other_devices") else {
+        return;
+    };
+    let fake = fake(&bus).await;
+    let scooters: Vec<ServedScooter> = [(Model::Pro2, 1), (Model::OneS, 2), (Model::Lite, 3)]
+        .into_iter()
+        .map(|(model, seed)| serve(&fake, model, Generation::MiAuth, seed))
+        .collect();
+    fake.add_peripheral(HeartRateMonitor::new(
+        Address::new([0xC0, 0xFF, 0xEE, 0, 0, 1]),
+        70,
+    ))
+    .unwrap();
+    let wanted: BTreeSet<BdAddr> = scooters.iter().map(address).collect();
+
+    let mut transport = BtleplugTransport::new().await.unwrap();
+    let mut scanner = Scanner::start(&mut transport, ScanFilter::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + secs(10);
+    let mut found = BTreeSet::new();
+    let mut complete = BTreeSet::new();
+    // BlueZ may announce a device before its advertising data is complete: keep listening
+    // until every scooter was seen with its manufacturer data.
+    while complete.len() < wanted.len() {
+        let Some(d) = scanner.next(deadline).await.unwrap() else {
+            break;
+        };
+        assert!(d.name.as_deref().unwrap_or("").starts_with("MIScooter"));
+        found.insert(d.address);
+        if d.generation.is_some() {
+            assert_eq!(
+                d.generation,
+                Some(m365_proto::model::Detected::Generation(Generation::MiAuth))
+            );
+            complete.insert(d.address);
+        }
+    }
+    assert_eq!(found, wanted, "the heart-rate monitor is not a scooter");
+    assert_eq!(complete, wanted);
+    let models: BTreeSet<String> = scanner
+        .seen()
+        .filter_map(|d| d.model.map(|m| m.to_string()))
+        .collect();
+    assert!(models.contains("Pro 2"), "{models:?}");
+    scanner.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn registered_token_logs_in_and_reads_samples_without_desync() {
+    let Some(bus) = isolated_bus("registered_token_logs_in_and_reads_samples_without_desync")
+    else {
+        return;
+    };
+    let fake = fake(&bus).await;
+    let served = serve(&fake, Model::Pro2, Generation::MiAuth, 10);
+    let dir = tempfile::tempdir().unwrap();
+    let mut link = online(&served, dir.path()).await;
+    for _ in 0..200 {
+        let sample = link.sample().await.unwrap();
+        assert_eq!(sample.cells.as_ref().map(|c| c.count()), Some(10));
+    }
+    let c = link.counters();
+    assert_eq!(c.answers, 1_000);
+    assert_eq!((c.retries, c.timeouts, c.rejected_frames), (0, 0, 0));
+    assert_eq!(served.counters().logins, 1);
+    assert_eq!(served.counters().registrations, 1);
+    let info = link.info().await.unwrap();
+    assert_eq!(
+        info.serial,
+        served.with_scooter(|s| s.profile().esc_serial_str())
+    );
+}
+
+#[tokio::test]
+async fn xor_and_plain_scooters_read_full_samples() {
+    let Some(bus) = isolated_bus("xor_and_plain_scooters_read_full_samples") else {
+        return;
+    };
+    let fake = fake(&bus).await;
+    let dir = tempfile::tempdir().unwrap();
+    for (generation, seed) in [(Generation::Xor, 20), (Generation::Plain, 21)] {
+        let served = serve(&fake, Model::M365, generation, seed);
+        let transport = BtleplugTransport::new().await.unwrap();
+        let mut link = ScooterLink::open(transport, config(&served, dir.path().join("none")))
+            .await
+            .unwrap();
+        assert_eq!(link.generation(), Some(generation));
+        let sample = link.sample().await.unwrap();
+        assert!(sample.battery.voltage_v > 30.0, "{sample:?}");
+        link.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_rejected_naming_the_file() {
+    let Some(bus) = isolated_bus("a_wrong_token_is_rejected_naming_the_file") else {
+        return;
+    };
+    let fake = fake(&bus).await;
+    let served = serve(&fake, Model::Pro2, Generation::MiAuth, 30);
+    let dir = tempfile::tempdir().unwrap();
+    register(&served, dir.path()).await;
+    let wrong = dir.path().join("wrong.mi-token");
+    std::fs::write(&wrong, [9u8; 12]).unwrap();
+    let transport = BtleplugTransport::new().await.unwrap();
+    let err = ScooterLink::open(transport, config(&served, wrong.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, BleError::TokenRejected { ref path } if *path == wrong),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_short_drop_keeps_the_session_a_long_one_logs_in_again() {
+    let Some(bus) = isolated_bus("a_short_drop_keeps_the_session_a_long_one_logs_in_again") else {
+        return;
+    };
+    let fake = fake(&bus).await;
+    let served = serve(&fake, Model::Pro2, Generation::MiAuth, 40);
+    let dir = tempfile::tempdir().unwrap();
+    let mut link = online(&served, dir.path()).await;
+    link.sample().await.unwrap();
+
+    served.control().drop_link(secs(2)).await;
+    link.sample().await.unwrap();
+    assert_eq!(served.counters().logins, 1, "2 s drop: no new login");
+    assert_eq!(link.counters().sessions_reused, 1);
+
+    served.control().drop_link(secs(7)).await;
+    link.sample().await.unwrap();
+    assert_eq!(served.counters().logins, 2, "7 s drop: logged in again");
+    assert_eq!(link.counters().link_losses, 2);
+    for _ in 0..20 {
+        link.sample().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn out_of_range_past_the_window_is_lost() {
+    let Some(bus) = isolated_bus("out_of_range_past_the_window_is_lost") else {
+        return;
+    };
+    let fake = fake(&bus).await;
+    let served = serve(&fake, Model::Pro2, Generation::MiAuth, 50);
+    let dir = tempfile::tempdir().unwrap();
+    let token = register(&served, dir.path()).await;
+    let mut config = config(&served, token);
+    config.reconnect.reconnect_window = secs(3);
+    let transport = BtleplugTransport::new().await.unwrap();
+    let mut link = ScooterLink::open(transport, config).await.unwrap();
+    served
+        .apply_fault(Fault::OutOfRange { for_: secs(60) })
+        .await;
+    let err = link.sample().await.unwrap_err();
+    assert!(matches!(err, BleError::Lost { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_stale_in_progress_is_removed_and_recovered() {
+    let Some(bus) = isolated_bus("a_stale_in_progress_is_removed_and_recovered") else {
+        return;
+    };
+    let fake = fake(&bus).await;
+    let served = serve(&fake, Model::Pro2, Generation::MiAuth, 60);
+    let dir = tempfile::tempdir().unwrap();
+    let mut link = online(&served, dir.path()).await;
+    served.control().stale_in_progress();
+    served.control().drop_link(Duration::ZERO).await;
+    link.sample().await.unwrap();
+    assert_eq!(link.counters().stale_removed, 1);
+    assert_eq!(served.control().counters().remove_device, 1);
+}
+
+#[tokio::test]
+async fn corrupted_notifications_are_rejected_and_the_session_continues() {
+    let Some(bus) = isolated_bus("corrupted_notifications_are_rejected_and_the_session_continues")
+    else {
+        return;
+    };
+    let fake = fake(&bus).await;
+    let served = serve(&fake, Model::Pro2, Generation::MiAuth, 70);
+    let dir = tempfile::tempdir().unwrap();
+    let mut link = online(&served, dir.path()).await;
+    served.apply_fault(Fault::CorruptBytes { percent: 5 }).await;
+    let mut ok = 0;
+    for _ in 0..40 {
+        if link.sample().await.is_ok() {
+            ok += 1;
+        }
+    }
+    assert!(link.counters().rejected_frames > 0);
+    assert!(ok >= 36, "{ok} of 40");
+    assert_eq!(served.counters().logins, 1);
+}
