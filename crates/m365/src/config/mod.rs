@@ -39,7 +39,7 @@ pub use mqtt::{
     Encoding, MqttConfig, MqttProtocol, PASSWORD_ENV, PasswordSource, TlsConfig, TopicEncoding,
     USERNAME_ENV,
 };
-pub use render::render;
+pub use render::{MASK, render};
 pub use scooter::{ScooterConfig, ScooterProtocol};
 pub use secret::Secret;
 pub use spool::{DEFAULT_STATE_DIR, SPOOL_FILE, SpoolConfig, SpoolSync};
