@@ -254,3 +254,64 @@ async fn recorded_transcripts_through_a_pty() {
         emu.stop();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_position_feed_follows_the_channel_and_loses_fix() {
+    let start = RoutePoint {
+        time: "2026-05-01T08:00:00Z".parse().unwrap(),
+        lat: 40.4168,
+        lon: -3.7038,
+        alt_m: 667.0,
+        speed_mps: 3.0,
+        course_deg: 180.0,
+    };
+    let (position, rx) = watch::channel(Some(start.clone()));
+    let mut config = NmeaReceiverConfig::new(
+        NmeaFeed::Live {
+            position: rx,
+            period: Duration::from_millis(20),
+        },
+        Pace::RealTime,
+    );
+    config.talker = emulate::Talker::Gn;
+    let emu = emulate::nmea_receiver::spawn(config).unwrap();
+    let handle = GpsHandle::spawn_with_backoff(
+        SourceConfig::Nmea {
+            path: emu.path().unwrap(),
+            baud: 9600,
+        },
+        fast_backoff(),
+    );
+    let mut epochs = handle.epochs();
+    let mut next = async || {
+        tokio::time::timeout(GUARD, epochs.recv())
+            .await
+            .expect("an epoch in time")
+            .expect("source running")
+    };
+    let first = next().await.fix.expect("fix");
+    assert!((first.lat - 40.4168).abs() < 1e-6 && (first.lon + 3.7038).abs() < 1e-6);
+
+    // The ride moves on: later epochs report the new position.
+    let moved = RoutePoint {
+        time: "2026-05-01T08:00:10Z".parse().unwrap(),
+        lat: 40.42,
+        ..start
+    };
+    position.send_replace(Some(moved));
+    loop {
+        let fix = next().await.fix.expect("fix");
+        if (fix.lat - 40.42).abs() < 1e-6 {
+            break;
+        }
+    }
+    // Sky view lost: no-fix epochs, and the last fix is kept.
+    position.send_replace(None);
+    loop {
+        if next().await.fix.is_none() {
+            break;
+        }
+    }
+    let (kept, _) = handle.latest().unwrap();
+    assert!((kept.lat - 40.42).abs() < 1e-6);
+}

@@ -1,5 +1,6 @@
-//! An emulated NMEA receiver on a pty: synthesises RMC/VTG/GGA/GSA along a route, or replays a
-//! capture, at real or accelerated pace, with optional injected garbage, unplug and replug.
+//! An emulated NMEA receiver on a pty: synthesises RMC/VTG/GGA/GSA along a route or from a live
+//! position, or replays a capture, at real or accelerated pace, with optional injected garbage,
+//! unplug and replug.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use crate::emulate::handle::{Control, EmulatorHandle, Status};
 use crate::emulate::pty::{Pty, PtyError, remove_link};
 use crate::emulate::route::RoutePoint;
-use crate::emulate::synth::{Talker, nmea_epoch, sentence};
+use crate::emulate::synth::{Talker, nmea_epoch, nmea_no_fix_epoch, sentence};
 
 /// What the receiver sends.
 pub enum NmeaFeed {
@@ -18,6 +19,14 @@ pub enum NmeaFeed {
     Route(Box<dyn Iterator<Item = RoutePoint> + Send>),
     /// A recorded capture, byte for byte; the pace follows its UTC time fields.
     Replay(Vec<u8>),
+    /// One cycle every `period` from whatever position the channel holds at that moment (the
+    /// simulator's ride model); `None` sends a no-fix cycle, like a receiver without sky view.
+    Live {
+        /// The current position.
+        position: watch::Receiver<Option<RoutePoint>>,
+        /// Time between cycles (1 s for a 1 Hz receiver).
+        period: Duration,
+    },
 }
 
 impl std::fmt::Debug for NmeaFeed {
@@ -25,6 +34,7 @@ impl std::fmt::Debug for NmeaFeed {
         match self {
             NmeaFeed::Route(_) => f.write_str("Route(..)"),
             NmeaFeed::Replay(b) => write!(f, "Replay({} bytes)", b.len()),
+            NmeaFeed::Live { period, .. } => write!(f, "Live(every {period:?})"),
         }
     }
 }
@@ -79,6 +89,21 @@ impl NmeaReceiverConfig {
     }
 }
 
+/// The position source of a [`NmeaFeed::Live`] receiver.
+struct Live {
+    position: watch::Receiver<Option<RoutePoint>>,
+    talker: Talker,
+}
+
+impl Live {
+    fn render(&self) -> Vec<u8> {
+        match &*self.position.borrow() {
+            Some(p) => nmea_epoch(p, self.talker).into_bytes(),
+            None => nmea_no_fix_epoch().into_bytes(),
+        }
+    }
+}
+
 /// A chunk to write and the wait before it.
 struct Chunk {
     wait: Duration,
@@ -98,19 +123,30 @@ pub fn spawn(config: NmeaReceiverConfig) -> Result<EmulatorHandle, PtyError> {
     });
     let (control, control_rx) = mpsc::channel(4);
     let link = config.link.clone();
+    let mut live = None;
     let chunks: Box<dyn Iterator<Item = Chunk> + Send> = match config.feed {
         NmeaFeed::Route(points) => Box::new(route_chunks(points, config.talker)),
         NmeaFeed::Replay(bytes) => Box::new(replay_chunks(&bytes).into_iter()),
+        NmeaFeed::Live { position, period } => {
+            live = Some(Live {
+                position,
+                talker: config.talker,
+            });
+            // The bytes are rendered after each wait, from the position at that moment.
+            let waits = std::iter::once(Duration::ZERO).chain(std::iter::repeat(period));
+            Box::new(waits.map(|wait| Chunk {
+                wait,
+                bytes: Vec::new(),
+            }))
+        }
     };
-    let task = tokio::spawn(run(
-        pty,
+    let script = Script {
         chunks,
-        config.pace,
-        config.garbage_every,
-        config.link,
-        status_tx,
-        control_rx,
-    ));
+        live,
+        pace: config.pace,
+        garbage_every: config.garbage_every,
+    };
+    let task = tokio::spawn(run(pty, script, config.link, status_tx, control_rx));
     Ok(EmulatorHandle {
         link,
         status,
@@ -207,15 +243,27 @@ fn garbage(n: u64) -> Vec<u8> {
     }
 }
 
-async fn run(
-    pty: Pty,
+/// What the receiver will send, and how.
+struct Script {
     chunks: Box<dyn Iterator<Item = Chunk> + Send>,
+    live: Option<Live>,
     pace: Pace,
     garbage_every: Option<u32>,
+}
+
+async fn run(
+    pty: Pty,
+    script: Script,
     link: Option<PathBuf>,
     status: watch::Sender<Status>,
     mut control: mpsc::Receiver<Control>,
 ) {
+    let Script {
+        chunks,
+        live,
+        pace,
+        garbage_every,
+    } = script;
     let mut pty = Some(pty);
     let mut epoch: u64 = 0;
     let mut garbage_sent: u64 = 0;
@@ -244,7 +292,10 @@ async fn run(
             write_dropping(dev, &garbage(garbage_sent)).await;
             garbage_sent = garbage_sent.saturating_add(1);
         }
-        write_dropping(dev, &chunk.bytes).await;
+        match &live {
+            Some(live) => write_dropping(dev, &live.render()).await,
+            None => write_dropping(dev, &chunk.bytes).await,
+        }
     }
     status.send_modify(|s| s.finished = true);
     // Feed exhausted: stay plugged in, silent, still obeying unplug/replug.
