@@ -12,7 +12,6 @@
 //! - [`config`], [`event`]: how a scooter is set up, and what it reports.
 //! - [`scooter`]: the sans-IO scooter that ties it all together.
 //! - [`bluez`]: serves a scooter on the fake BlueZ (D-Bus), driving its timers and physics.
-
 //!
 //! # Driving a scooter by hand
 //!
