@@ -146,7 +146,15 @@ async fn broker_outage_then_restart_delivers_every_record() {
         })
         .await;
     let seqs = inbox.json_seqs(topic);
-    assert!(ok, "received {} distinct of 250", seqs.len());
+    if !ok {
+        let got: std::collections::BTreeSet<u64> = seqs.iter().map(|s| s.0).collect();
+        let missing: Vec<u64> = (1..=250).filter(|s| !got.contains(s)).collect();
+        panic!(
+            "missing {missing:?}; publisher {:?}, last error {:?}",
+            handle.health(),
+            handle.last_error()
+        );
+    }
     let dups = assert_complete(&seqs, 250);
     println!("outage: 250 records delivered, {dups} duplicates (same record id)");
     assert!(
@@ -429,4 +437,63 @@ async fn corrupt_spool_file_is_moved_aside_and_publishing_continues() {
             .await
     );
     assert_complete(&inbox.json_seqs(topic), 20);
+}
+
+#[tokio::test]
+async fn live_samples_get_through_while_a_backlog_drains() {
+    let broker = Broker::start(BrokerOptions::default()).await;
+    let protocol = broker.protocols()[0];
+    let topic = "t/live";
+    let inbox = subscribe(broker.port_for(MqttProtocol::V311), topic).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(
+        dir.path(),
+        &format!("tcp://127.0.0.1:{}", broker.port_for(protocol)),
+        topic,
+        protocol,
+    );
+    cfg.mqtt.max_in_flight = 4;
+    cfg.mqtt.live_reserved = 1;
+    const BACKLOG: u64 = 3000;
+    {
+        let names = vec![format!("{topic}|Json")];
+        let (mut spool, _) = m365_pipeline::Spool::open(&cfg.spool, &names).unwrap();
+        let mut sc = scooter("sc8");
+        for _ in 0..BACKLOG {
+            spool
+                .append(sc.next_sample(), std::time::Instant::now())
+                .unwrap();
+        }
+        spool.flush().unwrap();
+    }
+    let (handle, _task) = m365_pipeline::spawn(cfg, "sc8").unwrap();
+    let mut sc = SyntheticScooter::new("sc8", 10, Utc::now(), Duration::from_millis(20));
+    // Live samples while the backlog drains; the first one must arrive before the backlog's end.
+    let mut live_seen_before_backlog_end = false;
+    for _ in 0..200 {
+        handle.submit(sc.next_sample()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let seqs: Vec<u64> = inbox.json_seqs(topic).iter().map(|s| s.0).collect();
+        let backlog_done = (1..=BACKLOG).all(|s| seqs.contains(&s));
+        if seqs.iter().any(|s| *s > BACKLOG) && !backlog_done {
+            live_seen_before_backlog_end = true;
+            break;
+        }
+        if backlog_done {
+            break;
+        }
+    }
+    assert!(
+        live_seen_before_backlog_end,
+        "a live record overtook the backlog"
+    );
+    let ok = inbox
+        .wait_for(Duration::from_secs(30), |_| {
+            handle.health().spool_records == 0
+        })
+        .await;
+    assert!(ok, "{:?}", handle.health());
+    let seqs = inbox.json_seqs(topic);
+    let max = seqs.iter().map(|s| s.0).max().unwrap();
+    assert_complete(&seqs, max);
 }
