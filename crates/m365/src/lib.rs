@@ -3,6 +3,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod demo;
 pub mod exit;
 pub mod logging;
 pub mod notify;

@@ -16,12 +16,17 @@ struct Cli {
     #[arg(long, global = true, value_name = "PATH", env = "M365_CONFIG")]
     config: Option<PathBuf>,
 
+    /// What to do; without one, `run` (so `./m365` next to `martinete.toml` starts the daemon).
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the telemetry daemon: scooter over BLE, GPS, spool and MQTT (the default).
+    Run(cli::run::RunArgs),
+    /// Show m365 working with simulated scooters and an embedded broker; nothing to set up.
+    Demo(cli::demo::DemoArgs),
     /// Print fixes from a GPS receiver, a SIM7600 modem, gpsd or a capture file.
     Gps(cli::gps::GpsArgs),
     /// Check a configuration file and print the effective configuration.
@@ -41,7 +46,12 @@ fn main() -> ExitCode {
             };
         }
     };
-    let result = match cli.command {
+    let result = match cli
+        .command
+        .unwrap_or(Command::Run(cli::run::RunArgs::default()))
+    {
+        Command::Run(args) => cli::run::run(args, cli.config.as_deref()),
+        Command::Demo(args) => cli::demo::run(args),
         Command::Gps(args) => cli::gps::run(args),
         Command::Config(args) => cli::config::run(args, cli.config.as_deref()),
     };

@@ -1,4 +1,6 @@
 //! One file per subcommand of the `m365` binary.
 
 pub mod config;
+pub mod demo;
 pub mod gps;
+pub mod run;

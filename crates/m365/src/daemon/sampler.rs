@@ -1,0 +1,194 @@
+//! The sampler: every `interval`, one pipelined telemetry read over the scooter link plus the
+//! latest GPS fix, handed to the pipeline without waiting. It never blocks on GPS (it takes
+//! whatever fix the source task holds) nor on the broker (a full pipeline channel drops the
+//! sample and counts it; the spool behind it absorbs outages). A slow read (the link is being
+//! re-established) delays the next sample instead of queueing a burst of them.
+//!
+//! The same sampler runs in `m365 run` (btleplug) and in `m365 demo` (in-process simulator), so
+//! the demo shows the code path the daemon runs.
+
+use std::time::Duration;
+
+use m365_ble::error::BleError;
+use m365_ble::transport::Transport;
+use m365_ble::{Counters, ScooterLink, Telemetry};
+use m365_gps::Fix;
+use m365_gps::chrono::Utc;
+use m365_gps::source::SourceState;
+use m365_pipeline::{PipelineHandle, SubmitError};
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::link::fatal_status;
+use super::readings;
+
+/// What the sampler is doing, for `STATUS=` lines and the demo's view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phase {
+    /// Looking for the scooter (before the first connection).
+    #[default]
+    Scanning,
+    /// The last read succeeded.
+    Online,
+    /// The last read failed (the next one is tried at the usual pace).
+    Failing,
+    /// Stopped (shut down or gave up).
+    Stopped,
+}
+
+impl Phase {
+    /// A few words for status lines.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Phase::Scanning => "scanning",
+            Phase::Online => "logged in",
+            Phase::Failing => "not answering",
+            Phase::Stopped => "stopped",
+        }
+    }
+}
+
+/// What the sampler reports after every read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SamplerState {
+    /// Where it stands.
+    pub phase: Phase,
+    /// Samples handed to the pipeline.
+    pub submitted: u64,
+    /// Samples the pipeline refused because its channel was full.
+    pub dropped: u64,
+    /// Reads that failed without ending the link.
+    pub failed_reads: u64,
+    /// When the last sample was taken.
+    pub last_sample: Option<Instant>,
+    /// The last telemetry read.
+    pub last: Option<Telemetry>,
+    /// The link's counters (connections, logins, reused sessions, losses).
+    pub link: Counters,
+}
+
+/// How the sampler runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SamplerConfig {
+    /// Names the scooter in records.
+    pub scooter_id: String,
+    /// Time between two samples.
+    pub interval: Duration,
+}
+
+/// The latest fix of a GPS source task, read without waiting.
+#[derive(Debug, Clone)]
+pub struct GpsLatest(watch::Receiver<SourceState>);
+
+impl GpsLatest {
+    /// Follows the state published by a source task (`GpsHandle::subscribe`).
+    pub fn new(state: watch::Receiver<SourceState>) -> Self {
+        GpsLatest(state)
+    }
+
+    /// The latest fix and its age.
+    pub fn latest(&self) -> Option<(Fix, Duration)> {
+        self.0
+            .borrow()
+            .last_fix
+            .as_ref()
+            .map(|(fix, at)| (fix.clone(), at.elapsed()))
+    }
+}
+
+/// Samples `link` until `stop` turns true (or its sender is dropped), then disconnects.
+///
+/// Returns the error that ended the link for good (scooter lost, token rejected, …); reads
+/// that merely failed are logged, counted in the state, and tried again at the next tick.
+pub async fn run<T: Transport>(
+    mut link: ScooterLink<T>,
+    config: SamplerConfig,
+    gps: Option<GpsLatest>,
+    pipeline: PipelineHandle,
+    state: watch::Sender<SamplerState>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), BleError> {
+    let mut ticker = tokio::time::interval(config.interval);
+    // After a long read (a reconnection), carry on at the normal pace rather than in a burst.
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut warned_full = false;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            changed = stop.changed() => {
+                // A dropped sender means stop too; otherwise the check above decides.
+                if changed.is_err() {
+                    break;
+                }
+                continue;
+            }
+            _ = ticker.tick() => {}
+        }
+        let read = tokio::select! {
+            biased;
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    break;
+                }
+                continue;
+            }
+            read = link.sample() => read,
+        };
+        match read {
+            Ok(telemetry) => {
+                let fix = gps.as_ref().and_then(GpsLatest::latest);
+                let sample = readings::sample(&config.scooter_id, Utc::now(), &telemetry, fix);
+                let outcome = pipeline.try_submit(sample);
+                let counters = link.counters();
+                state.send_modify(|s| {
+                    s.phase = Phase::Online;
+                    s.last_sample = Some(Instant::now());
+                    s.last = Some(telemetry);
+                    s.link = counters;
+                    match outcome {
+                        Ok(()) => s.submitted += 1,
+                        Err(_) => s.dropped += 1,
+                    }
+                });
+                match outcome {
+                    Ok(()) => warned_full = false,
+                    Err(SubmitError::Full) if !warned_full => {
+                        warned_full = true;
+                        tracing::warn!(
+                            "the pipeline is behind: dropping samples until it catches up"
+                        );
+                    }
+                    Err(SubmitError::Full) => {}
+                    // The pipeline ended: the daemon's main loop notices and stops; nothing
+                    // more to sample for.
+                    Err(SubmitError::Closed) => break,
+                }
+            }
+            Err(error) if fatal_status(&error).is_some() => {
+                let counters = link.counters();
+                state.send_modify(|s| {
+                    s.phase = Phase::Stopped;
+                    s.link = counters;
+                });
+                return Err(error);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "telemetry read failed");
+                let counters = link.counters();
+                state.send_modify(|s| {
+                    s.phase = Phase::Failing;
+                    s.failed_reads += 1;
+                    s.link = counters;
+                });
+            }
+        }
+    }
+    state.send_modify(|s| s.phase = Phase::Stopped);
+    if let Err(error) = link.close().await {
+        tracing::debug!(%error, "disconnect at shutdown");
+    }
+    Ok(())
+}

@@ -1,0 +1,398 @@
+//! `m365 run` end to end, as systemd runs it: a simulated Pro 2 served on the fake BlueZ (on a
+//! private D-Bus), an MQTT broker on a free loopback port (mosquitto when installed, else the
+//! demo's embedded rumqttd), a configuration file written here, and the `m365` binary with
+//! `NOTIFY_SOCKET` aimed at a socket of this test. The scooter's pairing is seeded on both
+//! sides (its state file and `.mi-token`), as after `m365 register`.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+
+use m365_fakebluez::{FakeBluez, PrivateBus};
+use m365_proto::keys::Token;
+use m365_sim::bluez::{DEFAULT_PHYSICS_TICK, ServedScooter};
+use m365_sim::state_file::{self, PairingState};
+use m365_sim::{Model, Scooter, ScooterConfig};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+const BIN: &str = env!("CARGO_BIN_EXE_m365");
+const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+/// Upper bound of any wait; the tests assert what happened, not how fast.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A broker for one test.
+struct Broker {
+    port: u16,
+    /// MQTT protocol the client should speak (`"5"` with mosquitto; the embedded broker
+    /// relays MQTT 5 publishes to 3.1.1 subscribers badly).
+    protocol: &'static str,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    async fn start() -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        if Path::new(MOSQUITTO).exists() {
+            let port = free_port();
+            let conf = dir.path().join("mosquitto.conf");
+            std::fs::write(
+                &conf,
+                format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+            )
+            .unwrap();
+            let child = Command::new(MOSQUITTO)
+                .arg("-c")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("mosquitto starts");
+            let deadline = Instant::now() + WAIT;
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "mosquitto never listened");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            println!("broker: mosquitto on 127.0.0.1:{port}");
+            Broker {
+                port,
+                protocol: "5",
+                child: Some(child),
+                _dir: dir,
+            }
+        } else {
+            let broker = m365::demo::broker::EmbeddedBroker::start().await.unwrap();
+            println!("broker: embedded rumqttd (no mosquitto) on {}", broker.addr);
+            Broker {
+                port: broker.addr.port(),
+                protocol: "3.1.1",
+                child: None,
+                _dir: dir,
+            }
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The simulated scooter on the fake BlueZ, driven from a thread of its own (the fake wants
+/// one thread) until dropped.
+struct SimBench {
+    bus_address: String,
+    scooter_address: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SimBench {
+    /// `None` (with a notice) when there is no dbus-daemon and `CI` is unset.
+    fn start(config: ScooterConfig) -> Option<SimBench> {
+        if !m365_fakebluez::isolation::daemon_available() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "dbus-daemon is not installed"
+            );
+            eprintln!("skipping: dbus-daemon is not installed");
+            return None;
+        }
+        let (ready_tx, ready_rx) = std_mpsc::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let bus = PrivateBus::start().expect("private bus");
+                let fake = FakeBluez::start(bus.address()).await.expect("fake BlueZ");
+                let scooter = Scooter::new(config).expect("scooter");
+                let address = scooter.profile().address_string();
+                let served = ServedScooter::start(&fake, scooter, DEFAULT_PHYSICS_TICK)
+                    .expect("served scooter");
+                ready_tx.send((bus.address().to_owned(), address)).unwrap();
+                let _ = stop_rx.await;
+                drop(served);
+                drop(fake);
+                drop(bus);
+            });
+        });
+        let (bus_address, scooter_address) =
+            ready_rx.recv_timeout(WAIT).expect("the simulator started");
+        Some(SimBench {
+            bus_address,
+            scooter_address,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for SimBench {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A Pro 2 (Mi-auth) whose pairing with `token` is already stored in `state_dir`.
+fn paired_scooter(state_dir: &Path, token: &Token, seed: u64) -> ScooterConfig {
+    let mut config = ScooterConfig::new(Model::Pro2, seed);
+    // The fake paces the link itself.
+    config.link = None;
+    config.state_dir = Some(state_dir.to_path_buf());
+    let address = Scooter::new(config.clone()).unwrap().profile().address;
+    state_file::save(
+        &state_file::path_for(state_dir, &address),
+        &PairingState {
+            token: Some(token.clone()),
+            did: None,
+        },
+    )
+    .unwrap();
+    config
+}
+
+fn write_config(dir: &Path, mac: &str, broker: &Broker, scan_timeout: &str) -> PathBuf {
+    let path = dir.join("martinete.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[scooter]
+mac = "{mac}"
+token_file_path = "{token}"
+scan_timeout = "{scan_timeout}"
+
+[mqtt]
+broker = "tcp://127.0.0.1:{port}"
+encoding = "json"
+protocol = "{protocol}"
+reconnect_min = "500ms"
+
+[telemetry]
+interval = "500ms"
+
+[spool]
+path = "{spool}"
+
+[log]
+level = "info"
+"#,
+            token = dir.join(".mi-token").display(),
+            port = broker.port,
+            protocol = broker.protocol,
+            spool = dir.join("spool.sqlite").display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn spawn_m365(config: &Path, bus: &str, notify: &Path, dir: &Path) -> Child {
+    let log = std::fs::File::create(dir.join("m365.log")).unwrap();
+    Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(config)
+        .current_dir(dir)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", bus)
+        .env("NOTIFY_SOCKET", notify)
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("m365 starts")
+}
+
+fn log_of(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("m365.log")).unwrap_or_default()
+}
+
+/// Waits for the child's exit code.
+async fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn subscriber(port: u16) -> tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)> {
+    let mut options = MqttOptions::new("daemon-test-subscriber", "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    client.subscribe("m365/#", QoS::AtLeastOnce).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (acked_tx, acked_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _client = client;
+        let mut acked = Some(acked_tx);
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(a) = acked.take() {
+                        let _ = a.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if tx.send((p.topic.clone(), p.payload.to_vec())).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    tokio::time::timeout(WAIT, acked_rx)
+        .await
+        .expect("subscribed in time")
+        .unwrap();
+    rx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_publishes_telemetry_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = Token([7, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    let config = paired_scooter(&dir.path().join("sim"), &token, 501);
+    let Some(sim) = SimBench::start(config) else {
+        return;
+    };
+    m365_proto::token::write(&dir.path().join(".mi-token"), &token, false).unwrap();
+    let broker = Broker::start().await;
+    let mut messages = subscriber(broker.port).await;
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(WAIT)).unwrap();
+    let config = write_config(dir.path(), &sim.scooter_address, &broker, "20s");
+    let mut child = spawn_m365(&config, &sim.bus_address, &notify_path, dir.path());
+
+    // READY=1 first: the daemon is running (the scan may still be going on).
+    let mut buf = [0u8; 512];
+    let n = notify.recv(&mut buf).expect("a notification");
+    assert_eq!(&buf[..n], b"READY=1", "log:\n{}", log_of(dir.path()));
+
+    // Telemetry arrives through the broker with increasing sequence numbers.
+    let id: String = sim
+        .scooter_address
+        .split(':')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let telemetry = format!("m365/{id}/telemetry");
+    let availability = format!("m365/{id}/availability");
+    let mut seqs = Vec::new();
+    let mut online = false;
+    let collect = async {
+        while !(1..=6).all(|n| seqs.contains(&n)) {
+            let (topic, payload) = messages.recv().await.expect("subscriber alive");
+            if topic == telemetry {
+                let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+                assert_eq!(v["scooter_id"], id.as_str());
+                let percent = v["battery"]["percent"].as_u64().expect("battery percent");
+                assert!(percent <= 100, "{v}");
+                let volts = v["battery"]["voltage_v"].as_f64().expect("voltage");
+                assert!((25.0..=45.0).contains(&volts), "{v}");
+                seqs.push(v["seq"].as_u64().expect("seq"));
+            } else if topic == availability {
+                online |= payload == b"online";
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, collect)
+        .await
+        .unwrap_or_else(|_| panic!("no telemetry; log:\n{}", log_of(dir.path())));
+    assert!(online, "the availability topic said online first");
+    // The pipeline sends the newest record of a commit first (live before backlog), so the
+    // order on the wire may swap neighbours; what must hold is a gapless, growing series.
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "each record once, gapless from 1"
+    );
+    // SIGTERM: exit 0 promptly, and the availability topic says offline.
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = wait_exit(&mut child, Duration::from_secs(15)).await;
+    assert_eq!(code, Some(0), "log:\n{}", log_of(dir.path()));
+    let offline = async {
+        loop {
+            let (topic, payload) = messages.recv().await.expect("subscriber alive");
+            if topic == availability && payload == b"offline" {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), offline)
+        .await
+        .expect("availability offline after SIGTERM");
+    let mut statuses = Vec::new();
+    notify.set_nonblocking(true).unwrap();
+    while let Ok(n) = notify.recv(&mut buf) {
+        statuses.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s.starts_with("STATUS=broker connected; scooter logged in")),
+        "{statuses:?}"
+    );
+    assert!(statuses.iter().any(|s| s == "STOPPING=1"), "{statuses:?}");
+    drop(sim);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scooter_never_found_exits_with_its_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = Token([9; 12]);
+    let config = paired_scooter(&dir.path().join("sim"), &token, 502);
+    let Some(sim) = SimBench::start(config) else {
+        return;
+    };
+    m365_proto::token::write(&dir.path().join(".mi-token"), &token, false).unwrap();
+    let broker = Broker::start().await;
+    // An address no simulated scooter has.
+    let config = write_config(dir.path(), "02:00:00:00:00:01", &broker, "1s");
+    let notify_path = dir.path().join("notify.sock");
+    let _notify = UnixDatagram::bind(&notify_path).unwrap();
+    let mut child = spawn_m365(&config, &sim.bus_address, &notify_path, dir.path());
+    let code = wait_exit(&mut child, WAIT).await;
+    assert_eq!(
+        code,
+        Some(i32::from(m365::exit::ExitStatus::ScooterNotFound.code())),
+        "log:\n{}",
+        log_of(dir.path())
+    );
+    assert!(log_of(dir.path()).contains("no scooter found"));
+}

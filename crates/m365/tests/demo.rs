@@ -1,0 +1,163 @@
+//! `m365 demo` as a user (or a script) runs it: a process that prints what arrived at the broker
+//! and ends with a machine-checkable summary. Plain mode, since stdout is a pipe here.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_m365");
+
+fn demo(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("demo")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("m365 demo runs")
+}
+
+/// The `key=value` pairs of the line starting with `prefix `.
+fn pairs<'a>(line: &'a str, prefix: &str) -> Option<BTreeMap<&'a str, &'a str>> {
+    let rest = line.strip_prefix(prefix)?.strip_prefix(' ')?;
+    Some(
+        rest.split(' ')
+            .filter_map(|kv| kv.split_once('='))
+            .collect(),
+    )
+}
+
+fn number(map: &BTreeMap<&str, &str>, key: &str, unit: &str) -> f64 {
+    let text = map
+        .get(key)
+        .unwrap_or_else(|| panic!("no {key} in {map:?}"));
+    text.strip_suffix(unit)
+        .unwrap_or_else(|| panic!("{key}={text} lacks {unit}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{key}={text}: {e}"))
+}
+
+struct Run {
+    stdout: String,
+    records: Vec<BTreeMap<String, String>>,
+    summary: BTreeMap<String, u64>,
+}
+
+fn run_ok(args: &[&str]) -> Run {
+    let out = demo(args);
+    let stdout = String::from_utf8(out.stdout).expect("UTF-8 output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    let records = stdout
+        .lines()
+        .filter_map(|l| pairs(l, "rec"))
+        .map(|m| {
+            m.into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .collect();
+    let last = stdout.lines().last().unwrap_or_default();
+    let summary = pairs(last, "summary")
+        .unwrap_or_else(|| panic!("the last line is the summary:\n{stdout}"))
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.parse().expect("a count")))
+        .collect();
+    Run {
+        stdout,
+        records,
+        summary,
+    }
+}
+
+fn check_plausible(record: &BTreeMap<String, String>) {
+    let m: BTreeMap<&str, &str> = record
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let speed = number(&m, "speed", "km/h");
+    assert!((0.0..=40.0).contains(&speed), "{m:?}");
+    let battery = number(&m, "battery", "%");
+    assert!((0.0..=100.0).contains(&battery), "{m:?}");
+    let volts = number(&m, "voltage", "V");
+    assert!((25.0..=45.0).contains(&volts), "{m:?}");
+    let odo = number(&m, "odo", "km");
+    assert!(odo > 0.0, "{m:?}");
+    if m["gps"] != "none" {
+        let (lat, lon) = m["gps"].split_once(',').expect("lat,lon");
+        let (lat, lon): (f64, f64) = (lat.parse().unwrap(), lon.parse().unwrap());
+        assert!((-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon));
+        assert!(lat != 0.0 || lon != 0.0, "no fix is never 0,0");
+    }
+}
+
+#[test]
+fn five_seconds_of_one_scooter() {
+    let run = run_ok(&["--duration", "5"]);
+    assert!(run.records.len() >= 3, "{}", run.stdout);
+    for r in &run.records {
+        check_plausible(r);
+    }
+    // Without faults the records arrive in order.
+    let seqs: Vec<u64> = run
+        .records
+        .iter()
+        .map(|r| r["seq"].parse().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert!(
+        run.records.iter().any(|r| r["gps"] != "none"),
+        "positions came through the NMEA path:\n{}",
+        run.stdout
+    );
+    let s = &run.summary;
+    assert_eq!(s["scooters"], 1);
+    assert_eq!(s["lost"], 0);
+    assert_eq!(s["spooled"], s["received"]);
+    assert_eq!(s["acknowledged"], s["spooled"]);
+    assert_eq!(s["received"], run.records.len() as u64);
+    assert!(run.stdout.contains(&format!(
+        "published {}, acknowledged {}, lost 0",
+        s["published"], s["acknowledged"]
+    )));
+}
+
+#[test]
+fn two_scooters_publish_side_by_side() {
+    let run = run_ok(&["--scooters", "2", "--duration", "4"]);
+    let ids: std::collections::BTreeSet<&str> =
+        run.records.iter().map(|r| r["scooter"].as_str()).collect();
+    assert_eq!(ids.len(), 2, "{}", run.stdout);
+    assert_eq!(run.summary["scooters"], 2);
+    assert_eq!(run.summary["lost"], 0);
+    assert!(run.summary["received"] >= 4);
+}
+
+#[test]
+fn faults_are_survived_with_nothing_lost() {
+    let run = run_ok(&["--faults", "--duration", "13"]);
+    let s = &run.summary;
+    assert_eq!(s["lost"], 0, "{}", run.stdout);
+    assert!(s["link_losses"] >= 1, "{}", run.stdout);
+    assert!(
+        s["sessions_reused"] >= 1,
+        "the 2 s drop kept its session:\n{}",
+        run.stdout
+    );
+    assert_eq!(s["logins"], 1, "no second login:\n{}", run.stdout);
+    assert!(
+        run.stdout.contains("fault broker unreachable"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("broker=offline"), "{}", run.stdout);
+    assert!(s["received"] >= 8, "{}", run.stdout);
+}
+
+#[test]
+fn bad_arguments_are_a_usage_error() {
+    let out = demo(&["--scooters", "0"]);
+    assert_eq!(out.status.code(), Some(64));
+}
