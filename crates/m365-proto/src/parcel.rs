@@ -531,7 +531,11 @@ impl Receiver {
             && c.kind == kind
             && c.chunks.len() == usize::from(count)
         {
-            return None; // a repeated announce of the parcel being collected
+            // A repeated announce of the parcel being collected: the sender did not hear our
+            // RCV_RDY. Answer it again and keep the chunks that came; a sender already sending
+            // ignores a second RCV_RDY.
+            self.out.push_back(Message::Ack(Ack::Ready).encode());
+            return None;
         }
         if count > armed.max_count {
             self.out.push_back(Message::Ack(Ack::Cancel).encode());

@@ -332,3 +332,41 @@ fn captured_stream_with_anomalies_loses_no_good_frame() {
     assert_eq!(r.rejects().bad_checksum, 2, "{:?}", r.rejects());
     assert_eq!(r.buffered(), 0);
 }
+
+/// A sender that did not hear `RCV_RDY` announces again: it gets `RCV_RDY` again, and the chunks
+/// already received are kept.
+#[test]
+fn repeated_announce_is_answered_again_without_losing_chunks() {
+    let t0 = Instant::now();
+    let mut rx = Receiver::new();
+    rx.expect(t0, ParcelType::DEV_CONFIRMATION, 32);
+    let announce = Message::Announce {
+        kind: ParcelType::DEV_CONFIRMATION,
+        count: 2,
+    };
+    assert_eq!(rx.handle(t0, &announce), None);
+    assert_eq!(rx.poll_transmit(), Some(vec![0, 0, 1, 1]));
+    let first = [1u8; 18];
+    assert_eq!(
+        rx.handle(
+            t0,
+            &Message::Chunk {
+                index: 1,
+                data: &first
+            }
+        ),
+        None
+    );
+    assert_eq!(rx.handle(t0, &announce), None);
+    assert_eq!(rx.poll_transmit(), Some(vec![0, 0, 1, 1]), "RCV_RDY again");
+    let done = rx.handle(
+        t0,
+        &Message::Chunk {
+            index: 2,
+            data: &[2; 14],
+        },
+    );
+    let mut expected = first.to_vec();
+    expected.extend([2; 14]);
+    assert_eq!(done, Some((ParcelType::DEV_CONFIRMATION, expected)));
+}
