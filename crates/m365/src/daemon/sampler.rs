@@ -192,3 +192,126 @@ pub async fn run<T: Transport>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use m365_ble::link::LinkConfig;
+    use m365_ble::pairing::{self, PairingOptions};
+    use m365_ble::scanner::ScanFilter;
+    use m365_ble::transport::in_process::{InProcessTransport, SimScooter};
+    use m365_pipeline::{MqttConfig, PipelineConfig, SpoolConfig};
+    use m365_sim::{Fault, Model, ScooterConfig};
+
+    /// A registered Pro 2 and a link to it, on the paused clock.
+    async fn online(dir: &std::path::Path, seed: u64) -> (SimScooter, LinkConfig) {
+        let mut config = ScooterConfig::new(Model::Pro2, seed);
+        config.auto_press = Some(Duration::from_secs(1));
+        let sim = SimScooter::new(config).unwrap();
+        let token = dir.join(".mi-token");
+        let mut transport = InProcessTransport::new(vec![sim.clone()]);
+        pairing::register(
+            &mut transport,
+            sim.address(),
+            &PairingOptions::new(token.clone()),
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        let mut link = LinkConfig::new(token);
+        link.filter = ScanFilter {
+            address: Some(sim.address()),
+            ..ScanFilter::default()
+        };
+        (sim, link)
+    }
+
+    /// A pipeline whose broker never answers: samples stay in its spool.
+    fn pipeline(dir: &std::path::Path) -> (PipelineHandle, tokio::task::JoinHandle<()>) {
+        let config = PipelineConfig {
+            spool: SpoolConfig {
+                path: dir.join("spool.sqlite"),
+                ..SpoolConfig::default()
+            },
+            mqtt: MqttConfig {
+                broker: "tcp://127.0.0.1:9".into(),
+                ..MqttConfig::default()
+            },
+            ..PipelineConfig::default()
+        };
+        m365_pipeline::spawn(config, "test").unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn samples_at_its_interval_and_disconnects_when_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sim, link_config) = online(dir.path(), 31).await;
+        let link = ScooterLink::open(InProcessTransport::new(vec![sim.clone()]), link_config)
+            .await
+            .unwrap();
+        let (handle, _task) = pipeline(dir.path());
+        let (state_tx, state) = watch::channel(SamplerState::default());
+        let (stop_tx, stop) = watch::channel(false);
+        let config = SamplerConfig {
+            scooter_id: "test".into(),
+            interval: Duration::from_secs(1),
+        };
+        let sampler = tokio::spawn(run(link, config, None, handle.clone(), state_tx, stop));
+        // Ticks at 0 s, 1 s, … 5 s; a pipelined read takes well under a second.
+        tokio::time::sleep(Duration::from_millis(5_500)).await;
+        stop_tx.send(true).unwrap();
+        sampler.await.unwrap().unwrap();
+
+        let s = state.borrow().clone();
+        assert_eq!(s.submitted, 6, "{s:?}");
+        assert_eq!((s.dropped, s.failed_reads), (0, 0));
+        assert_eq!(s.phase, Phase::Stopped);
+        assert_eq!(handle.health().sampled, 6);
+        assert!(!sim.with(|s| s.is_connected()), "disconnected at the end");
+        // The last sample is the scooter's own state, decoded and scaled.
+        let telemetry = s.last.expect("a sample");
+        let odometer = sim.with(|s| s.ride().odometer_m());
+        let sample = readings::sample("test", Utc::now(), &telemetry, None);
+        let read = f64::from(sample.scooter.odometer_m.unwrap());
+        assert!((read - odometer).abs() <= 10.0, "{read} vs {odometer}");
+        assert!(sample.battery.percent.is_some_and(|p| p <= 100));
+        assert!(sample.gps.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_scooter_gone_past_the_window_ends_the_sampler() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sim, mut link_config) = online(dir.path(), 32).await;
+        link_config.reconnect.reconnect_window = Duration::from_secs(5);
+        let link = ScooterLink::open(InProcessTransport::new(vec![sim.clone()]), link_config)
+            .await
+            .unwrap();
+        let (handle, _task) = pipeline(dir.path());
+        let (state_tx, state) = watch::channel(SamplerState::default());
+        let (_stop_tx, stop) = watch::channel(false);
+        let config = SamplerConfig {
+            scooter_id: "test".into(),
+            interval: Duration::from_secs(1),
+        };
+        let sampler = tokio::spawn(run(link, config, None, handle, state_tx, stop));
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        sim.with(|s| {
+            s.apply_fault(
+                SimScooter::now(),
+                Fault::OutOfRange {
+                    for_: Duration::from_secs(600),
+                },
+            )
+        });
+        let error = sampler.await.unwrap().unwrap_err();
+        assert!(matches!(error, BleError::Lost { .. }), "{error}");
+        assert_eq!(
+            super::super::link::fatal_status(&error),
+            Some(crate::exit::ExitStatus::ScooterLost)
+        );
+        let s = state.borrow().clone();
+        assert_eq!(s.phase, Phase::Stopped);
+        assert_eq!(s.submitted, 2, "samples at 0 s and 1 s");
+        assert_eq!(s.link.link_losses, 1);
+    }
+}
