@@ -342,11 +342,11 @@ fn gns(raw: &RawSentence) -> Result<Gns, SentenceError> {
 }
 
 fn gsa(raw: &RawSentence) -> Result<Gsa, SentenceError> {
-    // 2 mode fields, 12 PRNs and 3 DOPs; NMEA 4.10 adds a system id, some receivers list more
-    // PRNs. The DOPs are the three fields before the optional system id.
+    // 2 mode fields, 12 PRNs and 3 DOPs; NMEA 4.10 adds a system id (18 fields), NMEA 4.11 a
+    // signal id after it (19). Receivers with more PRN slots put the DOPs last.
     let f = Fields::new("GSA", raw, 17)?;
     let n = f.count();
-    let pdop_index = if n == 18 { 15 } else { n - 2 };
+    let pdop_index = if n <= 19 { 15 } else { n - 2 };
     let mode = f.integer(2)?.unwrap_or(1);
     let mut sats_listed = 0u32;
     for i in 3..pdop_index {
@@ -459,6 +459,25 @@ mod tests {
             panic!()
         };
         assert_eq!((g.pdop, g.hdop, g.vdop), (Some(2.7), Some(1.4), Some(2.3)));
+        // NMEA 4.11 with system and signal ids.
+        let Sentence::Gsa(g) =
+            decode(&raw("GNGSA,A,3,13,12,22,19,08,21,,,,,,,1.05,0.64,0.83,4,1")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (g.pdop, g.hdop, g.vdop),
+            (Some(1.05), Some(0.64), Some(0.83))
+        );
+        // 24 PRN slots (Navior CH-4701).
+        let Sentence::Gsa(g) = decode(&raw(
+            "GPGSA,A,3,27,23,13,07,25,,,,,,,,,,,,,,,,,,,,07.9,06.0,05.2",
+        ))
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!((g.pdop, g.hdop, g.vdop), (Some(7.9), Some(6.0), Some(5.2)));
+        assert_eq!(g.sats_listed, 5);
     }
 
     #[test]
