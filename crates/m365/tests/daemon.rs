@@ -41,15 +41,32 @@ struct Broker {
 
 impl Broker {
     async fn start() -> Broker {
+        Broker::start_with(None).await
+    }
+
+    /// With `credentials`, only that user name and password are accepted (mosquitto only).
+    async fn start_with(credentials: Option<(&str, &str)>) -> Broker {
         let dir = tempfile::tempdir().unwrap();
         if Path::new(MOSQUITTO).exists() {
             let port = free_port();
             let conf = dir.path().join("mosquitto.conf");
-            std::fs::write(
-                &conf,
-                format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-            )
-            .unwrap();
+            let mut text = format!("listener {port} 127.0.0.1\npersistence false\n");
+            match credentials {
+                Some((user, password)) => {
+                    let file = dir.path().join("passwd");
+                    std::fs::write(&file, "").unwrap();
+                    let made = Command::new("mosquitto_passwd")
+                        .arg("-b")
+                        .arg(&file)
+                        .args([user, password])
+                        .status()
+                        .expect("mosquitto_passwd");
+                    assert!(made.success());
+                    text += &format!("allow_anonymous false\npassword_file {}\n", file.display());
+                }
+                None => text += "allow_anonymous true\n",
+            }
+            std::fs::write(&conf, text).unwrap();
             let child = Command::new(MOSQUITTO)
                 .arg("-c")
                 .arg(&conf)
@@ -216,7 +233,10 @@ fn spawn_m365(config: &Path, bus: &str, notify: &Path, dir: &Path) -> Child {
         .current_dir(dir)
         .env("DBUS_SYSTEM_BUS_ADDRESS", bus)
         .env("NOTIFY_SOCKET", notify)
-        .env_remove("WATCHDOG_USEC")
+        // A one-second watchdog: pings every half second.
+        .env("WATCHDOG_USEC", "1000000")
+        .env_remove("WATCHDOG_PID")
+        .env_remove("M365_MQTT_PASSWORD")
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(log)
@@ -369,6 +389,7 @@ async fn run_publishes_telemetry_and_stops_cleanly_on_sigterm() {
         "{statuses:?}"
     );
     assert!(statuses.iter().any(|s| s == "STOPPING=1"), "{statuses:?}");
+    assert!(statuses.iter().any(|s| s == "WATCHDOG=1"), "{statuses:?}");
     drop(sim);
 }
 
@@ -395,4 +416,41 @@ async fn a_scooter_never_found_exits_with_its_code() {
         log_of(dir.path())
     );
     assert!(log_of(dir.path()).contains("no scooter found"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_broker_credentials_exit_with_their_code() {
+    if !Path::new(MOSQUITTO).exists() {
+        eprintln!("skipping: the embedded broker has no password check here; needs mosquitto");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let token = Token([5; 12]);
+    let config = paired_scooter(&dir.path().join("sim"), &token, 503);
+    let Some(sim) = SimBench::start(config) else {
+        return;
+    };
+    m365_proto::token::write(&dir.path().join(".mi-token"), &token, false).unwrap();
+    let broker = Broker::start_with(Some(("scooter", "right"))).await;
+    let config = write_config(dir.path(), &sim.scooter_address, &broker, "20s");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text = text.replace(
+        "[mqtt]\n",
+        "[mqtt]\nusername = \"scooter\"\npassword = \"wrong-pw-3e7f\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let _notify = UnixDatagram::bind(&notify_path).unwrap();
+    let mut child = spawn_m365(&config, &sim.bus_address, &notify_path, dir.path());
+    let code = wait_exit(&mut child, WAIT).await;
+    let log = log_of(dir.path());
+    assert_eq!(
+        code,
+        Some(i32::from(m365::exit::ExitStatus::BrokerAuth.code())),
+        "log:\n{log}"
+    );
+    assert!(
+        !log.contains("wrong"),
+        "the password is never logged:\n{log}"
+    );
 }
