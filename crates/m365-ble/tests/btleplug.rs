@@ -271,3 +271,51 @@ async fn corrupted_notifications_are_rejected_and_the_session_continues() {
     assert!(ok >= 36, "{ok} of 40");
     assert_eq!(served.counters().logins, 1);
 }
+
+#[tokio::test]
+async fn registration_without_the_button_fails_then_a_press_lets_the_retry_pass() {
+    let Some(bus) =
+        isolated_bus("registration_without_the_button_fails_then_a_press_lets_the_retry_pass")
+    else {
+        return;
+    };
+    let fake = fake(&bus).await;
+    let served_by = |seed: u64, auto_press: Option<Duration>| {
+        let mut config = ScooterConfig::new(Model::OneS, seed);
+        config.link = None;
+        config.auto_press = auto_press;
+        ServedScooter::start(&fake, Scooter::new(config).unwrap(), DEFAULT_PHYSICS_TICK).unwrap()
+    };
+    let nobody = served_by(80, None);
+    // Too late for the attempt's 3 s wait, but within 5 s of the beep: the retry passes.
+    let late = served_by(81, Some(Duration::from_millis(4_000)));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(".mi-token");
+    let mut transport = BtleplugTransport::new().await.unwrap();
+
+    let mut options = PairingOptions::new(path.clone());
+    options.attempts = 1;
+    let err = pairing::register(&mut transport, address(&nobody), &options, &mut |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, BleError::ButtonNeverPressed { attempts: 1 }),
+        "{err}"
+    );
+    assert!(!path.exists());
+    assert_eq!(nobody.counters().beeps, 1);
+
+    options.attempts = 3;
+    options.retry_wait = secs(2);
+    let registered = pairing::register(&mut transport, address(&late), &options, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        registered.attempts, 2,
+        "the first attempt stalls, the retry passes"
+    );
+    let stored = late
+        .with_scooter(|s| s.stored_token().map(|t| t.0))
+        .unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), stored);
+}
