@@ -31,6 +31,12 @@ enum Command {
     Gps(cli::gps::GpsArgs),
     /// Check a configuration file and print the effective configuration.
     Config(cli::config::ConfigArgs),
+    /// List the scooters in range.
+    Scan(cli::scan::ScanArgs),
+    /// Pair with a scooter once and write the token file.
+    Register(cli::register::RegisterArgs),
+    /// Print everything readable about the configured scooter.
+    Info(cli::info::InfoArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +60,9 @@ fn main() -> ExitCode {
         Command::Demo(args) => cli::demo::run(args),
         Command::Gps(args) => cli::gps::run(args),
         Command::Config(args) => cli::config::run(args, cli.config.as_deref()),
+        Command::Scan(args) => cli::scan::run(args, cli.config.as_deref()),
+        Command::Register(args) => cli::register::run(args, cli.config.as_deref()),
+        Command::Info(args) => cli::info::run(args, cli.config.as_deref()),
     };
     match result {
         Ok(code) => code,

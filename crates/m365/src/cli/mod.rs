@@ -3,4 +3,7 @@
 pub mod config;
 pub mod demo;
 pub mod gps;
+pub mod info;
+pub mod register;
 pub mod run;
+pub mod scan;
