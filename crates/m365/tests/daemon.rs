@@ -11,6 +11,9 @@ use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use m365_fakebluez::{FakeBluez, PrivateBus};
+use m365_gps::emulate::{
+    EmulatorHandle, NmeaFeed, NmeaReceiverConfig, Pace, RoutePoint, straight_line,
+};
 use m365_proto::keys::Token;
 use m365_sim::bluez::{DEFAULT_PHYSICS_TICK, ServedScooter};
 use m365_sim::state_file::{self, PairingState};
@@ -225,6 +228,34 @@ level = "info"
     path
 }
 
+/// Starts an emulated NMEA receiver riding north from 43.36 N, and points `config` at it.
+fn nmea_receiver(config: &Path) -> EmulatorHandle {
+    let start = RoutePoint {
+        time: m365_gps::chrono::Utc::now(),
+        lat: 43.36,
+        lon: -8.41,
+        alt_m: 20.0,
+        speed_mps: 4.0,
+        course_deg: 0.0,
+    };
+    let receiver = m365_gps::emulate::nmea_receiver::spawn(NmeaReceiverConfig::new(
+        NmeaFeed::Route(Box::new(straight_line(
+            start,
+            m365_gps::chrono::TimeDelta::seconds(1),
+        ))),
+        Pace::RealTime,
+    ))
+    .expect("a pty for the receiver");
+    let path = receiver.path().expect("the receiver's device");
+    let mut text = std::fs::read_to_string(config).unwrap();
+    text += &format!(
+        "\n[gps]\nsource = \"serial\"\nkind = \"nmea\"\ndevice = \"{}\"\nbaud = 9600\n",
+        path.display()
+    );
+    std::fs::write(config, text).unwrap();
+    receiver
+}
+
 fn spawn_m365(config: &Path, bus: &str, notify: &Path, dir: &Path) -> Child {
     let log = std::fs::File::create(dir.join("m365.log")).unwrap();
     Command::new(BIN)
@@ -312,6 +343,8 @@ async fn run_publishes_telemetry_and_stops_cleanly_on_sigterm() {
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     notify.set_read_timeout(Some(WAIT)).unwrap();
     let config = write_config(dir.path(), &sim.scooter_address, &broker, "20s");
+    // An NMEA receiver on a pty, read by the daemon's serial GPS source.
+    let receiver = nmea_receiver(&config);
     let mut child = spawn_m365(&config, &sim.bus_address, &notify_path, dir.path());
 
     // READY=1 first: the daemon is running (the scan may still be going on).
@@ -328,9 +361,10 @@ async fn run_publishes_telemetry_and_stops_cleanly_on_sigterm() {
     let telemetry = format!("m365/{id}/telemetry");
     let availability = format!("m365/{id}/availability");
     let mut seqs = Vec::new();
+    let mut positions = 0;
     let mut online = false;
     let collect = async {
-        while !(1..=6).all(|n| seqs.contains(&n)) {
+        while !(1..=6).all(|n| seqs.contains(&n)) || positions == 0 {
             let (topic, payload) = messages.recv().await.expect("subscriber alive");
             if topic == telemetry {
                 let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
@@ -340,6 +374,10 @@ async fn run_publishes_telemetry_and_stops_cleanly_on_sigterm() {
                 let volts = v["battery"]["voltage_v"].as_f64().expect("voltage");
                 assert!((25.0..=45.0).contains(&volts), "{v}");
                 seqs.push(v["seq"].as_u64().expect("seq"));
+                if let Some(lat) = v["gps"]["lat_deg"].as_f64() {
+                    assert!((lat - 43.36).abs() < 0.01, "the receiver's position: {v}");
+                    positions += 1;
+                }
             } else if topic == availability {
                 online |= payload == b"online";
             }
@@ -357,6 +395,23 @@ async fn run_publishes_telemetry_and_stops_cleanly_on_sigterm() {
         (1..=seqs.len() as u64).collect::<Vec<_>>(),
         "each record once, gapless from 1"
     );
+    // SIGHUP reloads nothing, says so, and does not stop the daemon.
+    let hup = Command::new("kill")
+        .arg("-HUP")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let deadline = Instant::now() + WAIT;
+    while !log_of(dir.path()).contains("does not reload") {
+        assert!(Instant::now() < deadline, "log:\n{}", log_of(dir.path()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still running after SIGHUP"
+    );
+
     // SIGTERM: exit 0 promptly, and the availability topic says offline.
     let status = Command::new("kill")
         .arg("-TERM")
@@ -390,6 +445,7 @@ async fn run_publishes_telemetry_and_stops_cleanly_on_sigterm() {
     );
     assert!(statuses.iter().any(|s| s == "STOPPING=1"), "{statuses:?}");
     assert!(statuses.iter().any(|s| s == "WATCHDOG=1"), "{statuses:?}");
+    drop(receiver);
     drop(sim);
 }
 
@@ -453,4 +509,53 @@ async fn refused_broker_credentials_exit_with_their_code() {
         !log.contains("wrong-pw-3e7f"),
         "the password is never logged:\n{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_token_file_exits_with_pairing_needed() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = Token([3; 12]);
+    let config = paired_scooter(&dir.path().join("sim"), &token, 504);
+    let Some(sim) = SimBench::start(config) else {
+        return;
+    };
+    // No .mi-token on the client side: never registered.
+    let broker = Broker::start().await;
+    let config = write_config(dir.path(), &sim.scooter_address, &broker, "20s");
+    let notify_path = dir.path().join("notify.sock");
+    let _notify = UnixDatagram::bind(&notify_path).unwrap();
+    let mut child = spawn_m365(&config, &sim.bus_address, &notify_path, dir.path());
+    let code = wait_exit(&mut child, WAIT).await;
+    let log = log_of(dir.path());
+    assert_eq!(
+        code,
+        Some(i32::from(m365::exit::ExitStatus::NeedsPairing.code())),
+        "log:\n{log}"
+    );
+    assert!(
+        log.contains(".mi-token"),
+        "the message names the file:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_gps_device_exits_with_its_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start().await;
+    let config = write_config(dir.path(), "02:00:00:00:00:02", &broker, "20s");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text += "\n[gps]\nsource = \"serial\"\ndevice = \"/dev/ttyM365NONE\"\n";
+    std::fs::write(&config, text).unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let _notify = UnixDatagram::bind(&notify_path).unwrap();
+    // The GPS is checked before the radio is touched: no bus is needed.
+    let mut child = spawn_m365(&config, "unix:path=/nonexistent", &notify_path, dir.path());
+    let code = wait_exit(&mut child, WAIT).await;
+    let log = log_of(dir.path());
+    assert_eq!(
+        code,
+        Some(i32::from(m365::exit::ExitStatus::GpsDeviceMissing.code())),
+        "log:\n{log}"
+    );
+    assert!(log.contains("/dev/ttyM365NONE"), "{log}");
 }

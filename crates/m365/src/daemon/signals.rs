@@ -1,6 +1,9 @@
 //! SIGINT and SIGTERM as an awaitable stop request, watched from the very start so a signal
 //! that arrives during start-up (systemd stopping a service that is still scanning) is not
 //! lost and never kills the process before the spool is closed.
+//!
+//! SIGHUP is watched too, because its default action would kill the daemon: `m365` reloads
+//! nothing, and says so in the log rather than ignoring the signal silently.
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -9,6 +12,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 pub struct Signals {
     interrupt: Signal,
     terminate: Signal,
+    hangup: Signal,
 }
 
 impl Signals {
@@ -17,14 +21,21 @@ impl Signals {
         Ok(Signals {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
         })
     }
 
-    /// Waits for one of them; returns its name for the log.
+    /// Waits for SIGINT or SIGTERM; returns its name for the log. A SIGHUP meanwhile is
+    /// answered with a warning that nothing is reloaded.
     pub async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.interrupt.recv() => "SIGINT",
-            _ = self.terminate.recv() => "SIGTERM",
+        loop {
+            tokio::select! {
+                _ = self.interrupt.recv() => return "SIGINT",
+                _ = self.terminate.recv() => return "SIGTERM",
+                _ = self.hangup.recv() => tracing::warn!(
+                    "SIGHUP: m365 does not reload its configuration; restart it to apply changes"
+                ),
+            }
         }
     }
 }
