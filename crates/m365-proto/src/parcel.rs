@@ -439,12 +439,15 @@ pub struct Receiver {
 #[derive(Debug, Clone, Copy)]
 struct Armed {
     kind: ParcelType,
+    max_len: usize,
     max_count: u16,
 }
 
 #[derive(Debug)]
 struct Collecting {
     kind: ParcelType,
+    /// Bytes the parcel may carry; a padded last chunk is cut to this.
+    max_len: usize,
     chunks: Vec<Option<Vec<u8>>>,
     seen_last: bool,
     last_progress: Instant,
@@ -467,10 +470,15 @@ impl Receiver {
     }
 
     /// Arms the receiver for one parcel of `kind` of at most `max_len` bytes. An announce of that
-    /// type that already came is answered now.
+    /// type that already came is answered now. An announce of more chunks than `max_len` needs
+    /// gets *A_CANCEL*; bytes beyond `max_len` in the last chunk (padding) are dropped.
     pub fn expect(&mut self, now: Instant, kind: ParcelType, max_len: usize) {
         let max_count = chunk_count(max_len).unwrap_or(u16::MAX);
-        self.armed = Some(Armed { kind, max_count });
+        self.armed = Some(Armed {
+            kind,
+            max_len,
+            max_count,
+        });
         self.collecting = None;
         if let Some((pending_kind, count)) = self.pending.take() {
             if pending_kind == kind {
@@ -505,7 +513,7 @@ impl Receiver {
                 }
                 self.disarm();
                 self.out.push_back(Message::InlineAck(0).encode());
-                Some((kind, data.to_vec()))
+                Some((kind, data.iter().take(armed.max_len).copied().collect()))
             }
             Message::Ack(_) | Message::InlineAck(_) | Message::Other { .. } => None,
         }
@@ -550,6 +558,7 @@ impl Receiver {
         }
         self.collecting = Some(Collecting {
             kind,
+            max_len: armed.max_len,
             chunks: vec![None; usize::from(count)],
             seen_last: false,
             last_progress: now,
@@ -576,12 +585,14 @@ impl Receiver {
         match collecting.first_missing() {
             None => {
                 let kind = collecting.kind;
+                // Bytes past what the type carries can only be padding of the last chunk.
                 let payload = collecting
                     .chunks
                     .iter()
                     .flatten()
                     .flatten()
                     .copied()
+                    .take(collecting.max_len)
                     .collect();
                 self.out.push_back(Message::Ack(Ack::Success).encode());
                 self.disarm();

@@ -370,3 +370,35 @@ fn repeated_announce_is_answered_again_without_losing_chunks() {
     expected.extend([2; 14]);
     assert_eq!(done, Some((ParcelType::DEV_CONFIRMATION, expected)));
 }
+
+/// A last chunk padded to the full 18 bytes: the parcel is cut to the length its type carries,
+/// so the proof, key or random inside still verifies.
+#[test]
+fn padded_last_chunk_is_cut_to_the_parcel_length() {
+    let t0 = Instant::now();
+    let mut rx = Receiver::new();
+    rx.expect(t0, ParcelType::DEV_CONFIRMATION, 32);
+    let announce = Message::Announce {
+        kind: ParcelType::DEV_CONFIRMATION,
+        count: 2,
+    };
+    rx.handle(t0, &announce);
+    let proof: Vec<u8> = (0..32).collect();
+    let mut last = proof[18..].to_vec();
+    last.extend([0; 4]);
+    rx.handle(
+        t0,
+        &Message::Chunk {
+            index: 1,
+            data: &proof[..18],
+        },
+    );
+    let done = rx.handle(
+        t0,
+        &Message::Chunk {
+            index: 2,
+            data: &last,
+        },
+    );
+    assert_eq!(done, Some((ParcelType::DEV_CONFIRMATION, proof)));
+}
