@@ -379,16 +379,7 @@ impl Worker {
                     "no connection after {CONNECT_TIMEOUT:?}"
                 )));
             }
-            Ok(Err(e)) => {
-                let text = bluez_error(e);
-                return Err(
-                    if text.contains("InProgress") || text.contains("In Progress") {
-                        TransportError::InProgress(text)
-                    } else {
-                        TransportError::ConnectFailed(text)
-                    },
-                );
-            }
+            Ok(Err(e)) => return Err(connect_error(bluez_error(e))),
             Ok(Ok(())) => {}
         }
         // One notification stream per connection, kept until the link ends: dropping streams
@@ -527,6 +518,7 @@ impl Worker {
 }
 
 /// `org.bluez.Adapter1.RemoveDevice(device)` on the system bus.
+#[cfg(target_os = "linux")]
 fn remove_device(adapter: &str, device: &str) -> Result<(), TransportError> {
     let err = |e: dbus::Error| {
         TransportError::Gatt(format!(
@@ -540,4 +532,39 @@ fn remove_device(adapter: &str, device: &str) -> Result<(), TransportError> {
     proxy
         .method_call::<(), _, _, _>("org.bluez.Adapter1", "RemoveDevice", (path,))
         .map_err(err)
+}
+
+/// Other platforms have no BlueZ to clear: stale connections are a BlueZ problem.
+#[cfg(not(target_os = "linux"))]
+fn remove_device(_adapter: &str, _device: &str) -> Result<(), TransportError> {
+    Ok(())
+}
+
+/// The transport error for a failed connect: BlueZ's `InProgress` (a stale attempt that only
+/// removing the device clears) apart from every other failure.
+fn connect_error(text: String) -> TransportError {
+    if text.contains("InProgress") || text.contains("In Progress") {
+        TransportError::InProgress(text)
+    } else {
+        TransportError::ConnectFailed(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_progress_is_told_apart_from_other_connect_failures() {
+        assert!(
+            connect_error("org.bluez.Error.InProgress: In Progress".into()).is_stale_connection()
+        );
+        assert!(
+            connect_error("Operation already in progress: In Progress".into())
+                .is_stale_connection()
+        );
+        let other = connect_error("org.bluez.Error.Failed: le-connection-abort-by-local".into());
+        assert!(!other.is_stale_connection());
+        assert!(matches!(other, TransportError::ConnectFailed(_)));
+    }
 }
