@@ -112,6 +112,9 @@ impl Uart {
                 Ok(frame) => frames.push(frame),
                 Err(e) => {
                     tracing::debug!(error = %e, "rejected a UART frame");
+                    // The reassembler keeps the one tally of rejected frames; a frame that
+                    // passed its checksum but not the tag, the counter window or the inner
+                    // framing is counted there too.
                     self.reassembler.count_rejected_tag();
                 }
             }
@@ -350,6 +353,51 @@ mod tests {
         assert!(!b.matches(&short), "another length is unrelated");
         let other_unit = Frame::new(0x23, 0x01, 0x31, vec![0; 10]).unwrap();
         assert!(!b.matches(&other_unit));
+    }
+
+    #[test]
+    fn corrupted_frames_are_counted_and_good_ones_still_come_through() {
+        let mut uart = Uart::new(Codec::Plain);
+        let mut counters = Counters::default();
+        let answer = Frame::new(0x23, 0x01, 0x25, vec![0x26, 0x07])
+            .unwrap()
+            .encode();
+        let mut bad = answer.clone();
+        bad[6] ^= 0xFF;
+        assert!(uart.receive(&bad, &mut counters).is_empty());
+        assert_eq!(counters.rejected_frames, 1);
+        let frames = uart.receive(&answer, &mut counters);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].payload, [0x26, 0x07]);
+        assert_eq!(counters.rejected_frames, 1);
+    }
+
+    #[test]
+    fn mi_auth_frames_with_a_bad_tag_or_a_replayed_counter_are_rejected() {
+        let keys = m365_proto::keys::SessionKeys {
+            dev_key: [1; 16],
+            app_key: [2; 16],
+            dev_iv: [3; 4],
+            app_iv: [4; 4],
+        };
+        let mut device = UartCipher::new(keys.clone(), m365_proto::keys::Role::Device);
+        let mut uart = Uart::new(Codec::MiAuth(Box::new(UartCipher::new(
+            keys,
+            m365_proto::keys::Role::Client,
+        ))));
+        let mut counters = Counters::default();
+        let answer = Frame::new(0x23, 0x01, 0x25, vec![0x26, 0x07]).unwrap();
+        let wire = device.seal(&answer, [9, 9, 9, 9]);
+        assert_eq!(uart.receive(&wire, &mut counters), vec![answer.clone()]);
+        assert!(uart.receive(&wire, &mut counters).is_empty(), "replayed");
+        let mut forged = device.seal(&answer, [9, 9, 9, 9]);
+        forged[6] ^= 1;
+        // Keep the checksum right so only the tag can catch it.
+        let n = forged.len();
+        let ck = m365_proto::checksum::checksum_le(&forged[2..n - 2]);
+        forged[n - 2..].copy_from_slice(&ck);
+        assert!(uart.receive(&forged, &mut counters).is_empty(), "bad tag");
+        assert_eq!(counters.rejected_frames, 2);
     }
 
     #[test]

@@ -58,3 +58,24 @@ pub fn decode(answers: &[Frame]) -> Result<Telemetry, RegisterError> {
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use m365_proto::frame::Frame;
+
+    #[test]
+    fn missing_or_foreign_answers_are_errors_not_panics() {
+        assert!(decode(&[]).is_err());
+        let range = Frame::new(0x23, 0x01, 0x25, vec![0x26, 0x07]).unwrap();
+        assert!(decode(&[range.clone(), range]).is_err());
+    }
+
+    #[test]
+    fn cells_are_read_only_when_asked() {
+        assert_eq!(requests(false).len(), 4);
+        let with = requests(true);
+        assert_eq!(with.len(), 5);
+        assert_eq!((with[4].dir, with[4].attr), (0x22, 0x40));
+    }
+}
