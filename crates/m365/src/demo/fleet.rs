@@ -3,7 +3,8 @@
 //! Mi-auth scooters are registered with the real pairing code (the simulated rider presses the
 //! power button when it beeps) and opened with the real login and session code. Each scooter's
 //! position along its ride goes out as NMEA on a pseudo-terminal and comes back through the
-//! real serial GPS source, as a receiver's would.
+//! real serial GPS source, as a receiver's would. Where no pseudo-terminal can be opened (some
+//! containers), the same NMEA bytes are fed straight to the real decoder instead.
 
 use std::path::Path;
 use std::time::Duration;
@@ -14,10 +15,14 @@ use m365_ble::link::LinkConfig;
 use m365_ble::pairing::{self, PairingOptions};
 use m365_ble::scanner::ScanFilter;
 use m365_ble::transport::in_process::{InProcessTransport, SimScooter};
-use m365_gps::emulate::{EmulatorHandle, NmeaFeed, NmeaReceiverConfig, Pace, RoutePoint};
-use m365_gps::source::{DEFAULT_NMEA_BAUD, GpsHandle, SourceConfig};
+use m365_gps::emulate::synth::nmea_epoch;
+use m365_gps::emulate::{EmulatorHandle, NmeaFeed, NmeaReceiverConfig, Pace, RoutePoint, Talker};
+use m365_gps::nmea::NmeaDecoder;
+use m365_gps::source::{DEFAULT_NMEA_BAUD, GpsHandle, SourceConfig, SourceState};
 use m365_sim::profile::model_slug;
 use m365_sim::{Generation, LoopPlan, Model, ScooterConfig, Script};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// Models of the demo's scooters, in turn: a Mi-auth Pro 2 first (the faults play on it), then
 /// a classic m365 speaking the XOR generation, then more Mi-auth models.
@@ -45,9 +50,8 @@ pub struct DemoScooter {
     pub sim: SimScooter,
     /// Its link settings (the token file is in the demo's directory).
     pub link_config: LinkConfig,
-    /// The emulated receiver on a pty, and the real source reading it (`None` when no pty
-    /// could be opened).
-    pub gps: Option<(EmulatorHandle, GpsHandle)>,
+    /// Where its positions come from.
+    pub gps: DemoGps,
 }
 
 impl DemoScooter {
@@ -88,10 +92,10 @@ impl DemoScooter {
         };
         link_config.reconnect.scan_timeout = Duration::from_secs(10);
         let gps = match start_gps(&sim) {
-            Ok(gps) => Some(gps),
+            Ok((emulator, source)) => DemoGps::Pty { emulator, source },
             Err(e) => {
-                tracing::warn!(error = %e, "no pseudo-terminal for the emulated GPS: positions off");
-                None
+                tracing::warn!(error = %e, "no pseudo-terminal for the emulated GPS: NMEA fed to the decoder directly");
+                feed_gps(sim.clone())
             }
         };
         Ok(DemoScooter {
@@ -106,8 +110,7 @@ impl DemoScooter {
     /// Waits (at most `limit`) for the GPS source to hold a first fix, so the first records
     /// already carry a position.
     pub async fn first_fix(&self, limit: Duration) {
-        let Some((_, source)) = &self.gps else { return };
-        let mut state = source.subscribe();
+        let mut state = self.gps.state();
         let _ = tokio::time::timeout(limit, state.wait_for(|s| s.last_fix.is_some())).await;
     }
 
@@ -122,6 +125,88 @@ impl DemoScooter {
     }
 }
 
+/// Where a demo scooter's positions come from.
+#[derive(Debug)]
+pub enum DemoGps {
+    /// An emulated receiver on a pty, read by the serial source `m365 run` uses.
+    Pty {
+        /// The receiver.
+        emulator: EmulatorHandle,
+        /// The source reading its device.
+        source: GpsHandle,
+    },
+    /// No pty: the receiver's sentences go straight into the NMEA decoder.
+    Fed {
+        /// What the feeding task publishes, shaped like a source task's state.
+        state: watch::Receiver<SourceState>,
+        /// The feeding task.
+        task: JoinHandle<()>,
+    },
+}
+
+impl DemoGps {
+    /// The source state the sampler reads the latest fix from.
+    pub fn state(&self) -> watch::Receiver<SourceState> {
+        match self {
+            DemoGps::Pty { source, .. } => source.subscribe(),
+            DemoGps::Fed { state, .. } => state.clone(),
+        }
+    }
+}
+
+impl Drop for DemoGps {
+    fn drop(&mut self) {
+        if let DemoGps::Fed { task, .. } = self {
+            task.abort();
+        }
+    }
+}
+
+/// The scooter's position now, as a receiver would report it at `time`.
+fn route_point(
+    sim: &SimScooter,
+    time: m365_gps::chrono::DateTime<m365_gps::chrono::Utc>,
+) -> RoutePoint {
+    let g = sim.with(|s| s.ride().gps());
+    RoutePoint {
+        time,
+        lat: g.position.at.lat,
+        lon: g.position.at.lon,
+        alt_m: 35.0,
+        speed_mps: g.speed_kmh / 3.6,
+        course_deg: g.position.course_deg,
+    }
+}
+
+/// Once a second, the receiver's sentences for the scooter's position, decoded by the real
+/// NMEA decoder, published like a source task's state.
+pub fn feed_gps(sim: SimScooter) -> DemoGps {
+    let (tx, state) = watch::channel(SourceState::default());
+    let task = tokio::spawn(async move {
+        let mut decoder = NmeaDecoder::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let point = route_point(&sim, m365_gps::chrono::Utc::now());
+            let bytes = nmea_epoch(&point, Talker::Gp);
+            let mut epochs = decoder.push(bytes.as_bytes());
+            epochs.extend(decoder.flush());
+            for epoch in epochs {
+                let received = tokio::time::Instant::now();
+                tx.send_modify(|s| {
+                    s.connected = true;
+                    s.epochs += 1;
+                    if let Some(fix) = epoch.fix.clone() {
+                        s.fixes += 1;
+                        s.last_fix = Some((fix, received));
+                    }
+                });
+            }
+        }
+    });
+    DemoGps::Fed { state, task }
+}
+
 /// An NMEA receiver on a pty following the scooter's ride, once a second, read back by the
 /// serial source `m365 run` uses for `[gps] source = "serial"`.
 fn start_gps(sim: &SimScooter) -> anyhow::Result<(EmulatorHandle, GpsHandle)> {
@@ -129,17 +214,9 @@ fn start_gps(sim: &SimScooter) -> anyhow::Result<(EmulatorHandle, GpsHandle)> {
     let start = m365_gps::chrono::Utc::now();
     let mut second = 0i64;
     let points = std::iter::from_fn(move || {
-        let g = sim.with(|s| s.ride().gps());
         let time = start + m365_gps::chrono::TimeDelta::seconds(second);
         second += 1;
-        Some(RoutePoint {
-            time,
-            lat: g.position.at.lat,
-            lon: g.position.at.lon,
-            alt_m: 35.0,
-            speed_mps: g.speed_kmh / 3.6,
-            course_deg: g.position.course_deg,
-        })
+        Some(route_point(&sim, time))
     });
     let emulator = m365_gps::emulate::nmea_receiver::spawn(NmeaReceiverConfig::new(
         NmeaFeed::Route(Box::new(points)),
@@ -153,4 +230,23 @@ fn start_gps(sim: &SimScooter) -> anyhow::Result<(EmulatorHandle, GpsHandle)> {
         baud: DEFAULT_NMEA_BAUD,
     });
     Ok((emulator, source))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn fed_positions_come_out_of_the_nmea_decoder() {
+        let sim = SimScooter::new(ScooterConfig::new(Model::Pro2, 7)).unwrap();
+        let gps = feed_gps(sim.clone());
+        let mut state = gps.state();
+        state.wait_for(|s| s.fixes >= 2).await.unwrap();
+        let (fix, _) = state.borrow().last_fix.clone().expect("a fix");
+        let at = sim.with(|s| s.ride().gps()).position.at;
+        // NMEA carries minutes with 5 decimals: about 2 cm.
+        assert!((fix.lat - at.lat).abs() < 1e-6, "{} vs {}", fix.lat, at.lat);
+        assert!((fix.lon - at.lon).abs() < 1e-6, "{} vs {}", fix.lon, at.lon);
+        assert!(fix.time.is_some());
+    }
 }

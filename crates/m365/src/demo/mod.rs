@@ -122,10 +122,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<Summary> {
         )
         .context("cannot start the pipeline")?;
         let (state_tx, state) = watch::channel(SamplerState::default());
-        let gps = scooter
-            .gps
-            .as_ref()
-            .map(|(_, source)| GpsLatest::new(source.subscribe()));
+        let gps = Some(GpsLatest::new(scooter.gps.state()));
         let sampler = tokio::spawn(sampler::run(
             link,
             SamplerConfig {
