@@ -326,22 +326,24 @@ impl ClientPairing {
     fn on_progress(&mut self, now: Instant, progress: Progress) {
         match (self.step, progress) {
             (ClientStep::Info, Progress::Received(ParcelType::PASS_THROUGH, info)) => {
-                // Bytes 4..24 are the DID; anything after them is ignored (the receiver was
-                // armed for 24 bytes, so at most one chunk's worth of padding can follow).
-                let did = match info.len() {
-                    n if n >= INFO_LEN => {
+                // Bytes 4..24 are the DID; anything after them is ignored. A field of only
+                // zeros or only 0xFF (erased flash) holds no ID: it is treated like the 4-byte
+                // info of a module that was never activated (§11a Q10).
+                let field = info
+                    .get(INFO_HEADER.len()..INFO_LEN)
+                    .filter(|f| !f.iter().all(|&b| b == 0x00) && !f.iter().all(|&b| b == 0xFF));
+                let did = match (info.len(), field) {
+                    (n, Some(field)) if n >= INFO_LEN => {
                         let mut did = [0u8; DID_LEN];
-                        if let Some(field) = info.get(INFO_HEADER.len()..INFO_LEN) {
-                            did.copy_from_slice(field);
-                        }
+                        did.copy_from_slice(field);
                         (Did(did), false)
                     }
-                    4 => {
+                    (n, _) if n == INFO_HEADER.len() || n >= INFO_LEN => {
                         self.events
                             .push_back(ClientEvent::DidInvented(self.fallback_did));
                         (self.fallback_did, true)
                     }
-                    found => return self.fail(PairingError::BadDeviceInfo { found }),
+                    (found, _) => return self.fail(PairingError::BadDeviceInfo { found }),
                 };
                 self.did = Some(did);
                 // R6 then R7, in the order miauth and macbury use.

@@ -402,3 +402,29 @@ fn padded_last_chunk_is_cut_to_the_parcel_length() {
     );
     assert_eq!(done, Some((ParcelType::DEV_CONFIRMATION, proof)));
 }
+
+/// A module without an ID that still sends the 20-byte field, empty (zeros) or erased flash
+/// (0xFF): the client treats it as no DID and sends one of the observed layout (§11a Q10).
+#[test]
+fn empty_did_field_counts_as_no_did() {
+    for fill in [0x00u8, 0xFF] {
+        let t0 = Instant::now();
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut client = ClientPairing::new(t0, &mut rng, ClientConfig::default());
+        let _ = drain(|| client.poll_transmit());
+        let mut info = vec![1, 0, 0, 0];
+        info.extend([fill; 20]);
+        client.handle_notification(t0, Char::Avdtp, &[0, 0, 0, 0, 2, 0]);
+        for (i, data) in info.chunks(18).enumerate() {
+            let mut chunk = vec![u8::try_from(i + 1).expect("2 chunks"), 0];
+            chunk.extend_from_slice(data);
+            client.handle_notification(t0, Char::Avdtp, &chunk);
+        }
+        match client.poll_event() {
+            Some(pairing::ClientEvent::DidInvented(did)) => {
+                assert_eq!(&did.as_bytes()[..7], b"\0blt.4.", "{fill:#x}");
+            }
+            other => panic!("{fill:#x}: expected an invented DID, got {other:?}"),
+        }
+    }
+}
