@@ -161,3 +161,34 @@ fn bad_arguments_are_a_usage_error() {
     let out = demo(&["--scooters", "0"]);
     assert_eq!(out.status.code(), Some(64));
 }
+
+#[test]
+fn ctrl_c_ends_the_demo_cleanly_with_its_summary() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(BIN)
+        .arg("demo")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("m365 demo starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first_record = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("rec "));
+    assert!(first_record.is_some(), "a record before Ctrl-C");
+    let sent = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}\n{rest:#?}");
+    let summary = rest
+        .last()
+        .and_then(|l| pairs(l, "summary"))
+        .expect("a summary");
+    assert_eq!(summary["lost"], "0", "{rest:#?}");
+}
