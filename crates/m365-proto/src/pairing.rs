@@ -353,14 +353,19 @@ impl ClientPairing {
                 self.enter(now, ClientStep::KeyReady, self.config.key_ready_timeout);
             }
             (ClientStep::KeyReady, Progress::Accepted(ParcelType::ECC_PUBKEY)) => {
+                // Armed for the device key already: its announce (R11) follows our RCV_OK
+                // (R10), and if that RCV_OK is lost the announce shows that our key arrived.
+                self.channel
+                    .expect(now, ParcelType::ECC_PUBKEY, PUBLIC_KEY_LEN);
                 self.enter(now, ClientStep::KeySent, self.config.step_timeout);
             }
             (ClientStep::KeySent, Progress::Sent(ParcelType::ECC_PUBKEY)) => {
-                self.channel
-                    .expect(now, ParcelType::ECC_PUBKEY, PUBLIC_KEY_LEN);
                 self.enter(now, ClientStep::DeviceKey, self.config.step_timeout);
             }
-            (ClientStep::DeviceKey, Progress::Received(ParcelType::ECC_PUBKEY, key)) => {
+            (
+                ClientStep::KeySent | ClientStep::DeviceKey,
+                Progress::Received(ParcelType::ECC_PUBKEY, key),
+            ) => {
                 let peer = match PublicKey::from_wire(&key) {
                     Ok(peer) => peer,
                     Err(e) => return self.fail(PairingError::BadPublicKey(e)),

@@ -428,3 +428,47 @@ fn empty_did_field_counts_as_no_did() {
         }
     }
 }
+
+/// The scooter's `RCV_OK` for our key (R10) is lost, but its own key announce (R11) arrives: the
+/// announce implies that our key was received, so the registration goes on.
+#[test]
+fn device_key_announce_stands_in_for_a_lost_rcv_ok() {
+    let t0 = Instant::now();
+    let mut rng = StdRng::seed_from_u64(6);
+    let mut client = ClientPairing::new(t0, &mut rng, ClientConfig::default());
+    let _ = drain(|| client.poll_transmit());
+    let mut info = vec![1, 0, 0, 0];
+    info.extend_from_slice(b"\0blt.4.18n58266kgg00");
+    client.handle_notification(t0, Char::Avdtp, &[0, 0, 0, 0, 2, 0]);
+    for (i, data) in info.chunks(18).enumerate() {
+        let mut chunk = vec![u8::try_from(i + 1).expect("2 chunks"), 0];
+        chunk.extend_from_slice(data);
+        client.handle_notification(t0, Char::Avdtp, &chunk);
+    }
+    let _ = drain(|| client.poll_transmit());
+    client.handle_notification(t0, Char::Avdtp, &[0, 0, 1, 1]);
+    let chunks = drain(|| client.poll_transmit());
+    assert_eq!(chunks.len(), 4, "our key in 4 chunks");
+    // No RCV_OK: the device announces its key straight away.
+    let device = m365_proto::crypto::KeyPair::from_private_bytes(&[0x42; 32]).expect("scalar");
+    let key = device.public_key().to_wire();
+    client.handle_notification(t0, Char::Avdtp, &[0, 0, 0, 3, 4, 0]);
+    assert_eq!(
+        drain(|| client.poll_transmit()),
+        [Transmit {
+            char: Char::Avdtp,
+            data: vec![0, 0, 1, 1]
+        }]
+    );
+    for (i, data) in key.chunks(18).enumerate() {
+        let mut chunk = vec![u8::try_from(i + 1).expect("4 chunks"), 0];
+        chunk.extend_from_slice(data);
+        client.handle_notification(t0, Char::Avdtp, &chunk);
+    }
+    let sent = drain(|| client.poll_transmit());
+    assert!(
+        sent.iter().any(|t| t.data == [0, 0, 0, 0, 2, 0]),
+        "the DID ciphertext is announced: {sent:?}"
+    );
+    assert_eq!(client.poll_event(), None);
+}
