@@ -20,6 +20,8 @@ use m365_gps::emulate::{EmulatorHandle, NmeaFeed, NmeaReceiverConfig, Pace, Rout
 use m365_gps::nmea::NmeaDecoder;
 use m365_gps::source::{DEFAULT_NMEA_BAUD, GpsHandle, SourceConfig, SourceState};
 use m365_sim::profile::model_slug;
+use m365_sim::ride::DEFAULT_CENTRE;
+use m365_sim::route::{LatLon, Route};
 use m365_sim::{Generation, LoopPlan, Model, ScooterConfig, Script};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -74,6 +76,13 @@ impl DemoScooter {
         });
         let generation = config.generation;
         let sim = SimScooter::new(config).context("cannot create a simulated scooter")?;
+        // Each scooter rides its own loop, a few blocks north-east of the previous one.
+        let offset = 0.004 * index as f64;
+        let centre = LatLon {
+            lat: DEFAULT_CENTRE.lat + offset,
+            lon: DEFAULT_CENTRE.lon + offset,
+        };
+        sim.with(|s| s.ride_mut().set_route(Route::park_loop(centre)));
         let address = sim.address();
         let id: String = address.bytes().iter().map(|b| format!("{b:02x}")).collect();
         let token_path = dir.join(format!("{id}.mi-token"));
