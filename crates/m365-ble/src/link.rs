@@ -32,6 +32,9 @@ use crate::session::{Codec, ExchangeConfig, ExchangeError, Uart, exchange};
 use crate::telemetry::{self, Telemetry};
 use crate::transport::{Transport, TransportError};
 
+/// Exchanges in a row without any answer after which the link is rebuilt.
+pub const SILENT_LIMIT: u32 = 2;
+
 /// How to reach and read the scooter.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
@@ -75,6 +78,8 @@ pub struct ScooterLink<T: Transport> {
     online: bool,
     /// The session was reused after a reconnect and has not answered yet.
     unverified: bool,
+    /// Exchanges in a row that got no answer at all.
+    silent: u32,
     policy: Reconnect,
     counters: Counters,
     rng: StdRng,
@@ -108,6 +113,7 @@ impl<T: Transport> ScooterLink<T> {
             uart: None,
             online: false,
             unverified: false,
+            silent: 0,
             policy,
             counters: Counters::default(),
             rng: StdRng::from_entropy(),
@@ -258,10 +264,11 @@ impl<T: Transport> ScooterLink<T> {
             {
                 Ok(answers) => {
                     self.unverified = false;
+                    self.silent = 0;
                     return Ok(answers.into_iter().flatten().collect());
                 }
                 Err(ExchangeError::LinkLost) => self.lost(),
-                Err(ExchangeError::Timeout(_)) if self.unverified => {
+                Err(ExchangeError::Timeout(_) | ExchangeError::Silent(_)) if self.unverified => {
                     tracing::info!("the reused session got no answer: logging in again");
                     self.unverified = false;
                     self.uart = None;
@@ -271,7 +278,25 @@ impl<T: Transport> ScooterLink<T> {
                         Err(e) => return Err(e),
                     }
                 }
-                Err(ExchangeError::Timeout(e) | ExchangeError::Failed(e)) => return Err(e),
+                Err(ExchangeError::Silent(e)) => {
+                    self.silent += 1;
+                    if self.silent >= SILENT_LIMIT {
+                        // BlueZ notices a dead link only after its supervision timeout, and
+                        // sometimes not at all: rebuild it rather than wait.
+                        tracing::info!(
+                            exchanges = self.silent,
+                            "the scooter stopped answering: reconnecting"
+                        );
+                        self.silent = 0;
+                        let _ = self.transport.disconnect().await;
+                        self.lost();
+                    }
+                    return Err(e);
+                }
+                Err(ExchangeError::Timeout(e) | ExchangeError::Failed(e)) => {
+                    self.silent = 0;
+                    return Err(e);
+                }
             }
         }
     }

@@ -198,8 +198,11 @@ impl Default for ExchangeConfig {
 pub enum ExchangeError {
     /// The link went down (the answers received so far are lost).
     LinkLost,
-    /// Some requests stayed unanswered after every retry.
+    /// Some requests stayed unanswered after every retry (others were answered).
     Timeout(BleError),
+    /// Nothing at all was answered, in any round: the link may be dead without BlueZ knowing
+    /// yet.
+    Silent(BleError),
     /// The radio failed.
     Failed(BleError),
 }
@@ -208,7 +211,7 @@ impl From<ExchangeError> for BleError {
     fn from(e: ExchangeError) -> BleError {
         match e {
             ExchangeError::LinkLost => BleError::LinkLost,
-            ExchangeError::Timeout(e) | ExchangeError::Failed(e) => e,
+            ExchangeError::Timeout(e) | ExchangeError::Silent(e) | ExchangeError::Failed(e) => e,
         }
     }
 }
@@ -320,11 +323,16 @@ pub async fn exchange<T: Transport>(
                 .map(|e| format!("{:#04x}/{:#04x}", e.dir, e.attr))
                 .collect();
             counters.timeouts += missing.len() as u64;
-            return Err(ExchangeError::Timeout(BleError::Timeout {
+            let error = BleError::Timeout {
                 what: format!("register read {}", missing.join(", ")),
                 after: config.request_timeout,
                 attempts: round + 1,
-            }));
+            };
+            return Err(if answers.iter().all(Option::is_none) {
+                ExchangeError::Silent(error)
+            } else {
+                ExchangeError::Timeout(error)
+            });
         }
         // A partial frame of the lost answer must not swallow the retry's answer.
         uart.reset();

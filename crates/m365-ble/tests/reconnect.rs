@@ -148,3 +148,30 @@ async fn a_stale_in_progress_is_removed_and_recovered() {
     assert_eq!(c.stale_removed, 1);
     assert_eq!(c.sessions_reused, 1, "recovered within the reuse time");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_link_that_stops_answering_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = pro2(28);
+    let mut link = online(&sim, dir.path()).await;
+    sim.with(|s| s.apply_fault(SimScooter::now(), Fault::MuteUart));
+    assert!(matches!(link.sample().await, Err(BleError::Timeout { .. })));
+    assert_eq!(
+        link.counters().link_losses,
+        0,
+        "one silent sample may be bad luck"
+    );
+    assert!(matches!(link.sample().await, Err(BleError::Timeout { .. })));
+    assert_eq!(
+        link.counters().link_losses,
+        1,
+        "two in a row: the link is rebuilt"
+    );
+    sim.with(|s| s.apply_fault(SimScooter::now(), Fault::ClearAll));
+    link.sample().await.unwrap();
+    assert_eq!(
+        sim.counters().connects,
+        3,
+        "registration, first link, rebuilt link"
+    );
+}
