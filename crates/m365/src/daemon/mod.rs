@@ -61,6 +61,12 @@ const PIPELINE_GRACE: Duration = Duration::from_secs(10);
 /// exit status, see [`crate::exit::status_of`]).
 pub async fn run(config: Config, notifier: Notifier) -> anyhow::Result<()> {
     let mut signals = Signals::watch().context("cannot watch SIGINT/SIGTERM")?;
+    if config.homeassistant.discovery {
+        // Said once at start rather than ignored: the setting is accepted but has no effect yet.
+        tracing::warn!(
+            "[homeassistant] discovery = true: discovery messages are not published by this version"
+        );
+    }
 
     let settings = pipeline::settings(&config).context("cannot prepare the MQTT password")?;
     let scooter_id = config.telemetry.scooter_id.clone();
