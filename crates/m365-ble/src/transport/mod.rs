@@ -1,9 +1,9 @@
 //! The seam between the protocol logic and a radio: a small async [`Transport`] trait with two
 //! implementations.
 //!
-//! - [`btleplug`](crate::transport::btleplug): production, BlueZ over D-Bus through btleplug,
+//! - [`btleplug`]: production, BlueZ over D-Bus through btleplug,
 //!   driven on a dedicated thread with a current-thread runtime.
-//! - [`in_process`](crate::transport::in_process): drives simulated scooters
+//! - [`in_process`]: drives simulated scooters
 //!   ([`m365_sim::Scooter`]) directly in the caller's runtime, honouring their link timing
 //!   model, for fast deterministic tests and benchmarks under tokio's paused clock.
 //!
