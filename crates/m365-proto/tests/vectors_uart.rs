@@ -175,6 +175,7 @@ fn builder_for(name: &str) -> Option<Frame> {
         "bms_read_31_req" => bms::read_battery_info(),
         "bms_read_3b_req" => bms::read_health(),
         "bms_read_cells_req" => bms::read_cells(),
+        "esc_write_pin_nr" => write::pin(*b"123456", WriteMode::NoAck),
         "esc_write_cruise_on" => write::cruise(true, WriteMode::NoAck),
         "esc_write_cruise_off" => write::cruise(false, WriteMode::NoAck),
         "esc_write_taillight_on" => write::tail_light(TailLightFlags(0), true, WriteMode::NoAck),

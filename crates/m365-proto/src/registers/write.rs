@@ -6,7 +6,7 @@
 //! acknowledgement should fall back to a read-back after about a second instead of failing.
 
 use super::esc::{
-    REG_CRUISE, REG_KERS, REG_LOCK, REG_POWER_OFF, REG_REBOOT, REG_TAIL_LIGHT, REG_UNLOCK,
+    REG_CRUISE, REG_KERS, REG_LOCK, REG_PIN, REG_POWER_OFF, REG_REBOOT, REG_TAIL_LIGHT, REG_UNLOCK,
 };
 use super::settings::{KersLevel, TailLightFlags};
 use super::{RegisterError, Unit};
@@ -69,6 +69,16 @@ pub fn cruise(on: bool, mode: WriteMode) -> Frame {
 /// KERS level (ESC 0x7B).
 pub fn kers(level: KersLevel, mode: WriteMode) -> Frame {
     write_word(Unit::Esc, REG_KERS, level.raw(), mode)
+}
+
+/// Sets the PIN (ESC 0x17..0x19): six ASCII characters, first character first (§6.5, §6.8).
+pub fn pin(pin: [u8; 6], mode: WriteMode) -> Frame {
+    Frame {
+        dir: Unit::Esc.request_dir(),
+        rw: mode.rw(),
+        attr: REG_PIN,
+        payload: pin.to_vec(),
+    }
 }
 
 /// Tail light always on or not, from the flags just read at 0x7D so the other bits (mph) are
