@@ -17,7 +17,7 @@ use m365_gps::emulate::{
 use m365_proto::keys::Token;
 use m365_sim::bluez::{DEFAULT_PHYSICS_TICK, ServedScooter};
 use m365_sim::state_file::{self, PairingState};
-use m365_sim::{Model, Scooter, ScooterConfig};
+use m365_sim::{Fault, Model, Scooter, ScooterConfig};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 const BIN: &str = env!("CARGO_BIN_EXE_m365");
@@ -116,6 +116,7 @@ impl Drop for Broker {
 struct SimBench {
     bus_address: String,
     scooter_address: String,
+    faults: tokio::sync::mpsc::UnboundedSender<Fault>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -132,7 +133,8 @@ impl SimBench {
             return None;
         }
         let (ready_tx, ready_rx) = std_mpsc::channel();
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (faults, mut fault_rx) = tokio::sync::mpsc::unbounded_channel::<Fault>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -146,7 +148,12 @@ impl SimBench {
                 let served = ServedScooter::start(&fake, scooter, DEFAULT_PHYSICS_TICK)
                     .expect("served scooter");
                 ready_tx.send((bus.address().to_owned(), address)).unwrap();
-                let _ = stop_rx.await;
+                loop {
+                    tokio::select! {
+                        _ = &mut stop_rx => break,
+                        Some(fault) = fault_rx.recv() => served.apply_fault(fault).await,
+                    }
+                }
                 drop(served);
                 drop(fake);
                 drop(bus);
@@ -157,6 +164,7 @@ impl SimBench {
         Some(SimBench {
             bus_address,
             scooter_address,
+            faults,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -558,4 +566,50 @@ async fn a_missing_gps_device_exits_with_its_code() {
         "log:\n{log}"
     );
     assert!(log.contains("/dev/ttyM365NONE"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scooter_gone_for_good_exits_with_scooter_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = Token([4; 12]);
+    let config = paired_scooter(&dir.path().join("sim"), &token, 505);
+    let Some(sim) = SimBench::start(config) else {
+        return;
+    };
+    m365_proto::token::write(&dir.path().join(".mi-token"), &token, false).unwrap();
+    let broker = Broker::start().await;
+    let mut messages = subscriber(broker.port).await;
+    let config = write_config(dir.path(), &sim.scooter_address, &broker, "20s");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text = text.replace("[scooter]\n", "[scooter]\nreconnect_window = \"2s\"\n");
+    std::fs::write(&config, text).unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let _notify = UnixDatagram::bind(&notify_path).unwrap();
+    let mut child = spawn_m365(&config, &sim.bus_address, &notify_path, dir.path());
+    // Running and publishing first.
+    let first = async {
+        loop {
+            let (topic, _) = messages.recv().await.expect("subscriber alive");
+            if topic.ends_with("/telemetry") {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, first)
+        .await
+        .unwrap_or_else(|_| panic!("no telemetry; log:\n{}", log_of(dir.path())));
+    // The ride ends: the scooter leaves radio range for longer than the reconnect window.
+    sim.faults
+        .send(Fault::OutOfRange {
+            for_: Duration::from_secs(600),
+        })
+        .unwrap();
+    let code = wait_exit(&mut child, WAIT).await;
+    let log = log_of(dir.path());
+    assert_eq!(
+        code,
+        Some(i32::from(m365::exit::ExitStatus::ScooterLost.code())),
+        "log:\n{log}"
+    );
+    assert!(log.contains("lost the scooter"), "{log}");
 }
