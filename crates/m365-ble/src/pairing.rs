@@ -66,6 +66,8 @@ pub enum PairingProgress {
     },
     /// The scooter did not accept the key exchange: the button was not pressed in time.
     ButtonNotPressed,
+    /// The link dropped during the attempt; it is retried.
+    LinkLost,
     /// Seconds left before the next attempt.
     Countdown {
         /// Seconds.
@@ -130,15 +132,18 @@ pub async fn register<T: Transport>(
         tracing::info!(%address, attempt, "registering: press the power button when the scooter beeps");
         let mut machine = ClientPairing::new(now(), &mut OsRng, ClientConfig::default());
         let outcome = loop {
-            match drive(transport, &mut machine).await? {
-                pairing::ClientEvent::DidInvented(did) => {
+            match drive(transport, &mut machine).await {
+                Ok(pairing::ClientEvent::DidInvented(did)) => {
                     progress(PairingProgress::DidInvented(did.to_string()));
                 }
-                other => break other,
+                Ok(other) => break Some(other),
+                // A radio hiccup costs the attempt, not the registration.
+                Err(BleError::LinkLost) if attempt < options.attempts => break None,
+                Err(e) => return Err(e),
             }
         };
         match outcome {
-            pairing::ClientEvent::Registered(registration) => {
+            Some(pairing::ClientEvent::Registered(registration)) => {
                 token::write(&options.token_path, &registration.token, options.force)?;
                 let _ = transport.disconnect().await;
                 tracing::info!(%address, did = %registration.did, path = %options.token_path.display(), "registered; token saved");
@@ -149,31 +154,42 @@ pub async fn register<T: Transport>(
                     token_path: options.token_path.clone(),
                 });
             }
-            pairing::ClientEvent::Failed(PairingError::ButtonNotPressed { .. }) => {
+            Some(pairing::ClientEvent::Failed(PairingError::ButtonNotPressed { .. })) => {
                 progress(PairingProgress::ButtonNotPressed);
                 let _ = transport.disconnect().await;
                 if attempt < options.attempts {
-                    let mut left = options.retry_wait;
-                    while !left.is_zero() {
-                        progress(PairingProgress::Countdown {
-                            remaining: left.as_secs_f64().ceil() as u64,
-                        });
-                        let step = left.min(Duration::from_secs(1));
-                        tokio::time::sleep(step).await;
-                        left -= step;
-                    }
+                    countdown(options.retry_wait, progress).await;
                 }
             }
-            pairing::ClientEvent::Failed(e) => {
+            None => {
+                tracing::info!(%address, attempt, "link lost during registration: retrying");
+                progress(PairingProgress::LinkLost);
+                let _ = transport.disconnect().await;
+                countdown(options.retry_wait, progress).await;
+            }
+            Some(pairing::ClientEvent::Failed(e)) => {
                 let _ = transport.disconnect().await;
                 return Err(BleError::Pairing(e));
             }
-            pairing::ClientEvent::DidInvented(_) => {}
+            Some(pairing::ClientEvent::DidInvented(_)) => {}
         }
     }
     Err(BleError::ButtonNeverPressed {
         attempts: options.attempts.max(1),
     })
+}
+
+/// Waits `wait` between attempts, reporting the seconds left.
+async fn countdown(wait: Duration, progress: &mut (dyn FnMut(PairingProgress) + Send)) {
+    let mut left = wait;
+    while !left.is_zero() {
+        progress(PairingProgress::Countdown {
+            remaining: left.as_secs_f64().ceil() as u64,
+        });
+        let step = left.min(Duration::from_secs(1));
+        tokio::time::sleep(step).await;
+        left -= step;
+    }
 }
 
 /// Connects, clearing a stale BlueZ connection once if needed.

@@ -191,3 +191,38 @@ async fn a_missing_token_file_asks_for_pairing() {
     assert!(err.needs_pairing(), "{err}");
     assert!(err.to_string().contains("absent"), "{err}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_link_lost_during_an_attempt_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = pro2(9);
+    sim.with(|s| {
+        s.set_fault_schedule(
+            SimScooter::now(),
+            m365_sim::FaultSchedule::new(vec![(
+                Duration::from_millis(500),
+                m365_sim::Fault::DropLink {
+                    down_for: Duration::from_secs(1),
+                },
+            )]),
+        )
+    });
+    let path = dir.path().join(".mi-token");
+    let mut transport = InProcessTransport::new(vec![sim.clone()]);
+    let mut progress = Vec::new();
+    let registered = pairing::register(
+        &mut transport,
+        sim.address(),
+        &PairingOptions::new(path.clone()),
+        &mut |p| progress.push(p),
+    )
+    .await
+    .unwrap();
+    assert_eq!(registered.attempts, 2);
+    assert!(
+        progress.contains(&PairingProgress::LinkLost),
+        "{progress:?}"
+    );
+    assert_eq!(sim.counters().registrations, 1);
+    assert_eq!(std::fs::read(&path).unwrap().len(), 12);
+}

@@ -90,6 +90,9 @@ fn show(progress: PairingProgress) {
             err,
             "The scooter did not confirm: the power button was not pressed in time."
         ),
+        PairingProgress::LinkLost => {
+            writeln!(err, "The Bluetooth link dropped during the attempt.")
+        }
         PairingProgress::Countdown { remaining } => {
             writeln!(
                 err,
