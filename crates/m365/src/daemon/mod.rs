@@ -68,6 +68,8 @@ pub async fn run(config: Config, notifier: Notifier) -> anyhow::Result<()> {
         );
     }
 
+    // Checked before anything connects anywhere: a missing device ends the start-up quietly.
+    let gps_source = gps::source_config(&config.gps).exit_with(ExitStatus::GpsDeviceMissing)?;
     let settings = pipeline::settings(&config).context("cannot prepare the MQTT password")?;
     let scooter_id = config.telemetry.scooter_id.clone();
     let (handle, pipeline_task) = m365_pipeline::spawn(settings.config.clone(), &scooter_id)
@@ -82,9 +84,7 @@ pub async fn run(config: Config, notifier: Notifier) -> anyhow::Result<()> {
         "pipeline started"
     );
 
-    let gps = gps::source_config(&config.gps)
-        .exit_with(ExitStatus::GpsDeviceMissing)?
-        .map(GpsHandle::spawn);
+    let gps = gps_source.map(GpsHandle::spawn);
     let gps_latest = gps.as_ref().map(|g| GpsLatest::new(g.subscribe()));
 
     let (state_tx, state_rx) = watch::channel(SamplerState::default());
