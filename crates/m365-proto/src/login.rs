@@ -430,7 +430,10 @@ impl<R: RngCore + CryptoRng> DeviceLogin<R> {
                     self.on_login(now);
                 }
             }
-            Char::Avdtp if self.step != DeviceStep::Idle => match self.handle_avdtp(now, data) {
+            // Also while idle: an app-random announce that overtook its `24` waits in the
+            // channel as pending and is answered once `24` arms the receiver. Registration
+            // traffic meets an unarmed receiver and no sender, so it changes nothing.
+            Char::Avdtp => match self.handle_avdtp(now, data) {
                 Ok(Some(progress)) => self.on_progress(now, progress),
                 Ok(None) => {}
                 Err(e) if e.is_fatal() => self.fail(LoginError::Parcel(e), true),
@@ -455,8 +458,12 @@ impl<R: RngCore + CryptoRng> DeviceLogin<R> {
             self.events.push_back(DeviceEvent::Refused(refusal));
             return;
         }
-        // A `24` during an unfinished login restarts it.
-        self.reset();
+        // A `24` during an unfinished login restarts it. The channel is kept, so that an
+        // announce which came before this `24` is answered by `expect` below; a stale sender in
+        // it is replaced by the next parcel this login sends.
+        self.step = DeviceStep::Idle;
+        self.randoms = None;
+        self.keys = None;
         self.started = Some(now);
         self.step = DeviceStep::AppRandom;
         self.channel

@@ -472,3 +472,34 @@ fn device_key_announce_stands_in_for_a_lost_rcv_ok() {
     );
     assert_eq!(client.poll_event(), None);
 }
+
+/// A client that writes the app-random announce (L2) before `24` (L1) reaches the scooter, as
+/// writes to two characteristics may cross: the announce is answered once `24` came, like the
+/// key announce before `15` in registration (§3.3).
+#[test]
+fn device_login_answers_an_announce_that_came_before_24() {
+    let t0 = Instant::now();
+    let mut device = login::DeviceLogin::new(
+        StdRng::seed_from_u64(11),
+        Some(Token([3; 12])),
+        login::Config::default(),
+    );
+    device.handle_write(t0, Char::Avdtp, &[0, 0, 0, 0x0B, 1, 0]);
+    assert_eq!(drain(|| device.poll_transmit()), []);
+    device.handle_write(t0, Char::Upnp, &[0x24, 0, 0, 0]);
+    assert_eq!(
+        drain(|| device.poll_transmit()),
+        [Transmit {
+            char: Char::Avdtp,
+            data: vec![0, 0, 1, 1]
+        }]
+    );
+    let mut chunk = vec![1, 0];
+    chunk.extend([0xA5; 16]);
+    device.handle_write(t0, Char::Avdtp, &chunk);
+    let sent: Vec<Vec<u8>> = drain(|| device.poll_transmit())
+        .into_iter()
+        .map(|t| t.data)
+        .collect();
+    assert_eq!(sent, [vec![0, 0, 1, 0], vec![0, 0, 0, 0x0D, 1, 0]]);
+}
