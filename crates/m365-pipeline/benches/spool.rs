@@ -24,7 +24,7 @@ fn spool_append(c: &mut Criterion) {
         ("always", SyncPolicy::Always),
         ("normal", SyncPolicy::Normal),
     ] {
-        // The spool lives next to the build output (a real disk), not in a RAM-backed /tmp.
+        // The spool lives next to the build output (a real disk), not in a RAM-backed temp dir.
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let cfg = SpoolConfig {
             path: dir.path().join("bench.sqlite"),

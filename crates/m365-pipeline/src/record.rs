@@ -17,11 +17,11 @@ use uuid::Uuid;
 pub struct ScooterReadings {
     /// Current speed, km/h. Negative while the wheel turns backwards (the register is signed).
     pub speed_kmh: Option<f64>,
-    /// Average speed of this session, km/h.
+    /// Average speed since power-on, km/h.
     pub avg_speed_kmh: Option<f64>,
-    /// Distance of this session, metres (the register counts 10 m units; already scaled).
+    /// Distance since power-on, metres (the register counts 10 m units; already scaled).
     pub trip_distance_m: Option<u32>,
-    /// Time actually ridden in this session, seconds.
+    /// Time actually ridden since power-on, seconds.
     pub trip_time_s: Option<u32>,
     /// Odometer (total distance), metres.
     pub odometer_m: Option<u32>,

@@ -150,9 +150,11 @@ async fn broker_outage_then_restart_delivers_every_record() {
         let got: std::collections::BTreeSet<u64> = seqs.iter().map(|s| s.0).collect();
         let missing: Vec<u64> = (1..=250).filter(|s| !got.contains(s)).collect();
         panic!(
-            "missing {missing:?}; publisher {:?}, last error {:?}",
+            "missing {missing:?}; publisher {:?}, last error {:?}; subscriber {:?}; order {:?}",
             handle.health(),
-            handle.last_error()
+            handle.last_error(),
+            inbox.1.lock().unwrap(),
+            seqs.iter().map(|s| s.0).collect::<Vec<_>>()
         );
     }
     let dups = assert_complete(&seqs, 250);

@@ -29,7 +29,10 @@ async fn sixty_second_outage_is_retried_with_bounded_backoff() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let h = handle.health();
-    println!("connection attempts in 60 virtual seconds: {}", h.connect_failures);
+    println!(
+        "connection attempts in 60 virtual seconds: {}",
+        h.connect_failures
+    );
     // Delays 1, 2, 4, 8, 8, … each drawn from [d/2, d] (at least 1 s): within 60 s that is
     // between 7 attempts (all delays at their maximum: 1+2+4+8·6 = 55) and 17 (all at their
     // minimum: 1+1+2+4·14 = 60), plus the first attempt at start.

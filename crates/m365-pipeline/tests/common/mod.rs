@@ -1,6 +1,7 @@
 //! Test support: a real MQTT broker on a free loopback port (its own `mosquitto` when the
-//! binary exists, otherwise the embedded `rumqttd`; the choice is printed), a gate that can cut
-//! the path to the broker, a collecting subscriber and pipeline configuration helpers.
+//! binary exists, otherwise the embedded `rumqttd`; the choice is printed), a collecting
+//! subscriber and a pipeline configuration for tests. Cases that stop, restart or configure the
+//! broker (password file, TLS listener) need mosquitto and say so when it is missing.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
@@ -17,12 +18,22 @@ use tokio::net::TcpStream;
 
 pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 
+/// A loopback port nothing listens on, never handed out twice in this process: tests run in
+/// parallel, and a port released by a stopped broker must not go to another test's broker.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Whether mosquitto can be used; `M365_TEST_BROKER=embedded` forces the embedded broker.
@@ -60,8 +71,11 @@ impl Broker {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         if have_mosquitto() {
+            // `user root`: mosquitto started as root otherwise drops to the `mosquitto` user,
+            // which cannot write its persistence file into this private temporary directory
+            // (without a word). Run as another user, the setting has no effect.
             let mut conf = format!(
-                "listener {port} 127.0.0.1\nmax_queued_messages 1000000\nmax_inflight_messages 0\n"
+                "user root\nlistener {port} 127.0.0.1\nmax_queued_messages 1000000\nmax_inflight_messages 0\n"
             );
             match &opts.credentials {
                 Some((user, pass)) => {
@@ -235,7 +249,7 @@ pub type Message = (String, Vec<u8>);
 
 /// Messages received by a subscriber.
 #[derive(Clone, Default)]
-pub struct Inbox(pub Arc<Mutex<Vec<Message>>>);
+pub struct Inbox(pub Arc<Mutex<Vec<Message>>>, pub Arc<Mutex<Vec<String>>>);
 
 impl Inbox {
     pub fn on(&self, topic: &str) -> Vec<Vec<u8>> {
@@ -308,7 +322,13 @@ pub async fn subscribe(port: u16, filter: &str) -> Inbox {
                         .push((p.topic.clone(), p.payload.to_vec()));
                 }
                 Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(e) => {
+                    sink.1.lock().unwrap().push(format!(
+                        "error {e} at {} msgs",
+                        sink.0.lock().unwrap().len()
+                    ));
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
             }
         }
     });
