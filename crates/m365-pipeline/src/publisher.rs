@@ -99,8 +99,11 @@ struct Output {
 }
 
 /// Starts the pipeline for `scooter_id`. Opens the spool (moving a damaged file aside) and
-/// spawns the publishing task, which runs until every [`PipelineHandle`] is dropped; it then
-/// commits what is buffered and returns.
+/// spawns the publishing task on the current tokio runtime (call it from within one).
+///
+/// The task runs until every [`PipelineHandle`] clone is dropped; it then commits what is
+/// buffered and ends, so a daemon shuts down cleanly by dropping its handles and awaiting the
+/// returned `JoinHandle`. Unpublished records stay in the spool for the next start.
 pub fn spawn(
     cfg: PipelineConfig,
     scooter_id: &str,
