@@ -6,14 +6,16 @@
 
 use std::path::PathBuf;
 
+use m365_proto::control::Refusal;
 use m365_proto::encrypted::UartCipher;
 use m365_proto::frame::Frame;
 use m365_proto::gatt::Char;
 use m365_proto::keys::{Role, Token};
+use m365_proto::login::LoginError;
 use m365_proto::model::{Generation, Model, detect_from_gatt};
 use m365_proto::registers::motor_info::MotorInfo;
 use m365_proto::registers::settings::{KersLevel, Settings};
-use m365_proto::registers::write::{self, WriteMode};
+use m365_proto::registers::write::{self, WriteAck, WriteMode};
 use m365_proto::registers::{esc, esc::REG_LOCK, esc::REG_UNLOCK};
 use m365_proto::token;
 use rand::rngs::StdRng;
@@ -50,6 +52,9 @@ pub struct LinkConfig {
     pub exchange: ExchangeConfig,
     /// Read the cell voltages in every sample.
     pub read_cells: bool,
+    /// How writes (lock, cruise, KERS, tail light) are sent: RW 0x03 (default) or RW 0x02 with
+    /// its acknowledgement; both are confirmed by reading the register back (§11a Q7).
+    pub write_mode: WriteMode,
 }
 
 impl LinkConfig {
@@ -62,6 +67,7 @@ impl LinkConfig {
             reconnect: ReconnectConfig::default(),
             exchange: ExchangeConfig::default(),
             read_cells: true,
+            write_mode: WriteMode::NoAck,
         }
     }
 }
@@ -80,6 +86,8 @@ pub struct ScooterLink<T: Transport> {
     unverified: bool,
     /// Exchanges in a row that got no answer at all.
     silent: u32,
+    /// Whether a quick reconnect may reuse the session; off once a reused session failed.
+    reuse_sessions: bool,
     policy: Reconnect,
     counters: Counters,
     rng: StdRng,
@@ -114,6 +122,7 @@ impl<T: Transport> ScooterLink<T> {
             online: false,
             unverified: false,
             silent: 0,
+            reuse_sessions: true,
             policy,
             counters: Counters::default(),
             rng: StdRng::from_entropy(),
@@ -175,52 +184,60 @@ impl<T: Transport> ScooterLink<T> {
 
     /// Locks or unlocks, confirmed by reading the status back (§11a Q7).
     pub async fn set_locked(&mut self, locked: bool) -> Result<(), BleError> {
-        let command = if locked {
-            write::lock(WriteMode::NoAck)
-        } else {
-            write::unlock(WriteMode::NoAck)
+        let command = |mode| {
+            if locked {
+                write::lock(mode)
+            } else {
+                write::unlock(mode)
+            }
         };
-        let answers = self.request(&[command, esc::read_motor_info()]).await?;
-        let status = answers
-            .last()
-            .map(MotorInfo::decode)
-            .transpose()?
-            .map(|m| m.status);
-        match status {
-            Some(s) if s.locked() == locked => Ok(()),
-            other => Err(BleError::WriteNotConfirmed {
-                reg: if locked { REG_LOCK } else { REG_UNLOCK },
-                wanted: u16::from(locked),
-                found: other.map_or(0, |s| s.raw),
-            }),
-        }
+        let reg = if locked { REG_LOCK } else { REG_UNLOCK };
+        self.write_confirmed(
+            reg,
+            u16::from(locked),
+            command,
+            esc::read_motor_info(),
+            |frame| Ok(u16::from(MotorInfo::decode(frame)?.status.locked())),
+        )
+        .await
     }
 
     /// Turns cruise control on or off, confirmed by reading it back.
     pub async fn set_cruise(&mut self, on: bool) -> Result<(), BleError> {
-        let settings = self
-            .write_and_read_settings(write::cruise(on, WriteMode::NoAck))
-            .await?;
-        confirm(esc::REG_CRUISE, u16::from(on), u16::from(settings.cruise))
+        self.write_confirmed(
+            esc::REG_CRUISE,
+            u16::from(on),
+            |mode| write::cruise(on, mode),
+            esc::read_settings(),
+            |frame| Ok(u16::from(Settings::decode(frame)?.cruise)),
+        )
+        .await
     }
 
     /// Sets the KERS level, confirmed by reading it back.
     pub async fn set_kers(&mut self, level: KersLevel) -> Result<(), BleError> {
-        let settings = self
-            .write_and_read_settings(write::kers(level, WriteMode::NoAck))
-            .await?;
-        confirm(esc::REG_KERS, level.raw(), settings.kers.raw())
+        self.write_confirmed(
+            esc::REG_KERS,
+            level.raw(),
+            |mode| write::kers(level, mode),
+            esc::read_settings(),
+            |frame| Ok(Settings::decode(frame)?.kers.raw()),
+        )
+        .await
     }
 
     /// Sets "tail light always on" (read-modify-write of the 0x7D flags, §11a Q13), confirmed by
     /// reading it back.
     pub async fn set_tail_light(&mut self, on: bool) -> Result<(), BleError> {
-        let current = self.read_settings().await?;
-        let settings = self
-            .write_and_read_settings(write::tail_light(current.tail_light, on, WriteMode::NoAck))
-            .await?;
-        let wanted = current.tail_light.with_always_on(on).0;
-        confirm(esc::REG_TAIL_LIGHT, wanted, settings.tail_light.0)
+        let current = self.read_settings().await?.tail_light;
+        self.write_confirmed(
+            esc::REG_TAIL_LIGHT,
+            current.with_always_on(on).0,
+            |mode| write::tail_light(current, on, mode),
+            esc::read_settings(),
+            |frame| Ok(Settings::decode(frame)?.tail_light.0),
+        )
+        .await
     }
 
     async fn read_settings(&mut self) -> Result<Settings, BleError> {
@@ -230,53 +247,142 @@ impl<T: Transport> ScooterLink<T> {
         )?)
     }
 
-    async fn write_and_read_settings(&mut self, command: Frame) -> Result<Settings, BleError> {
-        let answers = self.request(&[command, esc::read_settings()]).await?;
-        Ok(Settings::decode(answers.last().ok_or(BleError::LinkLost)?)?)
+    /// A write confirmed by reading the register back (§11a Q7), pipelined with the read: RW
+    /// 0x03, or RW 0x02 when [`LinkConfig::write_mode`] says so, whose acknowledgement is
+    /// waited for about a second and only logged, since the read-back decides. A write the
+    /// read-back does not show is sent once more (the app analyses repeat writes too) before
+    /// [`BleError::WriteNotConfirmed`].
+    async fn write_confirmed(
+        &mut self,
+        reg: u8,
+        wanted: u16,
+        command: impl Fn(WriteMode) -> Frame,
+        read_back: Frame,
+        found: impl Fn(&Frame) -> Result<u16, BleError>,
+    ) -> Result<(), BleError> {
+        let mut last = None;
+        for attempt in 1..=2u32 {
+            let answers = self
+                .request_each(&[command(self.config.write_mode), read_back.clone()])
+                .await?;
+            if let Some(Some(ack)) = answers.first() {
+                match WriteAck::decode(ack) {
+                    Ok(ack) if ack.accepted() => {}
+                    Ok(ack) => {
+                        tracing::warn!(
+                            reg,
+                            result = ack.result,
+                            "the scooter reports the register as write-protected"
+                        );
+                    }
+                    Err(e) => tracing::debug!(reg, error = %e, "undecodable write acknowledgement"),
+                }
+            }
+            let value = found(
+                answers
+                    .get(1)
+                    .and_then(Option::as_ref)
+                    .ok_or(BleError::LinkLost)?,
+            )?;
+            if value == wanted {
+                return Ok(());
+            }
+            tracing::info!(
+                reg,
+                attempt,
+                wanted,
+                found = value,
+                "the read-back does not show the write"
+            );
+            last = Some(value);
+        }
+        Err(BleError::WriteNotConfirmed {
+            reg,
+            wanted,
+            found: last.unwrap_or_default(),
+        })
     }
 
     /// Sends `requests` pipelined and returns the answers of those that have one, in order.
-    /// Reconnects (and logs in again when needed) when the link drops in between.
+    /// Reconnects (and logs in again when needed) when the link drops in between. An
+    /// acknowledged write whose acknowledgement did not come in time has no entry: use
+    /// [`ScooterLink::request_each`] to tell which request an answer belongs to.
     pub async fn request(&mut self, requests: &[Frame]) -> Result<Vec<Frame>, BleError> {
+        Ok(self
+            .request_each(requests)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
+    /// Like [`ScooterLink::request`], with one entry per request: `None` for unacknowledged
+    /// writes and for acknowledgements that did not come within
+    /// [`ExchangeConfig::ack_timeout`].
+    ///
+    /// A reused session is probed: when the first answer does not come within
+    /// [`ReconnectConfig::session_probe`], or the scooter refuses the session (`E0`–`E3` on
+    /// UPNP), it logs in again on the same connection at once, and stops reusing sessions after
+    /// reconnects (the scooter evidently drops them, as Xiaomi's library does, §3.7). A session
+    /// refused again right after a fresh login is an error, never a loop.
+    pub async fn request_each(
+        &mut self,
+        requests: &[Frame],
+    ) -> Result<Vec<Option<Frame>>, BleError> {
+        let mut fresh_login = false;
         loop {
             self.ensure_online().await?;
-            let config = if self.unverified {
-                // One round only: a session the scooter dropped must not cost every retry.
+            let probing = self.unverified;
+            let config = if probing {
+                // A short wait for the first answer: a session the scooter dropped must cost
+                // neither the retries nor a full request timeout. Once a frame decrypts, the
+                // session is proven and the exchange goes on as usual.
                 ExchangeConfig {
-                    retries: 0,
+                    first_answer_timeout: Some(self.config.reconnect.session_probe),
                     ..self.config.exchange
                 }
             } else {
                 self.config.exchange
             };
             let Some(uart) = self.uart.as_mut() else {
-                self.online = false;
+                self.drop_link().await;
                 continue;
             };
-            match exchange(
+            let outcome = exchange(
                 &mut self.transport,
                 uart,
                 requests,
                 config,
                 &mut self.counters,
             )
-            .await
-            {
+            .await;
+            self.unverified = false;
+            match outcome {
                 Ok(answers) => {
-                    self.unverified = false;
                     self.silent = 0;
-                    return Ok(answers.into_iter().flatten().collect());
+                    return Ok(answers);
                 }
                 Err(ExchangeError::LinkLost) => self.lost(),
-                Err(ExchangeError::Timeout(_) | ExchangeError::Silent(_)) if self.unverified => {
-                    tracing::info!("the reused session got no answer: logging in again");
-                    self.unverified = false;
-                    self.uart = None;
-                    match self.start_session().await {
-                        Ok(()) => {}
-                        Err(BleError::LinkLost) => self.lost(),
-                        Err(e) => return Err(e),
+                Err(ExchangeError::Silent(_)) if probing => {
+                    tracing::info!(
+                        probe = ?self.config.reconnect.session_probe,
+                        "the reused session got no answer: the scooter dropped it on disconnect;                          logging in again, and after every reconnect from now on"
+                    );
+                    self.reuse_sessions = false;
+                    self.relogin().await?;
+                    fresh_login = true;
+                }
+                Err(ExchangeError::Refused(refusal)) if !fresh_login => {
+                    tracing::info!(%refusal, "the scooter holds no session for us: logging in again");
+                    if probing {
+                        self.reuse_sessions = false;
                     }
+                    self.relogin().await?;
+                    fresh_login = true;
+                }
+                Err(e @ ExchangeError::Refused(_)) => {
+                    self.drop_link().await;
+                    return Err(e.into());
                 }
                 Err(ExchangeError::Silent(e)) => {
                     self.silent += 1;
@@ -288,8 +394,7 @@ impl<T: Transport> ScooterLink<T> {
                             "the scooter stopped answering: reconnecting"
                         );
                         self.silent = 0;
-                        let _ = self.transport.disconnect().await;
-                        self.lost();
+                        self.drop_link().await;
                     }
                     return Err(e);
                 }
@@ -299,6 +404,29 @@ impl<T: Transport> ScooterLink<T> {
                 }
             }
         }
+    }
+
+    /// Drops the session and logs in again on the current connection. A lost link is left to
+    /// the reconnection; another failure ends the connection (the next request reconnects).
+    async fn relogin(&mut self) -> Result<(), BleError> {
+        self.uart = None;
+        match self.start_session().await {
+            Ok(()) => Ok(()),
+            Err(BleError::LinkLost) => {
+                self.lost();
+                Ok(())
+            }
+            Err(e) => {
+                self.drop_link().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends the connection on purpose (it is useless) and hands it to the reconnection policy.
+    async fn drop_link(&mut self) {
+        let _ = self.transport.disconnect().await;
+        self.lost();
     }
 
     /// Disconnects.
@@ -330,9 +458,10 @@ impl<T: Transport> ScooterLink<T> {
 
     /// Connects and opens (or resumes) a session, under the reconnection policy.
     async fn ensure_online(&mut self) -> Result<(), BleError> {
+        let mut repeat_login = false;
         while !self.online {
             self.connect().await?;
-            let has_session = self.uart.is_some();
+            let has_session = self.uart.is_some() && self.reuse_sessions;
             match self
                 .policy
                 .connected(Instant::now().into_std(), has_session)
@@ -350,9 +479,20 @@ impl<T: Transport> ScooterLink<T> {
                     match self.start_session().await {
                         Ok(()) => {}
                         Err(BleError::LinkLost) => self.lost(),
+                        // `E2`: the scooter counts this connection as logged in already (§11a
+                        // Q9). A new connection starts clean; once, so it cannot loop.
+                        Err(BleError::Login(LoginError::Refused(Refusal::RepeatLogin)))
+                            if !repeat_login =>
+                        {
+                            tracing::info!(
+                                "the scooter reports a login on this connection already (E2): reconnecting"
+                            );
+                            repeat_login = true;
+                            self.uart = None;
+                            self.drop_link().await;
+                        }
                         Err(e) => {
-                            self.online = false;
-                            let _ = self.transport.disconnect().await;
+                            self.drop_link().await;
                             return Err(e);
                         }
                     }
@@ -508,13 +648,5 @@ impl<T: Transport> ScooterLink<T> {
         };
         self.uart = Some(Uart::new(codec));
         Ok(())
-    }
-}
-
-fn confirm(reg: u8, wanted: u16, found: u16) -> Result<(), BleError> {
-    if wanted == found {
-        Ok(())
-    } else {
-        Err(BleError::WriteNotConfirmed { reg, wanted, found })
     }
 }

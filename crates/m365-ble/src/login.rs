@@ -26,11 +26,13 @@ pub async fn login<T: Transport>(
             tracing::debug!("logged in");
             Ok(keys)
         }
-        login::ClientEvent::Failed(LoginError::TokenRejected | LoginError::Rejected) => {
-            Err(BleError::TokenRejected {
-                path: token_path.to_path_buf(),
-            })
-        }
+        // The scooter's proof did not match, it answered `23`, or `22` (LOG_INVALID_LTMK: it
+        // holds no valid token for us): only pairing again helps.
+        login::ClientEvent::Failed(
+            LoginError::TokenRejected | LoginError::Rejected | LoginError::InvalidToken,
+        ) => Err(BleError::TokenRejected {
+            path: token_path.to_path_buf(),
+        }),
         login::ClientEvent::Failed(LoginError::Refused(Refusal::NotRegistered)) => {
             Err(BleError::NotPaired {
                 path: token_path.to_path_buf(),

@@ -1,7 +1,8 @@
 //! Registration ("pairing", protocol.md §3.3, §3.6) as the user lives it: connect, ask for the
 //! power button when the scooter beeps, and when the first attempt stalls (it usually does: the
 //! scooter only accepts the key exchange after the press) disconnect, count down 5 s, reconnect
-//! and restart from R1. The token goes to the `.mi-token` file (12 bytes, mode 0600) and is
+//! and restart from R1. `E1` (already bound) and `E3` (confirmation invalid) get the same
+//! treatment (§11a Q9). The token goes to the `.mi-token` file (12 bytes, mode 0600) and is
 //! never printed or logged.
 //!
 //! Registration replaces the scooter's binding, so an existing token file is only replaced with
@@ -10,6 +11,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use m365_proto::control::Refusal;
 use m365_proto::gatt::Char;
 use m365_proto::model::{Generation, detect_from_gatt};
 use m365_proto::pairing::{self, ClientConfig, ClientPairing, Did, PairingError};
@@ -64,7 +66,8 @@ pub enum PairingProgress {
         /// From 1.
         attempt: u32,
     },
-    /// The scooter did not accept the key exchange: the button was not pressed in time.
+    /// The scooter did not accept the attempt: the button was not pressed in time (no answer
+    /// to the key announce), or it refused with `E1`/`E3`. The attempt is restarted.
     ButtonNotPressed,
     /// The link dropped during the attempt; it is retried.
     LinkLost,
@@ -154,7 +157,14 @@ pub async fn register<T: Transport>(
                     token_path: options.token_path.clone(),
                 });
             }
-            Some(pairing::ClientEvent::Failed(PairingError::ButtonNotPressed { .. })) => {
+            // No RCV_RDY to the key announce, or `E1`/`E3` (already bound, confirmation
+            // invalid): both mean the scooter wants the button press, so restart from R1 with
+            // the prompt (§3.6, §11a Q9).
+            Some(pairing::ClientEvent::Failed(
+                e @ (PairingError::ButtonNotPressed { .. }
+                | PairingError::Refused(Refusal::AlreadyRegistered | Refusal::InvalidOob)),
+            )) => {
+                tracing::info!(%address, attempt, reason = %e, "registration not accepted: press the power button when it beeps");
                 progress(PairingProgress::ButtonNotPressed);
                 let _ = transport.disconnect().await;
                 if attempt < options.attempts {

@@ -11,8 +11,10 @@
 //! - Before the first connection the scooter has `scan_timeout` to show up; then the daemon
 //!   exits with "scooter not found" and systemd starts a fresh scan later.
 //! - After a link loss it has `reconnect_window`. Back within `session_reuse` of the loss, the
-//!   session (keys and counters) is reused without a new login: the scooter keeps it across a
-//!   short interruption. Later, a fresh login.
+//!   session (keys and counters) is reused without a new login, if the scooter keeps it across
+//!   a short interruption (the simulator does; Xiaomi's library does not, §3.7, so the driver
+//!   probes a reused session with `session_probe` and stops reusing after one failure). Later,
+//!   a fresh login.
 //! - Failed connection attempts back off exponentially (250 ms doubling up to 5 s) with ±20 %
 //!   jitter, so several clients (or a stuck BlueZ) are not hammered in lock-step. A stale
 //!   `InProgress` asks the driver to remove the device from BlueZ before the next attempt.
@@ -29,6 +31,10 @@ pub struct ReconnectConfig {
     pub reconnect_window: Duration,
     /// A link back within this time reuses the session.
     pub session_reuse: Duration,
+    /// How long the first request on a reused session waits for any answer before the
+    /// session is given up and a login is made on the same connection. Real scooters drop the
+    /// session on disconnect (protocol.md §3.7), so this is kept short.
+    pub session_probe: Duration,
     /// First back-off delay.
     pub backoff_min: Duration,
     /// Longest back-off delay.
@@ -41,6 +47,7 @@ impl Default for ReconnectConfig {
             scan_timeout: Duration::from_secs(60),
             reconnect_window: Duration::from_secs(60),
             session_reuse: Duration::from_secs(5),
+            session_probe: Duration::from_millis(500),
             backoff_min: Duration::from_millis(250),
             backoff_max: Duration::from_secs(5),
         }

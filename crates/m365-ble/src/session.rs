@@ -3,23 +3,30 @@
 //! - [`Uart`] frames, encrypts and decrypts: Mi-auth (AES-CCM with counters), XOR or plain, and
 //!   turns notifications back into frames with the proto crate's reassembler. Each encryption
 //!   takes the next counter, so a retried request never reuses one (§4.6.6).
-//! - [`Expect`] says which answer a request waits for: same unit (reply DIR), same RW, same
-//!   ATTR and the payload length asked for (§4.6.5: answers of another length are unrelated).
+//! - Matching: a frame answers the first open request it answers exactly (same unit, RW,
+//!   register and length, [`Expect`]); failing that, the first open request it can stand for
+//!   ([`is_usable_answer`]: real scooters answer with RW 0x02 or another length, §5.3,
+//!   §4.6.5), but a one-byte write acknowledgement is never taken for register data. Frames
+//!   that answer nothing open are counted as unrelated.
 //! - [`exchange`] writes a batch of requests back to back (**pipelining**: the BLE module queues
 //!   them, so independent reads share connection events instead of costing a round trip
-//!   each), then matches answers to requests in any order, retries what stays unanswered with
-//!   a fresh counter, and counts every frame it had to reject or could not match.
+//!   each), then matches answers to requests in any order, retries unanswered reads with a
+//!   fresh counter, and counts every frame it had to reject or could not match. Acknowledged
+//!   writes wait at most `ack_timeout` for their acknowledgement and are never repeated
+//!   (§11a Q7: the read-back decides); `E0`–`E3` on UPNP ends the exchange (the session is
+//!   gone).
 
 use std::time::Duration;
 
+use m365_proto::control::{Control, Refusal};
 use m365_proto::encrypted::UartCipher;
-use m365_proto::frame::{
-    DIR_BLE, DIR_BLE_REPLY, DIR_BMS, DIR_BMS_REPLY, DIR_ESC, DIR_ESC_REPLY, Frame, RW_READ,
-    RW_WRITE_ACK,
-};
+use m365_proto::frame::{Frame, RW_READ, RW_WRITE_ACK};
 use m365_proto::gatt::{ATT_PAYLOAD, Char};
+use m365_proto::login::LoginError;
 use m365_proto::model::Generation;
 use m365_proto::reassembly::Reassembler;
+use m365_proto::registers::answer::{self, expected_len, reply_dir};
+use m365_proto::registers::write::WriteAck;
 use m365_proto::xor::Keystream;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
@@ -147,31 +154,74 @@ pub struct Expect {
 impl Expect {
     /// What answers `request`; `None` for requests that get no answer (RW 0x03 writes).
     pub fn of(request: &Frame) -> Option<Expect> {
-        let dir = match request.dir {
-            DIR_ESC => DIR_ESC_REPLY,
-            DIR_BMS => DIR_BMS_REPLY,
-            DIR_BLE => DIR_BLE_REPLY,
-            _ => return None,
-        };
-        let len = match request.rw {
-            RW_READ => usize::from(*request.payload.first()?),
-            RW_WRITE_ACK => 1,
-            _ => return None,
-        };
         Some(Expect {
-            dir,
+            dir: reply_dir(request.dir)?,
             rw: request.rw,
             attr: request.attr,
-            len,
+            len: expected_len(request)?,
         })
     }
 
-    /// Whether `frame` is this answer.
+    /// Whether `frame` is exactly this answer: same unit, RW, register and length. Answers
+    /// that differ in RW or length may still be usable: see [`is_usable_answer`].
     pub fn matches(&self, frame: &Frame) -> bool {
         frame.dir == self.dir
             && frame.rw == self.rw
             && frame.attr == self.attr
             && frame.payload.len() == self.len
+    }
+}
+
+/// Whether `frame` can stand for the answer to `request` although it is not the exact one
+/// (protocol.md §5.3, §4.6.5: real scooters answer with RW 0x01 or 0x02, and not always with
+/// the length asked for). Same unit and register as [`answer::is_answer`], and beyond that:
+/// an answer to a read must carry at least one whole register, so a one-byte write
+/// acknowledgement never passes as register data; an answer to an acknowledged write must
+/// decode as an acknowledgement ([`WriteAck::decode`]), so read data never passes as one.
+pub fn is_usable_answer(request: &Frame, frame: &Frame) -> bool {
+    answer::is_answer(request, frame)
+        && match request.rw {
+            RW_READ => frame.payload.len() >= 2,
+            RW_WRITE_ACK => WriteAck::decode(frame).is_ok(),
+            _ => false,
+        }
+}
+
+/// The open request `frame` answers: the first one it answers exactly, else the first one it
+/// can stand for ([`is_usable_answer`]); `None` when it answers nothing still open.
+fn slot_for(requests: &[Frame], answers: &[Option<Frame>], frame: &Frame) -> Option<usize> {
+    let open = |i: &usize| answers.get(*i).is_some_and(Option::is_none);
+    let exact = (0..requests.len()).filter(open).find(|&i| {
+        requests
+            .get(i)
+            .is_some_and(|r| answer::is_exact_answer(r, frame))
+    });
+    exact.or_else(|| {
+        (0..requests.len())
+            .filter(open)
+            .find(|&i| requests.get(i).is_some_and(|r| is_usable_answer(r, frame)))
+    })
+}
+
+/// What a request needs before its exchange can end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// A read: answered, or retried, or the exchange fails.
+    Answer,
+    /// An acknowledged write (RW 0x02): the acknowledgement is waited for `ack_timeout` and
+    /// never retried; without it the caller's read-back decides (§11a Q7).
+    Ack,
+    /// An unacknowledged write (RW 0x03): sent once, nothing comes back.
+    Nothing,
+}
+
+impl Need {
+    fn of(request: &Frame) -> Need {
+        match Expect::of(request) {
+            None => Need::Nothing,
+            Some(_) if request.rw == RW_WRITE_ACK => Need::Ack,
+            Some(_) => Need::Answer,
+        }
     }
 }
 
@@ -182,6 +232,12 @@ pub struct ExchangeConfig {
     pub request_timeout: Duration,
     /// Rounds after the first for requests still unanswered.
     pub retries: u32,
+    /// How long an acknowledged write (RW 0x02) waits for its acknowledgement before the
+    /// read-back decides instead (§11a Q7: about a second).
+    pub ack_timeout: Duration,
+    /// When set, the exchange ends as [`ExchangeError::Silent`] if no valid frame at all came
+    /// this long after the first round was written: the probe of a reused session.
+    pub first_answer_timeout: Option<Duration>,
 }
 
 impl Default for ExchangeConfig {
@@ -189,6 +245,8 @@ impl Default for ExchangeConfig {
         ExchangeConfig {
             request_timeout: Duration::from_secs(2),
             retries: 2,
+            ack_timeout: Duration::from_secs(1),
+            first_answer_timeout: None,
         }
     }
 }
@@ -201,8 +259,11 @@ pub enum ExchangeError {
     /// Some requests stayed unanswered after every retry (others were answered).
     Timeout(BleError),
     /// Nothing at all was answered, in any round: the link may be dead without BlueZ knowing
-    /// yet.
+    /// yet, or (with [`ExchangeConfig::first_answer_timeout`]) the session is not the
+    /// scooter's.
     Silent(BleError),
+    /// The scooter said on UPNP that it holds no session for us (`E0`–`E3`): log in again.
+    Refused(Refusal),
     /// The radio failed.
     Failed(BleError),
 }
@@ -211,6 +272,7 @@ impl From<ExchangeError> for BleError {
     fn from(e: ExchangeError) -> BleError {
         match e {
             ExchangeError::LinkLost => BleError::LinkLost,
+            ExchangeError::Refused(r) => BleError::Login(LoginError::Refused(r)),
             ExchangeError::Timeout(e) | ExchangeError::Silent(e) | ExchangeError::Failed(e) => e,
         }
     }
@@ -238,7 +300,8 @@ async fn send<T: Transport>(
 }
 
 /// Sends `requests` pipelined and returns their answers in request order (`None` for requests
-/// that expect no answer). See the module documentation.
+/// that expect no answer, and for acknowledged writes whose acknowledgement did not come in
+/// time). See the module documentation.
 pub async fn exchange<T: Transport>(
     transport: &mut T,
     uart: &mut Uart,
@@ -246,33 +309,59 @@ pub async fn exchange<T: Transport>(
     config: ExchangeConfig,
     counters: &mut Counters,
 ) -> Result<Vec<Option<Frame>>, ExchangeError> {
-    let expects: Vec<Option<Expect>> = requests.iter().map(Expect::of).collect();
+    let needs: Vec<Need> = requests.iter().map(Need::of).collect();
     let mut answers: Vec<Option<Frame>> = vec![None; requests.len()];
+    let open = |answers: &[Option<Frame>], need: Need| {
+        needs
+            .iter()
+            .zip(answers)
+            .any(|(n, a)| *n == need && a.is_none())
+    };
+    let start = Instant::now();
+    let ack_deadline = start + config.ack_timeout;
+    let mut probe_deadline = config.first_answer_timeout.map(|t| start + t);
     let mut round = 0u32;
     loop {
-        // Send every request of this round back to back.
+        // Send every request of this round back to back; later rounds only re-send reads.
         for (i, request) in requests.iter().enumerate() {
-            let wanted = expects.get(i).copied().flatten().is_some();
-            let open = answers.get(i).is_some_and(Option::is_none);
-            // Unacknowledged writes go out in the first round only.
-            if (wanted && open) || (!wanted && round == 0) {
+            let need = needs.get(i).copied().unwrap_or(Need::Nothing);
+            let unanswered = answers.get(i).is_some_and(Option::is_none);
+            if round == 0 || (need == Need::Answer && unanswered) {
                 if round > 0 {
                     counters.retries += 1;
                 }
+                // Each send seals again with the next counter (§4.6.6).
                 send(transport, uart, request, counters).await?;
             }
         }
-        let deadline = Instant::now() + config.request_timeout;
-        let outstanding = |answers: &[Option<Frame>]| {
-            expects
-                .iter()
-                .zip(answers)
-                .any(|(e, a)| e.is_some() && a.is_none())
-        };
-        while outstanding(&answers) {
+        let round_deadline = Instant::now() + config.request_timeout;
+        loop {
+            // Reads keep the round open; acknowledgements only until their own deadline.
+            let until = if open(&answers, Need::Answer) {
+                round_deadline
+            } else if open(&answers, Need::Ack) && Instant::now() < ack_deadline {
+                ack_deadline
+            } else {
+                return Ok(answers);
+            };
+            let until = probe_deadline.map_or(until, |p| p.min(until));
             let event = tokio::select! {
                 event = transport.next_event() => event,
-                () = tokio::time::sleep_until(deadline) => break,
+                () = tokio::time::sleep_until(until) => {
+                    if probe_deadline.is_some_and(|p| Instant::now() >= p) {
+                        let error = BleError::Timeout {
+                            what: "the first answer on a reused session".into(),
+                            after: config.first_answer_timeout.unwrap_or_default(),
+                            attempts: 1,
+                        };
+                        return Err(ExchangeError::Silent(error));
+                    }
+                    if open(&answers, Need::Answer) {
+                        break;
+                    }
+                    // Only acknowledgements were missing: the read-back decides.
+                    continue;
+                }
             };
             match event {
                 Some(TransportEvent::Notification {
@@ -280,11 +369,10 @@ pub async fn exchange<T: Transport>(
                     data,
                 }) => {
                     for frame in uart.receive(&data, counters) {
-                        let slot = expects
-                            .iter()
-                            .zip(answers.iter())
-                            .position(|(e, a)| a.is_none() && e.is_some_and(|e| e.matches(&frame)));
-                        match slot.and_then(|i| answers.get_mut(i)) {
+                        // Any frame that decrypted proves the session is the scooter's.
+                        probe_deadline = None;
+                        match slot_for(requests, &answers, &frame).and_then(|i| answers.get_mut(i))
+                        {
                             Some(answer) => {
                                 counters.answers += 1;
                                 *answer = Some(frame);
@@ -302,6 +390,15 @@ pub async fn exchange<T: Transport>(
                         }
                     }
                 }
+                Some(TransportEvent::Notification {
+                    char: Char::Upnp,
+                    data,
+                }) if uart.generation() == Generation::MiAuth => {
+                    if let Ok(Control::Refused(refusal)) = Control::parse(&data) {
+                        tracing::info!(%refusal, "the scooter refused the session");
+                        return Err(ExchangeError::Refused(refusal));
+                    }
+                }
                 Some(TransportEvent::Disconnected) => return Err(ExchangeError::LinkLost),
                 None => {
                     return Err(ExchangeError::Failed(
@@ -311,16 +408,13 @@ pub async fn exchange<T: Transport>(
                 Some(_) => {}
             }
         }
-        if !outstanding(&answers) {
-            return Ok(answers);
-        }
         if round >= config.retries {
-            let missing: Vec<String> = expects
+            let missing: Vec<String> = requests
                 .iter()
+                .zip(&needs)
                 .zip(&answers)
-                .filter(|(e, a)| e.is_some() && a.is_none())
-                .filter_map(|(e, _)| *e)
-                .map(|e| format!("{:#04x}/{:#04x}", e.dir, e.attr))
+                .filter(|((_, n), a)| **n == Need::Answer && a.is_none())
+                .map(|((r, _), _)| format!("{:#04x}/{:#04x}", r.dir, r.attr))
                 .collect();
             counters.timeouts += missing.len() as u64;
             let error = BleError::Timeout {
@@ -343,6 +437,7 @@ pub async fn exchange<T: Transport>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use m365_proto::registers::settings::KersLevel;
     use m365_proto::registers::{bms, esc, write};
 
     #[test]
@@ -358,9 +453,74 @@ mod tests {
         let good = Frame::new(0x25, 0x01, 0x31, vec![0; 10]).unwrap();
         assert!(b.matches(&good));
         let short = Frame::new(0x25, 0x01, 0x31, vec![0; 8]).unwrap();
-        assert!(!b.matches(&short), "another length is unrelated");
+        assert!(!b.matches(&short), "another length is not the exact answer");
         let other_unit = Frame::new(0x23, 0x01, 0x31, vec![0; 10]).unwrap();
         assert!(!b.matches(&other_unit));
+    }
+
+    #[test]
+    fn usable_answers_differ_in_rw_or_length_but_never_pass_an_ack_for_data() {
+        let read = bms::read_battery_info();
+        let data = |rw, len| Frame::new(0x25, rw, 0x31, vec![7; len]).unwrap();
+        assert!(is_usable_answer(&read, &data(0x01, 10)));
+        assert!(is_usable_answer(&read, &data(0x02, 10)), "RW 0x02");
+        assert!(is_usable_answer(&read, &data(0x01, 12)), "longer");
+        assert!(is_usable_answer(&read, &data(0x01, 8)), "shorter");
+        assert!(!is_usable_answer(&read, &data(0x02, 1)), "a write ack");
+        assert!(
+            !is_usable_answer(&read, &data(0x01, 1)),
+            "one byte is no register"
+        );
+        assert!(
+            !is_usable_answer(&read, &data(0x03, 10)),
+            "RW 0x03 answers nothing"
+        );
+        let other_reg = Frame::new(0x25, 0x01, 0x32, vec![7; 10]).unwrap();
+        assert!(!is_usable_answer(&read, &other_reg));
+        let other_unit = Frame::new(0x23, 0x01, 0x31, vec![7; 10]).unwrap();
+        assert!(!is_usable_answer(&read, &other_unit));
+
+        let kers = write::kers(KersLevel::Strong, write::WriteMode::Ack);
+        let ack = |rw, len| Frame::new(0x23, rw, 0x7B, vec![1; len]).unwrap();
+        assert!(is_usable_answer(&kers, &ack(0x02, 1)));
+        assert!(is_usable_answer(&kers, &ack(0x01, 1)), "RW 0x01 ack");
+        assert!(is_usable_answer(&kers, &ack(0x02, 2)), "trailing byte");
+        assert!(
+            !is_usable_answer(&kers, &ack(0x01, 2)),
+            "read data is no ack"
+        );
+        let no_ack = write::kers(KersLevel::Strong, write::WriteMode::NoAck);
+        assert!(!is_usable_answer(&no_ack, &ack(0x02, 1)));
+    }
+
+    #[test]
+    fn exact_answers_are_placed_first_then_usable_ones_in_request_order() {
+        let requests = [
+            write::kers(KersLevel::Strong, write::WriteMode::Ack),
+            m365_proto::registers::read_unit(m365_proto::registers::Unit::Esc, 0x7B, 6),
+            m365_proto::registers::read_unit(m365_proto::registers::Unit::Esc, 0x7B, 2),
+        ];
+        let none = vec![None; 3];
+        let short = Frame::new(0x23, 0x01, 0x7B, vec![0; 2]).unwrap();
+        assert_eq!(
+            slot_for(&requests, &none, &short),
+            Some(2),
+            "exact beats order"
+        );
+        let long = Frame::new(0x23, 0x01, 0x7B, vec![0; 4]).unwrap();
+        assert_eq!(
+            slot_for(&requests, &none, &long),
+            Some(1),
+            "read data skips the write"
+        );
+        let ack = Frame::new(0x23, 0x02, 0x7B, vec![1]).unwrap();
+        assert_eq!(slot_for(&requests, &none, &ack), Some(0));
+        let filled = vec![Some(ack.clone()), None, None];
+        assert_eq!(
+            slot_for(&requests, &filled, &ack),
+            None,
+            "a second ack is unrelated"
+        );
     }
 
     #[test]

@@ -1,16 +1,20 @@
 //! Registration through the in-process transport: the button pressed in time gives a token
 //! that logs in; no press gives a clear error after the retries; an existing token file is
-//! protected; generations A and B need no pairing.
+//! protected; generations A and B need no pairing; `E1`/`E3` restart registration; a token the
+//! scooter rejects or calls invalid (`22`) asks for pairing, naming the file.
 
 mod common;
 
 use std::time::Duration;
 
+use common::tamper::{Tampered, control, pass_events, pass_writes};
 use common::*;
 use m365_ble::BleError;
 use m365_ble::link::ScooterLink;
 use m365_ble::pairing::{self, PairingOptions, PairingProgress};
+use m365_ble::transport::TransportEvent;
 use m365_ble::transport::in_process::{InProcessTransport, SimScooter};
+use m365_proto::gatt::Char;
 use m365_sim::{Generation, Model, ScooterConfig};
 
 #[tokio::test(start_paused = true)]
@@ -225,4 +229,79 @@ async fn a_link_lost_during_an_attempt_is_retried() {
     );
     assert_eq!(sim.counters().registrations, 1);
     assert_eq!(std::fs::read(&path).unwrap().len(), 12);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_the_scooter_calls_invalid_asks_for_pairing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = pro2(10);
+    let path = registered(&sim, dir.path()).await;
+    // The scooter answers the proof with `22` (LOG_INVALID_LTMK) instead of `21`.
+    let transport = Tampered::new(
+        InProcessTransport::new(vec![sim.clone()]),
+        pass_writes(),
+        Box::new(|event| match event {
+            TransportEvent::Notification {
+                char: Char::Upnp,
+                ref data,
+            } if data[..] == [0x21, 0, 0, 0] => vec![control(0x22)],
+            other => vec![other],
+        }),
+    );
+    let err = ScooterLink::open(transport, config(&sim, path.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, BleError::TokenRejected { path: ref p } if *p == path),
+        "{err}"
+    );
+    assert!(err.needs_pairing());
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn e1_and_e3_restart_registration_with_the_button_prompt() {
+    for (refusal, seed) in [(0xE1u8, 11u64), (0xE3, 12)] {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = pro2(seed);
+        let path = dir.path().join(".mi-token");
+        // The first registration attempt is refused at its first step.
+        let mut refused = false;
+        let mut transport = Tampered::new(
+            InProcessTransport::new(vec![sim.clone()]),
+            Box::new(move |char, data| {
+                if !refused && char == Char::Upnp && data == [0xA2, 0, 0, 0] {
+                    refused = true;
+                    (false, vec![control(refusal)])
+                } else {
+                    (true, vec![])
+                }
+            }),
+            pass_events(),
+        );
+        let mut progress = Vec::new();
+        let registered = pairing::register(
+            &mut transport,
+            sim.address(),
+            &PairingOptions::new(path.clone()),
+            &mut |p| progress.push(p),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{refusal:#x}: {e}"));
+        assert_eq!(registered.attempts, 2, "{refusal:#x}");
+        assert!(progress.contains(&PairingProgress::ButtonNotPressed));
+        assert!(progress.contains(&PairingProgress::Countdown { remaining: 5 }));
+        assert!(progress.contains(&PairingProgress::Attempt { attempt: 2 }));
+        let c = sim.counters();
+        assert_eq!(
+            c.registration_attempts, 1,
+            "only the retry reached the scooter"
+        );
+        assert_eq!(c.connects, 2, "disconnected and reconnected in between");
+        let stored = sim.with(|s| s.stored_token().map(|t| t.0)).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), stored);
+    }
 }

@@ -1,17 +1,23 @@
 //! The reconnection policy end to end through the in-process transport, on tokio's paused
 //! clock: short drops keep the session (checked with the simulator's login counter), long ones
 //! log in again, a scooter gone past the window or never found ends with its own error, and a
-//! stale BlueZ connection is removed and recovered from.
+//! stale BlueZ connection is removed and recovered from. Session reuse never strands the link:
+//! a scooter that drops its session on disconnect (as Xiaomi's library does, §3.7) costs one
+//! short probe and one login, then reuse is no longer tried.
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use common::tamper::{Tampered, control, pass_events};
 use common::*;
 use m365_ble::BleError;
 use m365_ble::link::ScooterLink;
 use m365_ble::reconnect::{GiveUp, Phase};
 use m365_ble::transport::in_process::{InProcessTransport, SimScooter};
+use m365_proto::gatt::Char;
 use m365_sim::{Fault, Model, ScooterConfig};
 use tokio::time::Instant;
 
@@ -174,4 +180,134 @@ async fn a_link_that_stops_answering_is_rebuilt() {
         3,
         "registration, first link, rebuilt link"
     );
+}
+
+/// A Pro 2 that keeps its session `grace` after a disconnect (zero: Xiaomi's library, §3.7),
+/// with an open link whose reconnects are retried every ~100 ms.
+async fn with_grace(
+    grace: Duration,
+    seed: u64,
+    dir: &std::path::Path,
+) -> (SimScooter, ScooterLink<InProcessTransport>) {
+    let mut config = ScooterConfig::new(Model::Pro2, seed);
+    config.auto_press = Some(secs(1));
+    config.session_grace = grace;
+    let sim = SimScooter::new(config).unwrap();
+    let token = registered(&sim, dir).await;
+    let mut config = common::config(&sim, token);
+    config.reconnect.backoff_min = Duration::from_millis(100);
+    config.reconnect.backoff_max = Duration::from_millis(100);
+    let link = ScooterLink::open(InProcessTransport::new(vec![sim.clone()]), config)
+        .await
+        .unwrap();
+    (sim, link)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scooter_that_drops_the_session_costs_one_prompt_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, mut link) = with_grace(Duration::ZERO, 29, dir.path()).await;
+    link.sample().await.unwrap();
+    let probe = link_probe();
+    sim.drop_link(secs(2));
+    let t0 = Instant::now();
+    link.sample().await.unwrap();
+    let waited = t0.elapsed();
+    assert_eq!(sim.counters().logins, 2, "one extra login");
+    let c = link.counters();
+    assert_eq!((c.sessions_reused, c.logins), (1, 2), "{c:?}");
+    // Back after ~2.1 s; the reuse was given up after the probe, not after request timeouts.
+    let bound = secs(2) + Duration::from_millis(120) + probe + Duration::from_millis(500);
+    assert!(waited < bound, "{waited:?} (probe {probe:?})");
+    for _ in 0..5 {
+        link.sample().await.unwrap();
+    }
+    // The scooter showed it drops sessions: the next reconnect logs in without trying.
+    sim.drop_link(secs(1));
+    link.sample().await.unwrap();
+    let c = link.counters();
+    assert_eq!(
+        (c.link_losses, c.sessions_reused, c.logins),
+        (2, 1, 3),
+        "{c:?}"
+    );
+    assert_eq!(sim.counters().logins, 3);
+    assert_eq!(c.timeouts, 0, "the failed probe is not a lost request");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scooter_that_keeps_the_session_keeps_being_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, mut link) = with_grace(secs(5), 30, dir.path()).await;
+    for _ in 0..3 {
+        link.sample().await.unwrap();
+        sim.drop_link(secs(1));
+        link.sample().await.unwrap();
+    }
+    let c = link.counters();
+    assert_eq!(
+        (c.link_losses, c.sessions_reused, c.logins),
+        (3, 3, 1),
+        "{c:?}"
+    );
+    assert_eq!(sim.counters().logins, 1, "no extra login");
+    assert_eq!(sim.counters().rejected_frames, 0);
+}
+
+/// How long a sample takes across a 1 s drop of a scooter that drops its session, when the
+/// first UART frame on the new connection is answered with `E0` on UPNP (`e0`) or not at all.
+async fn back_after_a_drop(e0: bool, seed: u64) -> (Duration, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ScooterConfig::new(Model::Pro2, seed);
+    config.auto_press = Some(secs(1));
+    config.session_grace = Duration::ZERO;
+    let sim = SimScooter::new(config).unwrap();
+    let token = registered(&sim, dir.path()).await;
+    let mut transport = Tampered::new(
+        InProcessTransport::new(vec![sim.clone()]),
+        Box::new(|_, _| (true, vec![])),
+        pass_events(),
+    );
+    let connects = transport.connects();
+    let armed_at = Arc::new(AtomicU32::new(u32::MAX));
+    let armed = armed_at.clone();
+    transport.set_write_hook(Box::new(move |char, _| {
+        let after_arming = connects.load(Ordering::SeqCst) > armed.load(Ordering::SeqCst);
+        if e0 && char == Char::UartWrite && after_arming {
+            armed.store(u32::MAX, Ordering::SeqCst);
+            (true, vec![control(0xE0)])
+        } else {
+            (true, vec![])
+        }
+    }));
+    let connects = transport.connects();
+    let mut config = common::config(&sim, token);
+    config.reconnect.backoff_min = Duration::from_millis(100);
+    config.reconnect.backoff_max = Duration::from_millis(100);
+    let mut link = ScooterLink::open(transport, config).await.unwrap();
+    link.sample().await.unwrap();
+    sim.drop_link(secs(1));
+    armed_at.store(connects.load(Ordering::SeqCst), Ordering::SeqCst);
+    let t0 = Instant::now();
+    link.sample().await.unwrap();
+    assert_eq!(link.counters().sessions_reused, 1);
+    (t0.elapsed(), sim.counters().logins)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_login_required_signal_on_a_reused_session_logs_in_at_once() {
+    let (probed, logins) = back_after_a_drop(false, 31).await;
+    assert_eq!(logins, 2);
+    let (signalled, logins) = back_after_a_drop(true, 32).await;
+    assert_eq!(logins, 2, "logged in again");
+    // Without the signal the probe ran out first; with it, no waiting (±20 ms of jitter).
+    let probe = link_probe();
+    assert!(
+        signalled + probe - Duration::from_millis(100) < probed,
+        "E0 {signalled:?}, silence {probed:?}"
+    );
+}
+
+fn link_probe() -> Duration {
+    m365_ble::reconnect::ReconnectConfig::default().session_probe
 }

@@ -2,6 +2,8 @@
 //! [`ScooterLink`] over the in-process transport. Every test runs on tokio's paused clock.
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+pub mod tamper;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
