@@ -5,16 +5,25 @@
 //!
 //! Rules:
 //! * At most `max_in_flight` messages are unacknowledged (records and control messages alike).
-//! * **Live before backlog.** Records committed while connected are *live*; everything else in
-//!   the spool is *backlog*, drained oldest first from a cursor. A live record is published as
-//!   soon as a slot is free, newest first, and backlog messages may never occupy the last
-//!   `live_reserved` slots, so a long backlog never starves live samples. Ordering per topic is
-//!   recoverable from the sequence number.
+//! * **Oldest first.** Every row is published in ascending row id (commit order) within its
+//!   run: the *backlog* (every row pending when the connection came up, read from the spool with
+//!   a cursor) and the *live* rows (committed while connected, queued in memory). Rows committed
+//!   while disconnected are backlog, never live.
+//! * **Live rows are not starved.** While a backlog drains, live rows may take any free slot
+//!   and backlog messages never occupy the last `live_reserved` slots. The price is order across
+//!   the two runs: a subscriber sees the backlog ascending and the live rows ascending,
+//!   interleaved, every live row newer than every backlog row committed before the connection.
+//!   A backlog that fits in the backlog share of the window goes out at once on connection,
+//!   before any live row, so short outages keep one ascending sequence.
+//! * **Bounded live queue.** When more than `live_capacity` live rows wait (the broker is slower
+//!   than the sampler), the live queue stops taking rows and the newer ones are left to the
+//!   backlog drain, which reaches every pending row in order; live queuing resumes once the
+//!   drain has caught up. Memory stays bounded and the order is kept.
 //! * Packet ids are learnt in send order (the client library reports each outgoing publish), so
 //!   submissions wait in a FIFO until their packet id is known.
-//! * On disconnect, everything in flight is forgotten and the backlog cursor goes back to the
-//!   start: every unacknowledged row is published again on the next connection (QoS 1 is
-//!   at-least-once; duplicates carry the same record id).
+//! * On disconnect, everything in flight and queued live is forgotten and the backlog cursor goes
+//!   back to the start: every unacknowledged row is published again, oldest first, on the next
+//!   connection (QoS 1 is at-least-once; a resend carries the same record id).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -84,6 +93,8 @@ struct OutputState {
     cursor: RowId,
     caught_up: bool,
     live: VecDeque<(RowId, Instant)>,
+    /// The live queue overflowed: newer rows are left to the backlog until it catches up.
+    live_paused: bool,
     in_flight_rows: HashSet<RowId>,
 }
 
@@ -121,6 +132,7 @@ impl PublishWindow {
                     cursor: 0,
                     caught_up: false,
                     live: VecDeque::new(),
+                    live_paused: false,
                     in_flight_rows: HashSet::new(),
                 })
                 .collect(),
@@ -151,6 +163,8 @@ impl PublishWindow {
         for o in &mut self.outputs {
             o.cursor = 0;
             o.caught_up = false;
+            o.live.clear();
+            o.live_paused = false;
             o.in_flight_rows.clear();
         }
     }
@@ -165,19 +179,32 @@ impl PublishWindow {
         self.awaiting_pkid.len() + self.in_flight.len()
     }
 
-    /// Rows were committed to the spool: they are live on every output.
+    /// Rows were committed to the spool (ascending). While connected they are live on every
+    /// output; while disconnected they are backlog for the next connection.
     pub fn on_committed(&mut self, rows: &[RowId], now: Instant) {
+        if !self.connected {
+            return;
+        }
         for o in &mut self.outputs {
             for &r in rows {
+                if o.live_paused {
+                    break;
+                }
+                if o.live.len() >= self.live_capacity {
+                    // Left to the backlog drain, which reads every pending row in order; the
+                    // queue stays bounded and no newer row may overtake these.
+                    o.live_paused = true;
+                    o.caught_up = false;
+                    break;
+                }
                 o.live.push_back((r, now));
             }
-            // Beyond the capacity the oldest live rows are left to the backlog drain, which
-            // reaches every pending row; memory stays bounded.
-            while o.live.len() > self.live_capacity {
-                o.live.pop_front();
-                o.caught_up = false;
-            }
         }
+    }
+
+    /// Sets how many live rows per output may wait in memory (default 256).
+    pub fn set_live_capacity(&mut self, rows: usize) {
+        self.live_capacity = rows.max(1);
     }
 
     /// The next thing to publish, if the window has room.
@@ -225,15 +252,9 @@ impl PublishWindow {
         if !full && now.saturating_duration_since(oldest) < o.limits.linger {
             return None;
         }
-        // Newest first: take the most recent rows, publish them ascending.
+        // Oldest first, so one topic sees the live rows in commit order.
         let take = o.live.len().min(o.limits.batch);
-        let mut rows: Vec<RowId> = Vec::with_capacity(take);
-        for _ in 0..take {
-            if let Some((r, _)) = o.live.pop_back() {
-                rows.push(r);
-            }
-        }
-        rows.reverse();
+        let rows: Vec<RowId> = o.live.drain(..take).map(|(r, _)| r).collect();
         Some(Plan::Live { output: idx, rows })
     }
 
@@ -266,6 +287,8 @@ impl PublishWindow {
         }
         if fetched.len() < requested && last_seen == fetched.last().copied() {
             o.caught_up = true;
+            // Every pending row has been seen: newer commits can go live again.
+            o.live_paused = false;
         }
         taken
     }
@@ -552,5 +575,147 @@ mod tests {
         assert_eq!(w.on_ack(1).unwrap().kind, Kind::Control);
         assert_eq!(w.on_ack(2).unwrap().rows, vec![7]);
         assert_eq!(w.in_flight(), 0);
+    }
+
+    fn rows_of(sent: &[Submitted]) -> Vec<RowId> {
+        sent.iter().flat_map(|s| s.rows.clone()).collect()
+    }
+
+    /// Acknowledges every submitted message (packet ids bound in send order first).
+    fn ack_all(w: &mut PublishWindow, sent: &[Submitted], next_pkid: &mut u16) -> Vec<RowId> {
+        let mut acked = Vec::new();
+        for _ in sent {
+            w.on_packet_sent(*next_pkid);
+            acked.extend(w.on_ack(*next_pkid).unwrap().rows);
+            *next_pkid += 1;
+        }
+        acked
+    }
+
+    #[test]
+    fn one_commit_batch_goes_out_in_row_order() {
+        let now = Instant::now();
+        let mut w = PublishWindow::new(8, 2, &one(1));
+        w.on_connected();
+        assert!(drive(&mut w, &[], now).is_empty(), "empty backlog");
+        w.on_committed(&[1, 2, 3, 4], now);
+        let sent = drive(&mut w, &[1, 2, 3, 4], now);
+        assert_eq!(rows_of(&sent), vec![1, 2, 3, 4]);
+        assert!(sent.iter().all(|s| s.kind == Kind::Live));
+    }
+
+    #[test]
+    fn rows_committed_while_disconnected_replay_oldest_first() {
+        let now = Instant::now();
+        let mut w = PublishWindow::new(8, 2, &one(1));
+        w.on_connected();
+        drive(&mut w, &[], now);
+        // Two rows live and in flight when the connection drops, unacknowledged.
+        w.on_committed(&[1, 2], now);
+        assert_eq!(rows_of(&drive(&mut w, &[1, 2], now)), vec![1, 2]);
+        w.on_disconnected();
+        w.on_committed(&[3, 4], now);
+        w.on_committed(&[5], now);
+        w.on_connected();
+        let sent = drive(&mut w, &[1, 2, 3, 4, 5], now);
+        assert_eq!(rows_of(&sent), vec![1, 2, 3, 4, 5]);
+        assert!(sent.iter().all(|s| s.kind == Kind::Backlog));
+        assert!(w.caught_up());
+    }
+
+    #[test]
+    fn live_rows_queued_at_a_disconnect_become_backlog() {
+        let now = Instant::now();
+        // Window of one: rows 2 and 3 wait in the live queue behind row 1.
+        let mut w = PublishWindow::new(1, 0, &one(1));
+        w.on_connected();
+        drive(&mut w, &[], now);
+        w.on_committed(&[1, 2, 3], now);
+        assert_eq!(rows_of(&drive(&mut w, &[1, 2, 3], now)), vec![1]);
+        w.on_disconnected();
+        w.on_committed(&[4], now);
+        w.on_connected();
+        let mut pkid = 1;
+        let mut pending: Vec<RowId> = vec![1, 2, 3, 4];
+        let mut order = Vec::new();
+        while !pending.is_empty() {
+            let sent = drive(&mut w, &pending, now);
+            assert!(!sent.is_empty(), "stalled with {pending:?} pending");
+            order.extend(rows_of(&sent));
+            for r in ack_all(&mut w, &sent, &mut pkid) {
+                pending.retain(|p| *p != r);
+            }
+        }
+        assert_eq!(order, vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_draining_backlog_and_live_rows_are_each_in_order() {
+        let now = Instant::now();
+        let mut w = PublishWindow::new(4, 1, &one(1));
+        let mut pending: Vec<RowId> = (1..=20).collect();
+        w.on_connected();
+        let mut pkid = 1;
+        let mut order = Vec::new();
+        let mut next_row = 21;
+        while !pending.is_empty() || next_row <= 30 {
+            // One live row committed per round trip while the backlog drains.
+            if next_row <= 30 {
+                pending.push(next_row);
+                w.on_committed(&[next_row], now);
+                next_row += 1;
+            }
+            let sent = drive(&mut w, &pending, now);
+            order.extend(rows_of(&sent));
+            for r in ack_all(&mut w, &sent, &mut pkid) {
+                pending.retain(|p| *p != r);
+            }
+        }
+        let backlog: Vec<RowId> = order.iter().copied().filter(|r| *r <= 20).collect();
+        let live: Vec<RowId> = order.iter().copied().filter(|r| *r > 20).collect();
+        assert_eq!(backlog, (1..=20).collect::<Vec<_>>());
+        assert_eq!(live, (21..=30).collect::<Vec<_>>());
+        let first_live = order.iter().position(|r| *r > 20).unwrap();
+        assert!(
+            first_live < order.iter().position(|r| *r == 20).unwrap(),
+            "live rows were not held back by the backlog: {order:?}"
+        );
+    }
+
+    #[test]
+    fn an_overflowing_live_queue_falls_back_to_the_ordered_drain() {
+        let now = Instant::now();
+        let mut w = PublishWindow::new(2, 1, &one(1));
+        w.set_live_capacity(3);
+        w.on_connected();
+        drive(&mut w, &[], now);
+        let mut pending: Vec<RowId> = Vec::new();
+        let mut order = Vec::new();
+        let mut pkid = 1;
+        // Ten rows committed in one go against a window of two: seven overflow the live queue.
+        pending.extend(1..=10);
+        w.on_committed(&(1..=10).collect::<Vec<_>>(), now);
+        let mut rounds = 0;
+        while !pending.is_empty() {
+            rounds += 1;
+            assert!(rounds < 100, "stalled with {pending:?} pending");
+            if rounds == 3 {
+                // A later commit while the fallback drain runs: it must not overtake.
+                pending.push(11);
+                w.on_committed(&[11], now);
+            }
+            let sent = drive(&mut w, &pending, now);
+            order.extend(rows_of(&sent));
+            for r in ack_all(&mut w, &sent, &mut pkid) {
+                pending.retain(|p| *p != r);
+            }
+        }
+        assert_eq!(order, (1..=11).collect::<Vec<_>>());
+        assert!(!w.caught_up(), "the drain has not yet seen the end");
+        assert!(drive(&mut w, &[], now).is_empty());
+        assert!(w.caught_up());
+        w.on_committed(&[12], now);
+        let sent = drive(&mut w, &[12], now);
+        assert_eq!(sent[0].kind, Kind::Live, "live again once caught up");
     }
 }

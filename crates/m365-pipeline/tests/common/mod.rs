@@ -404,3 +404,42 @@ pub fn assert_complete(seqs: &[(u64, String)], n: u64) -> usize {
     }
     dups
 }
+
+/// Sequence numbers in arrival order with QoS 1 resends removed: a record id seen before is a
+/// resend, which is what a consumer deduplicating by `record_id` drops.
+pub fn first_arrivals(seqs: &[(u64, String)]) -> Vec<u64> {
+    let mut seen = std::collections::HashSet::new();
+    seqs.iter()
+        .filter(|(_, id)| seen.insert(id.clone()))
+        .map(|(s, _)| *s)
+        .collect()
+}
+
+/// Asserts strictly ascending sequence numbers.
+pub fn assert_ascending(seqs: &[u64]) {
+    if let Some(w) = seqs.windows(2).find(|w| w[0] >= w[1]) {
+        panic!("{} before {}: {seqs:?}", w[0], w[1]);
+    }
+}
+
+/// Asserts the order the schema promises while a backlog drains next to live records: there is
+/// a split `k` such that the records up to `k` (the backlog) arrive ascending and the records
+/// above `k` (live) arrive ascending. Returns the smallest such `k`.
+pub fn assert_two_ascending_runs(seqs: &[u64]) -> u64 {
+    let ascending = |it: &mut dyn Iterator<Item = u64>| {
+        let v: Vec<u64> = it.collect();
+        v.windows(2).all(|w| w[0] < w[1])
+    };
+    let mut splits: Vec<u64> = seqs.to_vec();
+    splits.push(0);
+    splits.sort_unstable();
+    splits.dedup();
+    for k in splits {
+        if ascending(&mut seqs.iter().copied().filter(|s| *s <= k))
+            && ascending(&mut seqs.iter().copied().filter(|s| *s > k))
+        {
+            return k;
+        }
+    }
+    panic!("not two ascending runs: {seqs:?}");
+}
