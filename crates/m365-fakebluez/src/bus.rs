@@ -1,13 +1,24 @@
 //! A private D-Bus daemon for the fake BlueZ: started from a generated minimal configuration,
-//! listening on a unix socket in a temporary directory, and killed (directory removed) on drop.
+//! listening on a unix socket in a temporary directory, and killed (directory removed) on drop
+//! or when the process that started it dies, however it dies.
 //!
 //! It is a system-bus stand-in: clients such as btleplug find it through
 //! `DBUS_SYSTEM_BUS_ADDRESS` (see [`SYSTEM_BUS_ENV`]). Nothing of the machine's own D-Bus set-up
 //! is read: no includes, no service activation, and a policy that allows everything.
-
+//!
+//! # Dying with its owner
+//! A `Drop` does not run when the owner is killed with SIGKILL (or aborts), and a daemon left
+//! behind would outlive every test run. Linux's `PR_SET_PDEATHSIG` needs `unsafe` code in the
+//! child between fork and exec, which this project forbids. Instead the daemon is started by a
+//! small `sh` guard ([`GUARD_SCRIPT`]) whose stdin is a pipe from the owner: the guard starts the
+//! daemon in the background and blocks reading that pipe. Nobody ever writes to it, so the read
+//! returns only when the pipe's last write end closes, which the kernel does when the owner
+//! exits for any reason (the write end is close-on-exec, so no other child holds it). The guard
+//! then stops the daemon and removes the bus directory. An orderly drop closes the pipe the
+//! same way and waits for the guard.
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 
 use tempfile::TempDir;
 use tracing::{debug, warn};
@@ -17,6 +28,19 @@ pub const SYSTEM_BUS_ENV: &str = "DBUS_SYSTEM_BUS_ADDRESS";
 
 /// The daemon binary, looked up on `PATH`.
 const DAEMON: &str = "dbus-daemon";
+
+/// The guard that ties the daemon's life to the owner's (see the module documentation).
+/// Arguments: the bus directory, then the daemon's command line. The daemon inherits the
+/// guard's stdout (the address line) and stderr (the log); as a background job of a
+/// non-interactive shell its stdin is `/dev/null`, so it never holds the guard pipe.
+const GUARD_SCRIPT: &str = r#"dir=$1; shift
+"$@" &
+daemon=$!
+read -r _ignored
+kill -TERM "$daemon" 2>/dev/null
+wait "$daemon"
+rm -rf "$dir"
+"#;
 
 /// Why a private bus could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +65,10 @@ pub enum BusError {
 /// A running private `dbus-daemon`. Dropping it kills the daemon and removes its directory.
 #[derive(Debug)]
 pub struct PrivateBus {
-    child: Child,
+    /// The `sh` guard; the daemon is its child.
+    guard: Child,
+    /// The write end of the guard's pipe: closing it (drop, or the owner's death) stops the bus.
+    lifeline: Option<ChildStdin>,
     address: String,
     _stdout: Option<std::process::ChildStdout>,
     /// Holds the configuration (and, unless a socket path was given, the socket).
@@ -76,30 +103,37 @@ impl PrivateBus {
         // SIGPIPE at its first warning ("Failed to set fd limit" and the like).
         let log_path = dir.path().join("bus.log");
         let log = std::fs::File::create(&log_path).map_err(BusError::Setup)?;
-        let mut child = Command::new(DAEMON)
+        if !on_path(DAEMON) {
+            return Err(BusError::DaemonMissing);
+        }
+        let mut guard = Command::new("sh")
+            .arg("-c")
+            .arg(GUARD_SCRIPT)
+            .arg("m365-bus-guard")
+            .arg(dir.path())
+            .arg(DAEMON)
             .arg(format!("--config-file={}", config_path.display()))
             .args(["--nofork", "--print-address"])
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => BusError::DaemonMissing,
-                _ => BusError::Spawn(e),
-            })?;
+            .map_err(BusError::Spawn)?;
+        let lifeline = guard.stdin.take();
         // The daemon prints its address once it listens, so a read of the first line is also
         // the readiness check.
         let mut line = String::new();
-        let mut reader = child.stdout.take().map(BufReader::new);
+        let mut reader = guard.stdout.take().map(BufReader::new);
         let read = match reader.as_mut() {
             Some(r) => r.read_line(&mut line),
             None => Ok(0),
         };
         let address = line.trim().to_owned();
         if !matches!(read, Ok(n) if n > 0) || address.is_empty() {
-            let _ = child.kill();
-            let _ = child.wait();
             let stderr = std::fs::read_to_string(&log_path).unwrap_or_default();
+            // Closing the lifeline makes the guard stop whatever is left and exit.
+            drop(lifeline);
+            let _ = guard.wait();
             let detail = match read {
                 Err(e) => e.to_string(),
                 Ok(_) if stderr.trim().is_empty() => "it exited without output".to_owned(),
@@ -109,7 +143,8 @@ impl PrivateBus {
         }
         debug!(%address, "private bus started");
         Ok(PrivateBus {
-            child,
+            guard,
+            lifeline,
             address,
             // Keep the read end of stdout open for the daemon's lifetime, for the same reason.
             _stdout: reader.map(BufReader::into_inner),
@@ -130,11 +165,18 @@ impl PrivateBus {
 
 impl Drop for PrivateBus {
     fn drop(&mut self) {
-        if let Err(e) = self.child.kill() {
+        // The guard stops the daemon when its pipe closes, and exits once the daemon is gone.
+        drop(self.lifeline.take());
+        if let Err(e) = self.guard.wait() {
             warn!("cannot stop the private bus: {e}");
         }
-        let _ = self.child.wait();
     }
+}
+
+/// Whether `program` is an executable file in a directory of `PATH`.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
 /// The socket path of a `unix:path=...` address, if it is one.
