@@ -51,13 +51,15 @@ impl ConnectError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
     /// The link drops now (supervision timeout); connection attempts fail for `down_for`, while
-    /// the scooter keeps advertising.
+    /// the scooter keeps advertising. Like any disconnect it keeps the session for the
+    /// configured grace, so a client back within it resumes without logging in again (combine
+    /// with [`Fault::ExpireSession`] for a drop that also loses the session).
     DropLink {
         /// How long reconnects fail.
         down_for: Duration,
     },
     /// The scooter leaves radio range: the link drops, it stops advertising and connection
-    /// attempts fail for `for_`.
+    /// attempts fail for `for_`. The session is kept for the grace, as after any disconnect.
     OutOfRange {
         /// How long it stays away.
         for_: Duration,
@@ -298,6 +300,10 @@ pub struct Counters {
     pub notifications_delayed: u64,
     /// Notifications a fault corrupted.
     pub notifications_corrupted: u64,
+    /// Presses of the power button (by the rider, the auto-press or a control command).
+    pub button_presses: u64,
+    /// Presses that answered a beep and opened the registration window.
+    pub windows_opened: u64,
 }
 
 #[cfg(test)]

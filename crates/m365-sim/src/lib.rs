@@ -12,6 +12,7 @@
 //! - [`config`], [`event`]: how a scooter is set up, and what it reports.
 //! - [`scooter`]: the sans-IO scooter that ties it all together.
 //! - [`bluez`]: serves a scooter on the fake BlueZ (D-Bus), driving its timers and physics.
+//! - [`control`]: the D-Bus control interface of a running simulator (`m365-sim ctl`).
 //!
 //! # Driving a scooter by hand
 //!
@@ -45,6 +46,7 @@
 pub mod battery;
 pub mod bluez;
 pub mod config;
+pub mod control;
 pub mod event;
 pub mod faults;
 pub mod link;

@@ -4,7 +4,17 @@
 //! (7.5–100 ms; 30 ms is typical for a Linux central), and only a few packets fit in one event.
 //! Every write and notification carries at most 20 bytes (default MTU). Behind the BLE module the
 //! ESC answers after a short processing delay, the BMS (reached through the ESC) after a longer
-//! one. [`LinkClock`] says when each packet may leave; [`link_limit`] derives the theoretical
+//! one.
+//!
+//! # One serial bus behind the BLE module
+//! The BLE module does not talk to the ESC and the BMS over separate lines: it relays every
+//! request onto the scooter's one internal half-duplex serial bus, on which the ESC and the BMS
+//! both sit (protocol.md, terminology: the BLE module "relays to the ESC and the BMS"; the DIR byte, not a
+//! separate port, selects the controller, and the answer comes back on the same line). A half-
+//! duplex line carries one transaction at a time, so requests written back to back are answered
+//! one after another: a BMS answer is never produced while an ESC answer is. The simulated
+//! scooter ([`crate::Scooter`]) and [`link_limit`]'s [`Pattern::Pipelined`] both follow this
+//! rule, so rates measured against the simulator never exceed the model's limit. [`LinkClock`] says when each packet may leave; [`link_limit`] derives the theoretical
 //! number of full telemetry samples per second for a request pattern, the ceiling the
 //! benchmarks compare the client against.
 

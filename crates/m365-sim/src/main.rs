@@ -11,8 +11,12 @@
 //! READY
 //! ```
 //!
-//! and runs until SIGINT or SIGTERM. Logs go to stderr (`RUST_LOG` filters them).
+//! and runs until SIGINT or SIGTERM. Logs go to stderr (`RUST_LOG` filters them). While it
+//! runs, `m365-sim ctl` drives it through the control interface on the same bus (see
+//! `m365_sim::control`).
 #![forbid(unsafe_code)]
+
+mod ctl;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -27,6 +31,7 @@ use m365_gps::emulate::{
     EmulatorHandle, ModemModel, NmeaFeed, NmeaReceiverConfig, Pace, RoutePoint, Sim7600ModemConfig,
 };
 use m365_sim::bluez::{DEFAULT_PHYSICS_TICK, ServedScooter};
+use m365_sim::control::Simulator;
 use m365_sim::link::LinkTiming;
 use m365_sim::profile::{generation_slug, model_slug, parse_generation, parse_model};
 use m365_sim::ride::GpsSample;
@@ -45,6 +50,8 @@ struct Cli {
 enum Command {
     /// Serve simulated scooters on a private D-Bus until SIGINT/SIGTERM.
     Serve(ServeArgs),
+    /// Control a running `m365-sim serve`: faults, ride, counters.
+    Ctl(ctl::CtlArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -102,6 +109,13 @@ fn main() -> anyhow::Result<()> {
                 .build()
                 .context("cannot start the async runtime")?;
             runtime.block_on(serve(args))
+        }
+        Command::Ctl(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(ctl::run(args))
         }
     }
 }
@@ -165,6 +179,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .context("the emulated GPS device has no path")?;
         lines.insert(1, format!("M365_SIM_GPS={}", path.display()));
     }
+    // Announced only once the control interface answers, so a script may use `ctl` at READY.
+    let control = Simulator::new(served, gps)
+        .serve(bus.address())
+        .await
+        .context("cannot publish the control interface")?;
     let shutdown = Shutdown::watch()?;
     lines.push("READY".to_owned());
     let mut out = std::io::stdout().lock();
@@ -176,8 +195,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     shutdown.wait().await;
     tracing::info!("shutting down");
-    drop(gps);
-    drop(served);
+    // Dropping the connection releases the interface, and with it the scooters and the GPS.
+    drop(control);
     drop(fake);
     drop(bus);
     Ok(())

@@ -71,6 +71,8 @@ pub struct Scooter {
     uart: Uart,
     reassembler: Reassembler,
     stash: Option<(Box<UartCipher>, Instant)>,
+    /// When the internal serial bus (BLE module, ESC, BMS) finishes the answer in progress.
+    uart_free_at: Option<Instant>,
     link: Option<LinkClock>,
     outbox: VecDeque<Pending>,
     events: VecDeque<ScooterEvent>,
@@ -137,6 +139,7 @@ impl Scooter {
             connected: false,
             uart,
             stash: None,
+            uart_free_at: None,
             link: None,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
@@ -178,6 +181,12 @@ impl Scooter {
     /// Faults in force.
     pub fn faults(&self) -> &FaultState {
         &self.faults
+    }
+
+    /// Faults in force, to lift one of them (e.g. end a muted UART) without healing the rest
+    /// as [`Fault::ClearAll`] does.
+    pub fn faults_mut(&mut self) -> &mut FaultState {
+        &mut self.faults
     }
 
     /// Whether a client is connected.
@@ -316,6 +325,7 @@ impl Scooter {
     /// as the registration confirmation when it comes within the allowed time after a beep.
     pub fn press_button(&mut self, now: Instant) {
         self.advance(now);
+        self.counters.button_presses += 1;
         if !self.ride.powered() {
             self.ride.power_on();
             self.events.push_back(ScooterEvent::PoweredOn);
@@ -401,11 +411,9 @@ impl Scooter {
             FaultAction::None => {}
             FaultAction::Disconnect => {
                 if self.connected {
-                    // A lost link also loses the session: there is no orderly disconnect.
-                    self.stash = None;
-                    if let Uart::MiAuth { cipher } = &mut self.uart {
-                        *cipher = None;
-                    }
+                    // To the BLE module a lost link is a supervision timeout, indistinguishable
+                    // from a central that went away: the session is kept for the grace period,
+                    // like after any disconnect. `Fault::ExpireSession` is the fault that loses it.
                     self.events.push_back(ScooterEvent::DropLink);
                     self.disconnect(now);
                 }
@@ -473,6 +481,7 @@ impl Scooter {
                 self.events.push_back(ScooterEvent::Beep);
             }
             pairing::DeviceEvent::WindowOpened { until } => {
+                self.counters.windows_opened += 1;
                 self.events.push_back(ScooterEvent::WindowOpened { until });
             }
             pairing::DeviceEvent::Registered { token, did } => {
@@ -607,8 +616,13 @@ impl Scooter {
                 attr: frame.attr,
                 payload,
             };
-            let delay = self.config.processing.delay(unit);
-            self.send_uart(now + delay, &answer);
+            // The BLE module relays every request to one half-duplex serial bus shared by the
+            // ESC and the BMS: a controller starts on a request only once the bus is free, so
+            // pipelined requests are answered one after another, never in parallel.
+            let start = self.uart_free_at.map_or(now, |free| free.max(now));
+            let ready = start + self.config.processing.delay(unit);
+            self.uart_free_at = Some(ready);
+            self.send_uart(ready, &answer);
         }
     }
 

@@ -117,12 +117,13 @@ fn out_of_range_drops_the_link_hides_and_comes_back() {
 }
 
 #[test]
-fn dropped_link_loses_the_session() {
-    let (mut bench, token_client) = session(58);
-    drop(token_client);
+fn dropped_link_keeps_the_session_for_the_grace_like_a_disconnect() {
+    let (mut bench, mut client) = session(58);
+    assert!(bench.request(&mut client, &esc::read_range()).is_some());
     bench.fault(Fault::DropLink {
         down_for: Duration::from_secs(2),
     });
+    assert!(bench.events.contains(&ScooterEvent::DropLink));
     let now = bench.now;
     assert!(
         bench.scooter.advertisement(now).is_some(),
@@ -131,10 +132,36 @@ fn dropped_link_loses_the_session() {
     assert!(bench.scooter.connect(now).is_err());
     bench.advance(Duration::from_secs(2));
     bench.connect();
-    assert!(
-        !bench.scooter.has_session(),
-        "a link loss is not an orderly disconnect: no session to resume"
-    );
+    assert!(bench.events.contains(&ScooterEvent::SessionResumed));
+    assert!(bench.scooter.has_session());
+    // The client's cipher carries on where it stopped.
+    assert!(bench.request(&mut client, &esc::read_range()).is_some());
+}
+
+#[test]
+fn dropped_link_past_the_grace_needs_a_new_login() {
+    let (mut bench, mut client) = session(65);
+    bench.fault(Fault::DropLink {
+        down_for: Duration::from_secs(6),
+    });
+    bench.advance(Duration::from_secs(6));
+    bench.connect();
+    assert!(!bench.events.contains(&ScooterEvent::SessionResumed));
+    assert!(!bench.scooter.has_session());
+    assert!(bench.request(&mut client, &esc::read_range()).is_none());
+}
+
+#[test]
+fn dropped_link_with_an_expired_session_needs_a_new_login() {
+    let (mut bench, mut client) = session(66);
+    bench.fault(Fault::DropLink {
+        down_for: Duration::from_secs(1),
+    });
+    bench.fault(Fault::ExpireSession);
+    bench.advance(Duration::from_secs(1));
+    bench.connect();
+    assert!(!bench.scooter.has_session());
+    assert!(bench.request(&mut client, &esc::read_range()).is_none());
 }
 
 #[test]

@@ -78,3 +78,57 @@ fn long_answers_spread_over_events_when_packets_per_event_are_few() {
         );
     }
 }
+
+#[test]
+fn pipelined_requests_are_answered_one_at_a_time_on_the_serial_bus() {
+    use std::time::Instant;
+
+    use m365_proto::frame::Frame;
+    use m365_proto::gatt::Char;
+    use m365_sim::Scooter;
+
+    let ms = Duration::from_millis;
+    let mut c = ScooterConfig::new(Model::M365, 73).with_generation(Generation::Plain);
+    c.link = None;
+    c.processing = Processing {
+        esc: ms(8),
+        bms: ms(15),
+    };
+    let mut scooter = Scooter::new(c).expect("scooter");
+    let t0 = Instant::now();
+    scooter.connect(t0).expect("connects");
+    let esc_request = Frame {
+        dir: 0x20,
+        rw: 0x01,
+        attr: 0x1A,
+        payload: vec![2],
+    };
+    let bms_request = Frame {
+        dir: 0x22,
+        rw: 0x01,
+        attr: 0x31,
+        payload: vec![2],
+    };
+    // Both written back to back, before any answer.
+    scooter.handle_write(t0, Char::UartWrite, &esc_request.encode());
+    scooter.handle_write(t0, Char::UartWrite, &bms_request.encode());
+
+    let answer_dir = |scooter: &mut Scooter| {
+        scooter
+            .poll_transmit()
+            .map(|t| Frame::decode(&t.data).expect("a plain frame").dir)
+    };
+    assert_eq!(scooter.poll_timeout(), Some(t0 + ms(8)));
+    scooter.handle_timeout(t0 + ms(8));
+    assert_eq!(
+        answer_dir(&mut scooter),
+        Some(0x23),
+        "the ESC answers first"
+    );
+    // In parallel the BMS would be ready at 15 ms; on one bus it starts when the ESC is done.
+    scooter.handle_timeout(t0 + ms(15));
+    assert_eq!(answer_dir(&mut scooter), None);
+    assert_eq!(scooter.poll_timeout(), Some(t0 + ms(23)));
+    scooter.handle_timeout(t0 + ms(23));
+    assert_eq!(answer_dir(&mut scooter), Some(0x25));
+}
