@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::encoding::Encoding;
 use crate::error::ConfigError;
+use crate::secret::Secret;
 
 /// The shortest sampling interval accepted: 0.1 s (10 Hz is about what one BLE link sustains
 /// for a full register round).
@@ -159,7 +160,8 @@ impl OutputConfig {
     }
 }
 
-/// Where the password comes from. It is never written in the config file itself and never logged.
+/// Where the password comes from. It is never logged: a value is a [`Secret`], a file or an
+/// environment variable is read at each connection attempt (so a rotated secret is picked up).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PasswordSource {
@@ -167,6 +169,8 @@ pub enum PasswordSource {
     File(PathBuf),
     /// This environment variable.
     Env(String),
+    /// This value, given directly (for example from a configuration file that holds it).
+    Value(Secret),
 }
 
 /// Broker connection and publishing.

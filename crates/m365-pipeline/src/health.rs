@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use crate::failure::{ErrorKind, LastError};
+
 /// Broker connection state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -76,7 +78,7 @@ pub struct Health {
     connect_failures: AtomicU64,
     spool_recoveries: AtomicU64,
     broker: AtomicU8,
-    last_error: Mutex<Option<String>>,
+    last_error: Mutex<Option<LastError>>,
 }
 
 /// Which counter to add to.
@@ -138,15 +140,20 @@ impl Health {
     }
 
     /// Records the latest connection or spool error (shown by the daemon's status).
-    pub fn set_last_error(&self, e: Option<String>) {
+    pub fn set_last_error(&self, e: Option<LastError>) {
         if let Ok(mut g) = self.last_error.lock() {
             *g = e;
         }
     }
 
     /// The latest connection or spool error, cleared on a successful connection.
-    pub fn last_error(&self) -> Option<String> {
+    pub fn last_error(&self) -> Option<LastError> {
         self.last_error.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// The kind of the latest error.
+    pub fn last_error_kind(&self) -> Option<ErrorKind> {
+        self.last_error().map(|e| e.kind)
     }
 
     /// Copies the counters.

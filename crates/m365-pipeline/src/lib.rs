@@ -5,7 +5,7 @@
 //! Layout: [`record`] (what a sample becomes), [`spool`] (SQLite, durable, bounded),
 //! [`window`] (pure publish-window state), [`backoff`], [`encoding`] (`legacy`, `json`,
 //! `compact`), [`mqtt`] (URL, TLS, one connection), [`publisher`] (the driver task),
-//! [`health`] (counters), [`config`], [`synthetic`] (a generator of plausible samples for tests,
+//! [`health`] (counters), [`secret`] (a password that never prints), [`failure`] (the latest failure, typed), [`config`], [`synthetic`] (a generator of plausible samples for tests,
 //! benchmarks and the demo).
 #![forbid(unsafe_code)]
 
@@ -13,10 +13,12 @@ pub mod backoff;
 pub mod config;
 pub mod encoding;
 pub mod error;
+pub mod failure;
 pub mod health;
 pub mod mqtt;
 pub mod publisher;
 pub mod record;
+pub mod secret;
 pub mod spool;
 pub mod synthetic;
 pub mod window;
@@ -26,7 +28,9 @@ pub use config::{
     SpoolConfig, SyncPolicy,
 };
 pub use encoding::Encoding;
+pub use failure::{ErrorKind, LastError, RefusalReason};
 pub use health::{BrokerState, HealthSnapshot};
 pub use publisher::{PipelineError, PipelineHandle, SubmitError, spawn};
 pub use record::{BatteryReadings, GpsReading, Record, Sample, ScooterReadings, TimeSource};
+pub use secret::Secret;
 pub use spool::{Spool, SpoolStats, StoredRecord};

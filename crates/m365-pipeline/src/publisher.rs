@@ -24,6 +24,7 @@ use crate::backoff::Backoff;
 use crate::config::{OutputConfig, PipelineConfig};
 use crate::encoding::Encoding;
 use crate::error::{ConfigError, SpoolError};
+use crate::failure::{ErrorKind, LastError};
 use crate::health::{BrokerState, Counter, Health, HealthSnapshot};
 use crate::mqtt::credentials::read_password;
 use crate::mqtt::{BrokerUrl, CloseReason, ConnectParams, Connection, NetEvent, tls};
@@ -85,9 +86,15 @@ impl PipelineHandle {
         self.health.snapshot()
     }
 
-    /// The latest connection or spool error, if the last attempt failed.
-    pub fn last_error(&self) -> Option<String> {
+    /// The latest connection or spool error, if the last attempt failed; cleared when a
+    /// connection comes up. Its [`LastError::kind`] tells a refused password from an outage.
+    pub fn last_error(&self) -> Option<LastError> {
         self.health.last_error()
+    }
+
+    /// The kind of [`PipelineHandle::last_error`].
+    pub fn last_error_kind(&self) -> Option<ErrorKind> {
+        self.health.last_error_kind()
     }
 }
 
@@ -303,7 +310,8 @@ impl Driver {
 
     fn on_spool_error(&mut self, e: SpoolError) {
         error!(error = %e, "spool");
-        self.health.set_last_error(Some(e.to_string()));
+        self.health
+            .set_last_error(Some(LastError::new(ErrorKind::Spool, e.to_string())));
         if matches!(e, SpoolError::Recovered { .. }) {
             self.health.add(Counter::SpoolRecoveries, 1);
             // Row ids restart in the fresh file: drop the connection so no acknowledgement of
@@ -348,7 +356,10 @@ impl Driver {
                     Ok(p) => p,
                     Err(e) => {
                         error!(error = %e, "cannot read the MQTT password; retrying later");
-                        self.health.set_last_error(Some(e.to_string()));
+                        self.health.set_last_error(Some(LastError::new(
+                            ErrorKind::Password,
+                            e.to_string(),
+                        )));
                         self.schedule_reconnect();
                         return;
                     }
@@ -382,13 +393,14 @@ impl Driver {
 
     fn on_closed(&mut self, reason: CloseReason) {
         let was_connected = self.window.is_connected();
-        self.health.set_last_error(Some(reason.to_string()));
+        self.health
+            .set_last_error(Some(LastError::new(reason.kind(), reason.to_string())));
         if was_connected {
             warn!(broker = %self.cfg.mqtt.broker, %reason, "connection lost");
         } else {
             self.health.add(Counter::ConnectFailures, 1);
             match &reason {
-                CloseReason::Auth(_) | CloseReason::Tls(_) => {
+                CloseReason::Refused(..) | CloseReason::Tls(_) => {
                     error!(broker = %self.cfg.mqtt.broker, %reason, "cannot connect")
                 }
                 _ => warn!(broker = %self.cfg.mqtt.broker, %reason, "cannot connect"),

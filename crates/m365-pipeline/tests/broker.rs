@@ -16,7 +16,7 @@ use common::{
     first_arrivals, subscribe,
 };
 use m365_pipeline::synthetic::SyntheticScooter;
-use m365_pipeline::{BrokerState, MqttProtocol, PasswordSource};
+use m365_pipeline::{BrokerState, ErrorKind, MqttProtocol, PasswordSource, Secret};
 
 fn scooter(id: &str) -> SyntheticScooter {
     SyntheticScooter::new(id, 9, Utc::now(), Duration::from_millis(20))
@@ -268,7 +268,12 @@ async fn wrong_credentials_give_a_clear_error_and_retry_within_bounds() {
     let mut sc = scooter("sc4");
     feed(&handle, &mut sc, 60, Duration::from_millis(25)).await;
     let h = handle.health();
-    let err = handle.last_error().unwrap_or_default();
+    let last = handle.last_error();
+    assert!(
+        last.as_ref().is_some_and(|e| e.is_credentials_refused()),
+        "typed as refused credentials: {last:?}"
+    );
+    let err = last.map(|e| e.to_string()).unwrap_or_default();
     assert!(err.contains("credentials"), "{err}");
     assert!(
         !err.contains("wrong-password"),
@@ -314,6 +319,39 @@ async fn wrong_credentials_give_a_clear_error_and_retry_within_bounds() {
     assert_eq!(handle.last_error(), None);
 }
 
+#[tokio::test]
+async fn a_password_given_as_a_value_connects_and_is_never_printed() {
+    let broker = Broker::start(BrokerOptions {
+        credentials: Some(("m365".into(), "v4lue-pw".into())),
+        ..Default::default()
+    })
+    .await;
+    if !needs_mosquitto(&broker, "password value") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(
+        dir.path(),
+        &format!("mqtt://127.0.0.1:{}", broker.port),
+        "t/value",
+        MqttProtocol::V5,
+    );
+    cfg.mqtt.username = Some("m365".into());
+    cfg.mqtt.password = Some(PasswordSource::Value(Secret::new("v4lue-pw")));
+    assert!(
+        !format!("{cfg:?}").contains("v4lue-pw"),
+        "redacted in Debug"
+    );
+    let (handle, _task) = m365_pipeline::spawn(cfg, "sc10").unwrap();
+    let ok = common::Inbox::default()
+        .wait_for(Duration::from_secs(10), |_| {
+            handle.health().broker == BrokerState::Connected
+        })
+        .await;
+    assert!(ok, "{:?} {:?}", handle.health(), handle.last_error());
+    assert_eq!(handle.last_error(), None);
+}
+
 fn self_signed() -> (String, String) {
     let rcgen::CertifiedKey { cert, signing_key } =
         rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
@@ -346,8 +384,12 @@ async fn tls_with_an_untrusted_certificate_fails_clearly_and_a_ca_file_fixes_it(
     let (handle, task) = m365_pipeline::spawn(cfg, "sc5").unwrap();
     let mut sc = scooter("sc5");
     feed(&handle, &mut sc, 40, Duration::from_millis(25)).await;
-    let err = handle.last_error().unwrap_or_default();
+    let err = handle
+        .last_error()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(err.starts_with("TLS failure"), "{err}");
+    assert_eq!(handle.last_error_kind(), Some(ErrorKind::Tls));
     assert!(handle.health().connect_failures >= 2);
     assert!(!task.is_finished());
     drop(handle);
@@ -402,8 +444,12 @@ async fn unreachable_broker_keeps_spooling_within_bounds() {
     });
     assert!(committed.await.is_ok(), "{:?}", handle.health());
     let h = handle.health();
-    let err = handle.last_error().unwrap_or_default();
+    let err = handle
+        .last_error()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(err.starts_with("network"), "{err}");
+    assert_eq!(handle.last_error_kind(), Some(ErrorKind::Network));
     assert!(h.connect_failures >= 3, "{h:?}");
     assert_eq!(h.spool_records, 25);
     assert_eq!(h.dropped_spool, 25);

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::MqttProtocol;
+use crate::failure::{ErrorKind, RefusalReason};
 
 /// What the connection reports to the publisher.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,8 +29,8 @@ pub enum NetEvent {
 /// Why a connection ended, sorted so the log says what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {
-    /// The broker refused user name / password or authorisation.
-    Auth(String),
+    /// The broker refused the connection (CONNACK with a failure reason).
+    Refused(RefusalReason, String),
     /// The TLS handshake failed (certificate not trusted, wrong host name, …).
     Tls(String),
     /// TCP-level failure: refused, unreachable, reset, timed out.
@@ -41,10 +42,25 @@ pub enum CloseReason {
 impl std::fmt::Display for CloseReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CloseReason::Auth(m) => write!(f, "broker refused the credentials: {m}"),
+            CloseReason::Refused(r, m) if r.is_credentials() => {
+                write!(f, "broker refused the credentials: {m}")
+            }
+            CloseReason::Refused(_, m) => write!(f, "broker refused the connection: {m}"),
             CloseReason::Tls(m) => write!(f, "TLS failure: {m}"),
             CloseReason::Network(m) => write!(f, "network: {m}"),
             CloseReason::Other(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl CloseReason {
+    /// The kind reported through [`crate::PipelineHandle::last_error`].
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CloseReason::Refused(r, _) => ErrorKind::Refused(*r),
+            CloseReason::Tls(_) => ErrorKind::Tls,
+            CloseReason::Network(_) => ErrorKind::Network,
+            CloseReason::Other(_) => ErrorKind::Connection,
         }
     }
 }
@@ -133,11 +149,16 @@ fn classify_io(e: &std::io::Error) -> CloseReason {
 fn classify_v4(e: rumqttc::ConnectionError) -> CloseReason {
     use rumqttc::{ConnectReturnCode as C, ConnectionError as E};
     match e {
-        E::ConnectionRefused(C::BadUserNamePassword) => {
-            CloseReason::Auth("bad user name or password".into())
+        E::ConnectionRefused(C::BadUserNamePassword) => CloseReason::Refused(
+            RefusalReason::BadCredentials,
+            "bad user name or password".into(),
+        ),
+        E::ConnectionRefused(C::NotAuthorized) => {
+            CloseReason::Refused(RefusalReason::NotAuthorized, "not authorised".into())
         }
-        E::ConnectionRefused(C::NotAuthorized) => CloseReason::Auth("not authorised".into()),
-        E::ConnectionRefused(code) => CloseReason::Other(format!("connection refused: {code:?}")),
+        E::ConnectionRefused(code) => {
+            CloseReason::Refused(RefusalReason::Other, format!("{code:?}"))
+        }
         E::Tls(t) => CloseReason::Tls(t.to_string()),
         E::Io(io) => classify_io(&io),
         E::NetworkTimeout => CloseReason::Network("timed out".into()),
@@ -149,11 +170,16 @@ fn classify_v5(e: rumqttc::v5::ConnectionError) -> CloseReason {
     use rumqttc::v5::ConnectionError as E;
     use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as C;
     match e {
-        E::ConnectionRefused(C::BadUserNamePassword) => {
-            CloseReason::Auth("bad user name or password".into())
+        E::ConnectionRefused(C::BadUserNamePassword) => CloseReason::Refused(
+            RefusalReason::BadCredentials,
+            "bad user name or password".into(),
+        ),
+        E::ConnectionRefused(C::NotAuthorized) => {
+            CloseReason::Refused(RefusalReason::NotAuthorized, "not authorised".into())
         }
-        E::ConnectionRefused(C::NotAuthorized) => CloseReason::Auth("not authorised".into()),
-        E::ConnectionRefused(code) => CloseReason::Other(format!("connection refused: {code:?}")),
+        E::ConnectionRefused(code) => {
+            CloseReason::Refused(RefusalReason::Other, format!("{code:?}"))
+        }
         E::Tls(t) => CloseReason::Tls(t.to_string()),
         E::Io(io) => classify_io(&io),
         E::Timeout(_) => CloseReason::Network("timed out".into()),

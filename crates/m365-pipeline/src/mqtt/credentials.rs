@@ -1,6 +1,6 @@
-//! The broker password: read from a file (first line) or an environment variable at each
-//! connection attempt, so a rotated secret is picked up without a restart. It is never logged
-//! and never stored in the configuration.
+//! The broker password: a value given directly, or read from a file (first line) or an
+//! environment variable at each connection attempt, so a rotated secret is picked up without a
+//! restart. It is never logged.
 
 use crate::config::PasswordSource;
 use crate::error::ConfigError;
@@ -19,6 +19,7 @@ pub fn read_password(source: &PasswordSource) -> Result<String, ConfigError> {
         PasswordSource::Env(var) => {
             std::env::var(var).map_err(|_| ConfigError::PasswordEnv(var.clone()))
         }
+        PasswordSource::Value(secret) => Ok(secret.expose().to_owned()),
     }
 }
 
@@ -32,6 +33,13 @@ mod tests {
         let p = dir.path().join("pw");
         std::fs::write(&p, "s3cret\nignored\n").unwrap();
         assert_eq!(read_password(&PasswordSource::File(p)).unwrap(), "s3cret");
+    }
+
+    #[test]
+    fn a_value_is_used_as_given_and_never_printed() {
+        let src = PasswordSource::Value(crate::Secret::new("s3cret"));
+        assert_eq!(read_password(&src).unwrap(), "s3cret");
+        assert!(!format!("{src:?}").contains("s3cret"));
     }
 
     #[test]

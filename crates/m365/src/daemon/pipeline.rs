@@ -3,16 +3,16 @@
 //!
 //! The pipeline reads the MQTT password itself at every connection attempt (so a rotated secret
 //! is picked up): from the environment variable or the password file, as configured. A password
-//! written inline in `martinete.toml` has no such source, so it is handed over through a file
-//! readable only by this user in a private temporary directory, removed when the daemon ends.
+//! written inline in `martinete.toml` is handed over as a value, which never prints.
+
+use std::convert::Infallible;
 
 use m365_pipeline::error::ConfigError as PipelineConfigError;
 use m365_pipeline::{
-    Encoding as WireEncoding, MqttConfig as WireMqtt, MqttProtocol as WireProtocol, OutputConfig,
-    PasswordSource as WirePassword, PipelineConfig, PipelineError, SpoolConfig as WireSpool,
-    SyncPolicy,
+    Encoding as WireEncoding, LastError, MqttConfig as WireMqtt, MqttProtocol as WireProtocol,
+    OutputConfig, PasswordSource as WirePassword, PipelineConfig, PipelineError,
+    Secret as WireSecret, SpoolConfig as WireSpool, SyncPolicy,
 };
-use std::io::Write as _;
 
 use crate::config::{Config, Encoding, MqttProtocol, PASSWORD_ENV, PasswordSource, SpoolSync};
 use crate::exit::ExitStatus;
@@ -20,29 +20,24 @@ use crate::exit::ExitStatus;
 /// Slots of the publish window kept for live records while a backlog drains.
 const LIVE_RESERVED: u16 = 4;
 
-/// The pipeline's settings, plus the private directory that holds an inline password (kept
-/// alive as long as the pipeline runs).
+/// The pipeline's settings.
 #[derive(Debug)]
 pub struct PipelineSettings {
     /// What `m365_pipeline::spawn` takes.
     pub config: PipelineConfig,
-    /// Holds the inline password file, if any; removed when dropped.
-    pub secret_dir: Option<tempfile::TempDir>,
 }
 
-/// Maps the configuration onto the pipeline's.
-pub fn settings(config: &Config) -> std::io::Result<PipelineSettings> {
+/// Maps the configuration onto the pipeline's. Nothing in the mapping can fail; the `Result`
+/// keeps the caller's error path for settings that may need preparing.
+pub fn settings(config: &Config) -> Result<PipelineSettings, Infallible> {
     let mqtt = &config.mqtt;
-    let (password, secret_dir) = match (&mqtt.password, &mqtt.password_source) {
-        (_, Some(PasswordSource::Env)) => (Some(WirePassword::Env(PASSWORD_ENV.to_owned())), None),
-        (_, Some(PasswordSource::File(path))) => (Some(WirePassword::File(path.clone())), None),
+    let password = match (&mqtt.password, &mqtt.password_source) {
+        (_, Some(PasswordSource::Env)) => Some(WirePassword::Env(PASSWORD_ENV.to_owned())),
+        (_, Some(PasswordSource::File(path))) => Some(WirePassword::File(path.clone())),
         (Some(secret), Some(PasswordSource::Inline) | None) => {
-            let dir = tempfile::Builder::new().prefix("m365-").tempdir()?;
-            let path = dir.path().join("mqtt-password");
-            write_private(&path, secret.expose())?;
-            (Some(WirePassword::File(path)), Some(dir))
+            Some(WirePassword::Value(WireSecret::new(secret.expose())))
         }
-        (None, _) => (None, None),
+        (None, _) => None,
     };
     let tls = mqtt.tls.as_ref();
     let in_flight = mqtt.in_flight.max(1);
@@ -56,7 +51,9 @@ pub fn settings(config: &Config) -> std::io::Result<PipelineSettings> {
                 Encoding::Json => WireEncoding::Json,
                 Encoding::Compact => WireEncoding::Compact,
             },
-            batch: None,
+            // `[spool] batch`: records per message where the encoding batches (`compact`); the
+            // pipeline caps `legacy` and `json` at one record per message.
+            batch: Some(config.spool.batch as usize),
             linger_ms: None,
         })
         .collect();
@@ -99,18 +96,7 @@ pub fn settings(config: &Config) -> std::io::Result<PipelineSettings> {
             mqtt: wire,
             ..PipelineConfig::default()
         },
-        secret_dir,
     })
-}
-
-fn write_private(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(secret.as_bytes())
 }
 
 /// The exit status for a pipeline that cannot start.
@@ -126,13 +112,12 @@ pub fn start_status(error: &PipelineError) -> ExitStatus {
     }
 }
 
-/// Whether the pipeline's latest connection error says the broker refused the credentials.
+/// Whether the pipeline's latest error is the broker refusing the credentials.
 ///
 /// The pipeline keeps retrying with back-off whatever the reason; the daemon gives up on this
-/// one because waiting cannot fix a wrong password. The pipeline reports its last error as text
-/// only, so this matches the wording of its "refused the credentials" close reason.
-pub fn is_auth_refusal(last_error: &str) -> bool {
-    last_error.contains("refused the credentials")
+/// one because waiting cannot fix a wrong password.
+pub fn is_auth_refusal(last_error: &LastError) -> bool {
+    last_error.is_credentials_refused()
 }
 
 #[cfg(test)]
@@ -165,7 +150,6 @@ mod tests {
             "#,
         );
         let s = settings(&config).unwrap();
-        assert!(s.secret_dir.is_none());
         let mqtt = &s.config.mqtt;
         assert_eq!(mqtt.broker, "tcp://127.0.0.1:1999");
         assert_eq!(mqtt.protocol, WireProtocol::V311);
@@ -183,29 +167,38 @@ mod tests {
     }
 
     #[test]
-    fn an_inline_password_goes_through_a_private_file() {
+    fn an_inline_password_is_handed_over_as_a_value_that_never_prints() {
         let mut config = config("[mqtt]\nusername = \"u\"\n");
         config.mqtt.password = Some(Secret::new("s3cret"));
         config.mqtt.password_source = Some(PasswordSource::Inline);
         let s = settings(&config).unwrap();
-        let Some(WirePassword::File(path)) = s.config.mqtt.password.clone() else {
+        let Some(WirePassword::Value(secret)) = s.config.mqtt.password.clone() else {
             panic!("{:?}", s.config.mqtt.password);
         };
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "s3cret");
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o077, 0, "readable by the owner only");
-        drop(s);
-        assert!(!path.exists(), "removed with the settings");
+        assert_eq!(secret.expose(), "s3cret");
+        assert!(!format!("{s:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn spool_batch_sets_the_records_per_message() {
+        let config = config("[mqtt]\ntopic = \"t\"\nencoding = \"compact\"\n[spool]\nbatch = 7\n");
+        let s = settings(&config).unwrap();
+        assert_eq!(s.config.mqtt.outputs[0].batch, Some(7));
+        assert_eq!(s.config.mqtt.outputs[0].batch_size(), 7);
     }
 
     #[test]
     fn start_failures_have_their_exit_status() {
         let tls = PipelineError::Config(PipelineConfigError::Tls("bad".into()));
         assert_eq!(start_status(&tls), ExitStatus::TlsConfig);
-        assert!(is_auth_refusal(
-            "broker refused the credentials: bad user name or password"
-        ));
-        assert!(!is_auth_refusal("connection refused"));
+        use m365_pipeline::{ErrorKind, RefusalReason};
+        let refused = LastError::new(
+            ErrorKind::Refused(RefusalReason::BadCredentials),
+            "broker refused the credentials",
+        );
+        assert!(is_auth_refusal(&refused));
+        // The kind decides, not the words.
+        let outage = LastError::new(ErrorKind::Network, "refused the credentials");
+        assert!(!is_auth_refusal(&outage));
     }
 }
