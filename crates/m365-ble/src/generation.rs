@@ -2,13 +2,16 @@
 //! what the GATT table shows (FE95 with UPNP and AVDTP: Mi-auth, D; FE95 with KEY: XOR, B; only
 //! the Nordic UART: send a plain probe, an answer means A), with the advertised manufacturer
 //! data as the first hint. Also the two generation-specific set-ups that need the radio: the
-//! plain probe and the XOR keystream recovery.
+//! plain probe (sent twice before silence counts, and answered only by a valid plain frame
+//! from the ESC register asked) and the XOR keystream recovery.
 
 use std::time::Duration;
 
+use m365_proto::frame::Frame;
 use m365_proto::gatt::{ATT_PAYLOAD, CHAR_KEY, Char};
 use m365_proto::model::{Detected, GattDetection, Generation, PLAIN_PROBE};
 use m365_proto::reassembly::Reassembler;
+use m365_proto::registers::answer;
 use m365_proto::xor::Keystream;
 use tokio::time::Instant;
 
@@ -96,16 +99,42 @@ async fn write_frame<T: Transport>(transport: &mut T, wire: &[u8]) -> Result<(),
     Ok(())
 }
 
-/// Sends the plain probe (read ESC 0x1A); `Ok(true)` when a plain frame answers.
+/// Times the plain probe is sent before silence is taken for NinebotCrypto: one lost
+/// notification must not make a generation-A scooter "unsupported".
+pub const PROBE_ATTEMPTS: u32 = 2;
+
+/// Sends the plain probe (read ESC 0x1A, §5.6 step 4), up to [`PROBE_ATTEMPTS`] times;
+/// `Ok(true)` when a valid plain frame answers it (same unit and register; any other frame,
+/// or bytes that are no plain frame, do not count).
 pub async fn probe_plain<T: Transport>(
     transport: &mut T,
     timeout: Duration,
 ) -> Result<bool, BleError> {
-    write_frame(transport, &PLAIN_PROBE).await?;
-    let mut reassembler = Reassembler::new(Generation::Plain);
-    Ok(first_frame(transport, &mut reassembler, timeout)
+    let Ok(probe) = Frame::decode(&PLAIN_PROBE) else {
+        return Ok(false);
+    };
+    for attempt in 1..=PROBE_ATTEMPTS {
+        write_frame(transport, &PLAIN_PROBE).await?;
+        let mut reassembler = Reassembler::new(Generation::Plain);
+        let deadline = Instant::now() + timeout;
+        while let Some(wire) = first_frame(
+            transport,
+            &mut reassembler,
+            deadline.saturating_duration_since(Instant::now()),
+        )
         .await?
-        .is_some())
+        {
+            match Frame::decode(&wire) {
+                Ok(frame) if answer::is_answer(&probe, &frame) => return Ok(true),
+                Ok(frame) => {
+                    tracing::debug!(dir = frame.dir, attr = frame.attr, "not the probe's answer");
+                }
+                Err(e) => tracing::debug!(error = %e, "not a plain frame"),
+            }
+        }
+        tracing::debug!(attempt, "no answer to the plain probe");
+    }
+    Ok(false)
 }
 
 /// Generation B: reads the KEY characteristic and extends the keystream from the answer to

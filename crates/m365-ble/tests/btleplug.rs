@@ -319,3 +319,43 @@ async fn registration_without_the_button_fails_then_a_press_lets_the_retry_pass(
         .unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), stored);
 }
+
+#[tokio::test]
+async fn a_scooter_that_drops_the_session_on_disconnect_is_logged_in_again() {
+    let Some(bus) =
+        isolated_bus("a_scooter_that_drops_the_session_on_disconnect_is_logged_in_again")
+    else {
+        return;
+    };
+    let fake = fake(&bus).await;
+    // Xiaomi's library drops the session keys on disconnect (protocol.md §3.7).
+    let mut config = ScooterConfig::new(Model::Pro2, 90);
+    config.auto_press = Some(secs(1));
+    config.link = None;
+    config.session_grace = Duration::ZERO;
+    let served =
+        ServedScooter::start(&fake, Scooter::new(config).unwrap(), DEFAULT_PHYSICS_TICK).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut link = online(&served, dir.path()).await;
+    link.sample().await.unwrap();
+
+    served.control().drop_link(secs(1)).await;
+    link.sample().await.unwrap();
+    assert_eq!(served.counters().logins, 2, "one extra login");
+    let c = link.counters();
+    assert_eq!((c.sessions_reused, c.logins), (1, 2), "{c:?}");
+    for _ in 0..10 {
+        link.sample().await.unwrap();
+    }
+
+    // Reuse is not tried again with this scooter.
+    served.control().drop_link(secs(1)).await;
+    link.sample().await.unwrap();
+    let c = link.counters();
+    assert_eq!(
+        (c.link_losses, c.sessions_reused, c.logins),
+        (2, 1, 3),
+        "{c:?}"
+    );
+    assert_eq!(served.counters().logins, 3);
+}

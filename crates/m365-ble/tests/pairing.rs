@@ -305,3 +305,32 @@ async fn e1_and_e3_restart_registration_with_the_button_prompt() {
         assert_eq!(std::fs::read(&path).unwrap(), stored);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn e2_at_login_reconnects_and_logs_in_on_a_clean_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = pro2(13);
+    let path = registered(&sim, dir.path()).await;
+    // The first login is answered with `E2` (a login on this connection already, §11a Q9).
+    let mut refused = false;
+    let transport = Tampered::new(
+        InProcessTransport::new(vec![sim.clone()]),
+        Box::new(move |char, data| {
+            if !refused && char == Char::Upnp && data == [0x24, 0, 0, 0] {
+                refused = true;
+                (false, vec![control(0xE2)])
+            } else {
+                (true, vec![])
+            }
+        }),
+        pass_events(),
+    );
+    let before = sim.counters().connects;
+    let mut link = ScooterLink::open(transport, config(&sim, path))
+        .await
+        .unwrap();
+    link.sample().await.unwrap();
+    assert_eq!(sim.counters().logins, 1);
+    assert_eq!(sim.counters().connects - before, 2, "a new connection");
+    assert_eq!(link.counters().logins, 1);
+}
