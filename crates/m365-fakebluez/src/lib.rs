@@ -3,7 +3,7 @@
 //!
 //! # Pieces
 //! - [`PrivateBus`]: a throw-away `dbus-daemon` (needs the `dbus-daemon` binary, Debian package
-//!   `dbus`).
+//!   `dbus`, and `sh`) that dies with the process that started it, even one killed by SIGKILL.
 //! - [`FakeBluez`]: owns `org.bluez` on that bus: ObjectManager at `/`, Adapter1 at
 //!   `/org/bluez/hci0`, a Device1 per simulated peripheral, and GATT objects while connected.
 //! - [`Peripheral`]: what a simulated device implements (advertisement, GATT layout, write /
