@@ -216,6 +216,9 @@ pub struct MqttConfig {
     pub status_topic: Option<String>,
     /// Status publish period, seconds.
     pub status_interval: u64,
+    /// On shutdown, how long to keep publishing and waiting for acknowledgements before the
+    /// retained `offline` and the DISCONNECT, seconds (fractions allowed; 0 skips the flush).
+    pub shutdown_grace: f64,
 }
 
 impl Default for MqttConfig {
@@ -240,6 +243,7 @@ impl Default for MqttConfig {
             availability_topic: Some("m365/{scooter_id}/availability".into()),
             status_topic: Some("m365/{scooter_id}/status".into()),
             status_interval: 60,
+            shutdown_grace: 3.0,
         }
     }
 }
@@ -273,6 +277,9 @@ impl MqttConfig {
                 min: self.reconnect_min,
                 max: self.reconnect_max,
             });
+        }
+        if !(self.shutdown_grace.is_finite() && (0.0..=3600.0).contains(&self.shutdown_grace)) {
+            return Err(ConfigError::ShutdownGrace(self.shutdown_grace));
         }
         if self.max_in_flight == 0 || self.live_reserved >= self.max_in_flight {
             return Err(ConfigError::Window {
@@ -379,5 +386,15 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(cfg.validate(), Err(ConfigError::Window { .. })));
+        for grace in [-1.0, f64::NAN, 1e9] {
+            let cfg = MqttConfig {
+                shutdown_grace: grace,
+                ..Default::default()
+            };
+            assert!(
+                matches!(cfg.validate(), Err(ConfigError::ShutdownGrace(_))),
+                "{grace}"
+            );
+        }
     }
 }

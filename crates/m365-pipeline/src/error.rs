@@ -16,6 +16,9 @@ pub enum ConfigError {
         /// Configured maximum.
         max: f64,
     },
+    /// Shutdown grace period.
+    #[error("shutdown_grace {0} s is invalid: use a number of seconds between 0 and 3600")]
+    ShutdownGrace(f64),
     /// In-flight window.
     #[error(
         "max_in_flight ({max_in_flight}) must be > 0 and larger than live_reserved ({live_reserved})"

@@ -32,6 +32,10 @@ use crate::record::Sample;
 use crate::spool::{Spool, StoredRecord};
 use crate::window::{Kind, OutputLimits, Plan, PublishWindow, Submitted};
 
+/// How long the retained `offline` and the DISCONNECT may take at shutdown, after the records'
+/// grace period.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Why the pipeline could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -109,8 +113,11 @@ struct Output {
 /// spawns the publishing task on the current tokio runtime (call it from within one).
 ///
 /// The task runs until every [`PipelineHandle`] clone is dropped; it then commits what is
-/// buffered and ends, so a daemon shuts down cleanly by dropping its handles and awaiting the
-/// returned `JoinHandle`. Unpublished records stay in the spool for the next start.
+/// buffered and, when connected, keeps publishing for up to `shutdown_grace` while
+/// acknowledgements come in, publishes the retained `offline` and sends an MQTT DISCONNECT
+/// (taking at most one more second). A daemon shuts down cleanly by dropping its handles and
+/// awaiting the returned `JoinHandle`. Unacknowledged records stay in the spool for the next
+/// start.
 pub fn spawn(
     cfg: PipelineConfig,
     scooter_id: &str,
@@ -280,11 +287,89 @@ impl Driver {
                 _ = tokio::time::sleep_until(deadline) => self.on_timer(),
             }
         }
-        // Every handle dropped: commit what is buffered; unpublished records stay spooled.
-        if let Err(e) = self.spool.flush() {
-            error!(error = %e, "final spool commit failed");
+        self.shutdown().await;
+    }
+
+    /// Every handle dropped: commit what is buffered; if connected, publish what the broker
+    /// acknowledges within `shutdown_grace`, then the retained `offline` and a DISCONNECT, so
+    /// the broker ends the session normally (the last will is only for abrupt ends).
+    /// Unacknowledged records stay spooled for the next start.
+    async fn shutdown(&mut self) {
+        let r = self.spool.flush();
+        self.after_commit(r);
+        if !self.window.is_connected() {
+            info!(
+                spooled = self.spool.stats().records,
+                "pipeline stopped (not connected)"
+            );
+            return;
         }
-        info!("pipeline stopped");
+        self.window.stop_lingering();
+        let grace = Duration::from_secs_f64(self.cfg.mqtt.shutdown_grace);
+        let deadline = Instant::now() + grace;
+        loop {
+            self.pump();
+            // `pump` fills every free slot, so nothing in flight means nothing left to send.
+            if !self.window.is_connected() || self.window.in_flight() == 0 {
+                break;
+            }
+            if !self.await_net(deadline).await {
+                break;
+            }
+        }
+        let left = self.spool.stats().records;
+        // The control messages get their own short bound, after the records' grace.
+        let deadline = Instant::now() + CLOSE_TIMEOUT;
+        if let Some(topic) = self.availability_topic.clone() {
+            self.publish_control(&topic, b"offline".to_vec());
+            while self.window.is_connected() && self.window.in_flight() > 0 {
+                if !self.await_net(deadline).await {
+                    break;
+                }
+            }
+        }
+        let mut clean = false;
+        if let Some(conn) = self.conn.as_ref().filter(|_| self.window.is_connected()) {
+            match conn.disconnect() {
+                Ok(()) => {
+                    while let Ok(Some(ev)) =
+                        tokio::time::timeout_at(deadline, next_event(&mut self.events)).await
+                    {
+                        match ev {
+                            NetEvent::DisconnectSent => {
+                                clean = true;
+                                break;
+                            }
+                            NetEvent::Closed(_) => break,
+                            _ => {}
+                        }
+                    }
+                }
+                Err(e) => warn!(error = %e, "DISCONNECT not queued"),
+            }
+        }
+        self.conn = None;
+        self.events = None;
+        self.window.on_disconnected();
+        self.health.set_broker(BrokerState::Idle);
+        self.update_gauges();
+        info!(
+            unacknowledged = left,
+            disconnected = clean,
+            "pipeline stopped"
+        );
+    }
+
+    /// Handles one network event, or returns `false` at `deadline` or when the connection's
+    /// event stream ended.
+    async fn await_net(&mut self, deadline: Instant) -> bool {
+        match tokio::time::timeout_at(deadline, next_event(&mut self.events)).await {
+            Ok(Some(ev)) => {
+                self.on_net(ev);
+                true
+            }
+            Ok(None) | Err(_) => false,
+        }
     }
 
     fn now_std() -> std::time::Instant {
@@ -450,6 +535,8 @@ impl Driver {
                 }
             }
             NetEvent::Closed(reason) => self.on_closed(reason),
+            // Only asked for while shutting down, which waits for it itself.
+            NetEvent::DisconnectSent => {}
         }
     }
 

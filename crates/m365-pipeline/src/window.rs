@@ -110,6 +110,7 @@ pub struct PublishWindow {
     in_flight: HashMap<u16, Submitted>,
     backlog_msgs: usize,
     next_output: usize,
+    no_linger: bool,
 }
 
 impl PublishWindow {
@@ -140,6 +141,7 @@ impl PublishWindow {
             in_flight: HashMap::new(),
             backlog_msgs: 0,
             next_output: 0,
+            no_linger: false,
         }
     }
 
@@ -202,6 +204,11 @@ impl PublishWindow {
         }
     }
 
+    /// Shutting down: partial live batches go out at once instead of waiting for their linger.
+    pub fn stop_lingering(&mut self) {
+        self.no_linger = true;
+    }
+
     /// Sets how many live rows per output may wait in memory (default 256).
     pub fn set_live_capacity(&mut self, rows: usize) {
         self.live_capacity = rows.max(1);
@@ -249,7 +256,7 @@ impl PublishWindow {
         o.live.retain(|(r, _)| *r > cursor);
         let oldest = o.live.front()?.1;
         let full = o.live.len() >= o.limits.batch;
-        if !full && now.saturating_duration_since(oldest) < o.limits.linger {
+        if !full && !self.no_linger && now.saturating_duration_since(oldest) < o.limits.linger {
             return None;
         }
         // Oldest first, so one topic sees the live rows in commit order.

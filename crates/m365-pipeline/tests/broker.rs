@@ -104,6 +104,86 @@ async fn both_protocols_deliver_in_order_with_availability() {
     }
 }
 
+/// Dropping every handle ends the pipeline cleanly: what was submitted is delivered within the
+/// grace period, `offline` is published explicitly and the session ends with a DISCONNECT, so
+/// the broker never needs the last will.
+#[tokio::test]
+async fn clean_shutdown_flushes_publishes_offline_and_disconnects() {
+    let broker = Broker::start(BrokerOptions {
+        log: true,
+        ..Default::default()
+    })
+    .await;
+    let protocol = broker.protocols()[0];
+    let inbox = subscribe(broker.port_for(MqttProtocol::V311), "#").await;
+    let topic = "t/shutdown";
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(
+        dir.path(),
+        &format!("mqtt://127.0.0.1:{}", broker.port_for(protocol)),
+        topic,
+        protocol,
+    );
+    // A long commit interval: the last samples are still buffered when the handle goes.
+    cfg.spool.commit_every = 1000;
+    cfg.spool.commit_interval_ms = 60_000;
+    let client_id = cfg.mqtt.client.clone();
+    let spool_cfg = cfg.spool.clone();
+    let (handle, task) = m365_pipeline::spawn(cfg, "sc11").unwrap();
+    let mut sc = scooter("sc11");
+    let online = inbox
+        .wait_for(Duration::from_secs(10), |i| {
+            i.on("m365/sc11/availability") == vec![b"online".to_vec()]
+        })
+        .await;
+    assert!(online, "online published");
+    feed(&handle, &mut sc, 25, Duration::from_millis(2)).await;
+    drop(handle);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("stopped within the grace period")
+        .unwrap();
+
+    let (spool, _) = m365_pipeline::Spool::open(&spool_cfg, &[format!("{topic}|Json")]).unwrap();
+    assert_eq!(
+        spool.stats().records,
+        0,
+        "everything acknowledged before the end"
+    );
+    let delivered = inbox
+        .wait_for(Duration::from_secs(5), |i| i.json_seqs(topic).len() >= 25)
+        .await;
+    assert!(delivered, "got {}", inbox.json_seqs(topic).len());
+    assert_complete(&inbox.json_seqs(topic), 25);
+    assert!(
+        inbox
+            .wait_for(Duration::from_secs(5), |i| i
+                .on("m365/sc11/availability")
+                .last()
+                == Some(&b"offline".to_vec()))
+            .await,
+        "offline published"
+    );
+    // An abrupt end would add the last will: a second `offline`.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        inbox.on("m365/sc11/availability"),
+        vec![b"online".to_vec(), b"offline".to_vec()],
+        "one explicit offline, no last will"
+    );
+    if broker.is_mosquitto() {
+        let log = broker.log();
+        assert!(
+            log.contains(&format!("Client {client_id} disconnected.")),
+            "normal disconnect in the broker log:\n{log}"
+        );
+        assert!(
+            !log.contains(&format!("Client {client_id} closed its connection")),
+            "{log}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn broker_outage_then_restart_delivers_every_record() {
     let mut broker = Broker::start(BrokerOptions {

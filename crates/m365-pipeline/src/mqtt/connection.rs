@@ -22,6 +22,8 @@ pub enum NetEvent {
     Sent(u16),
     /// PUBACK for a packet id; `Err` carries an MQTT 5 failure reason.
     Acked(u16, Result<(), String>),
+    /// The DISCONNECT packet was written to the socket (after everything queued before it).
+    DisconnectSent,
     /// The connection ended (or never came up).
     Closed(CloseReason),
 }
@@ -230,6 +232,9 @@ impl Connection {
                             Ok(rumqttc::Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => {
                                 NetEvent::Sent(pkid)
                             }
+                            Ok(rumqttc::Event::Outgoing(Outgoing::Disconnect)) => {
+                                NetEvent::DisconnectSent
+                            }
                             Ok(_) => continue,
                             Err(e) => {
                                 let _ = tx.send(NetEvent::Closed(classify_v4(e))).await;
@@ -294,6 +299,9 @@ impl Connection {
                             {
                                 NetEvent::Sent(pkid)
                             }
+                            Ok(rumqttc::v5::Event::Outgoing(Outgoing::Disconnect)) => {
+                                NetEvent::DisconnectSent
+                            }
                             Ok(_) => continue,
                             Err(e) => {
                                 let _ = tx.send(NetEvent::Closed(classify_v5(e))).await;
@@ -312,6 +320,16 @@ impl Connection {
             }
         };
         (conn, rx)
+    }
+
+    /// Queues an MQTT DISCONNECT behind everything already queued: the broker then closes the
+    /// session normally and discards the last will. [`NetEvent::DisconnectSent`] follows once it
+    /// is written.
+    pub fn disconnect(&self) -> Result<(), String> {
+        match &self.client {
+            Client::V4(c) => c.try_disconnect().map_err(|e| e.to_string()),
+            Client::V5(c) => c.try_disconnect().map_err(|e| e.to_string()),
+        }
     }
 
     /// Queues a QoS 1 publish without waiting. Fails when the connection's request queue is

@@ -51,6 +51,8 @@ pub struct BrokerOptions {
     pub credentials: Option<(String, String)>,
     /// Serve TLS with this PEM certificate and key.
     pub tls: Option<(String, String)>,
+    /// Log connections and disconnections to a file (see [`Broker::log`]).
+    pub log: bool,
 }
 
 enum Kind {
@@ -99,6 +101,12 @@ impl Broker {
                 std::fs::write(&c, cert).unwrap();
                 std::fs::write(&k, key).unwrap();
                 conf += &format!("certfile {}\nkeyfile {}\n", c.display(), k.display());
+            }
+            if opts.log {
+                conf += &format!(
+                    "log_dest file {}\nlog_type notice\nlog_type information\nconnection_messages true\n",
+                    dir.path().join("mosquitto.log").display()
+                );
             }
             if opts.persistence {
                 conf += &format!(
@@ -218,6 +226,11 @@ impl Broker {
             *child = Some(c);
             wait_port(self.port).await;
         }
+    }
+
+    /// What mosquitto logged (with [`BrokerOptions::log`]); empty otherwise.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
     }
 
     pub fn dir(&self) -> &Path {
