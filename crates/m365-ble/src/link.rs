@@ -398,7 +398,13 @@ impl<T: Transport> ScooterLink<T> {
                     }
                     return Err(e);
                 }
-                Err(ExchangeError::Timeout(e) | ExchangeError::Failed(e)) => {
+                Err(ExchangeError::Failed(e)) => {
+                    // A radio error proves nothing about the session: probe it next time.
+                    self.unverified = probing;
+                    self.silent = 0;
+                    return Err(e);
+                }
+                Err(ExchangeError::Timeout(e)) => {
                     self.silent = 0;
                     return Err(e);
                 }
