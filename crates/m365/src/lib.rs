@@ -6,5 +6,6 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod exit;
+pub mod homeassistant;
 pub mod logging;
 pub mod notify;

@@ -61,13 +61,6 @@ const PIPELINE_GRACE: Duration = Duration::from_secs(10);
 /// exit status, see [`crate::exit::status_of`]).
 pub async fn run(config: Config, notifier: Notifier) -> anyhow::Result<()> {
     let mut signals = Signals::watch().context("cannot watch SIGINT/SIGTERM")?;
-    if config.homeassistant.discovery {
-        // Said once at start rather than ignored: the setting is accepted but has no effect yet.
-        tracing::warn!(
-            "[homeassistant] discovery = true: discovery messages are not published by this version"
-        );
-    }
-
     // Checked before anything connects anywhere: a missing device ends the start-up quietly.
     let gps_source = gps::source_config(&config.gps).exit_with(ExitStatus::GpsDeviceMissing)?;
     let settings = pipeline::settings(&config).context("cannot prepare the MQTT password")?;
@@ -83,6 +76,8 @@ pub async fn run(config: Config, notifier: Notifier) -> anyhow::Result<()> {
         scooter_id = %scooter_id,
         "pipeline started"
     );
+    // A connection of its own: discovery never delays telemetry.
+    let discovery = crate::homeassistant::start(&config, &settings.config.mqtt);
 
     let gps = gps_source.map(GpsHandle::spawn);
     let gps_latest = gps.as_ref().map(|g| GpsLatest::new(g.subscribe()));
@@ -118,6 +113,9 @@ pub async fn run(config: Config, notifier: Notifier) -> anyhow::Result<()> {
     .await;
 
     let _ = notifier.stopping();
+    if let Some(task) = discovery {
+        task.abort();
+    }
     let _ = stop_tx.send(true);
     if !sampler.is_finished() {
         match tokio::time::timeout(SAMPLER_GRACE, &mut sampler).await {
