@@ -572,9 +572,9 @@ fn code_text(known: impl Iterator<Item = (u16, String)>, unknown: &str) -> Strin
 /// The device tracker's attributes: latitude, longitude, and `gps_accuracy` in metres.
 ///
 /// Accuracy is estimated as HDOP × 5 m (a typical user range error of a consumer receiver);
-/// 0 when the receiver reports no HDOP, which Home Assistant reads as "not known". Before the
-/// first fix the record has no position and the template yields `{}`: the tracker stays where
-/// it was rather than jumping to a made-up place.
+/// 0 when the receiver reports no HDOP. Before the first fix since start the record has no
+/// position and the template yields `{}`: the tracker's location is unknown rather than a
+/// made-up place (the earlier client's 0,0).
 fn location_template(encoding: StateEncoding) -> String {
     match encoding {
         StateEncoding::Json => "{% set g = value_json.gps %}{{ ({'latitude': g.lat_deg, \

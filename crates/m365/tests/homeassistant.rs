@@ -674,3 +674,20 @@ async fn the_daemon_start_up_publishes_from_the_configuration() {
     let payload: Value = serde_json::from_slice(&backlog.1).unwrap();
     assert_eq!(payload["state_topic"], "m365/d5014537edfd/status");
 }
+
+#[test]
+fn model_and_firmware_appear_when_known() {
+    let mut d = discovery(JSON_CONFIG);
+    d.device.model = Some("Pro 2".into());
+    d.device.sw_version = Some("ESC 1.3.4, BMS 1.1.5".into());
+    for m in messages(&d) {
+        assert_eq!(m.payload["device"]["model"], "Pro 2", "{}", m.topic);
+        assert_eq!(m.payload["device"]["sw_version"], "ESC 1.3.4, BMS 1.1.5");
+    }
+    let plain = messages(&discovery(JSON_CONFIG));
+    assert!(
+        plain
+            .iter()
+            .all(|m| m.payload["device"].get("model").is_none())
+    );
+}
