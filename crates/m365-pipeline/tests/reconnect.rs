@@ -1,6 +1,6 @@
 //! The publisher's reconnect schedule with tokio's paused clock: a broker that stays unreachable
 //! for 60 (virtual) seconds is retried with growing, jittered delays between `reconnect_min`
-//! and `reconnect_max`, and the samples keep going to the spool.
+//! and `reconnect_max`, and the samples keep going to the spool; stopping then keeps them there.
 
 mod common;
 
@@ -48,4 +48,20 @@ async fn sixty_second_outage_is_retried_with_bounded_backoff() {
     assert!(h.spooled >= 59, "{h:?}");
     assert_eq!(h.spool_records, h.spooled);
     assert!(!task.is_finished());
+
+    // Stopping without a connection waits for nothing: the next sample submitted is committed
+    // and everything stays spooled for the next start.
+    handle.submit(sc.next_sample()).await.unwrap();
+    let spool_cfg =
+        common::config(dir.path(), "tcp://127.0.0.1:1", "t/x", MqttProtocol::V311).spool;
+    let stopped_at = tokio::time::Instant::now();
+    drop(handle);
+    task.await.unwrap();
+    assert_eq!(
+        stopped_at.elapsed(),
+        Duration::ZERO,
+        "no grace period without a broker"
+    );
+    let (spool, _) = m365_pipeline::Spool::open(&spool_cfg, &["t/x|Json".to_owned()]).unwrap();
+    assert_eq!(spool.stats().records, 61);
 }
