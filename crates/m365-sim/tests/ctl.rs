@@ -2,7 +2,7 @@
 //! a BLE central (BlueZ's D-Bus API on the simulator's bus) or the scooter's counters see it,
 //! and bad input gets one clear message and a non-zero exit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -169,6 +169,44 @@ impl Central {
     }
 }
 
+impl Central {
+    /// Writes `data` to the characteristic `uuid` of the connected device `mac`.
+    async fn write(&self, mac: &str, uuid: u128, data: &[u8]) -> zbus::Result<()> {
+        let address: Address = mac.parse().expect("a MAC");
+        let device = device_path(address);
+        let wanted = m365_fakebluez::Uuid::from_u128(uuid).to_string();
+        let objects = zbus::fdo::ObjectManagerProxy::builder(&self.conn)
+            .destination(BLUEZ_NAME)?
+            .path("/")?
+            .build()
+            .await?
+            .get_managed_objects()
+            .await?;
+        let path = objects
+            .iter()
+            .find_map(|(path, interfaces)| {
+                let uuid = interfaces
+                    .get("org.bluez.GattCharacteristic1")?
+                    .get("UUID")?;
+                let uuid = <&str>::try_from(uuid).ok()?;
+                (path.as_str().starts_with(&device) && uuid.eq_ignore_ascii_case(&wanted))
+                    .then(|| path.to_string())
+            })
+            .expect("the characteristic is exported while connected");
+        let options: HashMap<&str, zbus::zvariant::Value<'_>> = HashMap::new();
+        self.conn
+            .call_method(
+                Some(BLUEZ_NAME),
+                path.as_str(),
+                Some("org.bluez.GattCharacteristic1"),
+                "WriteValue",
+                &(data, options),
+            )
+            .await
+            .map(drop)
+    }
+}
+
 fn error_name(result: zbus::Result<()>) -> String {
     match result {
         Err(zbus::Error::MethodError(name, message, _)) => {
@@ -235,6 +273,24 @@ async fn ctl_drives_link_faults_a_central_observes() {
     assert_eq!((c["bluez_link_drops"], c["disconnects"]), (2, 2));
     let other = served.counters(&served.macs[1]);
     assert_eq!(other["bluez_connect_calls"], 0);
+
+    // A registration starts (CMD_SET_KEY on UPNP): the scooter beeps, and a press answers it.
+    let started = Instant::now();
+    while central.connect(&mac).await.is_err() {
+        assert!(started.elapsed() < PATIENCE, "back in range");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let upnp = m365_proto::gatt::Char::Upnp.uuid();
+    central
+        .write(&mac, upnp, &[0x15, 0x00, 0x00, 0x00])
+        .await
+        .expect("write to UPNP");
+    let c = served.counters(&mac);
+    assert_eq!((c["beeps"], c["windows_opened"]), (1, 0));
+    let said = served.ok(&["press-button", &mac]);
+    assert_eq!(said, "registration window opened");
+    let c = served.counters(&mac);
+    assert_eq!((c["button_presses"], c["windows_opened"]), (1, 1));
 
     // A stuck connect answers InProgress until the device is removed.
     served.ok(&["stale-in-progress", &served.macs[1]]);
