@@ -691,3 +691,78 @@ fn model_and_firmware_appear_when_known() {
             .all(|m| m.payload["device"].get("model").is_none())
     );
 }
+
+/// Subscribes to `topic` and returns a receiver of its payloads, once the broker confirmed the
+/// subscription.
+async fn payloads_of(port: u16, topic: &str) -> tokio::sync::mpsc::UnboundedReceiver<Vec<u8>> {
+    let mut options = MqttOptions::new("availability-test", "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    client.subscribe(topic, QoS::AtLeastOnce).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _client = client;
+        let mut subscribed = Some(subscribed_tx);
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(s) = subscribed.take() {
+                        let _ = s.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if tx.send(p.payload.to_vec()).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    tokio::time::timeout(WAIT, subscribed_rx)
+        .await
+        .expect("subscribed in time")
+        .unwrap();
+    rx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn availability_payloads_are_the_ones_the_pipeline_publishes() {
+    if !Path::new(MOSQUITTO).exists() {
+        eprintln!("skipping: needs {MOSQUITTO}");
+        return;
+    }
+    let port = free_port();
+    let _broker = Mosquitto::start(port).await;
+    let text = JSON_CONFIG.replace(
+        "[mqtt]\n",
+        &format!("[mqtt]\nbroker = \"tcp://127.0.0.1:{port}\"\n"),
+    );
+    let config = config(&text);
+    let d = Discovery::from_config(&config, None).unwrap();
+    let availability = d.availability_topic.clone().expect("an availability topic");
+    let mut payloads = payloads_of(port, &availability).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = m365::daemon::pipeline::settings(&config).unwrap();
+    settings.config.spool.path = dir.path().join("spool.sqlite");
+    let (handle, task) =
+        m365_pipeline::spawn(settings.config.clone(), &config.telemetry.scooter_id).unwrap();
+    let first = tokio::time::timeout(WAIT, payloads.recv())
+        .await
+        .expect("availability in time")
+        .unwrap();
+    assert_eq!(first, PAYLOAD_AVAILABLE.as_bytes());
+    drop(handle);
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("pipeline stopped in time")
+        .unwrap();
+    let last = tokio::time::timeout(WAIT, payloads.recv())
+        .await
+        .expect("offline in time")
+        .unwrap();
+    assert_eq!(last, PAYLOAD_NOT_AVAILABLE.as_bytes());
+}
