@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! DBUS_SYSTEM_BUS_ADDRESS=<address>
-//! M365_SIM_GPS=<pty path>                      (only with --gps nmea|sim7600)
+//! M365_SIM_GPS=<pty path, or --gps-link>       (only with --gps nmea|sim7600)
 //! M365_SIM_SCOOTER=<MAC> <name> <model> <protocol>   (one per scooter)
 //! READY
 //! ```
@@ -78,6 +78,10 @@ struct ServeArgs {
     /// Emulated GPS device.
     #[arg(long, value_enum, default_value_t = GpsKind::None)]
     gps: GpsKind,
+    /// Keep a symlink at this path pointing at the GPS device, so clients keep one path across
+    /// `m365-sim ctl gps unplug`/`replug` (each replug opens a new pty).
+    #[arg(long)]
+    gps_link: Option<PathBuf>,
     /// Directory where the scooters remember their pairing across restarts.
     #[arg(long)]
     state: Option<PathBuf>,
@@ -171,7 +175,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let gps = match (args.gps, served.first()) {
         (GpsKind::None, _) | (_, None) => None,
-        (kind, Some(first)) => Some(start_gps(kind, first.gps_feed())?),
+        (kind, Some(first)) => Some(start_gps(kind, first.gps_feed(), args.gps_link.clone())?),
     };
     if let Some(handle) = &gps {
         let path = handle
@@ -206,6 +210,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 fn start_gps(
     kind: GpsKind,
     mut feed: Box<dyn FnMut() -> GpsSample + Send>,
+    link: Option<PathBuf>,
 ) -> anyhow::Result<EmulatorHandle> {
     // The receiver paces itself by the points' times: one point per second of UTC, starting
     // now, with the position the scooter has when the point is taken.
@@ -227,14 +232,14 @@ fn start_gps(
     let handle = match kind {
         GpsKind::Nmea => {
             let points = std::iter::from_fn(move || Some(point()));
-            m365_gps::emulate::nmea_receiver::spawn(NmeaReceiverConfig::new(
-                NmeaFeed::Route(Box::new(points)),
-                Pace::RealTime,
-            ))
+            let mut config =
+                NmeaReceiverConfig::new(NmeaFeed::Route(Box::new(points)), Pace::RealTime);
+            config.link = link;
+            m365_gps::emulate::nmea_receiver::spawn(config)
         }
         GpsKind::Sim7600 => m365_gps::emulate::sim7600_modem::spawn(Sim7600ModemConfig {
             model: ModemModel::new(Box::new(move || Some(point()))),
-            link: None,
+            link,
         }),
         GpsKind::None => bail!("no GPS device requested"),
     };

@@ -303,7 +303,19 @@ fn ctl_commands_change_the_scooter_and_bad_input_is_refused() {
     if !dbus_available() {
         return;
     }
-    let served = Served::start(&["--model", "1s", "--protocol", "xor", "--gps", "nmea"]);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let link = dir.path().join("gps");
+    let link_arg = link.display().to_string();
+    let served = Served::start(&[
+        "--model",
+        "1s",
+        "--protocol",
+        "xor",
+        "--gps",
+        "nmea",
+        "--gps-link",
+        &link_arg,
+    ]);
     let mac = served.macs[0].clone();
 
     // No registration is running: the press is counted but opens no window.
@@ -335,14 +347,21 @@ fn ctl_commands_change_the_scooter_and_bad_input_is_refused() {
     let text = served.ok(&["counters", &mac]);
     assert!(text.lines().any(|l| l == "button_presses 1"), "{text}");
 
-    // The GPS device goes away and comes back (a new pty).
-    let gps = served.gps.clone().expect("GPS announced");
-    assert!(std::path::Path::new(&gps).exists());
+    // The GPS device goes away and comes back (a new pty) behind the same link.
+    assert_eq!(served.gps.as_deref(), Some(link_arg.as_str()));
+    let pty = std::fs::read_link(&link).expect("the link points at the pty");
+    assert!(pty.exists());
     served.ok(&["gps", "unplug"]);
-    assert!(!std::path::Path::new(&gps).exists(), "{gps} still there");
+    assert!(!pty.exists(), "{} still there", pty.display());
+    assert!(!link.exists(), "the link follows the device");
     let replugged = served.ok(&["gps", "replug"]);
-    assert!(replugged.starts_with("/dev/pts/"), "{replugged}");
-    assert!(std::path::Path::new(&replugged).exists());
+    assert_eq!(replugged, link_arg, "replug names the stable path");
+    let new_pty = std::fs::read_link(&link).expect("the link is back");
+    assert!(
+        new_pty.starts_with("/dev/pts/") && new_pty.exists(),
+        "{}",
+        new_pty.display()
+    );
 
     // Bad input: one clear message each.
     let err = served.fails(&["press-button", "00:11:22:33:44:55"]);
