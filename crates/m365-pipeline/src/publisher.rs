@@ -318,8 +318,10 @@ impl Driver {
             }
         }
         let left = self.spool.stats().records;
-        // The control messages get their own short bound, after the records' grace.
-        let deadline = Instant::now() + CLOSE_TIMEOUT;
+        // The control messages get their own short bounds after the records' grace: half for
+        // the PUBACK of `offline`, half for the DISCONNECT, so a broker that stopped
+        // acknowledging still gets the DISCONNECT.
+        let deadline = Instant::now() + CLOSE_TIMEOUT / 2;
         if let Some(topic) = self.availability_topic.clone() {
             self.publish_control(&topic, b"offline".to_vec());
             while self.window.is_connected() && self.window.in_flight() > 0 {
@@ -328,6 +330,7 @@ impl Driver {
                 }
             }
         }
+        let deadline = Instant::now() + CLOSE_TIMEOUT / 2;
         let mut clean = false;
         if let Some(conn) = self.conn.as_ref().filter(|_| self.window.is_connected()) {
             match conn.disconnect() {
