@@ -207,11 +207,25 @@ async fn btleplug_registers_logs_in_and_reads_through_the_fake_bluez() {
     // A link fault is played by the fake: btleplug sees the device disconnect.
     served
         .apply_fault(Fault::DropLink {
-            down_for: Duration::from_secs(1),
+            down_for: Duration::from_millis(300),
         })
         .await;
     assert!(!served.with_scooter(|s| s.is_connected()));
     assert!(!p.is_connected().await.expect("state"));
+
+    // Back within the session grace: like after any disconnect, the session is resumed.
+    tokio::time::timeout(WAIT, async {
+        while p.connect().await.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("reconnects once the hold-off is over");
+    assert!(
+        served.with_scooter(|s| s.has_session()),
+        "the session survived the link drop"
+    );
+    assert_eq!(served.counters().logins, 1, "no second login");
 }
 
 #[tokio::test]
