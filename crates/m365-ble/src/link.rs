@@ -1,6 +1,8 @@
 //! [`ScooterLink`]: one scooter, kept reachable. It finds the scooter, connects, picks the
 //! protocol, logs in, answers register reads and writes, and when the link drops reconnects
-//! under the [`Reconnect`] policy, reusing the session when the link came back quickly. The
+//! under the [`Reconnect`] policy, reusing the session when the link came back quickly. Reuse
+//! is probed and given up at the first sign that the scooter dropped the session (real
+//! scooters do, protocol.md §3.7), so it can cost one short wait but never strand the link. The
 //! daemon calls [`ScooterLink::sample`] at its pace and only sees an error when the scooter is
 //! really gone ([`BleError::Lost`]) or something needs a person (token, configuration).
 
