@@ -415,13 +415,23 @@ impl<T: Transport> ScooterLink<T> {
     }
 
     /// Drops the session and logs in again on the current connection. A lost link is left to
-    /// the reconnection; another failure ends the connection (the next request reconnects).
+    /// the reconnection, and so is `E2` (on a new connection); another failure ends the
+    /// connection (the next request reconnects).
     async fn relogin(&mut self) -> Result<(), BleError> {
         self.uart = None;
         match self.start_session().await {
             Ok(()) => Ok(()),
             Err(BleError::LinkLost) => {
                 self.lost();
+                Ok(())
+            }
+            // `E2`: the scooter counts this connection as logged in (§11a Q9), yet it refused
+            // the session: a new connection starts clean.
+            Err(BleError::Login(LoginError::Refused(Refusal::RepeatLogin))) => {
+                tracing::info!(
+                    "the scooter reports a login on this connection already (E2): reconnecting"
+                );
+                self.drop_link().await;
                 Ok(())
             }
             Err(e) => {

@@ -328,3 +328,44 @@ async fn a_write_the_read_back_does_not_show_is_sent_once_more() {
     assert!(sim.with(|s| s.ride().cruise()));
     assert_eq!(sim.counters().writes, 1, "the repeated write arrived");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_session_the_scooter_refuses_is_replaced_by_a_fresh_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = pro2(36);
+    let token = registered(&sim, dir.path()).await;
+    // Once armed, the next UART frame is answered with `E0` on UPNP, as if the scooter had
+    // lost the session.
+    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trigger = armed.clone();
+    let transport = Tampered::new(
+        InProcessTransport::new(vec![sim.clone()]),
+        Box::new(move |char, _| {
+            let fire =
+                char == Char::UartWrite && trigger.swap(false, std::sync::atomic::Ordering::SeqCst);
+            (
+                true,
+                if fire {
+                    vec![common::tamper::control(0xE0)]
+                } else {
+                    vec![]
+                },
+            )
+        }),
+        pass_events(),
+    );
+    let mut link = ScooterLink::open(transport, config(&sim, token))
+        .await
+        .unwrap();
+    link.sample().await.unwrap();
+    armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    link.sample().await.unwrap();
+    assert_eq!(sim.counters().logins, 2, "logged in again");
+    // The simulator still holds the session, so it answers the login on the same connection
+    // with `E2`, and the login is made on a new connection (§11a Q9).
+    let c = link.counters();
+    assert_eq!((c.logins, c.link_losses, c.timeouts), (2, 1, 0), "{c:?}");
+    for _ in 0..5 {
+        link.sample().await.unwrap();
+    }
+}
