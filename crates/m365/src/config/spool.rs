@@ -45,7 +45,7 @@ pub struct SpoolConfig {
     pub max_age: Duration,
     /// Durability of each write.
     pub sync: SpoolSync,
-    /// Records published per batch when draining a backlog.
+    /// Most records in one `compact` message (`legacy` and `json` carry one record each).
     pub batch: u32,
 }
 
