@@ -11,7 +11,8 @@ pub struct Counters {
     pub stale_removed: u64,
     /// Logins completed.
     pub logins: u64,
-    /// Reconnects that kept the session (no new login).
+    /// Reconnects that reused the session instead of logging in. A reuse the probe gave up
+    /// (the scooter had dropped the session) is counted here too, and its login in `logins`.
     pub sessions_reused: u64,
     /// Link losses seen.
     pub link_losses: u64,
