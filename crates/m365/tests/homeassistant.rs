@@ -652,7 +652,7 @@ async fn the_daemon_start_up_publishes_from_the_configuration() {
     );
     let config = config(&text);
     // The same settings `m365 run` hands to the pipeline.
-    let settings = m365::daemon::pipeline::settings(&config).unwrap();
+    let settings = m365::daemon::pipeline::settings(&config);
     let task = m365::homeassistant::start(&config, &settings.config.mqtt).expect("started");
     tokio::time::timeout(WAIT, task)
         .await
@@ -746,7 +746,7 @@ async fn availability_payloads_are_the_ones_the_pipeline_publishes() {
     let mut payloads = payloads_of(port, &availability).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = m365::daemon::pipeline::settings(&config).unwrap();
+    let mut settings = m365::daemon::pipeline::settings(&config);
     settings.config.spool.path = dir.path().join("spool.sqlite");
     let (handle, task) =
         m365_pipeline::spawn(settings.config.clone(), &config.telemetry.scooter_id).unwrap();

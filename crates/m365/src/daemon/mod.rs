@@ -37,10 +37,9 @@ use m365_ble::error::BleError;
 use m365_ble::link::LinkConfig;
 use m365_ble::transport::btleplug::BtleplugTransport;
 use m365_gps::source::GpsHandle;
-use m365_pipeline::{BrokerState, PipelineHandle};
+use m365_pipeline::PipelineHandle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::exit::{ExitStatus, Fatal, ResultExt as _};
@@ -50,8 +49,6 @@ use signals::Signals;
 
 /// How often the main loop refreshes the status and checks the broker's answer.
 const STATUS_PERIOD: Duration = Duration::from_secs(1);
-/// How long a stopping daemon waits for the broker to acknowledge what is in flight.
-const DRAIN_GRACE: Duration = Duration::from_secs(3);
 /// How long a stopping daemon waits for the sampler to disconnect from the scooter.
 const SAMPLER_GRACE: Duration = Duration::from_secs(3);
 /// How long a stopping daemon waits for the pipeline to commit the spool.
@@ -63,7 +60,7 @@ pub async fn run(config: Config, notifier: Notifier) -> anyhow::Result<()> {
     let mut signals = Signals::watch().context("cannot watch SIGINT/SIGTERM")?;
     // Checked before anything connects anywhere: a missing device ends the start-up quietly.
     let gps_source = gps::source_config(&config.gps).exit_with(ExitStatus::GpsDeviceMissing)?;
-    let settings = pipeline::settings(&config).context("cannot prepare the MQTT password")?;
+    let settings = pipeline::settings(&config);
     let scooter_id = config.telemetry.scooter_id.clone();
     let (handle, pipeline_task) = m365_pipeline::spawn(settings.config.clone(), &scooter_id)
         .map_err(|e| Fatal {
@@ -126,7 +123,8 @@ pub async fn run(config: Config, notifier: Notifier) -> anyhow::Result<()> {
             }
         }
     }
-    drain(&handle).await;
+    // Dropping the last handle makes the pipeline flush: it keeps publishing until the broker
+    // acknowledged everything or `[mqtt] shutdown_grace` ran out, then says `offline`.
     let health = handle.health();
     drop(handle);
     if tokio::time::timeout(PIPELINE_GRACE, pipeline_task)
@@ -248,19 +246,4 @@ async fn sample_scooter(
         _ = stop.wait_for(|s| *s) => return Ok(()),
     };
     sampler::run(link, config, gps, pipeline, state, stop).await
-}
-
-/// Gives the broker a moment to acknowledge what is in flight, so a clean stop leaves nothing
-/// behind when the broker is reachable; without a broker the records simply stay spooled.
-async fn drain(pipeline: &PipelineHandle) {
-    let deadline = Instant::now() + DRAIN_GRACE;
-    loop {
-        let h = pipeline.health();
-        let taken = h.sampled.saturating_sub(h.dropped_channel);
-        let settled = h.spooled >= taken && h.spool_records == 0 && h.in_flight == 0;
-        if settled || h.broker != BrokerState::Connected || Instant::now() >= deadline {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

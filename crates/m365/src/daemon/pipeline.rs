@@ -5,8 +5,6 @@
 //! is picked up): from the environment variable or the password file, as configured. A password
 //! written inline in `martinete.toml` is handed over as a value, which never prints.
 
-use std::convert::Infallible;
-
 use m365_pipeline::error::ConfigError as PipelineConfigError;
 use m365_pipeline::{
     Encoding as WireEncoding, LastError, MqttConfig as WireMqtt, MqttProtocol as WireProtocol,
@@ -27,9 +25,8 @@ pub struct PipelineSettings {
     pub config: PipelineConfig,
 }
 
-/// Maps the configuration onto the pipeline's. Nothing in the mapping can fail; the `Result`
-/// keeps the caller's error path for settings that may need preparing.
-pub fn settings(config: &Config) -> Result<PipelineSettings, Infallible> {
+/// Maps the configuration onto the pipeline's (nothing in the mapping can fail).
+pub fn settings(config: &Config) -> PipelineSettings {
     let mqtt = &config.mqtt;
     let password = match (&mqtt.password, &mqtt.password_source) {
         (_, Some(PasswordSource::Env)) => Some(WirePassword::Env(PASSWORD_ENV.to_owned())),
@@ -90,13 +87,13 @@ pub fn settings(config: &Config) -> Result<PipelineSettings, Infallible> {
         },
         ..WireSpool::default()
     };
-    Ok(PipelineSettings {
+    PipelineSettings {
         config: PipelineConfig {
             spool,
             mqtt: wire,
             ..PipelineConfig::default()
         },
-    })
+    }
 }
 
 /// The exit status for a pipeline that cannot start.
@@ -149,7 +146,7 @@ mod tests {
             sync = "always"
             "#,
         );
-        let s = settings(&config).unwrap();
+        let s = settings(&config);
         let mqtt = &s.config.mqtt;
         assert_eq!(mqtt.broker, "tcp://127.0.0.1:1999");
         assert_eq!(mqtt.protocol, WireProtocol::V311);
@@ -171,7 +168,7 @@ mod tests {
         let mut config = config("[mqtt]\nusername = \"u\"\n");
         config.mqtt.password = Some(Secret::new("s3cret"));
         config.mqtt.password_source = Some(PasswordSource::Inline);
-        let s = settings(&config).unwrap();
+        let s = settings(&config);
         let Some(WirePassword::Value(secret)) = s.config.mqtt.password.clone() else {
             panic!("{:?}", s.config.mqtt.password);
         };
@@ -182,7 +179,7 @@ mod tests {
     #[test]
     fn spool_batch_sets_the_records_per_message() {
         let config = config("[mqtt]\ntopic = \"t\"\nencoding = \"compact\"\n[spool]\nbatch = 7\n");
-        let s = settings(&config).unwrap();
+        let s = settings(&config);
         assert_eq!(s.config.mqtt.outputs[0].batch, Some(7));
         assert_eq!(s.config.mqtt.outputs[0].batch_size(), 7);
     }
