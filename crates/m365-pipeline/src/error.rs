@@ -64,6 +64,17 @@ pub enum ConfigError {
 /// A spool failure.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
+    /// The folder that should hold the spool file does not exist and cannot be created.
+    #[error(
+        "cannot create the spool folder {dir}: {source} (set [spool] path to a writable place)"
+    )]
+    Directory {
+        /// The folder.
+        dir: PathBuf,
+        /// Why it could not be created.
+        #[source]
+        source: std::io::Error,
+    },
     /// SQLite reported an error.
     #[error("spool {path}: {source}")]
     Sqlite {

@@ -131,6 +131,13 @@ impl Spool {
         if outputs.len() > MAX_OUTPUTS || outputs.is_empty() {
             return Err(SpoolError::TooManyOutputs { got: outputs.len() });
         }
+        // Started by hand rather than by systemd, the default state folder may not exist yet.
+        if let Some(dir) = cfg.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| SpoolError::Directory {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
+        }
         let signature = outputs.join("\n");
         match Self::try_open(cfg, &signature, outputs.len()) {
             Ok(spool) => Ok((spool, None)),

@@ -229,3 +229,24 @@ fn damaged_pages_behind_a_valid_header_are_found_and_moved_aside() {
     let r = spool.append(sc.next_sample(), Instant::now()).unwrap();
     assert_eq!(r[0].record.seq, 1, "a fresh spool starts numbering again");
 }
+
+#[test]
+fn a_missing_spool_folder_is_created_and_an_impossible_one_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let nested = dir.path().join("state/m365");
+    let c = cfg(&nested, SyncPolicy::Normal);
+    let (spool, _) = Spool::open(&c, &outputs(1)).unwrap();
+    drop(spool);
+    assert!(nested.join("spool.sqlite").is_file());
+
+    // A regular file where the folder should be: the error names that folder.
+    let blocker = dir.path().join("blocker");
+    std::fs::write(&blocker, b"not a folder").unwrap();
+    let c = cfg(&blocker.join("sub"), SyncPolicy::Normal);
+    let Err(err) = Spool::open(&c, &outputs(1)) else {
+        panic!("a spool folder under a regular file cannot be created");
+    };
+    let text = err.to_string();
+    assert!(text.contains("cannot create the spool folder"), "{text}");
+    assert!(text.contains("blocker"), "{text}");
+}
