@@ -26,34 +26,11 @@ impl FromStr for MacAddress {
     type Err = MacError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let trimmed = text.trim();
-        // One kind of separator throughout, or none: "AA:BB-CC…" is more likely a typo than intent.
-        let digits: String = if trimmed.contains(':') {
-            groups(trimmed, ':')
-        } else if trimmed.contains('-') {
-            groups(trimmed, '-')
-        } else {
-            Some(trimmed.to_owned())
-        }
-        .ok_or_else(|| MacError(text.to_owned()))?;
-        if digits.len() != 12 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(MacError(text.to_owned()));
-        }
-        let mut bytes = [0u8; 6];
-        for (i, byte) in bytes.iter_mut().enumerate() {
-            let pair = digits
-                .get(2 * i..2 * i + 2)
-                .ok_or_else(|| MacError(text.to_owned()))?;
-            *byte = u8::from_str_radix(pair, 16).map_err(|_| MacError(text.to_owned()))?;
-        }
-        Ok(MacAddress(bytes))
+        // The same spellings the BLE client accepts, so config and `m365 register` agree.
+        text.parse::<m365_ble::BdAddr>()
+            .map(|addr| MacAddress(addr.0))
+            .map_err(|_| MacError(text.to_owned()))
     }
-}
-
-/// Joins six two-digit groups separated by `sep`, or `None` if the shape is different.
-fn groups(text: &str, sep: char) -> Option<String> {
-    let parts: Vec<&str> = text.split(sep).collect();
-    (parts.len() == 6 && parts.iter().all(|p| p.len() == 2)).then(|| parts.concat())
 }
 
 impl fmt::Display for MacAddress {
