@@ -1,40 +1,9 @@
 #!/usr/bin/env bash
-# Runs every fuzz target of m365-proto for a bounded time (default 15 s each, under 4 minutes
-# for the ten targets including the build) and fails on the first crash. Needs the nightly
-# toolchain; installs cargo-fuzz when it is missing.
+# Runs every fuzz target of m365-proto for a bounded time (default 15 s each) and fails on the
+# first crash; see scripts/fuzz-smoke.sh.
 #
-#   crates/m365-proto/fuzz/smoke.sh            # 15 s per target
+#   crates/m365-proto/fuzz/smoke.sh
 #   SECONDS_PER_TARGET=300 crates/m365-proto/fuzz/smoke.sh
 set -euo pipefail
-
-cd "$(dirname "$0")/.."
-per_target="${SECONDS_PER_TARGET:-15}"
-
-if ! rustup toolchain list | grep -q '^nightly'; then
-    echo "smoke.sh: the nightly toolchain is required (rustup toolchain install nightly)" >&2
-    exit 2
-fi
-if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
-    echo "smoke.sh: installing cargo-fuzz" >&2
-    cargo install --locked cargo-fuzz
-fi
-
-mapfile -t targets < <(cargo +nightly fuzz list)
-if [ "${#targets[@]}" -eq 0 ]; then
-    echo "smoke.sh: no fuzz targets found" >&2
-    exit 2
-fi
-
-failed=()
-for target in "${targets[@]}"; do
-    echo "== fuzzing ${target} for ${per_target} s"
-    if ! cargo +nightly fuzz run "${target}" -- -max_total_time="${per_target}" -print_final_stats=1; then
-        failed+=("${target}")
-    fi
-done
-
-if [ "${#failed[@]}" -ne 0 ]; then
-    echo "smoke.sh: crashes in: ${failed[*]} (inputs under fuzz/artifacts/)" >&2
-    exit 1
-fi
-echo "smoke.sh: ${#targets[@]} targets ran ${per_target} s each without a crash"
+here="$(cd "$(dirname "$0")" && pwd)"
+exec "$here/../../../scripts/fuzz-smoke.sh" "$here" 15
