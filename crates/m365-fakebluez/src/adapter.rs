@@ -77,6 +77,8 @@ pub(crate) async fn set_powered(shared: &Arc<Shared>, powered: bool, emit_powere
         }
     };
     info!(powered, "adapter power");
+    // Pending connects fail with NotReady once the adapter is off.
+    shared.connect_wake.notify_waiters();
     let Some(conn) = shared.conn.get() else {
         return;
     };
@@ -91,7 +93,12 @@ pub(crate) async fn set_powered(shared: &Arc<Shared>, powered: bool, emit_powere
         crate::signals::properties_changed(conn, ADAPTER_PATH, ADAPTER_IFACE, changed).await;
     }
     for address in connected {
-        connection::disconnect(shared, address, connection::Cause::LinkLoss).await;
+        connection::disconnect(
+            shared,
+            address,
+            connection::Cause::LinkLoss { remove_gatt: false },
+        )
+        .await;
     }
 }
 
@@ -230,8 +237,11 @@ impl AdapterIface {
             d.counters.remove_device += 1;
             d.faults.stale_in_progress = false;
             d.exported = false;
+            // A connect still waiting for the device ends with it.
+            d.pending_connect = None;
             d.address
         };
+        shared.connect_wake.notify_waiters();
         info!(%address, "device removed");
         connection::unexport_device(&shared, address).await;
         Ok(())

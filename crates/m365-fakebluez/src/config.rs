@@ -1,5 +1,7 @@
 //! Settings of a fake BlueZ instance and the defaults new devices start with. Everything that
-//! models timing is here so a test can make the fake as fast or as realistic as it needs.
+//! models timing is here so a test can make the fake as fast or as realistic as it needs. The
+//! defaults are BlueZ's own (`main.conf`, `[GATT] Cache = always`, `TemporaryTimeout = 30`,
+//! the kernel's LE connection timeout).
 
 use std::time::Duration;
 
@@ -9,13 +11,17 @@ use crate::link_timing::LinkTiming;
 /// What happens to a device's GATT objects when its link goes down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GattOnDisconnect {
-    /// Removed (InterfacesRemoved), as BlueZ does for a device that is not bonded: after a
-    /// drop, writes fail with `UnknownObject` and the client must rediscover services.
+    /// Kept, as BlueZ does with its default `[GATT] Cache = always`: after a drop, writes fail
+    /// with `org.bluez.Error.Failed: Not connected`, and a reconnect finds the same objects.
     #[default]
-    Remove,
-    /// Kept (BlueZ's attribute cache for bonded devices): writes fail with "Not connected".
     Keep,
+    /// Removed (InterfacesRemoved), as BlueZ does with `Cache = no`: after a drop, writes fail
+    /// with `UnknownObject` and the client must rediscover services.
+    Remove,
 }
+
+/// How long BlueZ waits for an LE device to answer a connection request before it gives up.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(25);
 
 /// Settings of a [`crate::FakeBluez`].
 #[derive(Debug, Clone)]
@@ -29,9 +35,13 @@ pub struct FakeConfig {
     /// How often advertisements are polled while discovering (RSSI and data updates, devices
     /// coming back into range).
     pub advertising_interval: Duration,
-    /// How long an out-of-range device stays on the bus before BlueZ forgets it (BlueZ's
-    /// `TemporaryTimeout`, 30 s by default).
+    /// How long a device that is neither paired, connected, being connected nor heard by a
+    /// scan stays on the bus before BlueZ forgets it (InterfacesRemoved; BlueZ's
+    /// `TemporaryTimeout`, 30 s by default). A scan that hears it again brings it back.
     pub temporary_timeout: Duration,
+    /// How long a `Connect()` waits for a device that cannot be reached before it fails with
+    /// `le-connection-abort-by-local` (about 25 s with BlueZ on Linux).
+    pub connect_timeout: Duration,
     /// Initial connect delay of new devices.
     pub connect_delay: Duration,
     /// Initial ATT MTU of new devices (23: 20-byte payloads, as the scooters use).
@@ -50,9 +60,10 @@ impl Default for FakeConfig {
             discovery_delay: Duration::from_millis(100),
             advertising_interval: Duration::from_millis(100),
             temporary_timeout: Duration::from_secs(30),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             connect_delay: Duration::ZERO,
             mtu: 23,
-            gatt_on_disconnect: GattOnDisconnect::Remove,
+            gatt_on_disconnect: GattOnDisconnect::Keep,
             link_timing: LinkTiming::instant(),
         }
     }

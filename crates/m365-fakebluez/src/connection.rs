@@ -30,13 +30,20 @@ use crate::state::{GattLayout, LinkSession, Outgoing, Shared, lock};
 pub(crate) enum Cause {
     /// The central called `Disconnect` (or `RemoveDevice`).
     Central,
-    /// An injected fault: link loss or out of range.
-    LinkLoss,
+    /// An injected fault: link loss or out of range. `remove_gatt` takes the GATT objects off
+    /// the bus whatever the device's [`GattOnDisconnect`] says ([`crate::Harshness`]).
+    LinkLoss {
+        /// Remove the GATT objects.
+        remove_gatt: bool,
+    },
 }
 
-/// `Device1.Connect`.
+/// `Device1.Connect`: like BlueZ, waits for a device that cannot be reached (out of range, a
+/// fade after a link drop) and connects the moment it can be, or fails with
+/// `le-connection-abort-by-local` after the connect timeout. A second `Connect()` while one is
+/// pending answers `InProgress`; `Disconnect()` or `RemoveDevice` cancel a pending one.
 pub(crate) async fn connect(shared: &Arc<Shared>, address: Address) -> Result<(), BluezError> {
-    let delay = {
+    let (id, not_before) = {
         let mut world = shared.world();
         let powered = world.powered;
         let device = world
@@ -47,31 +54,103 @@ pub(crate) async fn connect(shared: &Arc<Shared>, address: Address) -> Result<()
         if !powered {
             return Err(BluezError::NotReady("Resource Not Ready".into()));
         }
-        if device.faults.stale_in_progress || device.connecting {
+        if device.faults.stale_in_progress || device.connecting() {
             return Err(BluezError::in_progress());
         }
         if device.connected {
             return Ok(());
         }
-        device.connecting = true;
-        device.faults.connect_delay
+        device.connect_calls += 1;
+        let id = device.connect_calls;
+        device.pending_connect = Some(id);
+        (id, Instant::now() + device.faults.connect_delay)
     };
-    tokio::time::sleep(delay).await;
+    let deadline = Instant::now() + shared.config.connect_timeout;
+    let outcome = wait_until_connectable(shared, address, id, not_before, deadline).await;
+    // Whatever happened, this call no longer waits (a cancel may already have cleared it).
+    if let Some(device) = shared.world().devices.get_mut(&address)
+        && device.pending_connect == Some(id)
+    {
+        device.pending_connect = None;
+    }
+    outcome?;
+    link_up(shared, address).await
+}
 
+/// Waits until the device of connect call `id` can be connected (`Ok`), or until the call
+/// fails: an injected error, a harsh fault, the adapter powered off, a cancel, or `deadline`.
+async fn wait_until_connectable(
+    shared: &Arc<Shared>,
+    address: Address,
+    id: u64,
+    not_before: Instant,
+    deadline: Instant,
+) -> Result<(), BluezError> {
+    loop {
+        // Registered before the state is read, so a change made in between still wakes us.
+        let woken = shared.connect_wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let wake_at = {
+            let mut world = shared.world();
+            let powered = world.powered;
+            let Some(device) = world.devices.get_mut(&address) else {
+                return Err(BluezError::le_connection_abort_by_local());
+            };
+            if device.pending_connect != Some(id) {
+                debug!(%address, "pending connect cancelled");
+                device.counters.connects_cancelled += 1;
+                return Err(BluezError::le_connection_abort_by_local());
+            }
+            if !powered {
+                return Err(BluezError::NotReady("Resource Not Ready".into()));
+            }
+            let now = Instant::now();
+            if now < not_before {
+                not_before
+            } else {
+                match device.faults.connect_outcome(now) {
+                    Some(Ok(())) => return Ok(()),
+                    Some(Err(e)) => {
+                        debug!(%address, "connect refused: {e}");
+                        return Err(e);
+                    }
+                    None if now >= deadline => {
+                        debug!(%address, "connect timed out: the device was not heard");
+                        device.counters.connect_timeouts += 1;
+                        return Err(BluezError::le_connection_abort_by_local());
+                    }
+                    None => {
+                        // The device is heard again at its next advertisement.
+                        let back = device
+                            .faults
+                            .connectable_again(now)
+                            .unwrap_or(now + shared.config.advertising_interval);
+                        back.min(deadline)
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(wake_at) => {}
+            () = &mut woken => {}
+        }
+    }
+}
+
+/// Brings the link of a device that became connectable up, in BlueZ's order: `Connected`,
+/// GATT objects (exported or kept), the peripheral's `on_connect`, `ServicesResolved`.
+async fn link_up(shared: &Arc<Shared>, address: Address) -> Result<(), BluezError> {
     let (generation, rx, peripheral, layout, export_gatt_now) = {
         let mut world = shared.world();
         let device = world
             .devices
             .get_mut(&address)
             .ok_or_else(|| BluezError::DoesNotExist("Does Not Exist".into()))?;
-        device.connecting = false;
         let now = Instant::now();
-        if let Err(e) = device.faults.connect_outcome(now) {
-            debug!(%address, "connect refused: {e}");
-            return Err(e);
-        }
         device.generation += 1;
         device.connected = true;
+        device.last_seen = Some(now);
         device.counters.successful_connects += 1;
         for state in device.chars.values_mut() {
             state.notifying = false;
@@ -154,10 +233,16 @@ pub(crate) async fn disconnect(shared: &Arc<Shared>, address: Address, cause: Ca
         for state in device.chars.values_mut() {
             state.notifying = false;
         }
-        if cause == Cause::LinkLoss {
-            device.counters.link_drops += 1;
-        }
-        let remove = device.gatt_on_disconnect == GattOnDisconnect::Remove && device.gatt_exported;
+        device.last_seen = Some(Instant::now());
+        let forced_removal = match cause {
+            Cause::LinkLoss { remove_gatt } => {
+                device.counters.link_drops += 1;
+                remove_gatt
+            }
+            Cause::Central => false,
+        };
+        let remove = (forced_removal || device.gatt_on_disconnect == GattOnDisconnect::Remove)
+            && device.gatt_exported;
         if remove {
             device.gatt_exported = false;
         }

@@ -12,6 +12,7 @@ use crate::bluez_error::BluezError;
 use crate::config::GattOnDisconnect;
 use crate::connection::{self, Cause};
 use crate::counters::Counters;
+use crate::faults::Harshness;
 use crate::link_timing::{LinkStats, LinkTiming};
 use crate::state::{Device, Shared};
 
@@ -34,34 +35,72 @@ impl DeviceControl {
 
     /// Loses the link the way a radio fade does: `ServicesResolved=false`, then
     /// `Connected=false` (btleplug reports `DeviceDisconnected`), the peripheral's
-    /// `on_disconnect`, GATT objects removed or kept per [`GattOnDisconnect`]. For `hold_off`
-    /// afterwards, connects fail with `le-connection-abort-by-local`; the device keeps
-    /// advertising. Returns whether a link was up.
+    /// `on_disconnect`. The device keeps advertising, but for `hold_off` a connection cannot be
+    /// established: a `Connect()` made meanwhile waits and succeeds when the hold-off ends (or
+    /// fails after the connect timeout), as with BlueZ. Returns whether a link was up.
     pub async fn drop_link(&self, hold_off: Duration) -> bool {
+        self.drop_link_with(hold_off, Harshness::default()).await
+    }
+
+    /// [`DeviceControl::drop_link`] with harsher-than-BlueZ variants: connects failing at once
+    /// during the hold-off, GATT objects removed.
+    pub async fn drop_link_with(&self, hold_off: Duration, harshness: Harshness) -> bool {
         let until = Instant::now() + hold_off;
-        self.with(|d| d.faults.unreachable_until = Some(until));
-        info!(address = %self.address, ?hold_off, "injected link drop");
-        connection::disconnect(&self.shared, self.address, Cause::LinkLoss).await
+        self.with(|d| {
+            d.faults.unreachable_until = Some(until);
+            d.faults.fail_at_once = harshness.fail_at_once;
+        });
+        info!(address = %self.address, ?hold_off, ?harshness, "injected link drop");
+        self.shared.connect_wake.notify_waiters();
+        let cause = Cause::LinkLoss {
+            remove_gatt: harshness.remove_gatt,
+        };
+        connection::disconnect(&self.shared, self.address, cause).await
     }
 
-    /// Takes the device out of range for `duration`: the link drops (if up), advertising stops
-    /// (no RSSI updates; after the configured temporary timeout the device is forgotten),
-    /// connects fail with `le-connection-abort-by-local`. Afterwards it advertises again and
-    /// reappears in a running scan.
+    /// Takes the device out of range for `duration`: the link drops (if up) and advertising
+    /// stops. A `Connect()` meanwhile waits for it and succeeds the moment it is back in range
+    /// (or fails with `le-connection-abort-by-local` after the connect timeout); once nothing
+    /// has heard it for the temporary timeout, BlueZ forgets it (InterfacesRemoved) until a
+    /// scan hears it again.
     pub async fn out_of_range(&self, duration: Duration) {
-        let now = Instant::now();
-        self.with(|d| d.faults.out_of_range = Some((now, now + duration)));
-        info!(address = %self.address, ?duration, "out of range");
-        connection::disconnect(&self.shared, self.address, Cause::LinkLoss).await;
+        self.out_of_range_with(duration, Harshness::default()).await;
     }
 
-    /// Makes the next `count` connects fail with `error` (after the connect delay).
+    /// [`DeviceControl::out_of_range`] with harsher-than-BlueZ variants.
+    pub async fn out_of_range_with(&self, duration: Duration, harshness: Harshness) {
+        let now = Instant::now();
+        self.with(|d| {
+            d.faults.out_of_range = Some((now, now + duration));
+            d.faults.fail_at_once = harshness.fail_at_once;
+        });
+        info!(address = %self.address, ?duration, ?harshness, "out of range");
+        self.shared.connect_wake.notify_waiters();
+        let cause = Cause::LinkLoss {
+            remove_gatt: harshness.remove_gatt,
+        };
+        connection::disconnect(&self.shared, self.address, cause).await;
+    }
+
+    /// Ends every injected fault: a link-drop hold-off, an out-of-range period (the device
+    /// advertises again at once), failing and stuck connects. The connect delay, RSSI, MTU and
+    /// timing settings stay. A pending connect then completes.
+    pub fn clear_faults(&self) {
+        self.with(|d| d.faults.clear());
+        info!(address = %self.address, "faults cleared");
+        self.shared.connect_wake.notify_waiters();
+    }
+
+    /// Makes the next `count` connects fail with `error`, at once (a connect already waiting
+    /// included).
     pub fn fail_next_connects(&self, count: usize, error: BluezError) {
         self.with(|d| {
             d.faults
                 .failing_connects
                 .extend(std::iter::repeat_n(error, count));
         });
+        // A connect already waiting for the device takes the first one.
+        self.shared.connect_wake.notify_waiters();
     }
 
     /// Simulates BlueZ's stuck connect: every connect answers `org.bluez.Error.InProgress`
@@ -70,7 +109,7 @@ impl DeviceControl {
         self.with(|d| d.faults.stale_in_progress = true);
     }
 
-    /// How long a connect takes.
+    /// How long a connect takes once the device can be reached.
     pub fn set_connect_delay(&self, delay: Duration) {
         self.with(|d| d.faults.connect_delay = delay);
     }
@@ -118,6 +157,11 @@ impl DeviceControl {
     /// Whether a central is connected.
     pub fn is_connected(&self) -> bool {
         self.with(|d| d.connected).unwrap_or(false)
+    }
+
+    /// Whether a `Connect()` is waiting for the device.
+    pub fn is_connecting(&self) -> bool {
+        self.with(|d| d.connecting()).unwrap_or(false)
     }
 
     /// Whether the device is on the bus (discovered and not removed).

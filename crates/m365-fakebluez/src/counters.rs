@@ -9,6 +9,10 @@ pub struct Counters {
     pub connects: u64,
     /// Connects that ended with the link up.
     pub successful_connects: u64,
+    /// Connects that waited for an unreachable device until the connect timeout and failed.
+    pub connect_timeouts: u64,
+    /// Connects cancelled while waiting (by `Disconnect` or `RemoveDevice`).
+    pub connects_cancelled: u64,
     /// `Device1.Disconnect` calls.
     pub disconnects: u64,
     /// Link losses the central did not ask for (injected drops, out of range).

@@ -57,12 +57,15 @@ impl DeviceIface {
         connection::connect(&shared, self.address).await
     }
 
-    /// Disconnects; a device without a link answers success, as BlueZ does.
+    /// Disconnects; a device without a link answers success, as BlueZ does. It also cancels a
+    /// `Connect()` still waiting for the device (which then fails), as BlueZ documents.
     async fn disconnect(&self) -> Result<(), BluezError> {
         let shared = self.shared()?;
         if let Some(d) = shared.world().devices.get_mut(&self.address) {
             d.counters.disconnects += 1;
+            d.pending_connect = None;
         }
+        shared.connect_wake.notify_waiters();
         connection::disconnect(&shared, self.address, Cause::Central).await;
         Ok(())
     }

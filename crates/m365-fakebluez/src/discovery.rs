@@ -1,7 +1,9 @@
 //! The radio side of scanning: while a discovery session runs, advertisements are polled every
 //! advertising interval. Devices in range appear (InterfacesAdded) once the discovery delay
-//! has passed, changed RSSI and advertising data are published, and devices out of range for
-//! longer than BlueZ's temporary timeout are forgotten (InterfacesRemoved).
+//! has passed, and changed RSSI and advertising data are published. Like BlueZ, a device that
+//! is not paired, not connected, not being connected and not heard by a scan for the
+//! temporary timeout is forgotten (InterfacesRemoved): after a disconnect without a scan
+//! running, or once it went out of range. A scan that hears it again brings it back.
 
 use std::sync::{Arc, Weak};
 
@@ -70,18 +72,28 @@ pub(crate) async fn step(shared: &Arc<Shared>) {
             };
             // The address is the device's identity; a peripheral cannot change it.
             advert.address = address;
-            if let Some(since) = device.faults.out_of_range_since(now) {
-                let expired =
-                    now.saturating_duration_since(since) >= shared.config.temporary_timeout;
-                if device.exported && !device.connected && expired {
-                    device.exported = false;
-                    actions.push(Action::Forget(address));
-                }
+            let heard = device.faults.advertising(now);
+            // A pending connect listens for the device too (BlueZ's passive scan).
+            if heard && device.connecting() {
+                device.last_seen = Some(now);
+            }
+            let unseen_for = device
+                .last_seen
+                .map(|t| now.saturating_duration_since(t));
+            let forgotten = device.exported
+                && !device.connected
+                && !device.connecting()
+                && unseen_for.is_some_and(|d| d >= shared.config.temporary_timeout)
+                && !(heard && scanning && advert.matches_filter(&filter));
+            if forgotten {
+                device.exported = false;
+                actions.push(Action::Forget(address));
                 continue;
             }
-            if !scanning || !advert.matches_filter(&filter) {
+            if !heard || !scanning || !advert.matches_filter(&filter) {
                 continue;
             }
+            device.last_seen = Some(now);
             if !device.exported {
                 device.advert = advert;
                 device.published_rssi = device.rssi();
@@ -249,6 +261,32 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         step(&shared).await;
         assert!(exported(&shared));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unseen_device_is_forgotten_unless_a_connect_waits_for_it() {
+        let shared = fake(FakeConfig::default());
+        start_discovery(&shared);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        step(&shared).await;
+        assert!(exported(&shared));
+        // The scan stops: the device is in range but nobody hears it any more.
+        shared.world().discovery_clients.clear();
+        tokio::time::advance(Duration::from_secs(29)).await;
+        step(&shared).await;
+        assert!(exported(&shared), "forgotten before the temporary timeout");
+        // A connect waiting for it listens too (BlueZ's passive scan for the connection).
+        shared.world().devices.get_mut(&ADDR).unwrap().pending_connect = Some(1);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        step(&shared).await;
+        assert!(exported(&shared), "forgotten while a connect waits");
+        shared.world().devices.get_mut(&ADDR).unwrap().pending_connect = None;
+        tokio::time::advance(Duration::from_secs(29)).await;
+        step(&shared).await;
+        assert!(exported(&shared));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        step(&shared).await;
+        assert!(!exported(&shared), "kept past the temporary timeout");
     }
 
     #[tokio::test(start_paused = true)]

@@ -44,33 +44,48 @@
 //! around it. For the same reason btleplug's streams must be dropped inside the runtime (a
 //! drop outside any runtime panics).
 //!
-//! # Behaviour, as btleplug sees it
+//! # Behaviour, as btleplug sees it (BlueZ's defaults)
 //! - Devices appear (InterfacesAdded) [`FakeConfig::discovery_delay`] after a scan starts, if
 //!   their advertisement passes the scan's service-UUID filter; RSSI and advertising-data
 //!   changes are published every [`FakeConfig::advertising_interval`].
-//! - `Connect`: after the device's connect delay, `Connected=true`, GATT objects exported, the
-//!   peripheral's `on_connect`, then `ServicesResolved=true`.
+//! - A device that is neither connected, nor being connected, nor heard by a scan for
+//!   [`FakeConfig::temporary_timeout`] (BlueZ's `TemporaryTimeout`, 30 s) is forgotten
+//!   (InterfacesRemoved): a `Connect()` on its old path then fails with `UnknownObject` until
+//!   a scan hears it again.
+//! - `Connect`: waits while the device cannot be reached (out of range, or a fade after a link
+//!   drop) and connects the moment it can be, or fails with `le-connection-abort-by-local`
+//!   after [`FakeConfig::connect_timeout`] (25 s). A second `Connect()` meanwhile answers
+//!   `InProgress`; `Disconnect()` cancels the waiting one. Once the device can be reached:
+//!   the device's connect delay, `Connected=true`, GATT objects exported (or kept from before),
+//!   the peripheral's `on_connect`, then `ServicesResolved=true`.
 //! - Link down (`Disconnect` or a fault): `ServicesResolved=false`, then `Connected=false`
-//!   (btleplug: `CentralEvent::DeviceDisconnected`), `on_disconnect`, GATT objects removed or
-//!   kept per [`GattOnDisconnect`].
+//!   (btleplug: `CentralEvent::DeviceDisconnected`), `on_disconnect`. GATT objects stay on the
+//!   bus (BlueZ's attribute cache, [`GattOnDisconnect::Keep`]) and writes to them fail with
+//!   `org.bluez.Error.Failed: Not connected`.
 //! - Reads: like BlueZ, a read value becomes the characteristic's cached `Value` and is
 //!   signalled as changed, so btleplug's notification stream also yields it; clients should
 //!   match notifications by characteristic UUID.
 //! - Notifications are at most ATT MTU − 3 bytes (20 at the default MTU of 23), only delivered
-//!   while the central is subscribed, as `PropertiesChanged(Value)` on the characteristic.
+//!   while the central is subscribed, as `PropertiesChanged(Value)` on the characteristic; a
+//!   zero-length notification arrives as an empty `Value`, like any other.
 //!
 //! # Faults ([`DeviceControl`])
-//! - [`DeviceControl::drop_link`]: link loss, then connects fail for a hold-off time.
-//! - [`DeviceControl::out_of_range`]: link loss, no advertising, connects fail, the device is
-//!   forgotten after [`FakeConfig::temporary_timeout`], then comes back.
+//! - [`DeviceControl::drop_link`]: link loss; for a hold-off time connects wait (the device
+//!   still advertises).
+//! - [`DeviceControl::out_of_range`]: link loss, no advertising, connects wait, the device is
+//!   forgotten after the temporary timeout, then comes back.
+//! - `drop_link_with` / `out_of_range_with` and [`Harshness`]: harsher than BlueZ on demand
+//!   (connects fail at once, GATT objects removed).
 //! - [`DeviceControl::fail_next_connects`] with any [`BluezError`] (e.g.
 //!   [`BluezError::le_connection_abort_by_local`]).
 //! - [`DeviceControl::stale_in_progress`]: connects answer `InProgress` until the client calls
 //!   `RemoveDevice`.
+//! - [`DeviceControl::clear_faults`]: ends them all.
 //! - [`FakeBluez::set_powered`]`(false)`: the adapter is powered off and rfkill-blocked, links
 //!   drop, scans and connects fail until it is powered on again.
-//! - [`DeviceControl::set_connect_delay`], [`DeviceControl::set_rssi`], and
-//!   [`DeviceControl::counters`] to check what the client did.
+//! - [`DeviceControl::set_connect_delay`], [`DeviceControl::set_rssi`],
+//!   [`DeviceControl::set_gatt_on_disconnect`], and [`DeviceControl::counters`] to check what
+//!   the client did.
 //!
 //! # Link timing model
 //! [`LinkTiming::paced`] makes a link exchange packets only at connection events (every
@@ -111,10 +126,11 @@ pub use advertisement::Advertisement;
 pub use att_error::AttError;
 pub use bluez_error::BluezError;
 pub use bus::{BusError, PrivateBus, SYSTEM_BUS_ENV, unix_socket_path};
-pub use config::{FakeConfig, GattOnDisconnect};
+pub use config::{DEFAULT_CONNECT_TIMEOUT, FakeConfig, GattOnDisconnect};
 pub use control::DeviceControl;
 pub use counters::Counters;
 pub use fake::{FakeBluez, FakeError};
+pub use faults::Harshness;
 pub use gatt_spec::{CharFlags, CharacteristicSpec, ServiceSpec};
 pub use heart_rate::{
     BODY_SENSOR_LOCATION, HEART_RATE_MEASUREMENT, HEART_RATE_SERVICE, HeartRateMonitor,

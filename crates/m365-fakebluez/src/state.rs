@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use uuid::Uuid;
 use zbus::Connection;
@@ -38,6 +38,9 @@ pub(crate) struct Shared {
     /// Set once the bus connection is up. The D-Bus objects hold only a `Weak<Shared>`, so
     /// this does not form a reference cycle.
     pub(crate) conn: OnceLock<Connection>,
+    /// Wakes pending connects when something they wait for may have changed (a cancel, a
+    /// cleared fault, a removed device).
+    pub(crate) connect_wake: Notify,
 }
 
 impl Shared {
@@ -46,6 +49,7 @@ impl Shared {
             config,
             world: Mutex::new(World::default()),
             conn: OnceLock::new(),
+            connect_wake: Notify::new(),
         }
     }
 
@@ -108,7 +112,13 @@ pub(crate) struct Device {
     pub(crate) exported: bool,
     /// The GATT objects are on the bus.
     pub(crate) gatt_exported: bool,
-    pub(crate) connecting: bool,
+    /// The id of the `Connect()` call waiting for the device, if one is.
+    pub(crate) pending_connect: Option<u64>,
+    /// Ids handed to `Connect()` calls so far.
+    pub(crate) connect_calls: u64,
+    /// When the device was last heard (by a scan or a pending connect) or last had a link: the
+    /// start of BlueZ's temporary timeout.
+    pub(crate) last_seen: Option<Instant>,
     pub(crate) connected: bool,
     pub(crate) services_resolved: bool,
     pub(crate) link: Option<LinkSession>,
@@ -159,7 +169,9 @@ impl Device {
             chars,
             exported: false,
             gatt_exported: false,
-            connecting: false,
+            pending_connect: None,
+            connect_calls: 0,
+            last_seen: None,
             connected: false,
             services_resolved: false,
             link: None,
@@ -193,6 +205,11 @@ impl Device {
     /// Largest notification or write-without-response payload (ATT MTU − 3).
     pub(crate) fn max_payload(&self) -> usize {
         usize::from(self.mtu.saturating_sub(3))
+    }
+
+    /// Whether a `Connect()` is waiting for the device.
+    pub(crate) fn connecting(&self) -> bool {
+        self.pending_connect.is_some()
     }
 
     /// RSSI as reported: an override set by a test wins over the advertisement.

@@ -1,5 +1,8 @@
-//! Link faults as btleplug sees them: link loss and reconnect, out of range, refused connects,
-//! a stale InProgress cleared by RemoveDevice, and the call counters.
+//! Link faults as btleplug sees them, with BlueZ's own behaviour by default: link loss and
+//! reconnect, a connect that waits for an unreachable device (and its timeout and cancel), a
+//! device forgotten after the temporary timeout, GATT objects kept across a drop, refused
+//! connects, a stale InProgress cleared by RemoveDevice, the harsher variants on demand, and
+//! the call counters.
 
 mod common;
 
@@ -11,8 +14,9 @@ use futures::StreamExt;
 use m365_fakebluez::isolation::isolated_bus;
 use m365_fakebluez::{
     ADAPTER_PATH, BLUEZ_NAME, BluezError, FakeBluez, FakeConfig, FakeError, GattOnDisconnect,
-    device_path,
+    Harshness, device_path,
 };
+use tokio::time::Instant;
 
 #[tokio::test]
 async fn dropped_link_is_reported_and_reconnect_works() {
@@ -23,6 +27,8 @@ async fn dropped_link_is_reported_and_reconnect_works() {
     let echo = Echo::new(1, -60);
     let log = echo.log.clone();
     let control = fake.add_peripheral(echo).unwrap();
+    // BlueZ with `[GATT] Cache = no`: the objects go with the link.
+    control.set_gatt_on_disconnect(GattOnDisconnect::Remove);
     let (adapter, mut events) = central().await;
     let p = scan_for(&adapter, &mut events, 1).await;
     let write = connect_and_subscribe(&p).await;
@@ -31,12 +37,11 @@ async fn dropped_link_is_reported_and_reconnect_works() {
     wait_disconnected(&mut events, &p.id()).await;
     assert!(!p.is_connected().await.unwrap());
     assert!(!control.is_connected());
-    // GATT objects are gone (not bonded), so the stale handle cannot be written.
-    assert!(
-        p.write(&write, b"x", WriteType::WithoutResponse)
-            .await
-            .is_err()
-    );
+    let err = p
+        .write(&write, b"x", WriteType::WithoutResponse)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Unknown object"), "{err}");
 
     let write = connect_and_subscribe(&p).await;
     let mut notes = p.notifications().await.unwrap();
@@ -66,12 +71,11 @@ async fn kept_gatt_objects_answer_not_connected_after_a_drop() {
     };
     let fake = FakeBluez::start(bus.address()).await.unwrap();
     let control = fake.add_peripheral(Echo::new(1, -60)).unwrap();
-    control.set_gatt_on_disconnect(GattOnDisconnect::Keep);
     let (adapter, mut events) = central().await;
     let p = scan_for(&adapter, &mut events, 1).await;
     let write = connect_and_subscribe(&p).await;
 
-    // During the hold-off the link cannot come back.
+    // BlueZ's default cache keeps the objects: the write reaches them and fails for the link.
     control.drop_link(Duration::from_secs(600)).await;
     wait_disconnected(&mut events, &p.id()).await;
     let err = p
@@ -79,13 +83,209 @@ async fn kept_gatt_objects_answer_not_connected_after_a_drop() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("Not connected"), "{err}");
+    assert!(!p.is_connected().await.unwrap());
+    assert_eq!(control.counters().writes, 1);
+}
+
+#[tokio::test]
+async fn a_harsh_drop_removes_the_gatt_objects_and_fails_connects_at_once() {
+    let Some(bus) =
+        isolated_bus("a_harsh_drop_removes_the_gatt_objects_and_fails_connects_at_once")
+    else {
+        return;
+    };
+    let fake = FakeBluez::start(bus.address()).await.unwrap();
+    let control = fake.add_peripheral(Echo::new(1, -60)).unwrap();
+    let (adapter, mut events) = central().await;
+    let p = scan_for(&adapter, &mut events, 1).await;
+    let write = connect_and_subscribe(&p).await;
+
+    let harsh = Harshness {
+        fail_at_once: true,
+        remove_gatt: true,
+    };
+    control
+        .drop_link_with(Duration::from_secs(600), harsh)
+        .await;
+    wait_disconnected(&mut events, &p.id()).await;
+    let err = p
+        .write(&write, b"x", WriteType::WithoutResponse)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Unknown object"), "{err}");
+    let started = Instant::now();
     let err = p.connect().await.unwrap_err();
     assert!(
         err.to_string().contains("le-connection-abort-by-local"),
         "{err}"
     );
-    assert!(!p.is_connected().await.unwrap());
-    assert_eq!(control.counters().writes, 1);
+    assert!(started.elapsed() < WAIT, "failed at once");
+    assert_eq!(control.counters().connect_timeouts, 0);
+    assert_eq!(control.counters().writes, 0, "no object to write to");
+}
+
+#[tokio::test]
+async fn a_connect_waits_for_the_device_and_succeeds_when_it_is_back() {
+    let Some(bus) = isolated_bus("a_connect_waits_for_the_device_and_succeeds_when_it_is_back")
+    else {
+        return;
+    };
+    let fake = FakeBluez::start(bus.address()).await.unwrap();
+    let control = fake.add_peripheral(Echo::new(1, -60)).unwrap();
+    let (adapter, mut events) = central().await;
+    let p = scan_for(&adapter, &mut events, 1).await;
+    connect_and_subscribe(&p).await;
+
+    let hold_off = Duration::from_millis(1_500);
+    control.drop_link(hold_off).await;
+    wait_disconnected(&mut events, &p.id()).await;
+    let started = Instant::now();
+    p.connect().await.unwrap();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(1_000), "{waited:?}");
+    assert!(p.is_connected().await.unwrap());
+    let counters = control.counters();
+    assert_eq!((counters.connects, counters.successful_connects), (2, 2));
+
+    // Out of range: the connect waits while nothing advertises and connects as it comes back.
+    control.out_of_range(hold_off).await;
+    wait_disconnected(&mut events, &p.id()).await;
+    let started = Instant::now();
+    let (connected, ()) = tokio::join!(p.connect(), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(control.is_connecting(), "the connect waits for the device");
+    });
+    connected.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(1_000));
+    assert_eq!(control.counters().connect_timeouts, 0);
+}
+
+#[tokio::test]
+async fn a_connect_to_an_absent_device_fails_after_the_connect_timeout() {
+    let Some(bus) = isolated_bus("a_connect_to_an_absent_device_fails_after_the_connect_timeout")
+    else {
+        return;
+    };
+    let config = FakeConfig {
+        connect_timeout: Duration::from_millis(700),
+        ..FakeConfig::default()
+    };
+    let fake = FakeBluez::start_with(bus.address(), config).await.unwrap();
+    let control = fake.add_peripheral(Echo::new(1, -60)).unwrap();
+    let (adapter, mut events) = central().await;
+    let p = scan_for(&adapter, &mut events, 1).await;
+    adapter.stop_scan().await.unwrap();
+    control.out_of_range(Duration::from_secs(600)).await;
+
+    let started = Instant::now();
+    let err = p.connect().await.unwrap_err();
+    let waited = started.elapsed();
+    assert!(
+        err.to_string().contains("le-connection-abort-by-local"),
+        "{err}"
+    );
+    assert!(waited >= Duration::from_millis(600), "{waited:?}");
+    let counters = control.counters();
+    assert_eq!((counters.connect_timeouts, counters.successful_connects), (1, 0));
+    assert!(!control.is_connecting());
+
+    // Back in range: the next connect succeeds at once.
+    control.clear_faults();
+    p.connect().await.unwrap();
+    assert!(p.is_connected().await.unwrap());
+}
+
+#[tokio::test]
+async fn disconnect_and_clear_faults_end_a_waiting_connect() {
+    let Some(bus) = isolated_bus("disconnect_and_clear_faults_end_a_waiting_connect") else {
+        return;
+    };
+    let fake = FakeBluez::start(bus.address()).await.unwrap();
+    let control = fake.add_peripheral(Echo::new(1, -60)).unwrap();
+    let (adapter, mut events) = central().await;
+    let p = scan_for(&adapter, &mut events, 1).await;
+    control.out_of_range(Duration::from_secs(600)).await;
+
+    // Disconnect() cancels the pending Connect(), which then fails.
+    let (connected, ()) = tokio::join!(p.connect(), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(control.is_connecting());
+        p.disconnect().await.unwrap();
+    });
+    let err = connected.unwrap_err();
+    assert!(
+        err.to_string().contains("le-connection-abort-by-local"),
+        "{err}"
+    );
+    assert_eq!(control.counters().connects_cancelled, 1);
+    assert!(!control.is_connecting());
+
+    // Ending the out-of-range period lets a waiting connect through at once.
+    let started = Instant::now();
+    let (connected, ()) = tokio::join!(p.connect(), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        control.clear_faults();
+    });
+    connected.unwrap();
+    assert!(started.elapsed() < WAIT);
+    assert!(control.is_connected());
+}
+
+#[tokio::test]
+async fn an_unseen_device_is_forgotten_after_the_temporary_timeout_and_found_again() {
+    let Some(bus) =
+        isolated_bus("an_unseen_device_is_forgotten_after_the_temporary_timeout_and_found_again")
+    else {
+        return;
+    };
+    let config = FakeConfig {
+        temporary_timeout: Duration::from_millis(600),
+        ..FakeConfig::default()
+    };
+    let fake = FakeBluez::start_with(bus.address(), config).await.unwrap();
+    let control = fake.add_peripheral(Echo::new(1, -60)).unwrap();
+    let (adapter, mut events) = central().await;
+    let p = scan_for(&adapter, &mut events, 1).await;
+    adapter.stop_scan().await.unwrap();
+    connect_and_subscribe(&p).await;
+
+    // Connected: never forgotten, however long.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert!(control.is_visible());
+
+    // Disconnected and no scan running: gone once the temporary timeout passed, although the
+    // device still advertises.
+    p.disconnect().await.unwrap();
+    wait_disconnected(&mut events, &p.id()).await;
+    tokio::time::timeout(WAIT, async {
+        while control.is_visible() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("forgotten after the temporary timeout");
+    assert!(
+        adapter
+            .peripherals()
+            .await
+            .unwrap()
+            .iter()
+            .all(|q| q.id() != p.id()),
+        "no longer listed"
+    );
+    let err = p.connect().await.unwrap_err();
+    assert!(err.to_string().contains("Unknown object"), "{err}");
+
+    // A scan hears it again: same path, connectable.
+    adapter.start_scan(Default::default()).await.unwrap();
+    let id = wait_for(&mut events, |e| match e {
+        CentralEvent::DeviceDiscovered(id) if id == p.id() => Some(id),
+        _ => None,
+    })
+    .await;
+    let p = adapter.peripheral(&id).await.unwrap();
+    connect_and_subscribe(&p).await;
+    assert_eq!(control.counters().successful_connects, 2);
 }
 
 #[tokio::test]
@@ -105,8 +305,14 @@ async fn out_of_range_device_is_forgotten_and_comes_back() {
 
     control.out_of_range(Duration::from_millis(800)).await;
     wait_disconnected(&mut events, &p.id()).await;
-    // Not connectable while away (it may already be forgotten: then the object is gone).
-    assert!(p.connect().await.is_err());
+    // A running scan does not hear it: it is forgotten while away.
+    tokio::time::timeout(WAIT, async {
+        while control.is_visible() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("forgotten while out of range");
     // Back in range: the running scan reports it again and it connects.
     let id = wait_for(&mut events, |e| match e {
         CentralEvent::DeviceDiscovered(id) if id == p.id() => Some(id),
@@ -119,6 +325,33 @@ async fn out_of_range_device_is_forgotten_and_comes_back() {
     let counters = control.counters();
     assert_eq!(counters.link_drops, 1);
     assert_eq!(counters.successful_connects, 2);
+}
+
+#[tokio::test]
+async fn zero_length_notifications_reach_btleplug_as_empty_values() {
+    let Some(bus) = isolated_bus("zero_length_notifications_reach_btleplug_as_empty_values") else {
+        return;
+    };
+    let fake = FakeBluez::start(bus.address()).await.unwrap();
+    fake.add_peripheral(Echo::new(1, -60)).unwrap();
+    let (adapter, mut events) = central().await;
+    let p = scan_for(&adapter, &mut events, 1).await;
+    let write = connect_and_subscribe(&p).await;
+    let mut notes = p.notifications().await.unwrap();
+    for data in [&b"a"[..], &[EMPTY], b"b"] {
+        p.write(&write, data, WriteType::WithoutResponse)
+            .await
+            .unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let note = tokio::time::timeout(WAIT, notes.next())
+            .await
+            .unwrap()
+            .unwrap();
+        got.push(note.value);
+    }
+    assert_eq!(got, [b"a".to_vec(), Vec::new(), b"b".to_vec()]);
 }
 
 #[tokio::test]
@@ -269,8 +502,8 @@ async fn kept_gatt_objects_survive_a_reconnect() {
         return;
     };
     let fake = FakeBluez::start(bus.address()).await.unwrap();
+    // BlueZ's default: the attribute cache keeps the objects.
     let control = fake.add_peripheral(Echo::new(1, -60)).unwrap();
-    control.set_gatt_on_disconnect(GattOnDisconnect::Keep);
     let (adapter, mut events) = central().await;
     let p = scan_for(&adapter, &mut events, 1).await;
     let write = connect_and_subscribe(&p).await;

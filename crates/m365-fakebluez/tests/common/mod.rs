@@ -32,6 +32,8 @@ pub const ECHO_COMPANY: u16 = 0x424E;
 pub const BURST: u8 = 0xB0;
 /// A write request starting with this byte is rejected with Write Not Permitted.
 pub const REJECT: u8 = 0xEE;
+/// A write of exactly this byte is answered with a zero-length notification.
+pub const EMPTY: u8 = 0xE0;
 /// What reading [`ECHO_VERSION`] returns.
 pub const VERSION: &[u8] = b"echo-1.0";
 
@@ -108,6 +110,10 @@ impl Peripheral for Echo {
         self.log.lock().unwrap().writes.push((data.to_vec(), kind));
         match data {
             [REJECT, ..] if kind == WriteKind::Request => Err(AttError::WriteNotPermitted),
+            [EMPTY] => {
+                self.notify(&[]);
+                Ok(())
+            }
             [BURST, n] => {
                 for i in 0..*n {
                     self.notify(&[i]);
