@@ -12,6 +12,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+pub use m365_fakebluez::Harshness;
 use m365_fakebluez::{
     Address, AddressType, Advertisement, AttError, BluezError, CharFlags, DeviceControl, FakeBluez,
     FakeError, Link, Peripheral, ServiceSpec, Uuid, WriteKind,
@@ -29,9 +30,8 @@ use crate::scooter::{Scooter, ScooterEvent};
 /// How often the driver advances the physics by default.
 pub const DEFAULT_PHYSICS_TICK: Duration = Duration::from_millis(100);
 
-/// How long a scooter powered off over BLE (ESC 0x79) stays off before the simulated rider
-/// presses the power button again.
-pub const POWER_OFF_HOLD: Duration = Duration::from_secs(10);
+/// How long a scooter switched off with no time to come back stays away.
+const OFF_FOR_GOOD: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// What the peripheral and the driver share.
 struct State {
@@ -39,8 +39,6 @@ struct State {
     link: Option<Link>,
     /// The link must be dropped (the scooter asked for it).
     drop_link: bool,
-    /// Power the scooter back on at this instant.
-    power_on_at: Option<Instant>,
 }
 
 struct Shared {
@@ -225,7 +223,6 @@ impl ServedScooter {
                 scooter,
                 link: None,
                 drop_link: false,
-                power_on_at: None,
             }),
             wake: Notify::new(),
         });
@@ -276,7 +273,7 @@ impl ServedScooter {
     }
 
     /// Put `fault` into force: link faults are played by the fake (so btleplug sees BlueZ's own
-    /// behaviour), the others by the scooter.
+    /// behaviour), the others by the scooter. Clearing faults clears both.
     pub async fn apply_fault(&self, fault: Fault) {
         match fault {
             Fault::DropLink { down_for } => {
@@ -286,8 +283,22 @@ impl ServedScooter {
             Fault::FailNextConnect(error) => {
                 self.control.fail_next_connects(1, bluez_error(error));
             }
+            Fault::ClearAll => {
+                self.control.clear_faults();
+                self.with_scooter(|s| s.apply_fault(now(), Fault::ClearAll));
+            }
             other => self.with_scooter(|s| s.apply_fault(now(), other)),
         }
+    }
+
+    /// A link drop with harsher-than-BlueZ variants on demand (see [`Harshness`]).
+    pub async fn drop_link_with(&self, down_for: Duration, harshness: Harshness) {
+        self.control.drop_link_with(down_for, harshness).await;
+    }
+
+    /// Out of range with harsher-than-BlueZ variants on demand (see [`Harshness`]).
+    pub async fn out_of_range_with(&self, for_: Duration, harshness: Harshness) {
+        self.control.out_of_range_with(for_, harshness).await;
     }
 }
 
@@ -329,20 +340,23 @@ async fn drive<C: LinkControl>(shared: Arc<Shared>, control: C, tick: Duration) 
                 state.scooter.step_physics(t.duration_since(last_tick));
                 last_tick = t;
             }
-            if state.power_on_at.is_some_and(|p| t >= p) {
-                state.power_on_at = None;
-                state.scooter.press_button(t.into_std());
-            }
             state.scooter.handle_timeout(t.into_std());
             pump(&mut state);
-            let mut power_off = false;
+            let mut power_off = None;
             while let Some(event) = state.scooter.poll_event() {
                 tracing::debug!(?event, "scooter event");
                 match event {
                     ScooterEvent::DropLink => state.drop_link = true,
                     ScooterEvent::PoweredOff => {
-                        power_off = true;
-                        state.power_on_at = Some(t + POWER_OFF_HOLD);
+                        // Off until the scooter comes back on by itself (or for good).
+                        power_off = Some(
+                            state
+                                .scooter
+                                .off_until()
+                                .map_or(OFF_FOR_GOOD, |until| {
+                                    until.saturating_duration_since(t.into_std())
+                                }),
+                        );
                     }
                     _ => {}
                 }
@@ -352,14 +366,11 @@ async fn drive<C: LinkControl>(shared: Arc<Shared>, control: C, tick: Duration) 
             if let Some(d) = state.scooter.poll_timeout() {
                 wake_at = wake_at.min(Instant::from_std(d));
             }
-            if let Some(p) = state.power_on_at {
-                wake_at = wake_at.min(p);
-            }
             (wake_at, drop_link, power_off)
         };
-        if power_off {
-            // Off: no link, no advertising, until the button brings it back.
-            control.power_off(POWER_OFF_HOLD).await;
+        if let Some(hold) = power_off {
+            // Off: no link, no advertising, until it is switched on again.
+            control.power_off(hold).await;
         } else if drop_link {
             control.drop_link().await;
         }
@@ -377,6 +388,7 @@ mod tests {
     use m365_proto::frame::Frame;
 
     use super::*;
+    use crate::config::DEFAULT_POWER_OFF_HOLD;
     use crate::profile::{Generation, Model};
     use crate::ride::Script;
     use crate::scooter::ScooterConfig;
@@ -410,7 +422,6 @@ mod tests {
                 scooter,
                 link: None,
                 drop_link: false,
-                power_on_at: None,
             }),
             wake: Notify::new(),
         })
@@ -470,10 +481,10 @@ mod tests {
                 .power_offs
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
-            vec![POWER_OFF_HOLD]
+            vec![DEFAULT_POWER_OFF_HOLD]
         );
         assert!(!shared.lock().scooter.ride().powered());
-        tokio::time::sleep(POWER_OFF_HOLD).await;
+        tokio::time::sleep(DEFAULT_POWER_OFF_HOLD).await;
         assert!(shared.lock().scooter.ride().powered());
         task.abort();
     }

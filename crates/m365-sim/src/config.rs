@@ -11,8 +11,14 @@ use crate::link::LinkTiming;
 use crate::profile::{Generation, Model, default_generation};
 use crate::ride::{LoopPlan, Script};
 
-/// How long a session survives a disconnect by default.
-pub const DEFAULT_SESSION_GRACE: Duration = Duration::from_secs(5);
+/// How long a session survives a disconnect by default: not at all. Xiaomi's library drops
+/// the session keys on disconnect (protocol.md §3.7), so a client must log in again after any
+/// reconnect.
+pub const DEFAULT_SESSION_GRACE: Duration = Duration::ZERO;
+
+/// How long a scooter powered off over BLE (ESC 0x79) stays off before the simulated rider
+/// presses the power button again.
+pub const DEFAULT_POWER_OFF_HOLD: Duration = Duration::from_secs(10);
 
 /// Everything that makes one simulated scooter what it is.
 #[derive(Debug, Clone)]
@@ -28,10 +34,16 @@ pub struct ScooterConfig {
     /// Press the power button automatically this long after each beep.
     pub auto_press: Option<Duration>,
     /// After a disconnect the session keys stay valid this long, so a quick reconnect can keep
-    /// using its session (counters continue); later a fresh login is required. Xiaomi's library
-    /// drops the session at once (protocol.md §3.7): zero gives that strict behaviour, the
-    /// default lets clients' session-resume paths be exercised.
+    /// using its session (counters continue); later a fresh login is required. The default,
+    /// zero, is what real scooters do (Xiaomi's library drops the session on disconnect,
+    /// protocol.md §3.7); a grace lets a client's session-resume path be exercised.
     pub session_grace: Duration,
+    /// After every UART frame whose length on the wire is a multiple of 20 bytes, send one
+    /// zero-length notification, as real scooters do (protocol.md §2.3, §11b). On by default.
+    pub empty_terminator: bool,
+    /// How long a scooter powered off over BLE (ESC 0x79) stays off before the rider presses
+    /// the power button again.
+    pub power_off_hold: Duration,
     /// Link timing model (`None`: notifications leave as soon as they are ready, e.g. when the
     /// fake BlueZ paces the link itself).
     pub link: Option<LinkTiming>,
@@ -58,6 +70,8 @@ impl ScooterConfig {
             state_dir: None,
             auto_press: None,
             session_grace: DEFAULT_SESSION_GRACE,
+            empty_terminator: true,
+            power_off_hold: DEFAULT_POWER_OFF_HOLD,
             link: Some(LinkTiming::default()),
             processing: Processing::default(),
             script: Script::Loop(LoopPlan::default()),

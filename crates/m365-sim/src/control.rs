@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 use zbus::fdo;
 use zbus::{interface, proxy};
 
-use crate::bluez::ServedScooter;
+use crate::bluez::{Harshness, ServedScooter};
 use crate::faults::{Counters, Fault};
 use crate::profile::{generation_slug, model_slug};
 use crate::ride::{LoopPlan, Script};
@@ -155,8 +155,12 @@ pub fn counter_rows(scooter: &Counters, bluez: &m365_fakebluez::Counters) -> Vec
         ("notifications_dropped", scooter.notifications_dropped),
         ("notifications_delayed", scooter.notifications_delayed),
         ("notifications_corrupted", scooter.notifications_corrupted),
+        ("empty_notifications", scooter.empty_notifications),
+        ("rogue_frames", scooter.rogue_frames),
         ("bluez_connect_calls", bluez.connects),
         ("bluez_successful_connects", bluez.successful_connects),
+        ("bluez_connect_timeouts", bluez.connect_timeouts),
+        ("bluez_connects_cancelled", bluez.connects_cancelled),
         ("bluez_disconnect_calls", bluez.disconnects),
         ("bluez_link_drops", bluez.link_drops),
         ("bluez_remove_device_calls", bluez.remove_device),
@@ -209,24 +213,62 @@ impl Simulator {
         })
     }
 
-    /// Drops the link; reconnects fail for `down_ms`. Returns whether a link was up.
-    async fn drop_link(&self, mac: &str, down_ms: u64) -> fdo::Result<bool> {
+    /// Drops the link; for `down_ms` a connection cannot be established (connects wait, as
+    /// with BlueZ, or fail at once with `fail_at_once`); `remove_gatt` also takes the GATT
+    /// objects off the bus. Returns whether a link was up.
+    async fn drop_link(
+        &self,
+        mac: &str,
+        down_ms: u64,
+        fail_at_once: bool,
+        remove_gatt: bool,
+    ) -> fdo::Result<bool> {
         let scooter = self.scooter(mac)?;
         let was_up = scooter.control().is_connected();
+        let harshness = Harshness {
+            fail_at_once,
+            remove_gatt,
+        };
         scooter
-            .apply_fault(Fault::DropLink {
-                down_for: Duration::from_millis(down_ms),
-            })
+            .drop_link_with(Duration::from_millis(down_ms), harshness)
             .await;
         Ok(was_up)
     }
 
-    /// Takes the scooter out of range for `for_ms`.
-    async fn out_of_range(&self, mac: &str, for_ms: u64) -> fdo::Result<()> {
+    /// Takes the scooter out of range for `for_ms`, with the same harsher variants on demand.
+    async fn out_of_range(
+        &self,
+        mac: &str,
+        for_ms: u64,
+        fail_at_once: bool,
+        remove_gatt: bool,
+    ) -> fdo::Result<()> {
+        let harshness = Harshness {
+            fail_at_once,
+            remove_gatt,
+        };
         self.scooter(mac)?
-            .apply_fault(Fault::OutOfRange {
-                for_: Duration::from_millis(for_ms),
+            .out_of_range_with(Duration::from_millis(for_ms), harshness)
+            .await;
+        Ok(())
+    }
+
+    /// Switches the scooter off for `off_ms`, then on again: the link drops and the session
+    /// is lost.
+    async fn power_cycle(&self, mac: &str, off_ms: u64) -> fdo::Result<()> {
+        self.scooter(mac)?
+            .apply_fault(Fault::PowerCycle {
+                off_for: Duration::from_millis(off_ms),
             })
+            .await;
+        Ok(())
+    }
+
+    /// Follows `percent` % of answers with a frame nobody asked for (0 ends it).
+    async fn rogue_frames(&self, mac: &str, percent: u8) -> fdo::Result<()> {
+        let percent = self::percent(percent)?;
+        self.scooter(mac)?
+            .apply_fault(Fault::RogueFrames { percent })
             .await;
         Ok(())
     }
@@ -343,7 +385,8 @@ impl Simulator {
         Ok(())
     }
 
-    /// Heals every standing fault of the scooter (counters stay).
+    /// Heals every standing fault of the scooter and of its radio link (a link-drop hold-off,
+    /// an out-of-range period, failing or stuck connects); counters stay.
     async fn clear_faults(&self, mac: &str) -> fdo::Result<()> {
         self.scooter(mac)?.apply_fault(Fault::ClearAll).await;
         Ok(())
@@ -388,9 +431,25 @@ pub trait Control {
     /// Presses the power button.
     fn press_button(&self, mac: &str) -> zbus::Result<String>;
     /// Drops the link.
-    fn drop_link(&self, mac: &str, down_ms: u64) -> zbus::Result<bool>;
+    fn drop_link(
+        &self,
+        mac: &str,
+        down_ms: u64,
+        fail_at_once: bool,
+        remove_gatt: bool,
+    ) -> zbus::Result<bool>;
     /// Out of range.
-    fn out_of_range(&self, mac: &str, for_ms: u64) -> zbus::Result<()>;
+    fn out_of_range(
+        &self,
+        mac: &str,
+        for_ms: u64,
+        fail_at_once: bool,
+        remove_gatt: bool,
+    ) -> zbus::Result<()>;
+    /// Power cycle.
+    fn power_cycle(&self, mac: &str, off_ms: u64) -> zbus::Result<()>;
+    /// Rogue frames.
+    fn rogue_frames(&self, mac: &str, percent: u8) -> zbus::Result<()>;
     /// Failing connects.
     fn fail_connect(&self, mac: &str, kind: &str, count: u32) -> zbus::Result<()>;
     /// Stuck `InProgress` connects.

@@ -66,6 +66,17 @@ enum GpsAction {
     Replug,
 }
 
+/// Variants of a link fault harsher than what BlueZ does.
+#[derive(Debug, Clone, Copy, clap::Args)]
+struct HarshArgs {
+    /// Connects fail at once with le-connection-abort-by-local instead of waiting.
+    #[arg(long)]
+    fail_at_once: bool,
+    /// The GATT objects are removed with the link (BlueZ keeps them by default).
+    #[arg(long)]
+    remove_gatt: bool,
+}
+
 /// A duration such as `3s`, `500ms` or `1m 30s`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
@@ -78,17 +89,36 @@ enum CtlCommand {
     List,
     /// Press the power button (answers a beep: opens the registration window).
     PressButton { mac: String },
-    /// Drop the link; reconnects fail for DURATION (the session survives for its grace).
+    /// Drop the link; for DURATION no connection can be made: connects wait for the scooter,
+    /// as BlueZ's do, and succeed when DURATION ends.
     DropLink {
         mac: String,
         #[arg(value_parser = parse_duration)]
         duration: Duration,
+        #[command(flatten)]
+        harsh: HarshArgs,
     },
-    /// Out of radio range for DURATION: link dropped, no advertising, connects fail.
+    /// Out of radio range for DURATION: link dropped, no advertising, connects wait; BlueZ
+    /// forgets the scooter after 30 s unheard.
     OutOfRange {
         mac: String,
         #[arg(value_parser = parse_duration)]
         duration: Duration,
+        #[command(flatten)]
+        harsh: HarshArgs,
+    },
+    /// Switch the scooter off for DURATION (default 3s) and on again: the link drops, the
+    /// session is lost, nothing advertises meanwhile.
+    PowerCycle {
+        mac: String,
+        #[arg(value_parser = parse_duration, default_value = "3s")]
+        duration: Duration,
+    },
+    /// Follow PERCENT % of answers with a valid frame nobody asked for (0 ends it).
+    RogueFrames {
+        mac: String,
+        #[arg(value_parser = clap::value_parser!(u8).range(0..=100))]
+        percent: u8,
     },
     /// Fail the next connection attempts.
     FailConnect {
@@ -145,7 +175,7 @@ enum CtlCommand {
     },
     /// End the session now: the client must log in again.
     ExpireSession { mac: String },
-    /// Heal every standing fault (counters stay).
+    /// Heal every standing fault, link faults included (counters stay).
     ClearFaults { mac: String },
     /// What the scooter saw.
     Counters {
@@ -211,16 +241,45 @@ async fn execute(sim: &ControlProxy<'_>, command: CtlCommand) -> zbus::Result<St
             .collect::<Vec<_>>()
             .join("\n"),
         CtlCommand::PressButton { mac } => sim.press_button(&mac).await?,
-        CtlCommand::DropLink { mac, duration } => {
-            let was_up = sim.drop_link(&mac, millis(duration)).await?;
+        CtlCommand::DropLink {
+            mac,
+            duration,
+            harsh,
+        } => {
+            let was_up = sim
+                .drop_link(
+                    &mac,
+                    millis(duration),
+                    harsh.fail_at_once,
+                    harsh.remove_gatt,
+                )
+                .await?;
             if was_up {
                 "link dropped".to_owned()
             } else {
-                "no link was up; reconnects fail for the duration".to_owned()
+                "no link was up; no connection can be made for the duration".to_owned()
             }
         }
-        CtlCommand::OutOfRange { mac, duration } => {
-            sim.out_of_range(&mac, millis(duration)).await?;
+        CtlCommand::OutOfRange {
+            mac,
+            duration,
+            harsh,
+        } => {
+            sim.out_of_range(
+                &mac,
+                millis(duration),
+                harsh.fail_at_once,
+                harsh.remove_gatt,
+            )
+            .await?;
+            String::new()
+        }
+        CtlCommand::PowerCycle { mac, duration } => {
+            sim.power_cycle(&mac, millis(duration)).await?;
+            String::new()
+        }
+        CtlCommand::RogueFrames { mac, percent } => {
+            sim.rogue_frames(&mac, percent).await?;
             String::new()
         }
         CtlCommand::FailConnect { mac, kind, count } => {

@@ -83,6 +83,19 @@ pub enum Fault {
     },
     /// Stop answering UART frames (the BLE module still handles pairing and login).
     MuteUart,
+    /// After `percent` % of answers, also send a valid frame nobody asked for (an ESC 0x3E
+    /// temperature answer): the "rogue" frames clients must ignore (protocol.md §4.6.5).
+    RogueFrames {
+        /// 0–100.
+        percent: u8,
+    },
+    /// The scooter is switched off and on again: the link drops, the BLE module restarts and
+    /// forgets the session (whatever the grace), nothing advertises for `off_for`, then it is
+    /// on again with a new power-on session.
+    PowerCycle {
+        /// How long it stays off.
+        off_for: Duration,
+    },
     /// Fail the next connection attempt with this error.
     FailNextConnect(ConnectError),
     /// Refuse logins (answer `23 00 00 00`) until cleared.
@@ -104,6 +117,8 @@ pub struct FaultState {
     pub corrupt_percent: u8,
     /// UART frames go unanswered.
     pub mute_uart: bool,
+    /// Percentage of answers followed by an unsolicited frame.
+    pub rogue_percent: u8,
     /// The next connection attempt fails with this.
     pub fail_next_connect: Option<ConnectError>,
     /// Logins are refused.
@@ -123,6 +138,8 @@ pub enum FaultAction {
     Disconnect,
     /// Drop the session keys.
     ExpireSession,
+    /// Switch off now, and on again after this long.
+    PowerCycle(Duration),
 }
 
 /// What happens to one outbound notification.
@@ -167,6 +184,11 @@ impl FaultState {
                 self.mute_uart = true;
                 FaultAction::None
             }
+            Fault::RogueFrames { percent } => {
+                self.rogue_percent = percent.min(100);
+                FaultAction::None
+            }
+            Fault::PowerCycle { off_for } => FaultAction::PowerCycle(off_for),
             Fault::FailNextConnect(err) => {
                 self.fail_next_connect = Some(err);
                 FaultAction::None
@@ -186,6 +208,30 @@ impl FaultState {
     /// Whether the scooter advertises at `now`.
     pub fn advertising(&self, now: Instant) -> bool {
         self.hidden_until.is_none_or(|t| now >= t)
+    }
+
+    /// Whether a connection could be established at `now`: advertising, and no fade in force.
+    /// BlueZ waits for an unreachable scooter rather than failing; see
+    /// [`FaultState::reachable_again`].
+    pub fn reachable(&self, now: Instant) -> bool {
+        self.advertising(now) && self.unreachable_until.is_none_or(|t| now >= t)
+    }
+
+    /// When the scooter can be connected again, if it cannot be at `now`.
+    pub fn reachable_again(&self, now: Instant) -> Option<Instant> {
+        if self.reachable(now) {
+            return None;
+        }
+        [self.unreachable_until, self.hidden_until]
+            .into_iter()
+            .flatten()
+            .filter(|t| now < *t)
+            .max()
+    }
+
+    /// Whether an answer is followed by a rogue frame.
+    pub fn rogue<R: Rng>(&self, rng: &mut R) -> bool {
+        roll(rng, self.rogue_percent)
     }
 
     /// Decide whether a connection attempt at `now` succeeds; consumes a one-shot failure.
@@ -300,6 +346,10 @@ pub struct Counters {
     pub notifications_delayed: u64,
     /// Notifications a fault corrupted.
     pub notifications_corrupted: u64,
+    /// Zero-length notifications sent after frames of 20, 40, … bytes (protocol.md §2.3).
+    pub empty_notifications: u64,
+    /// Unsolicited frames sent by the rogue-frames fault.
+    pub rogue_frames: u64,
     /// Presses of the power button (by the rider, the auto-press or a control command).
     pub button_presses: u64,
     /// Presses that answered a beep and opened the registration window.

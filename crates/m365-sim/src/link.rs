@@ -104,6 +104,13 @@ impl LinkTiming {
     pub fn packets(&self, bytes: usize) -> usize {
         bytes.div_ceil(self.att_payload.max(1))
     }
+
+    /// Notifications the scooter sends for an answer of `bytes` bytes: the frame's packets,
+    /// plus the empty one that ends a frame whose last packet is full (protocol.md §2.3).
+    pub fn answer_packets(&self, bytes: usize) -> usize {
+        let full_last = bytes > 0 && bytes.is_multiple_of(self.att_payload.max(1));
+        self.packets(bytes) + usize::from(full_last)
+    }
 }
 
 /// Connection-event bookkeeping for one direction of one connection.
@@ -250,7 +257,7 @@ pub fn link_limit(
                     let arrived = send(&mut up, timing, generation, 3, start);
                     let ready = arrived.max(bus_free) + timing.delay(read.unit);
                     bus_free = ready;
-                    last = send(
+                    last = answer(
                         &mut down,
                         timing,
                         generation,
@@ -285,13 +292,34 @@ fn exchange(
     at: Instant,
 ) -> Instant {
     let arrived = send(up, timing, generation, 3, at);
-    send(
+    answer(
         down,
         timing,
         generation,
         usize::from(read.len) + 2,
         arrived + timing.delay(read.unit),
     )
+}
+
+/// Schedule the scooter's answer with LEN `len` ready at `ready` (its empty terminator
+/// included); returns when its last frame packet leaves. The empty notification takes a slot
+/// on the link but carries nothing the client waits for.
+fn answer(
+    clock: &mut LinkClock,
+    timing: &LinkTiming,
+    generation: Generation,
+    len: usize,
+    ready: Instant,
+) -> Instant {
+    let wire = wire_len(generation, len);
+    let mut last = ready;
+    for _ in 0..timing.packets(wire) {
+        last = clock.schedule(ready);
+    }
+    for _ in timing.packets(wire)..timing.answer_packets(wire) {
+        clock.schedule(ready);
+    }
+    last
 }
 
 /// Schedule a frame with LEN `len` ready at `ready`; returns when its last packet leaves.
@@ -357,6 +385,10 @@ mod tests {
         assert_eq!(wire_len(Generation::Xor, 3), 13);
         assert_eq!(wire_len(Generation::Plain, 3), 9);
         assert_eq!(LinkTiming::default().packets(50), 3);
+        // A frame ending on a full packet is followed by an empty one (§2.3).
+        assert_eq!(LinkTiming::default().answer_packets(50), 3);
+        assert_eq!(LinkTiming::default().answer_packets(40), 3);
+        assert_eq!(LinkTiming::default().answer_packets(20), 2);
     }
 
     #[test]

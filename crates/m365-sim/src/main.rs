@@ -94,6 +94,27 @@ struct ServeArgs {
     /// Seed of the first scooter's identity; scooter i uses seed + i.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Keep the session keys this long after a disconnect (e.g. `5s`), so a client's
+    /// session-resume path can be exercised. Real scooters drop them at once: 0, the default.
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    session_grace: Duration,
+    /// Do not send the empty notification real scooters send after every UART frame whose
+    /// length is a multiple of 20 bytes.
+    #[arg(long)]
+    no_empty_terminator: bool,
+    /// How long a BlueZ `Connect()` waits for a scooter that cannot be reached before it
+    /// fails (BlueZ: about 25 s).
+    #[arg(long, value_parser = parse_duration, default_value = "25s")]
+    connect_timeout: Duration,
+    /// How long BlueZ keeps a scooter nobody hears (BlueZ's TemporaryTimeout: 30 s).
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    temporary_timeout: Duration,
+}
+
+/// A duration such as `5s` or `500ms`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("bad duration {text:?} ({e}); examples: 25s, 500ms"))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -141,6 +162,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         PrivateBus::start().context("cannot start a private D-Bus (is dbus-daemon installed?)")?;
     let config = FakeConfig {
         link_timing: link,
+        connect_timeout: args.connect_timeout,
+        temporary_timeout: args.temporary_timeout,
         ..FakeConfig::default()
     };
     let fake = FakeBluez::start_with(bus.address(), config)
@@ -157,6 +180,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ScooterConfig::new(args.model, args.seed.wrapping_add(i)).with_generation(generation);
         config.state_dir = args.state.clone();
         config.auto_press = args.auto_press_ms.map(Duration::from_millis);
+        config.session_grace = args.session_grace;
+        config.empty_terminator = !args.no_empty_terminator;
         // The fake paces the link; the scooter adds only the controllers' processing time.
         config.link = None;
         let scooter = Scooter::new(config).context("cannot restore the scooter's pairing")?;

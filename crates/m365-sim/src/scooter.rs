@@ -33,7 +33,10 @@ pub use crate::event::ScooterEvent;
 use crate::faults::{ConnectError, Counters, Fate, Fault, FaultAction, FaultSchedule, FaultState};
 use crate::link::LinkClock;
 use crate::profile::{Advertisement, Generation, Profile};
-use crate::registers::{Command, Registers, decode_write, unit_of_request};
+use crate::registers::{Command, Registers, Unit, decode_write, unit_of_request};
+
+/// The register an unsolicited ("rogue") frame answers: the ESC frame temperature.
+const ROGUE_REGISTER: u8 = 0x3E;
 use crate::ride::Ride;
 use crate::state_file::{self, PairingState, StateError};
 
@@ -77,6 +80,8 @@ pub struct Scooter {
     outbox: VecDeque<Pending>,
     events: VecDeque<ScooterEvent>,
     auto_press_at: Option<Instant>,
+    /// Switched off (0x79, a power cycle): the rider switches it on again then.
+    power_on_at: Option<Instant>,
     faults: FaultState,
     schedule: Option<(Instant, FaultSchedule)>,
     counters: Counters,
@@ -144,6 +149,7 @@ impl Scooter {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             auto_press_at: None,
+            power_on_at: None,
             faults: FaultState::default(),
             schedule: None,
             counters: Counters::default(),
@@ -220,6 +226,31 @@ impl Scooter {
         }
         self.adv_counter = self.adv_counter.wrapping_add(1);
         Some(self.profile.advertisement(self.adv_counter))
+    }
+
+    /// Whether a connection could be established at `now` (switched on, advertising, no fade).
+    pub fn reachable(&self, now: Instant) -> bool {
+        self.ride.powered() && self.faults.reachable(now)
+    }
+
+    /// When the scooter can be connected again, if it cannot be at `now` and that time is known
+    /// (a fault or a power cycle ends then).
+    pub fn reachable_again(&self, now: Instant) -> Option<Instant> {
+        if self.reachable(now) {
+            return None;
+        }
+        let fault = self.faults.reachable_again(now);
+        let power = self.power_on_at.filter(|_| !self.ride.powered());
+        match (fault, power) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Until when the scooter stays switched off, when it was switched off with a time to come
+    /// back (ESC 0x79, a power cycle).
+    pub fn off_until(&self) -> Option<Instant> {
+        self.power_on_at.filter(|_| !self.ride.powered())
     }
 
     /// The value of a readable characteristic: the FE95 version string (D) or the KEY
@@ -314,6 +345,7 @@ impl Scooter {
             self.auto_press_at = None;
             self.press_button(now);
         }
+
         if self.connected && self.profile.generation == Generation::MiAuth {
             self.pairing.handle_timeout(now);
             self.login.handle_timeout(now);
@@ -327,8 +359,13 @@ impl Scooter {
         self.advance(now);
         self.counters.button_presses += 1;
         if !self.ride.powered() {
-            self.ride.power_on();
-            self.events.push_back(ScooterEvent::PoweredOn);
+            // Switched on before the time it was due back: it advertises again now.
+            if let Some(due) = self.power_on_at.take()
+                && self.faults.hidden_until == Some(due)
+            {
+                self.faults.hidden_until = None;
+            }
+            self.switch_on();
             return;
         }
         self.pairing.press_button(now);
@@ -378,6 +415,7 @@ impl Scooter {
         };
         consider(self.outbox.iter().map(|p| p.due).min());
         consider(self.auto_press_at);
+        consider(self.power_on_at);
         consider(
             self.schedule
                 .as_ref()
@@ -392,10 +430,18 @@ impl Scooter {
 
     // ----- internals -----
 
-    /// Move the scooter's notion of time forward and apply scheduled faults that fell due.
+    /// Move the scooter's notion of time forward, switch it on again when that is due, and
+    /// apply scheduled faults that fell due.
     fn advance(&mut self, now: Instant) {
         if self.now.is_none_or(|t| now > t) {
             self.now = Some(now);
+        }
+        // Whatever comes first (a connect, a write, a timer) sees the scooter on again: the
+        // rider pressed the button when it was due.
+        if self.power_on_at.is_some_and(|t| now >= t) && !self.ride.powered() {
+            self.power_on_at = None;
+            self.counters.button_presses += 1;
+            self.switch_on();
         }
         if let Some((start, schedule)) = &mut self.schedule {
             let due = schedule.due(*start, now);
@@ -419,6 +465,30 @@ impl Scooter {
                 }
             }
             FaultAction::ExpireSession => self.expire_session(),
+            FaultAction::PowerCycle(off_for) => self.switch_off(now, off_for),
+        }
+    }
+
+    fn switch_on(&mut self) {
+        self.ride.power_on();
+        self.events.push_back(ScooterEvent::PoweredOn);
+    }
+
+    /// The scooter goes off now and comes back on after `off_for`: the link drops, nothing
+    /// advertises, and the BLE module restarts, so no session survives.
+    fn switch_off(&mut self, now: Instant, off_for: Duration) {
+        self.ride.power_off();
+        self.events.push_back(ScooterEvent::PoweredOff);
+        let until = now + off_for;
+        self.power_on_at = Some(until);
+        self.faults.hidden_until = Some(self.faults.hidden_until.map_or(until, |t| t.max(until)));
+        self.stash = None;
+        if let Uart::MiAuth { cipher } = &mut self.uart {
+            *cipher = None;
+        }
+        if self.connected {
+            self.events.push_back(ScooterEvent::DropLink);
+            self.disconnect(now);
         }
     }
 
@@ -623,6 +693,17 @@ impl Scooter {
             let ready = start + self.config.processing.delay(unit);
             self.uart_free_at = Some(ready);
             self.send_uart(ready, &answer);
+            if self.faults.rogue(&mut self.rng) {
+                // A frame nobody asked for, right behind the answer (protocol.md §4.6.5).
+                self.counters.rogue_frames += 1;
+                let rogue = Frame {
+                    dir: Unit::Esc.reply_dir(),
+                    rw: RW_READ,
+                    attr: ROGUE_REGISTER,
+                    payload: self.registers().read(Unit::Esc, ROGUE_REGISTER, 2),
+                };
+                self.send_uart(ready, &rogue);
+            }
         }
     }
 
@@ -634,18 +715,7 @@ impl Scooter {
                 self.ride.reboot();
                 self.events.push_back(ScooterEvent::Rebooted);
             }
-            Command::PowerOff => {
-                self.ride.power_off();
-                self.events.push_back(ScooterEvent::PoweredOff);
-                if self.connected {
-                    self.events.push_back(ScooterEvent::DropLink);
-                    self.stash = None;
-                    if let Uart::MiAuth { cipher } = &mut self.uart {
-                        *cipher = None;
-                    }
-                    self.disconnect(now);
-                }
-            }
+            Command::PowerOff => self.switch_off(now, self.config.power_off_hold),
             Command::SpeedMode(mode) => self.ride.set_speed_mode(mode),
             Command::Kers(level) => self.ride.set_kers(level),
             Command::Cruise(on) => self.ride.set_cruise(on),
@@ -682,6 +752,18 @@ impl Scooter {
                 Transmit {
                     char: Char::UartNotify,
                     data: chunk.to_vec(),
+                },
+            );
+        }
+        // The BLE module ends a frame whose last notification is full with an empty one
+        // (protocol.md §2.3): clients that count notifications per answer wait for it.
+        if self.config.empty_terminator && wire.len().is_multiple_of(ATT_PAYLOAD) {
+            self.counters.empty_notifications += 1;
+            self.queue(
+                ready,
+                Transmit {
+                    char: Char::UartNotify,
+                    data: Vec::new(),
                 },
             );
         }

@@ -171,6 +171,7 @@ fn long_answers_are_sliced_into_20_byte_notifications() {
         assert_eq!(t.char, Char::UartNotify);
         sizes.push(t.data.len());
     }
-    // 0x20 bytes + 2 → LEN 0x22, plain frame 40 bytes: 20 + 20.
-    assert_eq!(sizes, vec![20, 20]);
+    // 0x20 bytes + 2 → LEN 0x22, plain frame 40 bytes: 20 + 20, and the empty notification
+    // that ends a frame whose last notification is full (§2.3).
+    assert_eq!(sizes, vec![20, 20, 0]);
 }

@@ -375,6 +375,41 @@ impl Bench {
         }
     }
 
+    /// Send `frame` over the UART and return the lengths of the UART notifications that came
+    /// back within 1 s, in order (the frames are also fed to the client's reassembler).
+    pub fn notification_lengths(&mut self, client: &mut UartClient, frame: &Frame) -> Vec<usize> {
+        let wire = client.encode(frame);
+        for chunk in wire.chunks(ATT_PAYLOAD) {
+            self.write(Char::UartWrite, chunk);
+        }
+        let end = self.now + Duration::from_secs(1);
+        let mut lengths = Vec::new();
+        loop {
+            while let Some(t) = self.take() {
+                if t.char == Char::UartNotify {
+                    lengths.push(t.data.len());
+                    client.reassembler.push(&t.data);
+                }
+            }
+            match self.scooter.poll_timeout() {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    self.tick();
+                }
+                _ => {
+                    self.now = end;
+                    self.tick();
+                    while let Some(t) = self.take() {
+                        if t.char == Char::UartNotify {
+                            lengths.push(t.data.len());
+                        }
+                    }
+                    return lengths;
+                }
+            }
+        }
+    }
+
     /// Read `len` bytes at `attr` of `unit`; the answer's payload.
     pub fn read(
         &mut self,
