@@ -29,6 +29,9 @@ pub struct Counters {
     pub rejected_frames: u64,
     /// Valid frames that answered nothing we asked (stray or late).
     pub unrelated_frames: u64,
+    /// Zero-length notifications received and ignored: the terminator real scooters send
+    /// after every UART frame of 20, 40, … bytes (protocol.md §2.3).
+    pub empty_notifications: u64,
     /// Full telemetry samples read.
     pub samples: u64,
 }

@@ -34,10 +34,14 @@ use crate::reconnect::{GiveUp, Phase, Reconnect, ReconnectConfig, Resume, Retry}
 use crate::scanner::{self, Discovered, ScanFilter};
 use crate::session::{Codec, ExchangeConfig, ExchangeError, Uart, exchange};
 use crate::telemetry::{self, Telemetry};
-use crate::transport::{Transport, TransportError};
+use crate::transport::{CONNECT_TIMEOUT, Transport, TransportError};
 
 /// Exchanges in a row without any answer after which the link is rebuilt.
 pub const SILENT_LIMIT: u32 = 2;
+
+/// The shortest wait given to a connect, even at the very end of a window: a connection takes
+/// a few connection events to set up.
+const MIN_CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How to reach and read the scooter.
 #[derive(Debug, Clone)]
@@ -155,7 +159,10 @@ impl<T: Transport> ScooterLink<T> {
 
     /// What happened so far.
     pub fn counters(&self) -> Counters {
-        self.counters
+        Counters {
+            empty_notifications: self.transport.empty_notifications(),
+            ..self.counters
+        }
     }
 
     /// The reconnection phase.
@@ -544,7 +551,12 @@ impl<T: Transport> ScooterLink<T> {
                 }
             }
             self.counters.connect_attempts += 1;
-            let attempt = match self.transport.connect(address).await {
+            // BlueZ waits for a scooter it cannot hear; that wait counts against the window.
+            let wait = deadline.map_or(CONNECT_TIMEOUT, |d| {
+                d.saturating_duration_since(Instant::now())
+                    .clamp(MIN_CONNECT_WAIT, CONNECT_TIMEOUT)
+            });
+            let attempt = match self.transport.connect(address, wait).await {
                 Ok(()) => self.prepare_gatt().await,
                 Err(e) => Err(BleError::Transport(e)),
             };

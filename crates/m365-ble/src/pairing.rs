@@ -23,7 +23,7 @@ use crate::error::BleError;
 use crate::generation::{Selection, select};
 use crate::handshake::{drive, now};
 use crate::scanner::{self, ScanFilter};
-use crate::transport::Transport;
+use crate::transport::{CONNECT_TIMEOUT, Transport};
 
 /// How to register.
 #[derive(Debug, Clone)]
@@ -209,17 +209,18 @@ async fn connect<T: Transport>(
     filter: &ScanFilter,
     scan_timeout: Duration,
 ) -> Result<(), BleError> {
-    match transport.connect(address).await {
+    match transport.connect(address, CONNECT_TIMEOUT).await {
         Ok(()) => Ok(()),
         Err(e) if e.is_stale_connection() => {
             tracing::info!(%address, "stale connection in BlueZ: removing the device and retrying");
             transport.remove_device(address).await?;
             scanner::find(transport, filter, scan_timeout).await?;
-            Ok(transport.connect(address).await?)
+            Ok(transport.connect(address, CONNECT_TIMEOUT).await?)
         }
+        // BlueZ forgot the scooter (not heard for its temporary timeout): find it again.
         Err(crate::transport::TransportError::UnknownDevice(_)) => {
             scanner::find(transport, filter, scan_timeout).await?;
-            Ok(transport.connect(address).await?)
+            Ok(transport.connect(address, CONNECT_TIMEOUT).await?)
         }
         Err(e) => Err(e.into()),
     }

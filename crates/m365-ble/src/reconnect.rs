@@ -10,11 +10,12 @@
 //!
 //! - Before the first connection the scooter has `scan_timeout` to show up; then the daemon
 //!   exits with "scooter not found" and systemd starts a fresh scan later.
-//! - After a link loss it has `reconnect_window`. Back within `session_reuse` of the loss, the
-//!   session (keys and counters) is reused without a new login, if the scooter keeps it across
-//!   a short interruption (the simulator does; Xiaomi's library does not, §3.7, so the driver
-//!   probes a reused session with `session_probe` and stops reusing after one failure). Later,
-//!   a fresh login.
+//! - After a link loss it has `reconnect_window`, BlueZ's wait for a scooter it cannot hear
+//!   included. Every reconnect logs in again by default: real scooters drop the session keys
+//!   on disconnect (protocol.md §3.7). With `session_reuse` set, a link back within that time
+//!   reuses the session (keys and counters) without a login, for scooters that keep it across
+//!   a short interruption (the simulator can be told to); the driver probes a reused session
+//!   with `session_probe` and stops reusing after one failure.
 //! - Failed connection attempts back off exponentially (250 ms doubling up to 5 s) with ±20 %
 //!   jitter, so several clients (or a stuck BlueZ) are not hammered in lock-step. A stale
 //!   `InProgress` asks the driver to remove the device from BlueZ before the next attempt.
@@ -29,7 +30,8 @@ pub struct ReconnectConfig {
     pub scan_timeout: Duration,
     /// Time to get the link back after a loss.
     pub reconnect_window: Duration,
-    /// A link back within this time reuses the session.
+    /// A link back within this time reuses the session instead of logging in; zero (the
+    /// default) always logs in, as real scooters require (protocol.md §3.7).
     pub session_reuse: Duration,
     /// How long the first request on a reused session waits for any answer before the
     /// session is given up and a login is made on the same connection. Real scooters drop the
@@ -46,7 +48,7 @@ impl Default for ReconnectConfig {
         ReconnectConfig {
             scan_timeout: Duration::from_secs(60),
             reconnect_window: Duration::from_secs(60),
-            session_reuse: Duration::from_secs(5),
+            session_reuse: Duration::ZERO,
             session_probe: Duration::from_millis(500),
             backoff_min: Duration::from_millis(250),
             backoff_max: Duration::from_secs(5),
@@ -160,6 +162,7 @@ impl Reconnect {
         let resume = match self.phase {
             Phase::Reconnecting { lost_at, .. }
                 if has_session
+                    && !self.config.session_reuse.is_zero()
                     && now.saturating_duration_since(lost_at) <= self.config.session_reuse =>
             {
                 tracing::info!(
@@ -280,9 +283,22 @@ mod tests {
     }
 
     #[test]
-    fn quick_return_reuses_the_session_late_return_logs_in() {
+    fn by_default_every_reconnect_logs_in() {
         let t0 = Instant::now();
         let mut r = Reconnect::new(ReconnectConfig::default(), t0);
+        assert_eq!(r.connected(t0, false), Resume::Login);
+        r.link_lost(t0 + secs(10));
+        assert_eq!(r.connected(t0 + secs(10), true), Resume::Login);
+    }
+
+    #[test]
+    fn quick_return_reuses_the_session_late_return_logs_in() {
+        let t0 = Instant::now();
+        let config = ReconnectConfig {
+            session_reuse: secs(5),
+            ..ReconnectConfig::default()
+        };
+        let mut r = Reconnect::new(config, t0);
         assert_eq!(r.connected(t0, false), Resume::Login);
         r.link_lost(t0 + secs(10));
         assert_eq!(r.connected(t0 + secs(12), true), Resume::ReuseSession);

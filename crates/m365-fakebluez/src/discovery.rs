@@ -77,9 +77,7 @@ pub(crate) async fn step(shared: &Arc<Shared>) {
             if heard && device.connecting() {
                 device.last_seen = Some(now);
             }
-            let unseen_for = device
-                .last_seen
-                .map(|t| now.saturating_duration_since(t));
+            let unseen_for = device.last_seen.map(|t| now.saturating_duration_since(t));
             let forgotten = device.exported
                 && !device.connected
                 && !device.connecting()
@@ -276,11 +274,21 @@ mod tests {
         step(&shared).await;
         assert!(exported(&shared), "forgotten before the temporary timeout");
         // A connect waiting for it listens too (BlueZ's passive scan for the connection).
-        shared.world().devices.get_mut(&ADDR).unwrap().pending_connect = Some(1);
+        shared
+            .world()
+            .devices
+            .get_mut(&ADDR)
+            .unwrap()
+            .pending_connect = Some(1);
         tokio::time::advance(Duration::from_secs(60)).await;
         step(&shared).await;
         assert!(exported(&shared), "forgotten while a connect waits");
-        shared.world().devices.get_mut(&ADDR).unwrap().pending_connect = None;
+        shared
+            .world()
+            .devices
+            .get_mut(&ADDR)
+            .unwrap()
+            .pending_connect = None;
         tokio::time::advance(Duration::from_secs(29)).await;
         step(&shared).await;
         assert!(exported(&shared));

@@ -186,7 +186,10 @@ async fn a_connect_to_an_absent_device_fails_after_the_connect_timeout() {
     );
     assert!(waited >= Duration::from_millis(600), "{waited:?}");
     let counters = control.counters();
-    assert_eq!((counters.connect_timeouts, counters.successful_connects), (1, 0));
+    assert_eq!(
+        (counters.connect_timeouts, counters.successful_connects),
+        (1, 0)
+    );
     assert!(!control.is_connecting());
 
     // Back in range: the next connect succeeds at once.

@@ -349,14 +349,9 @@ async fn drive<C: LinkControl>(shared: Arc<Shared>, control: C, tick: Duration) 
                     ScooterEvent::DropLink => state.drop_link = true,
                     ScooterEvent::PoweredOff => {
                         // Off until the scooter comes back on by itself (or for good).
-                        power_off = Some(
-                            state
-                                .scooter
-                                .off_until()
-                                .map_or(OFF_FOR_GOOD, |until| {
-                                    until.saturating_duration_since(t.into_std())
-                                }),
-                        );
+                        power_off = Some(state.scooter.off_until().map_or(OFF_FOR_GOOD, |until| {
+                            until.saturating_duration_since(t.into_std())
+                        }));
                     }
                     _ => {}
                 }

@@ -264,6 +264,15 @@ impl Simulator {
         Ok(())
     }
 
+    /// Precedes `percent` % of notifications with an extra empty one (0 ends it).
+    async fn extra_empty_notifications(&self, mac: &str, percent: u8) -> fdo::Result<()> {
+        let percent = self::percent(percent)?;
+        self.scooter(mac)?
+            .apply_fault(Fault::ExtraEmptyNotifications { percent })
+            .await;
+        Ok(())
+    }
+
     /// Follows `percent` % of answers with a frame nobody asked for (0 ends it).
     async fn rogue_frames(&self, mac: &str, percent: u8) -> fdo::Result<()> {
         let percent = self::percent(percent)?;
@@ -450,6 +459,8 @@ pub trait Control {
     fn power_cycle(&self, mac: &str, off_ms: u64) -> zbus::Result<()>;
     /// Rogue frames.
     fn rogue_frames(&self, mac: &str, percent: u8) -> zbus::Result<()>;
+    /// Extra empty notifications.
+    fn extra_empty_notifications(&self, mac: &str, percent: u8) -> zbus::Result<()>;
     /// Failing connects.
     fn fail_connect(&self, mac: &str, kind: &str, count: u32) -> zbus::Result<()>;
     /// Stuck `InProgress` connects.

@@ -114,6 +114,13 @@ enum CtlCommand {
         #[arg(value_parser = parse_duration, default_value = "3s")]
         duration: Duration,
     },
+    /// Precede PERCENT % of notifications, on any characteristic, with an extra empty one
+    /// (0 ends it).
+    ExtraEmpty {
+        mac: String,
+        #[arg(value_parser = clap::value_parser!(u8).range(0..=100))]
+        percent: u8,
+    },
     /// Follow PERCENT % of answers with a valid frame nobody asked for (0 ends it).
     RogueFrames {
         mac: String,
@@ -276,6 +283,10 @@ async fn execute(sim: &ControlProxy<'_>, command: CtlCommand) -> zbus::Result<St
         }
         CtlCommand::PowerCycle { mac, duration } => {
             sim.power_cycle(&mac, millis(duration)).await?;
+            String::new()
+        }
+        CtlCommand::ExtraEmpty { mac, percent } => {
+            sim.extra_empty_notifications(&mac, percent).await?;
             String::new()
         }
         CtlCommand::RogueFrames { mac, percent } => {

@@ -83,6 +83,13 @@ pub enum Fault {
     },
     /// Stop answering UART frames (the BLE module still handles pairing and login).
     MuteUart,
+    /// Precede `percent` % of notifications, on any characteristic, with an extra zero-length
+    /// one: empty notifications where no real scooter is known to send them (inside parcel
+    /// exchanges, before the first answer), to prove a client ignores them anywhere.
+    ExtraEmptyNotifications {
+        /// 0–100.
+        percent: u8,
+    },
     /// After `percent` % of answers, also send a valid frame nobody asked for (an ESC 0x3E
     /// temperature answer): the "rogue" frames clients must ignore (protocol.md §4.6.5).
     RogueFrames {
@@ -119,6 +126,8 @@ pub struct FaultState {
     pub mute_uart: bool,
     /// Percentage of answers followed by an unsolicited frame.
     pub rogue_percent: u8,
+    /// Percentage of notifications preceded by an extra empty one.
+    pub extra_empty_percent: u8,
     /// The next connection attempt fails with this.
     pub fail_next_connect: Option<ConnectError>,
     /// Logins are refused.
@@ -184,6 +193,10 @@ impl FaultState {
                 self.mute_uart = true;
                 FaultAction::None
             }
+            Fault::ExtraEmptyNotifications { percent } => {
+                self.extra_empty_percent = percent.min(100);
+                FaultAction::None
+            }
             Fault::RogueFrames { percent } => {
                 self.rogue_percent = percent.min(100);
                 FaultAction::None
@@ -227,6 +240,11 @@ impl FaultState {
             .flatten()
             .filter(|t| now < *t)
             .max()
+    }
+
+    /// Whether a notification is preceded by an extra empty one.
+    pub fn extra_empty<R: Rng>(&self, rng: &mut R) -> bool {
+        roll(rng, self.extra_empty_percent)
     }
 
     /// Whether an answer is followed by a rogue frame.

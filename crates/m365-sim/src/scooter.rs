@@ -775,6 +775,16 @@ impl Scooter {
         if !self.connected {
             return;
         }
+        if !transmit.data.is_empty() && self.faults.extra_empty(&mut self.rng) {
+            self.counters.empty_notifications += 1;
+            self.queue(
+                ready,
+                Transmit {
+                    char: transmit.char,
+                    data: Vec::new(),
+                },
+            );
+        }
         let mut due = match &mut self.link {
             Some(clock) => clock.schedule(ready),
             None => ready,

@@ -267,7 +267,10 @@ async fn ctl_drives_link_faults_a_central_observes() {
     let err = error_name(central.connect(&mac).await);
     assert!(err.contains("le-connection-abort-by-local"), "{err}");
     served.ok(&["clear-faults", &mac]);
-    central.connect(&mac).await.expect("clear-faults ends the hold-off");
+    central
+        .connect(&mac)
+        .await
+        .expect("clear-faults ends the hold-off");
 
     // Out of range: the link drops again, a connect waits until the scooter is back; the
     // other scooter is untouched.

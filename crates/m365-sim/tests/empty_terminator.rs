@@ -59,7 +59,11 @@ fn frames_of_20_and_40_bytes_end_with_one_empty_notification_in_every_generation
             assert_eq!(frame.len(), wire);
             assert!(client.reassembler.next_frame().is_none());
         }
-        assert_eq!(bench.scooter.counters().empty_notifications, 2, "{generation:?}");
+        assert_eq!(
+            bench.scooter.counters().empty_notifications,
+            2,
+            "{generation:?}"
+        );
     }
 }
 

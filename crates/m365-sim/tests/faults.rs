@@ -296,14 +296,20 @@ fn a_power_cycle_takes_the_scooter_away_and_loses_the_session_whatever_the_grace
         !bench.scooter.has_session(),
         "the BLE module restarted: no session to resume"
     );
-    assert_eq!(bench.scooter.ride().power_on_s(), 0.0, "a new power-on session");
+    assert_eq!(
+        bench.scooter.ride().power_on_s(),
+        0.0,
+        "a new power-on session"
+    );
 }
 
 #[test]
 fn rogue_frames_follow_answers_on_demand() {
     let (mut bench, mut client) = session(68);
     bench.fault(Fault::RogueFrames { percent: 100 });
-    let answer = bench.request(&mut client, &esc::read_range()).expect("answer");
+    let answer = bench
+        .request(&mut client, &esc::read_range())
+        .expect("answer");
     assert_eq!(answer.attr, 0x25, "the answer comes first");
     let rogue = bench
         .await_answer(&mut client, Duration::from_secs(1))

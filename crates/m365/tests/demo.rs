@@ -141,12 +141,16 @@ fn faults_are_survived_with_nothing_lost() {
     let s = &run.summary;
     assert_eq!(s["lost"], 0, "{}", run.stdout);
     assert!(s["link_losses"] >= 1, "{}", run.stdout);
-    assert!(
-        s["sessions_reused"] >= 1,
-        "the 2 s drop kept its session:\n{}",
+    assert_eq!(
+        s["sessions_reused"], 0,
+        "a real scooter drops the session with the link:\n{}",
         run.stdout
     );
-    assert_eq!(s["logins"], 1, "no second login:\n{}", run.stdout);
+    assert!(
+        s["logins"] >= 2,
+        "the link came back with a new login:\n{}",
+        run.stdout
+    );
     assert!(
         run.stdout.contains("fault broker unreachable"),
         "{}",

@@ -18,6 +18,8 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use btleplug::api::{
@@ -32,8 +34,6 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Advertisement, Transport, TransportError, TransportEvent, WriteKind};
 use crate::address::BdAddr;
 
-/// Longest wait for BlueZ to connect (it gives up by itself after about 20 s).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(25);
 /// How long an explicit disconnect waits for BlueZ to confirm it, so the confirmation is not
 /// mistaken for a later link loss.
 const DISCONNECT_CONFIRM: Duration = Duration::from_millis(500);
@@ -45,7 +45,7 @@ type Reply<T> = oneshot::Sender<Result<T, TransportError>>;
 enum Command {
     StartScan(Reply<()>),
     StopScan(Reply<()>),
-    Connect(BdAddr, Reply<()>),
+    Connect(BdAddr, Duration, Reply<()>),
     Discover(Reply<Vec<u128>>),
     Subscribe(Char, Reply<()>),
     Write(Char, Vec<u8>, WriteKind, Reply<()>),
@@ -61,6 +61,8 @@ pub struct BtleplugTransport {
     events: mpsc::Receiver<TransportEvent>,
     /// Advertisements taken off the queue while clearing it before a connect.
     held: VecDeque<TransportEvent>,
+    /// Zero-length notifications the worker dropped.
+    empty: Arc<AtomicU64>,
 }
 
 impl BtleplugTransport {
@@ -69,6 +71,8 @@ impl BtleplugTransport {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
         let (ready_tx, ready_rx) = oneshot::channel();
+        let empty = Arc::new(AtomicU64::new(0));
+        let worker_empty = empty.clone();
         std::thread::Builder::new()
             .name("m365-ble".into())
             .spawn(move || {
@@ -82,7 +86,7 @@ impl BtleplugTransport {
                         return;
                     }
                 };
-                runtime.block_on(worker(command_rx, event_tx, ready_tx));
+                runtime.block_on(worker(command_rx, event_tx, ready_tx, worker_empty));
             })
             .map_err(|e| TransportError::NoAdapter(e.to_string()))?;
         ready_rx.await.map_err(|_| TransportError::Closed)??;
@@ -90,6 +94,7 @@ impl BtleplugTransport {
             commands,
             events,
             held: VecDeque::new(),
+            empty,
         })
     }
 
@@ -111,7 +116,7 @@ impl Transport for BtleplugTransport {
         self.call(Command::StopScan).await
     }
 
-    async fn connect(&mut self, address: BdAddr) -> Result<(), TransportError> {
+    async fn connect(&mut self, address: BdAddr, timeout: Duration) -> Result<(), TransportError> {
         // What the previous connection left in the queue (its loss, late notifications) must
         // not be taken for news of the next one.
         while let Ok(event) = self.events.try_recv() {
@@ -119,7 +124,7 @@ impl Transport for BtleplugTransport {
                 self.held.push_back(event);
             }
         }
-        self.call(|tx| Command::Connect(address, tx)).await
+        self.call(|tx| Command::Connect(address, timeout, tx)).await
     }
 
     async fn discover(&mut self) -> Result<Vec<u128>, TransportError> {
@@ -158,6 +163,10 @@ impl Transport for BtleplugTransport {
         }
         self.events.recv().await
     }
+
+    fn empty_notifications(&self) -> u64 {
+        self.empty.load(Ordering::Relaxed)
+    }
 }
 
 type Notifications = Pin<Box<dyn Stream<Item = ValueNotification> + Send>>;
@@ -177,14 +186,16 @@ struct Worker {
     events: mpsc::Sender<TransportEvent>,
     scanning: bool,
     connection: Option<Connection>,
+    empty: Arc<AtomicU64>,
 }
 
 async fn worker(
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<TransportEvent>,
     ready: oneshot::Sender<Result<(), TransportError>>,
+    empty: Arc<AtomicU64>,
 ) {
-    let mut worker = match Worker::start(events).await {
+    let mut worker = match Worker::start(events, empty).await {
         Ok(w) => {
             let _ = ready.send(Ok(()));
             w
@@ -227,7 +238,10 @@ fn bluez_error(e: btleplug::Error) -> String {
 }
 
 impl Worker {
-    async fn start(events: mpsc::Sender<TransportEvent>) -> Result<Worker, TransportError> {
+    async fn start(
+        events: mpsc::Sender<TransportEvent>,
+        empty: Arc<AtomicU64>,
+    ) -> Result<Worker, TransportError> {
         let no_adapter = |e: btleplug::Error| TransportError::NoAdapter(bluez_error(e));
         let manager = Manager::new().await.map_err(no_adapter)?;
         let adapter = manager
@@ -252,6 +266,7 @@ impl Worker {
             events,
             scanning: false,
             connection: None,
+            empty,
         })
     }
 
@@ -279,8 +294,8 @@ impl Worker {
                     .map_err(|e| TransportError::Gatt(bluez_error(e)));
                 let _ = tx.send(r);
             }
-            Command::Connect(address, tx) => {
-                let _ = tx.send(self.connect(address).await);
+            Command::Connect(address, timeout, tx) => {
+                let _ = tx.send(self.connect(address, timeout).await);
             }
             Command::Discover(tx) => {
                 let _ = tx.send(self.discover().await);
@@ -365,7 +380,7 @@ impl Worker {
             .find(|p| BdAddr(p.address().into_inner()) == address)
     }
 
-    async fn connect(&mut self, address: BdAddr) -> Result<(), TransportError> {
+    async fn connect(&mut self, address: BdAddr, timeout: Duration) -> Result<(), TransportError> {
         if self.connection.is_some() {
             self.disconnect().await;
         }
@@ -373,13 +388,20 @@ impl Worker {
             .find(address)
             .await
             .ok_or(TransportError::UnknownDevice(address))?;
-        match tokio::time::timeout(CONNECT_TIMEOUT, peripheral.connect()).await {
+        // BlueZ waits for a device it cannot hear (about 25 s) and connects as soon as it
+        // advertises; the caller may not afford that long.
+        match tokio::time::timeout(timeout, peripheral.connect()).await {
             Err(_) => {
+                // Cancel BlueZ's pending attempt (Disconnect does that), or the next connect
+                // would be answered InProgress.
+                if let Err(e) = peripheral.disconnect().await {
+                    tracing::debug!(error = %e, "cancelling the pending connect");
+                }
                 return Err(TransportError::ConnectFailed(format!(
-                    "no connection after {CONNECT_TIMEOUT:?}"
+                    "the scooter was not heard within {timeout:?}"
                 )));
             }
-            Ok(Err(e)) => return Err(connect_error(bluez_error(e))),
+            Ok(Err(e)) => return Err(connect_error(address, bluez_error(e))),
             Ok(Ok(())) => {}
         }
         // One notification stream per connection, kept until the link ends: dropping streams
@@ -507,6 +529,11 @@ impl Worker {
         let Some(char) = Char::from_uuid(note.uuid.as_u128()) else {
             return;
         };
+        if note.value.is_empty() {
+            // The terminator after a frame of 20, 40, … bytes (§2.3): nothing to deliver.
+            self.empty.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let _ = self
             .events
             .send(TransportEvent::Notification {
@@ -541,10 +568,16 @@ fn remove_device(_adapter: &str, _device: &str) -> Result<(), TransportError> {
 }
 
 /// The transport error for a failed connect: BlueZ's `InProgress` (a stale attempt that only
-/// removing the device clears) apart from every other failure.
-fn connect_error(text: String) -> TransportError {
+/// removing the device clears) and a device BlueZ has forgotten (its object is gone after the
+/// temporary timeout: a scan must find it again) apart from every other failure.
+fn connect_error(address: BdAddr, text: String) -> TransportError {
     if text.contains("InProgress") || text.contains("In Progress") {
         TransportError::InProgress(text)
+    } else if text.contains("UnknownObject")
+        || text.contains("Unknown object")
+        || text.contains("DoesNotExist")
+    {
+        TransportError::UnknownDevice(address)
     } else {
         TransportError::ConnectFailed(text)
     }
@@ -555,16 +588,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn in_progress_is_told_apart_from_other_connect_failures() {
+    fn in_progress_and_forgotten_devices_are_told_apart_from_other_connect_failures() {
+        let a = BdAddr([0xC0, 1, 2, 3, 4, 5]);
         assert!(
-            connect_error("org.bluez.Error.InProgress: In Progress".into()).is_stale_connection()
-        );
-        assert!(
-            connect_error("Operation already in progress: In Progress".into())
+            connect_error(a, "org.bluez.Error.InProgress: In Progress".into())
                 .is_stale_connection()
         );
-        let other = connect_error("org.bluez.Error.Failed: le-connection-abort-by-local".into());
+        assert!(
+            connect_error(a, "Operation already in progress: In Progress".into())
+                .is_stale_connection()
+        );
+        let other = connect_error(
+            a,
+            "org.bluez.Error.Failed: le-connection-abort-by-local".into(),
+        );
         assert!(!other.is_stale_connection());
         assert!(matches!(other, TransportError::ConnectFailed(_)));
+        let gone = connect_error(
+            a,
+            "Unknown object '/org/bluez/hci0/dev_C0_01_02_03_04_05'".into(),
+        );
+        assert_eq!(gone, TransportError::UnknownDevice(a));
     }
 }

@@ -22,7 +22,9 @@ use m365_sim::state_file::StateError;
 use m365_sim::{ConnectError, Counters};
 use tokio::time::Instant;
 
-use super::{Advertisement, Transport, TransportError, TransportEvent, WriteKind};
+use super::{
+    Advertisement, BLUEZ_CONNECT_TIMEOUT, Transport, TransportError, TransportEvent, WriteKind,
+};
 use crate::address::BdAddr;
 
 /// How often a scanning transport hears each scooter advertise.
@@ -37,7 +39,6 @@ struct SimState {
     scooter: Scooter,
     link: Option<LinkTiming>,
     stale_in_progress: bool,
-    unreachable_until: Option<std::time::Instant>,
     events: Vec<ScooterEvent>,
 }
 
@@ -66,7 +67,6 @@ impl SimScooter {
                 scooter,
                 link,
                 stale_in_progress: false,
-                unreachable_until: None,
                 events: Vec::new(),
             })),
         })
@@ -106,13 +106,13 @@ impl SimScooter {
     }
 
     /// A radio micro-interruption: the link drops now (the scooter sees an ordinary
-    /// disconnect, so it keeps its session for its grace period) and connects fail for
-    /// `down_for`, like a supervision timeout followed by a fade.
+    /// disconnect) and for `down_for` no connection can be made, like a supervision timeout
+    /// followed by a fade; a connect meanwhile waits, as BlueZ's does.
     pub fn drop_link(&self, down_for: Duration) {
         let now = SimScooter::now();
-        let mut state = self.lock();
-        state.unreachable_until = Some(now + down_for);
-        state.scooter.disconnect(now);
+        self.lock()
+            .scooter
+            .apply_fault(now, m365_sim::Fault::DropLink { down_for });
     }
 
     /// The current time as the scooter sees it.
@@ -141,6 +141,7 @@ pub struct InProcessTransport {
     next_advert: Option<std::time::Instant>,
     last_physics: std::time::Instant,
     events: VecDeque<TransportEvent>,
+    empty_notifications: u64,
 }
 
 impl InProcessTransport {
@@ -156,6 +157,7 @@ impl InProcessTransport {
             next_advert: None,
             last_physics: SimScooter::now(),
             events: VecDeque::new(),
+            empty_notifications: 0,
         }
     }
 
@@ -251,6 +253,11 @@ impl InProcessTransport {
     fn take_notifications(&mut self, i: usize, scooter: &mut Scooter) {
         while let Some(t) = scooter.poll_transmit() {
             if self.connected == Some(i) && self.subscribed.contains(&t.char) {
+                if t.data.is_empty() {
+                    // The terminator after a frame of 20, 40, … bytes (§2.3).
+                    self.empty_notifications += 1;
+                    continue;
+                }
                 self.events.push_back(TransportEvent::Notification {
                     char: t.char,
                     data: t.data,
@@ -292,7 +299,7 @@ impl Transport for InProcessTransport {
         Ok(())
     }
 
-    async fn connect(&mut self, address: BdAddr) -> Result<(), TransportError> {
+    async fn connect(&mut self, address: BdAddr, timeout: Duration) -> Result<(), TransportError> {
         let now = SimScooter::now();
         self.pump(now);
         if self.connected.is_some() {
@@ -303,18 +310,42 @@ impl Transport for InProcessTransport {
             .iter()
             .enumerate()
             .find(|(_, s)| s.address() == address)
+            .map(|(i, s)| (i, s.clone()))
             .ok_or(TransportError::UnknownDevice(address))?;
-        let mut state = sim.lock();
-        if state.unreachable_until.is_some_and(|t| now < t) {
-            return Err(TransportError::ConnectFailed(
-                "org.bluez.Error.Failed: le-connection-abort-by-local".into(),
-            ));
-        }
-        if state.stale_in_progress {
+        if sim.lock().stale_in_progress {
             return Err(TransportError::InProgress(
                 "org.bluez.Error.InProgress: In Progress".into(),
             ));
         }
+        // Like BlueZ: wait for a scooter that cannot be heard, connect the moment it can.
+        let deadline = now + timeout.min(BLUEZ_CONNECT_TIMEOUT);
+        loop {
+            let now = SimScooter::now();
+            self.pump(now);
+            let (reachable, again) = {
+                let state = sim.lock();
+                (
+                    state.scooter.reachable(now),
+                    state.scooter.reachable_again(now),
+                )
+            };
+            if reachable {
+                break;
+            }
+            if now >= deadline {
+                return Err(TransportError::ConnectFailed(
+                    "org.bluez.Error.Failed: le-connection-abort-by-local".into(),
+                ));
+            }
+            // Heard again at its next advertisement.
+            let wake = again
+                .unwrap_or(now + ADVERTISING_INTERVAL)
+                .min(deadline)
+                .max(now + Duration::from_micros(100));
+            tokio::time::sleep_until(Instant::from_std(wake)).await;
+        }
+        let now = SimScooter::now();
+        let mut state = sim.lock();
         state.scooter.connect(now).map_err(|e| match e {
             ConnectError::InProgress => TransportError::InProgress(e.to_string()),
             _ => TransportError::ConnectFailed(e.to_string()),
@@ -432,5 +463,9 @@ impl Transport for InProcessTransport {
                 .max(now + Duration::from_micros(100));
             tokio::time::sleep_until(Instant::from_std(deadline)).await;
         }
+    }
+
+    fn empty_notifications(&self) -> u64 {
+        self.empty_notifications
     }
 }

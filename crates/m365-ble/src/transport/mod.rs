@@ -11,6 +11,15 @@
 //! scanning, notifications, the link going down) comes out of one event queue,
 //! [`Transport::next_event`], because BlueZ reports link loss only on the adapter's event
 //! stream: the notification stream of a dead link simply goes quiet.
+//!
+//! Two things every transport does the way BlueZ makes them necessary:
+//! - **Zero-length notifications** are counted ([`Transport::empty_notifications`]) and never
+//!   delivered. Real scooters send one after every UART frame whose length is a multiple of
+//!   20 bytes (protocol.md §2.3); it carries nothing, and nothing in `m365` counts
+//!   notifications to find the end of a frame.
+//! - **Connecting waits**: BlueZ's `Connect()` to a device it cannot hear waits for it (about
+//!   25 s) and connects the moment it advertises again. [`Transport::connect`] takes the
+//!   longest wait the caller can afford and cancels the attempt when it passes.
 
 pub mod btleplug;
 pub mod in_process;
@@ -54,7 +63,7 @@ pub enum TransportEvent {
     Notification {
         /// The characteristic it came on.
         char: Char,
-        /// At most 20 bytes.
+        /// 1 to 20 bytes (zero-length notifications are counted, not delivered).
         data: Vec<u8>,
     },
     /// The link to the connected device went down (seen on the adapter's event stream).
@@ -98,6 +107,13 @@ impl TransportError {
     }
 }
 
+/// How long BlueZ itself waits for an LE device it cannot hear before `Connect()` fails.
+pub const BLUEZ_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(25);
+
+/// The longest wait a caller gives a connect by default: a little more than BlueZ's own, so
+/// BlueZ's answer normally comes first.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A BLE central with at most one connection.
 ///
 /// Every method is cancel-safe in the sense that dropping its future leaves the transport
@@ -109,10 +125,13 @@ pub trait Transport: Send {
     /// Stops scanning.
     fn stop_scan(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send;
 
-    /// Connects to `address` (seen in a scan).
+    /// Connects to `address` (seen in a scan). Like BlueZ, waits while the device cannot be
+    /// heard and connects as soon as it can; gives up after `timeout` (cancelling the
+    /// attempt, so the next one is not answered `InProgress`) or when BlueZ does.
     fn connect(
         &mut self,
         address: BdAddr,
+        timeout: std::time::Duration,
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
 
     /// Discovers the GATT services; returns every characteristic UUID.
@@ -144,4 +163,7 @@ pub trait Transport: Send {
 
     /// The next event; `None` when the transport is gone for good.
     fn next_event(&mut self) -> impl Future<Output = Option<TransportEvent>> + Send;
+
+    /// Zero-length notifications received (and not delivered) so far.
+    fn empty_notifications(&self) -> u64;
 }

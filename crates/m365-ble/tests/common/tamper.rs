@@ -1,11 +1,14 @@
 //! A transport wrapper that lets a test play a scooter that behaves differently from the
 //! simulator: it sees every write before it goes out and every event before the client does,
 //! and may swallow, rewrite or add to them. Used for what real scooters do and the simulator
-//! does not (answers with RW 0x02 or another length, `22` at login, `E0`–`E3`).
+//! does not (answers with RW 0x02 or another length, `22` at login, `E0`–`E3`). Zero-length
+//! notifications a hook adds are delivered (and counted), unlike a real transport, which drops
+//! them: so a test shows that every consumer ignores them too.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use m365_ble::BdAddr;
 use m365_ble::transport::{Transport, TransportError, TransportEvent, WriteKind};
@@ -26,6 +29,7 @@ pub struct Tampered<T> {
     on_event: EventHook,
     queue: VecDeque<TransportEvent>,
     connects: Arc<AtomicU32>,
+    empty: u64,
 }
 
 impl<T> std::fmt::Debug for Tampered<T> {
@@ -43,6 +47,7 @@ impl<T: Transport> Tampered<T> {
             on_event,
             queue: VecDeque::new(),
             connects: Arc::new(AtomicU32::new(0)),
+            empty: 0,
         }
     }
 
@@ -116,10 +121,10 @@ impl<T: Transport> Transport for Tampered<T> {
         self.inner.stop_scan().await
     }
 
-    async fn connect(&mut self, address: BdAddr) -> Result<(), TransportError> {
+    async fn connect(&mut self, address: BdAddr, timeout: Duration) -> Result<(), TransportError> {
         self.queue
             .retain(|e| matches!(e, TransportEvent::Advertisement(_)));
-        self.inner.connect(address).await?;
+        self.inner.connect(address, timeout).await?;
         self.connects.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -162,11 +167,18 @@ impl<T: Transport> Transport for Tampered<T> {
     async fn next_event(&mut self) -> Option<TransportEvent> {
         loop {
             if let Some(event) = self.queue.pop_front() {
+                if matches!(&event, TransportEvent::Notification { data, .. } if data.is_empty()) {
+                    self.empty += 1;
+                }
                 return Some(event);
             }
             let event = self.inner.next_event().await?;
             let out = (self.on_event)(event);
             self.queue.extend(out);
         }
+    }
+
+    fn empty_notifications(&self) -> u64 {
+        self.inner.empty_notifications() + self.empty
     }
 }

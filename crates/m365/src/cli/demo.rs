@@ -21,8 +21,9 @@ pub struct DemoArgs {
     /// Seconds between two samples of each scooter.
     #[arg(long, value_name = "S", default_value_t = 1.0)]
     pub interval: f64,
-    /// Show recovery live: a 2 s radio drop (the session is reused, no new login) and a broker
-    /// outage of a few seconds (records wait in the spool, nothing is lost).
+    /// Show recovery live: a 2 s radio drop (the scooter is back the moment it is heard again,
+    /// with a new login) and a broker outage of a few seconds (records wait in the spool,
+    /// nothing is lost).
     #[arg(long)]
     pub faults: bool,
     /// Print one plain line per record even on a terminal.

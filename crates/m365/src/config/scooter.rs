@@ -66,7 +66,8 @@ pub struct ScooterConfig {
     /// How long to keep trying to reconnect after the link drops before giving up
     /// (exit code "scooter lost").
     pub reconnect_window: Duration,
-    /// A link that comes back within this time keeps its session (no new login).
+    /// A link that comes back within this time tries to keep its session (no new login); zero,
+    /// the default, always logs in again, as real scooters require (protocol.md §3.7).
     pub session_reuse: Duration,
     /// How long to wait for the answer to one register read.
     pub request_timeout: Duration,
@@ -83,7 +84,7 @@ impl Default for ScooterConfig {
             protocol: ScooterProtocol::Auto,
             scan_timeout: Duration::from_secs(60),
             reconnect_window: Duration::from_secs(60),
-            session_reuse: Duration::from_secs(5),
+            session_reuse: Duration::ZERO,
             request_timeout: Duration::from_secs(2),
             read_cells: true,
         }

@@ -1,7 +1,8 @@
 //! `m365 demo --faults`: the two troubles a scooter client lives with, staged on a fixed
-//! schedule so they can be watched: the radio drops for 2 s (the link comes back and keeps its
-//! session, no new login), then the broker is unreachable for a few seconds (records wait in the
-//! spool and are all delivered afterwards). The cycle repeats every [`CYCLE`].
+//! schedule so they can be watched: the radio drops for 2 s (the waiting connect gets the
+//! scooter back as soon as it is heard again, and a new login follows, as with a real scooter),
+//! then the broker is unreachable for a few seconds (records wait in the spool and are all
+//! delivered afterwards). The cycle repeats every [`CYCLE`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use super::gate::Gate;
 
 /// When, in each cycle, the radio drops.
 pub const LINK_DROP_AT: Duration = Duration::from_secs(4);
-/// How long the radio stays down: well within the session reuse time.
+/// How long the radio stays down.
 pub const LINK_DROP_FOR: Duration = Duration::from_secs(2);
 /// When, in each cycle, the broker becomes unreachable.
 pub const OUTAGE_AT: Duration = Duration::from_secs(8);
