@@ -293,3 +293,163 @@ async fn btleplug_reads_the_key_characteristic_and_talks_xor() {
         Some(profile.esc_serial_str())
     );
 }
+
+/// The number of notifications the earlier client waits for after a request whose answer
+/// carries `payload` bytes: as many as the Mi-auth frame fills, and one more when the last is
+/// full (the empty terminator it relies on, protocol.md §2.3; its `read(2)` for 20-byte
+/// answers).
+fn notifications_per_answer(payload: usize) -> usize {
+    let wire = payload + 2 + 16;
+    wire.div_ceil(ATT_PAYLOAD) + usize::from(wire.is_multiple_of(ATT_PAYLOAD))
+}
+
+/// A read the way the earlier client (martinge17/escooter-monitoring, after macbury/m365)
+/// makes it: the request sealed with counter 0 every time, then exactly
+/// [`notifications_per_answer`] UART notifications taken and concatenated, with no
+/// reassembly by LEN. `None` when they do not all come within 2 s, which is how that client
+/// fails.
+async fn read_by_counting(
+    p: &BlePeripheral,
+    notes: &mut Notes,
+    keys: &m365_proto::keys::SessionKeys,
+    request: &m365_proto::frame::Frame,
+) -> Option<m365_proto::frame::Frame> {
+    use m365_proto::encrypted::{open_with_counter, seal_with_counter};
+    let payload = usize::from(*request.payload.first()?);
+    let wire = seal_with_counter(&keys.app_key, &keys.app_iv, 0, request, [7, 7, 7, 7]).ok()?;
+    let write = find(&p.characteristics(), Char::UartWrite.uuid());
+    for chunk in wire.chunks(ATT_PAYLOAD) {
+        p.write(&write, chunk, WriteType::WithoutResponse)
+            .await
+            .expect("write");
+    }
+    let mut bytes = Vec::new();
+    let mut taken = 0;
+    let all = tokio::time::timeout(Duration::from_secs(2), async {
+        while taken < notifications_per_answer(payload) {
+            let note = notes.next().await.expect("notification stream");
+            if note.uuid == Uuid::from_u128(CHAR_UART_NOTIFY) {
+                bytes.extend_from_slice(&note.value);
+                taken += 1;
+            }
+        }
+    })
+    .await;
+    all.ok()?;
+    let counter = u32::from(u16::from_le_bytes([*bytes.get(3)?, *bytes.get(4)?]));
+    open_with_counter(&keys.dev_key, &keys.dev_iv, counter, &bytes)
+        .ok()
+        .map(|(frame, _)| frame)
+}
+
+/// Serves a Pro 2 (with or without the empty terminator), registers and logs in with the
+/// proto machines over btleplug; the peripheral, its notifications and the session keys.
+async fn logged_in(
+    fake: &FakeBluez,
+    seed: u64,
+    empty_terminator: bool,
+) -> (
+    ServedScooter,
+    BlePeripheral,
+    Notes,
+    m365_proto::keys::SessionKeys,
+) {
+    let mut c = ScooterConfig::new(Model::Pro2, seed);
+    c.auto_press = Some(Duration::from_millis(1));
+    c.link = None;
+    c.empty_terminator = empty_terminator;
+    let scooter = Scooter::new(c).expect("scooter");
+    let address = scooter.profile().address_string();
+    let served = ServedScooter::start(fake, scooter, Duration::from_millis(100)).expect("served");
+    let p = discover_and_connect(address).await;
+    let chars = p.characteristics();
+    for uuid in [Char::Upnp.uuid(), Char::Avdtp.uuid(), CHAR_UART_NOTIFY] {
+        p.subscribe(&find(&chars, uuid)).await.expect("subscribe");
+    }
+    let mut notes: Notes = p.notifications().await.expect("notifications");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut pairing =
+        ClientPairing::new(std::time::Instant::now(), &mut rng, ClientConfig::default());
+    let registration = match drive(&p, &mut notes, &mut pairing).await {
+        pairing::ClientEvent::Registered(r) => r,
+        other => panic!("registration: {other:?}"),
+    };
+    let mut login = ClientLogin::new(
+        std::time::Instant::now(),
+        &mut rng,
+        registration.token.clone(),
+        login::Config::default(),
+    );
+    let keys = match drive(&p, &mut notes, &mut login).await {
+        login::ClientEvent::LoggedIn(keys) => keys,
+        other => panic!("login: {other:?}"),
+    };
+    (served, p, notes, keys)
+}
+
+#[tokio::test]
+async fn a_client_that_counts_notifications_like_the_earlier_one_reads_correct_values() {
+    let Some(bus) = isolated_bus(
+        "a_client_that_counts_notifications_like_the_earlier_one_reads_correct_values",
+    ) else {
+        return;
+    };
+    use m365_proto::registers::battery::BatteryInfo;
+    use m365_proto::registers::motor_info::MotorInfo;
+    use m365_proto::registers::{Unit, bms, read_unit};
+    let fake = FakeBluez::start(bus.address()).await.expect("fake BlueZ");
+    let (served, p, mut notes, keys) = logged_in(&fake, 83, true).await;
+    let profile = served.with_scooter(|s| s.profile().clone());
+
+    // The earlier client's reads: range and speed (20 bytes on the wire: 2 notifications, the
+    // second empty), the motor block (50 bytes: 3), the battery block (28 bytes: 2), the
+    // serial (32 bytes: 2), every request with counter 0.
+    assert_eq!(notifications_per_answer(2), 2);
+    for _ in 0..3 {
+        let range = read_by_counting(&p, &mut notes, &keys, &esc::read_range())
+            .await
+            .expect("range: its two notifications came");
+        let km = esc::decode_range_km(&range).expect("range");
+        let registers = served.with_scooter(|s| s.registers());
+        let now_km = f64::from(registers.word(Unit::Esc, 0x25)) / 100.0;
+        assert!((km - now_km).abs() < 0.5, "{km} vs {now_km}");
+
+        let speed = read_by_counting(&p, &mut notes, &keys, &read_unit(Unit::Esc, 0xB5, 2))
+            .await
+            .expect("speed");
+        assert_eq!((speed.attr, speed.payload.len()), (0xB5, 2));
+
+        let motor = read_by_counting(&p, &mut notes, &keys, &esc::read_motor_info())
+            .await
+            .expect("motor info");
+        let motor = MotorInfo::decode(&motor).expect("motor info");
+        assert!(motor.battery_percent <= 100);
+
+        let battery = read_by_counting(&p, &mut notes, &keys, &bms::read_battery_info())
+            .await
+            .expect("battery");
+        let battery = BatteryInfo::decode(&battery).expect("battery");
+        assert!((30.0..43.0).contains(&battery.voltage_v), "{battery:?}");
+
+        let serial = read_by_counting(&p, &mut notes, &keys, &esc::read_serial())
+            .await
+            .expect("serial");
+        assert_eq!(
+            esc::decode_serial(&serial).ok(),
+            Some(profile.esc_serial_str())
+        );
+    }
+    let c = served.counters();
+    assert_eq!((c.reads, c.rejected_frames), (15, 0));
+    assert_eq!(c.empty_notifications, 6, "one per 20-byte answer");
+
+    // Without the terminator the same client waits for a notification that never comes: the
+    // earlier client's failure against a simulator that left it out.
+    let (quiet, p, mut notes, keys) = logged_in(&fake, 84, false).await;
+    assert!(
+        read_by_counting(&p, &mut notes, &keys, &esc::read_range())
+            .await
+            .is_none()
+    );
+    assert_eq!(quiet.counters().reads, 1, "the request was answered");
+}
