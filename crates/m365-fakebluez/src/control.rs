@@ -82,6 +82,13 @@ impl DeviceControl {
         connection::disconnect(&self.shared, self.address, cause).await;
     }
 
+    /// Ends an out-of-range period now (the device was switched on again early, say): it
+    /// advertises again and a waiting connect completes. Other faults stay.
+    pub fn end_out_of_range(&self) {
+        self.with(|d| d.faults.out_of_range = None);
+        self.shared.connect_wake.notify_waiters();
+    }
+
     /// Ends every injected fault: a link-drop hold-off, an out-of-range period (the device
     /// advertises again at once), failing and stuck connects. The connect delay, RSSI, MTU and
     /// timing settings stay. A pending connect then completes.

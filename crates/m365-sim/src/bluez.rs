@@ -311,63 +311,99 @@ impl Drop for ServedScooter {
 /// What the driver asks of the link layer: the fake's [`DeviceControl`] in service, a recorder
 /// in tests.
 trait LinkControl: Send + Sync + 'static {
-    /// Drop the current link now.
-    fn drop_link(&self) -> impl Future<Output = ()> + Send;
-    /// The scooter is off for `hold`: no link, no advertising.
-    fn power_off(&self, hold: Duration) -> impl Future<Output = ()> + Send;
+    /// Drop the current link now; no connection can be made for `hold` (the scooter still
+    /// advertises).
+    fn drop_link(&self, hold: Duration) -> impl Future<Output = ()> + Send;
+    /// Drop the link and stop advertising for `hold` (out of range, or switched off).
+    fn go_silent(&self, hold: Duration) -> impl Future<Output = ()> + Send;
+    /// The scooter is on again before its time: it advertises and accepts connections now.
+    fn back(&self);
 }
 
 impl LinkControl for DeviceControl {
-    async fn drop_link(&self) {
-        DeviceControl::drop_link(self, Duration::ZERO).await;
+    async fn drop_link(&self, hold: Duration) {
+        DeviceControl::drop_link(self, hold).await;
     }
 
-    async fn power_off(&self, hold: Duration) {
+    async fn go_silent(&self, hold: Duration) {
         self.out_of_range(hold).await;
+    }
+
+    fn back(&self) {
+        self.end_out_of_range();
     }
 }
 
+/// What the scooter asked of its link in one round of the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkAction {
+    /// Nothing.
+    None,
+    /// Drop the link; not connectable for this long.
+    Drop(Duration),
+    /// Drop the link and stop advertising for this long.
+    Silent(Duration),
+    /// Advertise and accept connections again now.
+    Back,
+}
+
 /// The driver: fires deadlines, ticks the physics, pushes due notifications, carries out what
-/// the scooter asks of the link.
+/// the scooter asks of the link. Link faults the scooter applies itself (a scheduled drop or
+/// out-of-range, a power-off) are handed to the fake with their duration, so a connect waits
+/// for the scooter as it would with BlueZ.
 async fn drive<C: LinkControl>(shared: Arc<Shared>, control: C, tick: Duration) {
     let tick = tick.max(Duration::from_millis(1));
     let mut last_tick = Instant::now();
     loop {
-        let (wake_at, drop_link, power_off) = {
+        let (wake_at, action) = {
             let mut state = shared.lock();
             let t = Instant::now();
             if t.duration_since(last_tick) >= tick {
                 state.scooter.step_physics(t.duration_since(last_tick));
                 last_tick = t;
             }
-            state.scooter.handle_timeout(t.into_std());
+            let now = t.into_std();
+            state.scooter.handle_timeout(now);
             pump(&mut state);
-            let mut power_off = None;
+            let mut action = LinkAction::None;
             while let Some(event) = state.scooter.poll_event() {
                 tracing::debug!(?event, "scooter event");
                 match event {
                     ScooterEvent::DropLink => state.drop_link = true,
                     ScooterEvent::PoweredOff => {
                         // Off until the scooter comes back on by itself (or for good).
-                        power_off = Some(state.scooter.off_until().map_or(OFF_FOR_GOOD, |until| {
-                            until.saturating_duration_since(t.into_std())
-                        }));
+                        let hold = state
+                            .scooter
+                            .off_until()
+                            .map_or(OFF_FOR_GOOD, |until| until.saturating_duration_since(now));
+                        action = LinkAction::Silent(hold);
                     }
+                    ScooterEvent::PoweredOn => action = LinkAction::Back,
                     _ => {}
                 }
             }
-            let drop_link = std::mem::take(&mut state.drop_link);
+            if std::mem::take(&mut state.drop_link) && action == LinkAction::None {
+                let hold = state
+                    .scooter
+                    .reachable_again(now)
+                    .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+                action = if state.scooter.faults().advertising(now) {
+                    LinkAction::Drop(hold)
+                } else {
+                    LinkAction::Silent(hold)
+                };
+            }
             let mut wake_at = last_tick + tick;
             if let Some(d) = state.scooter.poll_timeout() {
                 wake_at = wake_at.min(Instant::from_std(d));
             }
-            (wake_at, drop_link, power_off)
+            (wake_at, action)
         };
-        if let Some(hold) = power_off {
-            // Off: no link, no advertising, until it is switched on again.
-            control.power_off(hold).await;
-        } else if drop_link {
-            control.drop_link().await;
+        match action {
+            LinkAction::None => {}
+            LinkAction::Drop(hold) => control.drop_link(hold).await,
+            LinkAction::Silent(hold) => control.go_silent(hold).await,
+            LinkAction::Back => control.back(),
         }
         tokio::select! {
             _ = tokio::time::sleep_until(wake_at) => {}
@@ -384,6 +420,7 @@ mod tests {
 
     use super::*;
     use crate::config::DEFAULT_POWER_OFF_HOLD;
+    use crate::faults::FaultSchedule;
     use crate::profile::{Generation, Model};
     use crate::ride::Script;
     use crate::scooter::ScooterConfig;
@@ -391,19 +428,29 @@ mod tests {
     #[derive(Default)]
     struct Recorder {
         drops: AtomicUsize,
+        holds: Mutex<Vec<Duration>>,
         power_offs: Mutex<Vec<Duration>>,
+        backs: AtomicUsize,
     }
 
     impl LinkControl for Arc<Recorder> {
-        async fn drop_link(&self) {
+        async fn drop_link(&self, hold: Duration) {
             self.drops.fetch_add(1, Ordering::SeqCst);
+            self.holds
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(hold);
         }
 
-        async fn power_off(&self, hold: Duration) {
+        async fn go_silent(&self, hold: Duration) {
             self.power_offs
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(hold);
+        }
+
+        fn back(&self) {
+            self.backs.fetch_add(1, Ordering::SeqCst);
         }
     }
 
@@ -447,6 +494,63 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn scheduled_link_faults_reach_the_link_with_their_duration() {
+        let shared = shared(Script::Parked);
+        {
+            let mut state = shared.lock();
+            let t = now();
+            assert!(state.scooter.connect(t).is_ok());
+            state.scooter.set_fault_schedule(
+                t,
+                FaultSchedule::new(vec![
+                    (
+                        Duration::from_secs(1),
+                        Fault::DropLink {
+                            down_for: Duration::from_secs(2),
+                        },
+                    ),
+                    (
+                        Duration::from_secs(5),
+                        Fault::OutOfRange {
+                            for_: Duration::from_secs(7),
+                        },
+                    ),
+                ]),
+            );
+        }
+        let recorder = Arc::new(Recorder::default());
+        let task = tokio::spawn(drive(
+            shared.clone(),
+            recorder.clone(),
+            Duration::from_millis(100),
+        ));
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let holds = recorder
+            .holds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        assert_eq!(holds.len(), 1, "one drop");
+        let fade = holds[0];
+        assert!(
+            fade > Duration::from_millis(1_900) && fade <= Duration::from_secs(2),
+            "the fade's length: {fade:?}"
+        );
+        // Back on the link after the fade, before the out-of-range period silences it.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(shared.lock().scooter.connect(now()).is_ok());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let silent = recorder
+            .power_offs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        assert_eq!(silent.len(), 1, "{silent:?}");
+        assert!(silent[0] > Duration::from_millis(6_900), "{silent:?}");
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn power_off_takes_the_scooter_away_and_the_button_brings_it_back() {
         let shared = shared(Script::Parked);
         let recorder = Arc::new(Recorder::default());
@@ -481,6 +585,11 @@ mod tests {
         assert!(!shared.lock().scooter.ride().powered());
         tokio::time::sleep(DEFAULT_POWER_OFF_HOLD).await;
         assert!(shared.lock().scooter.ride().powered());
+        assert_eq!(
+            recorder.backs.load(Ordering::SeqCst),
+            1,
+            "advertising again"
+        );
         task.abort();
     }
 }

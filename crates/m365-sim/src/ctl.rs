@@ -99,7 +99,8 @@ enum CtlCommand {
         harsh: HarshArgs,
     },
     /// Out of radio range for DURATION: link dropped, no advertising, connects wait; BlueZ
-    /// forgets the scooter after 30 s unheard.
+    /// forgets the scooter once nobody heard it for the temporary timeout (`serve
+    /// --temporary-timeout`, 30 s).
     OutOfRange {
         mac: String,
         #[arg(value_parser = parse_duration)]

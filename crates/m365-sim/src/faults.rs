@@ -337,7 +337,7 @@ pub struct Counters {
     pub connect_failures: u64,
     /// Ended connections (either side).
     pub disconnects: u64,
-    /// Registration attempts (`A2` / `15` received).
+    /// Registration attempts (`A2` received).
     pub registration_attempts: u64,
     /// Successful registrations (`11` sent).
     pub registrations: u64,
@@ -364,7 +364,8 @@ pub struct Counters {
     pub notifications_delayed: u64,
     /// Notifications a fault corrupted.
     pub notifications_corrupted: u64,
-    /// Zero-length notifications sent after frames of 20, 40, … bytes (protocol.md §2.3).
+    /// Zero-length notifications sent: the terminators after frames of 20, 40, … bytes
+    /// (protocol.md §2.3), and the extra ones of [`Fault::ExtraEmptyNotifications`].
     pub empty_notifications: u64,
     /// Unsolicited frames sent by the rogue-frames fault.
     pub rogue_frames: u64,

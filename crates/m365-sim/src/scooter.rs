@@ -453,6 +453,10 @@ impl Scooter {
 
     fn apply_fault_now(&mut self, now: Instant, fault: Fault) {
         tracing::debug!(scooter = %self.profile.name(), ?fault, "fault");
+        if fault == Fault::ClearAll && !self.ride.powered() && self.power_on_at.take().is_some() {
+            // Healing ends a power cycle too: the scooter is on again now.
+            self.switch_on();
+        }
         match self.faults.apply(now, fault) {
             FaultAction::None => {}
             FaultAction::Disconnect => {
@@ -608,7 +612,10 @@ impl Scooter {
     }
 
     fn handle_uart_bytes(&mut self, now: Instant, data: &[u8]) {
-        let plain_start = data.get(..2) == Some(&[HEADER_0, HEADER_PLAIN][..]);
+        // Only a write that starts a frame can be a plain frame: a later slice of an
+        // encrypted frame may begin with the same two bytes.
+        let plain_start = self.reassembler.buffered() == 0
+            && data.get(..2) == Some(&[HEADER_0, HEADER_PLAIN][..]);
         if self.profile.generation == Generation::MiAuth && plain_start {
             // Mi-auth firmware ignores plain frames, before and after login (§3.6, §8.7).
             self.counters.rejected_frames += 1;

@@ -303,6 +303,27 @@ async fn ctl_drives_link_faults_a_central_observes() {
     let c = served.counters(&mac);
     assert_eq!(c["bluez_link_drops"], 4);
 
+    // Switched on early by the button, or healed by clear-faults: back at once, and the link
+    // stays up (the scooter is really on).
+    for heal in [
+        ["press-button", mac.as_str()],
+        ["clear-faults", mac.as_str()],
+    ] {
+        served.ok(&["power-cycle", &mac, "10m"]);
+        served.ok(&heal);
+        let started = Instant::now();
+        central.connect(&mac).await.expect("on again");
+        assert!(started.elapsed() < PATIENCE, "{heal:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let row = served.ok(&["list"]);
+        assert!(
+            row.lines()
+                .next()
+                .is_some_and(|l| l.contains(" connected ")),
+            "{heal:?}: {row}"
+        );
+    }
+
     // A stuck connect answers InProgress until the device is removed.
     served.ok(&["stale-in-progress", &served.macs[1]]);
     let err = error_name(central.connect(&served.macs[1]).await);

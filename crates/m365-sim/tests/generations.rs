@@ -108,6 +108,36 @@ fn miauth_ignores_plain_frames_before_and_after_login() {
 }
 
 #[test]
+fn an_encrypted_frame_whose_second_slice_starts_like_a_plain_frame_is_not_dropped() {
+    use m365_proto::encrypted::seal_with_counter;
+    use m365_proto::registers::write::{self, WriteMode};
+    let mut bench = Bench::new(instant_config(Model::Pro2, Generation::MiAuth, 46));
+    let (_, mut session) = bench.paired_session();
+    let keys = session.keys.clone().expect("keys");
+    // A PIN write is 24 bytes on the wire: the second 20-byte write starts inside the tag.
+    // Look for the random bytes that make it start with `55 AA` (about 1 in 65 536).
+    let frame = write::pin(*b"424242", WriteMode::NoAck);
+    let wire = (0u32..)
+        .map(|r| {
+            seal_with_counter(&keys.app_key, &keys.app_iv, 0, &frame, r.to_le_bytes())
+                .expect("seal")
+        })
+        .find(|w| w.get(20..22) == Some(&[0x55, 0xAA][..]))
+        .expect("such random bytes exist");
+    for chunk in wire.chunks(20) {
+        bench.write(m365_proto::gatt::Char::UartWrite, chunk);
+    }
+    assert_eq!(
+        bench.scooter.counters().writes,
+        1,
+        "the write arrived whole"
+    );
+    let read = m365_proto::registers::read_unit(m365_proto::registers::Unit::Esc, 0x17, 6);
+    let pin = bench.request(&mut session, &read).expect("PIN");
+    assert_eq!(pin.payload, b"424242");
+}
+
+#[test]
 fn advertisement_and_gatt_identify_the_generation() {
     for generation in ALL_GENERATIONS {
         let mut bench = Bench::new(instant_config(Model::Pro2, generation, 45));

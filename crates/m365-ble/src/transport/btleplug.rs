@@ -505,12 +505,17 @@ impl Worker {
             {
                 self.report_id(&id).await;
             }
-            CentralEvent::DeviceDisconnected(id)
-                if self
-                    .connection
-                    .as_ref()
-                    .is_some_and(|c| c.peripheral.id() == id) =>
-            {
+            CentralEvent::DeviceDisconnected(id) => {
+                let Some(c) = self.connection.as_ref().filter(|c| c.peripheral.id() == id) else {
+                    return;
+                };
+                // The loss of the previous link can reach us only after a new connect to the
+                // same device completed (BlueZ's connect waited for the device while the event
+                // sat in the stream): ask BlueZ before taking the new link for dead.
+                if c.peripheral.is_connected().await.unwrap_or(false) {
+                    tracing::debug!("a stale link-down event of an earlier connection: ignored");
+                    return;
+                }
                 tracing::debug!("BlueZ reports the link down");
                 self.connection = None;
                 let _ = self.events.send(TransportEvent::Disconnected).await;

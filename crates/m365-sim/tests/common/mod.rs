@@ -87,6 +87,8 @@ pub enum Button {
 pub struct UartClient {
     pub generation: Generation,
     pub cipher: Option<UartCipher>,
+    /// The session keys a Mi-auth client logged in with.
+    pub keys: Option<SessionKeys>,
     pub keystream: Option<Keystream>,
     pub reassembler: Reassembler,
     pub rejected: u64,
@@ -98,6 +100,7 @@ impl UartClient {
         UartClient {
             generation,
             cipher: None,
+            keys: None,
             keystream: None,
             reassembler: Reassembler::new(generation),
             rejected: 0,
@@ -107,7 +110,8 @@ impl UartClient {
     /// A Mi-auth client with the session keys of a login.
     pub fn miauth(keys: SessionKeys) -> UartClient {
         UartClient {
-            cipher: Some(UartCipher::new(keys, Role::Client)),
+            cipher: Some(UartCipher::new(keys.clone(), Role::Client)),
+            keys: Some(keys),
             ..UartClient::new(Generation::MiAuth)
         }
     }
