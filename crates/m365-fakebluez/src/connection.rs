@@ -67,11 +67,13 @@ pub(crate) async fn connect(shared: &Arc<Shared>, address: Address) -> Result<()
     };
     let deadline = Instant::now() + shared.config.connect_timeout;
     let outcome = wait_until_connectable(shared, address, id, not_before, deadline).await;
-    // Whatever happened, this call no longer waits (a cancel may already have cleared it).
-    if let Some(device) = shared.world().devices.get_mut(&address)
-        && device.pending_connect == Some(id)
-    {
-        device.pending_connect = None;
+    if outcome.is_err() {
+        // This call no longer waits (a cancel may already have cleared it).
+        if let Some(device) = shared.world().devices.get_mut(&address)
+            && device.pending_connect == Some(id)
+        {
+            device.pending_connect = None;
+        }
     }
     outcome?;
     link_up(shared, address).await
@@ -148,6 +150,8 @@ async fn link_up(shared: &Arc<Shared>, address: Address) -> Result<(), BluezErro
             .get_mut(&address)
             .ok_or_else(|| BluezError::DoesNotExist("Does Not Exist".into()))?;
         let now = Instant::now();
+        // Connected and no longer waiting in one step: no second connect slips in between.
+        device.pending_connect = None;
         device.generation += 1;
         device.connected = true;
         device.last_seen = Some(now);

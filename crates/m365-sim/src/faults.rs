@@ -50,16 +50,16 @@ impl ConnectError {
 /// One kind of misbehaviour.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
-    /// The link drops now (supervision timeout); connection attempts fail for `down_for`, while
-    /// the scooter keeps advertising. Like any disconnect it keeps the session for the
-    /// configured grace, so a client back within it resumes without logging in again (combine
-    /// with [`Fault::ExpireSession`] for a drop that also loses the session).
+    /// The link drops now (supervision timeout) and for `down_for` no connection can be made,
+    /// while the scooter keeps advertising: BlueZ's connect waits for it and succeeds when
+    /// `down_for` ends. Like any disconnect it ends the session (unless a grace is configured,
+    /// which keeps it for that long).
     DropLink {
-        /// How long reconnects fail.
+        /// How long no connection can be made.
         down_for: Duration,
     },
-    /// The scooter leaves radio range: the link drops, it stops advertising and connection
-    /// attempts fail for `for_`. The session is kept for the grace, as after any disconnect.
+    /// The scooter leaves radio range: the link drops, it stops advertising and no connection
+    /// can be made for `for_`. The session ends as after any disconnect.
     OutOfRange {
         /// How long it stays away.
         for_: Duration,

@@ -299,7 +299,8 @@ impl Scooter {
         Ok(())
     }
 
-    /// The link ended at `now` (either side). The session keys are kept for the grace period.
+    /// The link ended at `now` (either side). The session keys are dropped, or kept for the
+    /// configured grace period.
     pub fn disconnect(&mut self, now: Instant) {
         self.advance(now);
         if !self.connected {
@@ -462,8 +463,8 @@ impl Scooter {
             FaultAction::Disconnect => {
                 if self.connected {
                     // To the BLE module a lost link is a supervision timeout, indistinguishable
-                    // from a central that went away: the session is kept for the grace period,
-                    // like after any disconnect. `Fault::ExpireSession` is the fault that loses it.
+                    // from a central that went away: the session ends (or is kept for the
+                    // configured grace) like after any disconnect.
                     self.events.push_back(ScooterEvent::DropLink);
                     self.disconnect(now);
                 }
