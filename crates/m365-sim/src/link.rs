@@ -311,11 +311,8 @@ fn answer(
     len: usize,
     ready: Instant,
 ) -> Instant {
+    let last = send(clock, timing, generation, len, ready);
     let wire = wire_len(generation, len);
-    let mut last = ready;
-    for _ in 0..timing.packets(wire) {
-        last = clock.schedule(ready);
-    }
     for _ in timing.packets(wire)..timing.answer_packets(wire) {
         clock.schedule(ready);
     }
