@@ -59,6 +59,10 @@ pub struct HealthSnapshot {
     pub connect_failures: u64,
     /// Spool files moved aside as corrupt.
     pub spool_recoveries: u64,
+    /// Records kept because they could not be turned into a message; tried again at the next
+    /// start.
+    #[serde(default)]
+    pub quarantined: u64,
     /// Broker state.
     pub broker: BrokerState,
 }
@@ -77,6 +81,7 @@ pub struct Health {
     in_flight: AtomicU64,
     connect_failures: AtomicU64,
     spool_recoveries: AtomicU64,
+    quarantined: AtomicU64,
     broker: AtomicU8,
     last_error: Mutex<Option<LastError>>,
 }
@@ -134,6 +139,11 @@ impl Health {
         self.in_flight.store(in_flight, Ordering::Relaxed);
     }
 
+    /// Sets the number of quarantined records.
+    pub fn set_quarantined(&self, n: u64) {
+        self.quarantined.store(n, Ordering::Relaxed);
+    }
+
     /// Sets the broker state.
     pub fn set_broker(&self, s: BrokerState) {
         self.broker.store(s as u8, Ordering::Relaxed);
@@ -171,6 +181,7 @@ impl Health {
             in_flight: g(&self.in_flight),
             connect_failures: g(&self.connect_failures),
             spool_recoveries: g(&self.spool_recoveries),
+            quarantined: g(&self.quarantined),
             broker: BrokerState::from_u8(self.broker.load(Ordering::Relaxed)),
         }
     }

@@ -30,7 +30,7 @@ pub use config::{
 pub use encoding::Encoding;
 pub use failure::{ErrorKind, LastError, RefusalReason};
 pub use health::{BrokerState, HealthSnapshot};
-pub use publisher::{PipelineError, PipelineHandle, SubmitError, spawn};
+pub use publisher::{HealthMonitor, PipelineError, PipelineHandle, SubmitError, spawn};
 pub use record::{BatteryReadings, GpsReading, Record, Sample, ScooterReadings, TimeSource};
 pub use secret::Secret;
 pub use spool::{Spool, SpoolStats, StoredRecord};

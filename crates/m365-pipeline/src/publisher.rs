@@ -54,6 +54,17 @@ pub struct PipelineHandle {
     health: Arc<Health>,
 }
 
+/// Reads the pipeline's counters without keeping it alive ([`PipelineHandle::monitor`]).
+#[derive(Debug, Clone)]
+pub struct HealthMonitor(Arc<Health>);
+
+impl HealthMonitor {
+    /// The counters now.
+    pub fn snapshot(&self) -> HealthSnapshot {
+        self.0.snapshot()
+    }
+}
+
 /// Returned by [`PipelineHandle::try_submit`] when the sample was not accepted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SubmitError {
@@ -90,6 +101,13 @@ impl PipelineHandle {
         self.health.snapshot()
     }
 
+    /// The counters, readable after the pipeline stopped: unlike a handle, a monitor does not
+    /// keep the pipeline running, so a caller can drop its handles, wait for the task, and then
+    /// read the final figures (the last acknowledgements included).
+    pub fn monitor(&self) -> HealthMonitor {
+        HealthMonitor(self.health.clone())
+    }
+
     /// The latest connection or spool error, if the last attempt failed; cleared when a
     /// connection comes up. Its [`LastError::kind`] tells a refused password from an outage.
     pub fn last_error(&self) -> Option<LastError> {
@@ -107,6 +125,7 @@ impl PipelineHandle {
 struct Output {
     topic: String,
     encoding: Encoding,
+    legacy_no_fix: crate::encoding::NoFix,
 }
 
 /// Starts the pipeline for `scooter_id`. Opens the spool (moving a damaged file aside) and
@@ -140,6 +159,7 @@ pub fn spawn(
         .map(|o| Output {
             topic: resolve(&o.topic),
             encoding: o.encoding,
+            legacy_no_fix: o.legacy_no_fix,
         })
         .collect();
     let names: Vec<String> = outputs
@@ -298,6 +318,7 @@ impl Driver {
         let r = self.spool.flush();
         self.after_commit(r);
         if !self.window.is_connected() {
+            self.update_gauges();
             info!(
                 spooled = self.spool.stats().records,
                 "pipeline stopped (not connected)"
@@ -609,11 +630,12 @@ impl Driver {
                     limit,
                     batch,
                 } => {
-                    let fetched = match self.spool.pending_after(output, after, limit) {
+                    let (fetched, ids) = match self.spool.scan_pending(output, after, limit) {
                         Ok(f) => f,
                         Err(e) => return self.on_spool_error(e),
                     };
-                    let ids: Vec<i64> = fetched.iter().map(|r| r.row).collect();
+                    // Every row the scan went through, quarantined ones included: the cursor
+                    // moves past them.
                     let taken = self.window.take_backlog(output, &ids, limit, batch);
                     let records: Vec<StoredRecord> = fetched
                         .into_iter()
@@ -621,7 +643,7 @@ impl Driver {
                         .collect();
                     (output, records, Kind::Backlog)
                 }
-                Plan::Live { output, rows } => match self.spool.get(&rows) {
+                Plan::Live { output, rows } => match self.spool.get(output, &rows) {
                     Ok(r) => (output, r, Kind::Live),
                     Err(e) => return self.on_spool_error(e),
                 },
@@ -634,14 +656,18 @@ impl Driver {
             };
             let rows: Vec<i64> = records.iter().map(|r| r.row).collect();
             let recs: Vec<crate::record::Record> = records.into_iter().map(|r| r.record).collect();
-            let payload = match out.encoding.encode(&recs) {
+            let payload = match out.encoding.encode_with(&recs, out.legacy_no_fix) {
                 Ok(p) => p,
                 Err(e) => {
-                    // Cannot happen for well-formed records; never block the queue on it.
-                    error!(error = %e, topic = %out.topic, "encoding failed; record skipped");
-                    if let Err(e) = self.spool.ack(output, &rows) {
+                    // Never deleted, never blocking the queue: kept in the spool's quarantine
+                    // and tried again at the next start.
+                    let reason = format!("{} encoding for {}: {e}", out.encoding.name(), out.topic);
+                    let bad: Vec<(i64, String)> =
+                        rows.iter().map(|r| (*r, reason.clone())).collect();
+                    if let Err(e) = self.spool.quarantine(output, &bad) {
                         self.on_spool_error(e);
                     }
+                    self.update_gauges();
                     continue;
                 }
             };
@@ -669,5 +695,6 @@ impl Driver {
             s.dropped_total,
             self.window.in_flight() as u64,
         );
+        self.health.set_quarantined(s.quarantined);
     }
 }

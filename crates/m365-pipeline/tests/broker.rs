@@ -687,3 +687,114 @@ async fn short_outage_replays_in_order() {
     assert_complete(&seqs, 12);
     assert_ascending(&first_arrivals(&seqs));
 }
+
+/// Rewrites the stored body of the record with sequence number `seq` in the spool file.
+fn rewrite_body(spool: &std::path::Path, seq: u64, body: &[u8]) {
+    let conn = rusqlite::Connection::open(spool).unwrap();
+    let n = conn
+        .execute(
+            "UPDATE records SET body = ?1 WHERE seq = ?2",
+            rusqlite::params![body, i64::try_from(seq).unwrap()],
+        )
+        .unwrap();
+    assert_eq!(n, 1, "record {seq} is in the spool");
+}
+
+#[tokio::test]
+async fn a_record_that_cannot_be_sent_is_quarantined_never_deleted_and_sent_after_an_upgrade() {
+    let broker = Broker::start(BrokerOptions::default()).await;
+    let protocol = broker.protocols()[0];
+    let topic = "t/quarantine";
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("mqtt://127.0.0.1:{}", broker.port_for(protocol));
+    let cfg = config(dir.path(), &url, topic, protocol);
+    let outputs = [format!("{topic}|Json")];
+
+    // Five records spooled while no broker was configured to take them...
+    {
+        let (mut spool, _) = m365_pipeline::Spool::open(&cfg.spool, &outputs).unwrap();
+        let mut sc = scooter("sc12");
+        for _ in 0..5 {
+            spool
+                .append(sc.next_sample(), std::time::Instant::now())
+                .unwrap();
+        }
+        spool.flush().unwrap();
+        assert_eq!(spool.stats().records, 5);
+    }
+    // ...one of them written by a version this one cannot read (the failure injected here:
+    // the publisher cannot turn it into a message).
+    let good = {
+        let conn = rusqlite::Connection::open(&cfg.spool.path).unwrap();
+        conn.query_row("SELECT body FROM records WHERE seq = 3", [], |r| {
+            r.get::<_, Vec<u8>>(0)
+        })
+        .unwrap()
+    };
+    rewrite_body(&cfg.spool.path, 3, br#"{"v":99,"from":"a later version"}"#);
+
+    let inbox = subscribe(broker.port_for(MqttProtocol::V311), "#").await;
+    let (handle, task) = m365_pipeline::spawn(cfg.clone(), "sc12").unwrap();
+    let others = inbox
+        .wait_for(Duration::from_secs(10), |i| i.json_seqs(topic).len() >= 4)
+        .await;
+    assert!(
+        others,
+        "the others were not held up: {:?}",
+        inbox.json_seqs(topic)
+    );
+    let kept = async {
+        while handle.health().quarantined != 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), kept)
+        .await
+        .expect("counted in the health figures");
+    drop(handle);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("stopped")
+        .unwrap();
+    let seqs: Vec<u64> = inbox.json_seqs(topic).iter().map(|s| s.0).collect();
+    assert!(!seqs.contains(&3), "{seqs:?}");
+
+    // Still in the file after the acknowledgements of the others and a clean stop.
+    {
+        let (spool, _) = m365_pipeline::Spool::open(&cfg.spool, &outputs).unwrap();
+        assert_eq!(spool.stats().records, 1, "kept, never deleted");
+    }
+    // A restart of the same version tries it again, and keeps it again.
+    let (handle, task) = m365_pipeline::spawn(cfg.clone(), "sc12").unwrap();
+    let kept = async {
+        while handle.health().quarantined != 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), kept)
+        .await
+        .expect("quarantined again");
+    drop(handle);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("stopped")
+        .unwrap();
+
+    // "Upgrade": the record can be read now; the next start sends it.
+    rewrite_body(&cfg.spool.path, 3, &good);
+    let (handle, task) = m365_pipeline::spawn(cfg.clone(), "sc12").unwrap();
+    let sent = inbox
+        .wait_for(Duration::from_secs(10), |i| {
+            i.json_seqs(topic).iter().any(|s| s.0 == 3)
+        })
+        .await;
+    assert!(sent, "{:?}", inbox.json_seqs(topic));
+    assert_eq!(handle.health().quarantined, 0);
+    drop(handle);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("stopped")
+        .unwrap();
+    let (spool, _) = m365_pipeline::Spool::open(&cfg.spool, &outputs).unwrap();
+    assert_eq!(spool.stats().records, 0, "acknowledged and gone");
+}

@@ -5,9 +5,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use m365_pipeline::spool::Spool;
+use m365_pipeline::error::SpoolError;
+use m365_pipeline::spool::{Spool, StoredRecord};
 use m365_pipeline::synthetic::SyntheticScooter;
-use m365_pipeline::{SpoolConfig, SyncPolicy};
+use m365_pipeline::{Record, SpoolConfig, SyncPolicy};
+
+#[path = "common/small_fs.rs"]
+mod small_fs;
 
 fn cfg(dir: &Path, sync: SyncPolicy) -> SpoolConfig {
     SpoolConfig {
@@ -105,7 +109,7 @@ fn records_stay_until_every_topic_acknowledged() {
     assert_eq!(spool.stats().records, 1);
     assert_eq!(spool.pending_after(1, 0, 10).unwrap()[0].row, b);
     assert_eq!(
-        spool.get(&[a, b]).unwrap().len(),
+        spool.get(0, &[a, b]).unwrap().len(),
         1,
         "deleted rows are skipped"
     );
@@ -197,6 +201,11 @@ fn garbage_file_is_moved_aside_and_a_fresh_spool_starts() {
         64 * 1024,
         "kept for inspection"
     );
+    assert_eq!(
+        (report.salvaged, report.unreadable, report.fully_scanned),
+        (0, 0, false),
+        "nothing in it could be read"
+    );
     let r = spool
         .append(scooter().next_sample(), Instant::now())
         .unwrap();
@@ -249,4 +258,476 @@ fn a_missing_spool_folder_is_created_and_an_impossible_one_is_named() {
     let text = err.to_string();
     assert!(text.contains("cannot create the spool folder"), "{text}");
     assert!(text.contains("blocker"), "{text}");
+}
+
+/// Appends `n` samples from each scooter in turn, under `always`, and returns what was
+/// committed, in commit order.
+fn fill_spool(spool: &mut Spool, scooters: &mut [SyntheticScooter], n: usize) -> Vec<StoredRecord> {
+    let mut committed = Vec::new();
+    for _ in 0..n {
+        for sc in scooters.iter_mut() {
+            committed.extend(spool.append(sc.next_sample(), Instant::now()).unwrap());
+        }
+    }
+    committed
+}
+
+fn two_scooters() -> Vec<SyntheticScooter> {
+    let start = DateTime::parse_from_rfc3339("2025-06-01T12:00:00Z")
+        .unwrap()
+        .to_utc();
+    vec![
+        SyntheticScooter::new("s1", 1, start, Duration::from_secs(1)),
+        SyntheticScooter::new("s2", 2, start, Duration::from_secs(1)),
+    ]
+}
+
+/// A leaf page of `table` in the middle of the table's leaves, with its number of rows.
+fn middle_leaf(db: &Path, table: &str) -> (u64, u64) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT pageno, ncell FROM dbstat WHERE name = ?1 AND pagetype = 'leaf' ORDER BY pageno",
+        )
+        .unwrap();
+    let leaves: Vec<(u64, u64)> = stmt
+        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        leaves.len() >= 3,
+        "{table} spans only {} leaves",
+        leaves.len()
+    );
+    leaves[leaves.len() / 2]
+}
+
+/// The only page of `table` (a table small enough to fit one).
+fn single_page(db: &Path, table: &str) -> u64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("SELECT pageno FROM dbstat WHERE name = ?1", [table], |r| {
+        r.get(0)
+    })
+    .unwrap()
+}
+
+fn page_size(db: &Path) -> u64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Overwrites page `page` (1-based) of the database file with 0xff, as a bad block would.
+fn wreck_page(db: &Path, page: u64, size: u64) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(db).unwrap();
+    f.seek(SeekFrom::Start((page - 1) * size)).unwrap();
+    f.write_all(&vec![0xff; usize::try_from(size).unwrap()])
+        .unwrap();
+    f.sync_all().unwrap();
+}
+
+/// Every record pending on `output`, as the spool reads it back. Compared with this rather than
+/// with what `append` returned: JSON does not give back every float bit for bit, and a salvage
+/// copies the stored bytes, not the in-memory values.
+fn stored_records(spool: &mut Spool, output: usize) -> Vec<Record> {
+    spool
+        .pending_after(output, 0, 10_000)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.record)
+        .collect()
+}
+
+/// Asserts that `got` is `all` with exactly one run of `lost` consecutive records missing,
+/// neither at the start nor at the end (a page in the middle of the table).
+fn assert_one_middle_run_missing(got: &[Record], all: &[Record], lost: usize) {
+    let key = |r: &Record| format!("{}#{}", r.scooter_id, r.seq);
+    let got_keys: Vec<String> = got.iter().map(key).collect();
+    let all_keys: Vec<String> = all.iter().map(key).collect();
+    let k = got_keys
+        .iter()
+        .zip(&all_keys)
+        .position(|(a, b)| a != b)
+        .expect("some records are missing");
+    assert!(k > 0, "the first records survive");
+    let mut expected = all_keys[..k].to_vec();
+    expected.extend_from_slice(&all_keys[(k + lost).min(all.len())..]);
+    assert_eq!(got_keys, expected, "one run of {lost} missing at {k}");
+    // Not only the numbers: the records themselves, record ids included.
+    assert!(
+        got[..k] == all[..k] && got[k..] == all[k + lost..],
+        "records unchanged"
+    );
+}
+
+fn moved_aside(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".corrupt-"))
+        .collect()
+}
+
+#[test]
+fn a_damaged_page_is_salvaged_and_numbering_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(dir.path(), SyncPolicy::Always);
+    let mut scooters = two_scooters();
+    let all = {
+        let (mut spool, _) = Spool::open(&c, &outputs(2)).unwrap();
+        let committed = fill_spool(&mut spool, &mut scooters, 150);
+        // Acknowledged on the first topic only: still stored, and must come back pending on
+        // both.
+        let rows: Vec<i64> = committed.iter().map(|r| r.row).take(10).collect();
+        assert_eq!(spool.ack(0, &rows).unwrap(), 0);
+        stored_records(&mut spool, 1)
+    }; // closing checkpoints the WAL into the main file
+    assert_eq!(all.len(), 300);
+    let size = page_size(&c.path);
+    let (leaf, lost) = middle_leaf(&c.path, "records");
+    // The numbering table too: numbering must then come from the salvaged records.
+    let seqs_page = single_page(&c.path, "seqs");
+    wreck_page(&c.path, leaf, size);
+    wreck_page(&c.path, seqs_page, size);
+    let damaged = std::fs::read(&c.path).unwrap();
+
+    let (mut spool, report) = Spool::open(&c, &outputs(2)).unwrap();
+    let report = report.expect("damage reported");
+    assert!(report.reason.contains("quick_check"), "{}", report.reason);
+    assert_eq!(report.salvaged, 300 - lost);
+    assert_eq!(
+        report.unreadable, lost,
+        "counted from the gap in the row ids"
+    );
+    assert!(report.fully_scanned);
+    assert_eq!(
+        std::fs::read(&report.moved_to).unwrap(),
+        damaged,
+        "the damaged file is kept as it was"
+    );
+    assert_eq!(spool.stats().records, 300 - lost);
+    for output in 0..2 {
+        let got: Vec<Record> = spool
+            .pending_after(output, 0, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.record)
+            .collect();
+        assert_one_middle_run_missing(&got, &all, usize::try_from(lost).unwrap());
+    }
+    let next = fill_spool(&mut spool, &mut scooters, 1);
+    let next: Vec<(&str, u64)> = next
+        .iter()
+        .map(|r| (r.record.scooter_id.as_str(), r.record.seq))
+        .collect();
+    assert_eq!(next, [("s1", 151), ("s2", 151)], "numbering continues");
+}
+
+#[test]
+fn corruption_found_while_running_is_salvaged_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(dir.path(), SyncPolicy::Always);
+    let mut scooters = two_scooters();
+    let (mut spool, _) = Spool::open(&c, &outputs(1)).unwrap();
+    fill_spool(&mut spool, &mut scooters, 150);
+    let all = stored_records(&mut spool, 0);
+    assert_eq!(all.len(), 300);
+    // Move the committed pages from the WAL into the main file, then damage one there, while
+    // the spool has the file open.
+    {
+        let other = rusqlite::Connection::open(&c.path).unwrap();
+        let (busy, _, _): (i64, i64, i64) = other
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!(busy, 0, "checkpoint completed");
+    }
+    let size = page_size(&c.path);
+    let (leaf, lost) = middle_leaf(&c.path, "records");
+    wreck_page(&c.path, leaf, size);
+
+    let err = spool.pending_after(0, 0, 1000).unwrap_err();
+    let SpoolError::Recovered {
+        moved_to,
+        salvaged,
+        unreadable,
+        ..
+    } = &err
+    else {
+        panic!("expected a recovery, got {err:?}");
+    };
+    assert_eq!((*salvaged, *unreadable), (300 - lost, lost));
+    assert!(moved_to.exists());
+    assert!(
+        err.to_string().contains("saved into a fresh spool"),
+        "{err}"
+    );
+    let got: Vec<Record> = spool
+        .pending_after(0, 0, 1000)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.record)
+        .collect();
+    assert_one_middle_run_missing(&got, &all, usize::try_from(lost).unwrap());
+    let next = fill_spool(&mut spool, &mut scooters, 1);
+    assert_eq!(next[0].record.seq, 151, "numbering continues");
+    drop(spool);
+    let (spool, report) = Spool::open(&c, &outputs(1)).unwrap();
+    assert!(report.is_none(), "the fresh spool is sound");
+    assert_eq!(spool.stats().records, 300 - lost + 2);
+}
+
+#[test]
+fn an_interrupted_recovery_is_finished_or_started_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(dir.path(), SyncPolicy::Always);
+    let recovering = dir.path().join("spool.sqlite.recovering");
+    let copy = SpoolConfig {
+        path: recovering.clone(),
+        ..c.clone()
+    };
+    let mut sc = scooter();
+    let saved = {
+        let (mut spool, _) = Spool::open(&copy, &outputs(1)).unwrap();
+        (0..3)
+            .map(|_| spool.append(sc.next_sample(), Instant::now()).unwrap()[0].clone())
+            .collect::<Vec<_>>()
+    };
+    // Stopped after the damaged file was moved aside, before the copy took its place.
+    let (mut spool, report) = Spool::open(&c, &outputs(1)).unwrap();
+    assert!(report.is_none());
+    assert!(!recovering.exists(), "the copy was put in place");
+    assert_eq!(spool.pending_after(0, 0, 10).unwrap(), saved);
+    drop(spool);
+
+    // Stopped while copying: the spool is still there, the partial copy goes.
+    std::fs::write(&recovering, b"partial").unwrap();
+    let (mut spool, _) = Spool::open(&c, &outputs(1)).unwrap();
+    assert!(!recovering.exists(), "the partial copy was removed");
+    assert_eq!(spool.pending_after(0, 0, 10).unwrap(), saved);
+}
+
+#[test]
+fn a_locked_spool_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(dir.path(), SyncPolicy::Always);
+    let mut sc = scooter();
+    {
+        let (mut spool, _) = Spool::open(&c, &outputs(1)).unwrap();
+        spool.append(sc.next_sample(), Instant::now()).unwrap();
+    }
+    let holder = rusqlite::Connection::open(&c.path).unwrap();
+    holder
+        .execute_batch("PRAGMA locking_mode=EXCLUSIVE; BEGIN EXCLUSIVE;")
+        .unwrap();
+    let err = Spool::open(&c, &outputs(1)).unwrap_err();
+    assert!(matches!(err, SpoolError::Locked { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("locked by another process"),
+        "{err}"
+    );
+    assert!(moved_aside(dir.path()).is_empty());
+    holder.execute_batch("COMMIT").unwrap();
+    drop(holder);
+    let (spool, report) = Spool::open(&c, &outputs(1)).unwrap();
+    assert!(report.is_none());
+    assert_eq!(spool.stats().records, 1);
+}
+
+#[test]
+fn a_full_disk_at_start_moves_nothing_and_loses_nothing() {
+    let Some(dir) =
+        small_fs::small_fs("a_full_disk_at_start_moves_nothing_and_loses_nothing", "2m")
+    else {
+        return;
+    };
+    let c = cfg(&dir, SyncPolicy::Always);
+    let mut sc = scooter();
+    let committed = {
+        let (mut spool, _) = Spool::open(&c, &outputs(1)).unwrap();
+        (0..10)
+            .map(|_| spool.append(sc.next_sample(), Instant::now()).unwrap()[0].clone())
+            .collect::<Vec<_>>()
+    }; // the broker never acknowledged them
+    let before = std::fs::read(&c.path).unwrap();
+    let filler = small_fs::fill(&dir);
+
+    let err = Spool::open(&c, &outputs(1)).unwrap_err();
+    let SpoolError::DiskFull { path, records } = &err else {
+        panic!("expected a full disk, got {err:?}: {err}");
+    };
+    assert_eq!((path, *records), (&c.path, Some(10)));
+    let text = err.to_string();
+    assert!(
+        text.contains("is full: free some space") && text.contains("the 10 records in it are kept"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read(&c.path).unwrap(),
+        before,
+        "the spool file is untouched"
+    );
+    assert!(moved_aside(&dir).is_empty(), "nothing moved aside");
+
+    std::fs::remove_file(filler).unwrap();
+    let (mut spool, report) = Spool::open(&c, &outputs(1)).unwrap();
+    assert!(report.is_none());
+    assert_eq!(
+        spool.pending_after(0, 0, 100).unwrap(),
+        committed,
+        "all there, pending"
+    );
+    let next = spool.append(sc.next_sample(), Instant::now()).unwrap();
+    assert_eq!(next[0].record.seq, 11);
+}
+
+#[test]
+fn a_read_only_file_system_leaves_the_spool_alone() {
+    let Some(dir) = small_fs::small_fs("a_read_only_file_system_leaves_the_spool_alone", "2m")
+    else {
+        return;
+    };
+    let c = cfg(&dir, SyncPolicy::Always);
+    let mut sc = scooter();
+    let committed = {
+        let (mut spool, _) = Spool::open(&c, &outputs(1)).unwrap();
+        (0..10)
+            .map(|_| spool.append(sc.next_sample(), Instant::now()).unwrap()[0].clone())
+            .collect::<Vec<_>>()
+    };
+    let before = std::fs::read(&c.path).unwrap();
+    small_fs::remount(&dir, "ro");
+
+    let err = Spool::open(&c, &outputs(1)).unwrap_err();
+    let SpoolError::ReadOnly { records, .. } = &err else {
+        panic!("expected read-only, got {err:?}: {err}");
+    };
+    assert_eq!(*records, Some(10));
+    assert!(err.to_string().contains("read-only"), "{err}");
+
+    small_fs::remount(&dir, "rw");
+    assert_eq!(
+        std::fs::read(&c.path).unwrap(),
+        before,
+        "the spool file is untouched"
+    );
+    assert!(moved_aside(&dir).is_empty(), "nothing moved aside");
+    let (mut spool, report) = Spool::open(&c, &outputs(1)).unwrap();
+    assert!(report.is_none());
+    assert_eq!(spool.pending_after(0, 0, 100).unwrap(), committed);
+}
+
+#[test]
+fn a_full_disk_while_running_buffers_at_most_max_records() {
+    let Some(dir) = small_fs::small_fs(
+        "a_full_disk_while_running_buffers_at_most_max_records",
+        "2m",
+    ) else {
+        return;
+    };
+    let c = SpoolConfig {
+        max_records: 20,
+        ..cfg(&dir, SyncPolicy::Always)
+    };
+    let mut sc = scooter();
+    let (mut spool, _) = Spool::open(&c, &outputs(1)).unwrap();
+    let filler = small_fs::fill(&dir);
+    for _ in 0..30 {
+        let err = spool.append(sc.next_sample(), Instant::now()).unwrap_err();
+        assert!(matches!(err, SpoolError::DiskFull { .. }), "{err:?}: {err}");
+    }
+    let s = spool.stats();
+    assert_eq!(
+        (s.buffered, s.dropped_total),
+        (20, 10),
+        "bounded, drops counted"
+    );
+
+    std::fs::remove_file(filler).unwrap();
+    let committed = spool.flush().unwrap();
+    let seqs: Vec<u64> = committed.iter().map(|r| r.record.seq).collect();
+    assert_eq!(seqs, (11..=30).collect::<Vec<_>>(), "the newest kept");
+    drop(spool);
+    let (spool, _) = Spool::open(&c, &outputs(1)).unwrap();
+    let s = spool.stats();
+    assert_eq!(
+        (s.records, s.dropped_total),
+        (20, 10),
+        "drop count persisted"
+    );
+}
+
+#[test]
+fn quarantined_rows_survive_other_outputs_acks_and_are_released_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(dir.path(), SyncPolicy::Always);
+    let mut sc = scooter();
+    let (mut spool, _) = Spool::open(&c, &outputs(2)).unwrap();
+    for _ in 0..3 {
+        spool.append(sc.next_sample(), Instant::now()).unwrap();
+    }
+    let rows: Vec<i64> = spool
+        .pending_after(0, 0, 10)
+        .unwrap()
+        .iter()
+        .map(|r| r.row)
+        .collect();
+    // Output 0 could not send the second record; output 1 sent all three.
+    spool
+        .quarantine(0, &[(rows[1], "cannot encode".to_owned())])
+        .unwrap();
+    assert_eq!(spool.stats().quarantined, 1);
+    spool.ack(0, &[rows[0], rows[2]]).unwrap();
+    let deleted = spool.ack(1, &rows).unwrap();
+    assert_eq!(deleted, 2, "the quarantined row is not deleted");
+    assert_eq!(spool.stats().records, 1);
+    assert!(
+        spool.pending_after(0, 0, 10).unwrap().is_empty(),
+        "not retried in this run"
+    );
+    drop(spool);
+
+    // The next start tries it again, on the output that could not send it.
+    let (mut spool, _) = Spool::open(&c, &outputs(2)).unwrap();
+    assert_eq!(spool.stats().quarantined, 0);
+    let again: Vec<i64> = spool
+        .pending_after(0, 0, 10)
+        .unwrap()
+        .iter()
+        .map(|r| r.row)
+        .collect();
+    assert_eq!(again, vec![rows[1]]);
+    assert!(spool.pending_after(1, 0, 10).unwrap().is_empty());
+    assert_eq!(spool.ack(0, &again).unwrap(), 1);
+    assert_eq!(spool.stats().records, 0);
+}
+
+#[test]
+fn a_row_that_does_not_decode_is_quarantined_and_does_not_block_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(dir.path(), SyncPolicy::Always);
+    let mut sc = scooter();
+    {
+        let (mut spool, _) = Spool::open(&c, &outputs(1)).unwrap();
+        for _ in 0..3 {
+            spool.append(sc.next_sample(), Instant::now()).unwrap();
+        }
+    }
+    let conn = rusqlite::Connection::open(&c.path).unwrap();
+    conn.execute("UPDATE records SET body = x'7b7d' WHERE seq = 2", [])
+        .unwrap();
+    drop(conn);
+    let (mut spool, _) = Spool::open(&c, &outputs(1)).unwrap();
+    let seqs: Vec<u64> = spool
+        .pending_after(0, 0, 10)
+        .unwrap()
+        .iter()
+        .map(|r| r.record.seq)
+        .collect();
+    assert_eq!(seqs, vec![1, 3]);
+    assert_eq!(spool.stats().quarantined, 1);
+    assert_eq!(spool.stats().records, 3);
 }

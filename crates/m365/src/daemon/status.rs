@@ -46,6 +46,7 @@ mod tests {
             in_flight: 0,
             connect_failures: 0,
             spool_recoveries: 0,
+            quarantined: 0,
             broker,
         }
     }
