@@ -123,6 +123,7 @@ fn config(dir: &Path, port: u16, encoding: Encoding) -> PipelineConfig {
                 encoding,
                 batch: None,
                 linger_ms: Some(200),
+                legacy_no_fix: Default::default(),
             }],
             ..MqttConfig::default()
         },

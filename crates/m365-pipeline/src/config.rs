@@ -141,6 +141,9 @@ pub struct OutputConfig {
     /// How long a live record may wait for a batch to fill, milliseconds (default 5000).
     #[serde(default)]
     pub linger_ms: Option<u64>,
+    /// What `legacy` sends for a record without a usable fix (zeros by default).
+    #[serde(default)]
+    pub legacy_no_fix: crate::encoding::NoFix,
 }
 
 impl OutputConfig {
@@ -263,6 +266,7 @@ impl MqttConfig {
             encoding: Encoding::Legacy,
             batch: None,
             linger_ms: None,
+            legacy_no_fix: Default::default(),
         }]
     }
 

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use m365_gps::{Fix, FixMode, FixQuality, FixSource};
+use m365_pipeline::encoding::NoFix;
 use m365_pipeline::encoding::compact;
 use m365_pipeline::synthetic::SyntheticScooter;
 use m365_pipeline::{BatteryReadings, Encoding, GpsReading, Record, Sample, ScooterReadings};
@@ -185,22 +186,50 @@ fn legacy_matches_the_earlier_server_key_by_key_and_type_by_type() {
 }
 
 #[test]
-fn legacy_never_invents_null_island() {
+fn legacy_without_a_usable_fix_sends_the_earlier_clients_zeros_or_null_on_request() {
+    // The earlier server's bridge stores 0,0 (its dashboards filter it out) and keeps the
+    // message's speed and battery rows; `gpsinfo: null` would roll the whole message back.
     let payload = Encoding::Legacy.encode(&[reference_record(None)]).unwrap();
     let v: Value = serde_json::from_slice(&payload).unwrap();
-    assert!(v["gpsinfo"].is_null(), "no fix yet: null, not 0,0");
+    let g = &v["gpsinfo"];
+    for key in ["latitude", "longitude", "altitude", "gps_speed"] {
+        assert_eq!(g[key].as_f64(), Some(0.0), "{key}: {v}");
+    }
+    assert!(v["speed_kmh"].is_number());
 
-    let mut old = fix();
-    old.age_ms = 120_000;
     let payload = Encoding::Legacy
-        .encode(&[reference_record(Some(old))])
+        .encode_with(&[reference_record(None)], NoFix::Null)
         .unwrap();
     let v: Value = serde_json::from_slice(&payload).unwrap();
+    assert!(v["gpsinfo"].is_null(), "{v}");
+
+    // A 2D fix has no altitude: 0 in the zeros form (the column is NOT NULL), null otherwise.
+    let mut flat = fix();
+    flat.fix.alt_msl_m = None;
+    let zeros: Value = serde_json::from_slice(
+        &Encoding::Legacy
+            .encode(&[reference_record(Some(flat.clone()))])
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(zeros["gpsinfo"]["altitude"].as_f64(), Some(0.0));
     assert_eq!(
-        v["gpsinfo"]["latitude"].as_f64(),
+        zeros["gpsinfo"]["latitude"].as_f64(),
         Some(43.328_933_683),
-        "last known fix"
+        "a real fix is sent as it is"
     );
+    let nulls: Value = serde_json::from_slice(
+        &Encoding::Legacy
+            .encode_with(&[reference_record(Some(flat))], NoFix::Null)
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(nulls["gpsinfo"]["altitude"].is_null());
+
+    // json and compact say "no fix" explicitly.
+    let v: Value =
+        serde_json::from_slice(&Encoding::Json.encode(&[reference_record(None)]).unwrap()).unwrap();
+    assert!(v["gps"].is_null(), "{v}");
 }
 
 #[test]

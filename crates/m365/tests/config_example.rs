@@ -53,6 +53,7 @@ fn the_example_mentions_every_key() {
         "client",
         "topic",
         "encoding",
+        "legacy_no_fix",
         "availability_topic",
         "keep_alive",
         "reconnect_min",

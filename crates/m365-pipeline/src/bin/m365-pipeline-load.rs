@@ -117,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
                 encoding: args.encoding,
                 batch: None,
                 linger_ms: Some(200),
+                legacy_no_fix: Default::default(),
             }],
             ..MqttConfig::default()
         },

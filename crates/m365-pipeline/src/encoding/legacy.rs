@@ -11,14 +11,18 @@
 //! * `gpsinfo.gps_speed` is km/h (the earlier client forwarded the modem's knots);
 //! * `speed_kmh` is the magnitude of the speed: the server rejects negative speeds, and the
 //!   register is negative while the wheel turns backwards;
-//! * a reading that failed is `null` instead of a made-up value;
-//! * no fix: the earlier client sent `0,0` ("Null Island") as if it were a real position. Here
-//!   `gpsinfo` carries the latest fix the sampler had (its age is in the `json` encoding); only
-//!   before the first fix since start is `gpsinfo` `null`. The reference bridge then rejects that
-//!   one message (it cannot build a point) and keeps running; no false position is stored.
+//! * a reading that failed is `null` instead of a made-up value.
+//!
+//! **No usable fix** (none yet, or older than `[gps] max_age`): by default `gpsinfo` is what the
+//! earlier client sent, latitude, longitude, altitude and speed 0 ([`NoFix::Zeros`]). The
+//! earlier server stores that row, its dashboards filter 0,0 out, and the speed and battery rows
+//! of the same message are kept; with `gpsinfo: null` the reference bridge rolls back the whole
+//! message and loses them. [`NoFix::Null`] sends `null` for servers that handle it. A fix without
+//! altitude (2D) or speed sends 0 for the missing value in the zeros form, for the same reason
+//! (the server's columns are `NOT NULL`).
 
 use chrono::SecondsFormat;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::record::Record;
 
@@ -41,7 +45,7 @@ pub struct LegacyTelemetry {
     pub frame_temp: Option<f32>,
     /// Battery block.
     pub battery_info: LegacyBattery,
-    /// Position block, `null` before the first fix.
+    /// Position block: zeros or `null` without a usable fix ([`NoFix`]).
     pub gpsinfo: Option<LegacyGps>,
 }
 
@@ -69,10 +73,32 @@ pub struct LegacyGps {
     pub latitude: f64,
     /// Decimal degrees (float).
     pub longitude: f64,
-    /// Metres above mean sea level (float); `null` for a 2D fix.
+    /// Metres above mean sea level (float); 0 (zeros form) or `null` for a 2D fix.
     pub altitude: Option<f32>,
     /// Speed over ground, km/h (float).
     pub gps_speed: Option<f32>,
+}
+
+/// What `gpsinfo` says when a record has no usable fix.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoFix {
+    /// Latitude, longitude, altitude and speed 0, as the earlier client sent: the earlier
+    /// server keeps the message.
+    #[default]
+    Zeros,
+    /// `gpsinfo: null`.
+    Null,
+}
+
+impl NoFix {
+    /// As written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoFix::Zeros => "zeros",
+            NoFix::Null => "null",
+        }
+    }
 }
 
 /// Rounds to `decimals` and narrows to f32 so the JSON shows e.g. `36.76`, not `36.759998`.
@@ -82,8 +108,9 @@ fn f32_rounded(v: f64, decimals: i32) -> f32 {
 }
 
 impl LegacyTelemetry {
-    /// Maps a record onto the earlier client's layout.
-    pub fn from_record(r: &Record) -> Self {
+    /// Maps a record onto the earlier client's layout; `no_fix` decides `gpsinfo` without a
+    /// usable fix.
+    pub fn from_record(r: &Record, no_fix: NoFix) -> Self {
         let s = &r.scooter;
         let b = &r.battery;
         LegacyTelemetry {
@@ -102,12 +129,24 @@ impl LegacyTelemetry {
                 temperature_1: b.temp1_c,
                 temperature_2: b.temp2_c,
             },
-            gpsinfo: r.gps.as_ref().map(|g| LegacyGps {
-                latitude: g.fix.lat,
-                longitude: g.fix.lon,
-                altitude: g.fix.alt_msl_m.map(|v| f32_rounded(v, 1)),
-                gps_speed: g.fix.speed_kmh().map(|v| f32_rounded(v, 2)),
-            }),
+            gpsinfo: match (&r.gps, no_fix) {
+                (Some(g), _) => {
+                    let zero = || (no_fix == NoFix::Zeros).then_some(0.0);
+                    Some(LegacyGps {
+                        latitude: g.fix.lat,
+                        longitude: g.fix.lon,
+                        altitude: g.fix.alt_msl_m.map(|v| f32_rounded(v, 1)).or_else(zero),
+                        gps_speed: g.fix.speed_kmh().map(|v| f32_rounded(v, 2)).or_else(zero),
+                    })
+                }
+                (None, NoFix::Zeros) => Some(LegacyGps {
+                    latitude: 0.0,
+                    longitude: 0.0,
+                    altitude: Some(0.0),
+                    gps_speed: Some(0.0),
+                }),
+                (None, NoFix::Null) => None,
+            },
         }
     }
 }

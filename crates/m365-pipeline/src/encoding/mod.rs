@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::EncodeError;
 use crate::record::Record;
+pub use legacy::NoFix;
 
 /// How records are turned into MQTT payloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -24,14 +25,20 @@ pub enum Encoding {
 }
 
 impl Encoding {
-    /// Encodes `records` into one payload. `legacy` and `json` carry exactly one record per
-    /// message; given several, they encode the first and the caller must batch by one.
+    /// Encodes `records` into one payload, `legacy` with the earlier client's zeros for a
+    /// record without a usable fix. `legacy` and `json` carry exactly one record per message;
+    /// given several, they encode the first and the caller must batch by one.
     pub fn encode(self, records: &[Record]) -> Result<Vec<u8>, EncodeError> {
+        self.encode_with(records, NoFix::default())
+    }
+
+    /// [`Encoding::encode`], with what `legacy` sends without a usable fix.
+    pub fn encode_with(self, records: &[Record], no_fix: NoFix) -> Result<Vec<u8>, EncodeError> {
         match self {
             Encoding::Legacy => {
                 let r = records.first().ok_or(EncodeError::Empty)?;
                 Ok(serde_json::to_vec(&legacy::LegacyTelemetry::from_record(
-                    r,
+                    r, no_fix,
                 ))?)
             }
             Encoding::Json => {
@@ -39,6 +46,15 @@ impl Encoding {
                 Ok(serde_json::to_vec(&json::JsonV1::from_record(r))?)
             }
             Encoding::Compact => compact::encode(records),
+        }
+    }
+
+    /// The name used in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Legacy => "legacy",
+            Encoding::Json => "json",
+            Encoding::Compact => "compact",
         }
     }
 

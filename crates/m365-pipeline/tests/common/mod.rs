@@ -382,6 +382,7 @@ pub fn config(
                 encoding: Encoding::Json,
                 batch: None,
                 linger_ms: None,
+                legacy_no_fix: Default::default(),
             }],
             ..MqttConfig::default()
         },

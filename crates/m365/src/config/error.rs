@@ -84,13 +84,14 @@ impl fmt::Display for Warning {
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file exists (or was named) but could not be read.
-    #[error("{}: cannot read the configuration: {source}", path.display())]
+    /// The file exists (or was named) but could not be read. The message names the cause once
+    /// (the I/O error is not chained as a source, which would repeat it).
+    #[error("{}: cannot read the configuration: {}", path.display(), read_reason(error))]
     Read {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// No `--config` was given and none of the default places holds a file.
     #[error(
@@ -133,4 +134,18 @@ fn lines(problems: &[Problem]) -> String {
         .map(Problem::to_string)
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// What went wrong reading a file, in a few words: the common cases say what to do.
+fn read_reason(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => {
+            "no such file (pass --config PATH, or start one with `m365 config example`)".to_owned()
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "permission denied (the m365 user must be able to read it)".to_owned()
+        }
+        std::io::ErrorKind::IsADirectory => "it is a folder, not a file".to_owned(),
+        _ => error.to_string(),
+    }
 }

@@ -4,9 +4,10 @@
 
 use super::reader::{Refusal, Section};
 use std::path::PathBuf;
+use std::time::Duration;
 use toml::de::DeValue;
 
-pub(crate) const KEYS: &[&str] = &["source", "kind", "device", "baud", "gpsd"];
+pub(crate) const KEYS: &[&str] = &["source", "kind", "device", "baud", "gpsd", "max_age"];
 pub(crate) const LEGACY_KEYS: &[&str] = &["serial_port", "baudrate"];
 
 /// Where fixes come from.
@@ -75,6 +76,8 @@ pub struct GpsConfig {
     pub baud: u32,
     /// gpsd address as `host:port` (for `source = "gpsd"`).
     pub gpsd: String,
+    /// A fix older than this is no fix: records carry no position (every encoding says so).
+    pub max_age: Duration,
 }
 
 impl Default for GpsConfig {
@@ -85,6 +88,7 @@ impl Default for GpsConfig {
             device: PathBuf::from("/dev/serial0"),
             baud: GpsKind::Nmea.default_baud(),
             gpsd: "127.0.0.1:2947".to_owned(),
+            max_age: Duration::from_secs(5),
         }
     }
 }
@@ -129,6 +133,13 @@ pub(crate) fn read(gps: &mut Section<'_, '_>, serial: &mut Section<'_, '_>) -> G
         })
         .map_or(d.gpsd, |g| g.value);
 
+    let max_age = gps
+        .duration(
+            "max_age",
+            Duration::from_millis(500)..=Duration::from_secs(3600),
+        )
+        .map_or(d.max_age, |a| a.value);
+
     let legacy_port = serial.non_empty_string("serial_port");
     let legacy_baud = baud(serial, "baudrate");
     if serial.is_present() {
@@ -145,6 +156,7 @@ pub(crate) fn read(gps: &mut Section<'_, '_>, serial: &mut Section<'_, '_>) -> G
                 device: PathBuf::from(port.value),
                 baud: legacy_baud.unwrap_or(GpsKind::Sim7600.default_baud()),
                 gpsd,
+                max_age,
             };
         } else if !serial.has("serial_port") {
             serial.problem_here("serial_port", "[serial] needs serial_port (or use [gps])");
@@ -158,5 +170,6 @@ pub(crate) fn read(gps: &mut Section<'_, '_>, serial: &mut Section<'_, '_>) -> G
         device: device.unwrap_or(d.device),
         baud: baud_value.unwrap_or(kind.default_baud()),
         gpsd,
+        max_age,
     }
 }

@@ -123,9 +123,9 @@ pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
 /// Reads the configuration at `path`; `env` looks up environment variables (for the secret
 /// overrides and systemd's `STATE_DIRECTORY`).
 pub fn load_file(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let (config, warnings) = parse(&path.display().to_string(), &text, env)?;
     Ok(Loaded {

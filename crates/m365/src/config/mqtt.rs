@@ -8,6 +8,7 @@
 use super::broker::Broker;
 use super::reader::{Located, Refusal, Section};
 use super::secret::Secret;
+pub use m365_pipeline::encoding::NoFix;
 use std::path::PathBuf;
 use std::time::Duration;
 use toml::de::DeValue;
@@ -22,6 +23,7 @@ pub(crate) const KEYS: &[&str] = &[
     "client",
     "topic",
     "encoding",
+    "legacy_no_fix",
     "mirror",
     "availability_topic",
     "protocol",
@@ -144,6 +146,8 @@ pub struct MqttConfig {
     pub topic: String,
     /// Encoding on `topic`.
     pub encoding: Encoding,
+    /// What `legacy` topics send for a record without a usable fix.
+    pub legacy_no_fix: NoFix,
     /// More topics that receive the same records in another encoding.
     pub mirror: Vec<TopicEncoding>,
     /// Retained "online"/"offline" topic (also the last will).
@@ -218,6 +222,13 @@ pub(crate) fn read(
     let topic =
         read_topic(section, "topic", id).unwrap_or_else(|| defaults::TOPIC.replace("{id}", id));
     let encoding = read_encoding(section, "encoding").unwrap_or(Encoding::Legacy);
+    let legacy_no_fix =
+        section
+            .choice("legacy_no_fix", &["zeros", "null"])
+            .map_or(NoFix::default(), |c| match c.value {
+                "null" => NoFix::Null,
+                _ => NoFix::Zeros,
+            });
     let mut mirror = Vec::new();
     for mut m in section.tables("mirror", MIRROR_KEYS) {
         let t = read_topic(&mut m, "topic", id);
@@ -329,6 +340,7 @@ pub(crate) fn read(
         client_id,
         topic,
         encoding,
+        legacy_no_fix,
         mirror,
         availability_topic,
         protocol,

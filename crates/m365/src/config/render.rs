@@ -50,6 +50,7 @@ pub fn render(config: &Config) -> String {
     out.path("device", &gps.device);
     out.raw("baud", &gps.baud.to_string());
     out.string("gpsd", &gps.gpsd);
+    out.duration("max_age", gps.max_age);
 
     out.header("[mqtt]");
     out.string("broker", &mqtt.broker.to_string());
@@ -57,6 +58,7 @@ pub fn render(config: &Config) -> String {
     out.string("protocol", mqtt.protocol.as_str());
     out.string("topic", &mqtt.topic);
     out.string("encoding", mqtt.encoding.as_str());
+    out.string("legacy_no_fix", mqtt.legacy_no_fix.as_str());
     out.string("availability_topic", &mqtt.availability_topic);
     out.duration("keep_alive", mqtt.keep_alive);
     out.duration("reconnect_min", mqtt.reconnect_min);

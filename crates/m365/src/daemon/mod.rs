@@ -18,9 +18,11 @@
 //! - [`link`]: `[scooter]` → link settings, link failures → exit statuses.
 //! - [`gps`]: `[gps]` → a running source.
 //! - [`pipeline`]: `[mqtt]`/`[spool]` → pipeline settings, start-up failures → exit statuses.
-//! - [`sampler`]: the sampling loop shared with `m365 demo`; [`readings`]: telemetry → sample.
+//! - [`sampler`]: the sampling loop shared with `m365 demo`; [`readings`]: telemetry → sample;
+//!   [`fix_freshness`]: a fix older than `[gps] max_age` is no position.
 //! - [`status`]: the `STATUS=` line; [`signals`]: SIGINT/SIGTERM.
 
+pub mod fix_freshness;
 pub mod gps;
 pub mod link;
 pub mod pipeline;
@@ -84,6 +86,7 @@ pub async fn run(config: Config, notifier: Notifier) -> anyhow::Result<()> {
     let sampler_config = SamplerConfig {
         scooter_id,
         interval: config.telemetry.interval,
+        gps_max_age: config.gps.max_age,
     };
     let mut sampler = tokio::spawn(sample_scooter(
         link::link_config(&config.scooter),
@@ -125,7 +128,7 @@ pub async fn run(config: Config, notifier: Notifier) -> anyhow::Result<()> {
     }
     // Dropping the last handle makes the pipeline flush: it keeps publishing until the broker
     // acknowledged everything or `[mqtt] shutdown_grace` ran out, then says `offline`.
-    let health = handle.health();
+    let monitor = handle.monitor();
     drop(handle);
     if tokio::time::timeout(PIPELINE_GRACE, pipeline_task)
         .await
@@ -135,6 +138,8 @@ pub async fn run(config: Config, notifier: Notifier) -> anyhow::Result<()> {
     }
     drop(gps);
     drop(settings);
+    // Read after the pipeline stopped: its last acknowledgements are counted.
+    let health = monitor.snapshot();
     tracing::info!(
         sampled = health.sampled,
         acknowledged = health.acknowledged,

@@ -52,6 +52,7 @@ pub fn settings(config: &Config) -> PipelineSettings {
             // pipeline caps `legacy` and `json` at one record per message.
             batch: Some(config.spool.batch as usize),
             linger_ms: None,
+            legacy_no_fix: mqtt.legacy_no_fix,
         })
         .collect();
     let wire = WireMqtt {

@@ -19,6 +19,7 @@ use m365_pipeline::{PipelineHandle, SubmitError};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::fix_freshness::FixFreshness;
 use super::link::fatal_status;
 use super::readings;
 
@@ -74,6 +75,8 @@ pub struct SamplerConfig {
     pub scooter_id: String,
     /// Time between two samples.
     pub interval: Duration,
+    /// A fix older than this is no fix (`[gps] max_age`).
+    pub gps_max_age: Duration,
 }
 
 /// The latest fix of a GPS source task, read without waiting.
@@ -112,6 +115,7 @@ pub async fn run<T: Transport>(
     // After a long read (a reconnection), carry on at the normal pace rather than in a burst.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut warned_full = false;
+    let mut freshness = FixFreshness::new(config.gps_max_age);
     loop {
         if *stop.borrow() {
             break;
@@ -139,7 +143,10 @@ pub async fn run<T: Transport>(
         };
         match read {
             Ok(telemetry) => {
-                let fix = gps.as_ref().and_then(GpsLatest::latest);
+                let fix = gps
+                    .as_ref()
+                    .map(|g| freshness.take(g.latest()))
+                    .unwrap_or_default();
                 let sample = readings::sample(&config.scooter_id, Utc::now(), &telemetry, fix);
                 let outcome = pipeline.try_submit(sample);
                 let counters = link.counters();
@@ -255,6 +262,7 @@ mod tests {
         let config = SamplerConfig {
             scooter_id: "test".into(),
             interval: Duration::from_secs(1),
+            gps_max_age: Duration::from_secs(5),
         };
         let sampler = tokio::spawn(run(link, config, None, handle.clone(), state_tx, stop));
         // Ticks at 0 s, 1 s, … 5 s; a pipelined read takes well under a second.
@@ -292,6 +300,7 @@ mod tests {
         let config = SamplerConfig {
             scooter_id: "test".into(),
             interval: Duration::from_secs(1),
+            gps_max_age: Duration::from_secs(5),
         };
         let sampler = tokio::spawn(run(link, config, None, handle, state_tx, stop));
         tokio::time::sleep(Duration::from_millis(1_500)).await;

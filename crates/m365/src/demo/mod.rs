@@ -15,7 +15,8 @@
 //!
 //! - [`fleet`]: the simulated scooters, their registration and GPS.
 //! - [`broker`] and [`gate`]: the embedded broker and the cuttable path to it.
-//! - [`view`]: the subscriber and what it received; [`render`]: lines and table.
+//! - [`view`]: the subscriber and what it received; [`render`]: lines and table;
+//!   [`terminal`]: drawing the table in place, at the terminal's size.
 //! - [`faults`]: the `--faults` schedule; [`summary`]: the closing counters.
 
 pub mod broker;
@@ -24,6 +25,7 @@ pub mod fleet;
 pub mod gate;
 pub mod render;
 pub mod summary;
+pub mod terminal;
 pub mod view;
 
 use std::io::Write as _;
@@ -80,6 +82,8 @@ struct Running {
 
 /// Runs the demo and prints its summary; returns the summary.
 pub async fn run(options: DemoOptions) -> anyhow::Result<Summary> {
+    // Before anything else: no serial client may open the terminal while the demo shows on it.
+    let _terminals = terminal::lock_terminals();
     let mut signals = Signals::watch().context("cannot watch Ctrl-C")?;
     let dir = tempfile::Builder::new()
         .prefix("m365-demo-")
@@ -128,6 +132,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<Summary> {
             SamplerConfig {
                 scooter_id: scooter.id.clone(),
                 interval: options.interval,
+                gps_max_age: crate::config::GpsConfig::default().max_age,
             },
             gps,
             pipeline.clone(),
@@ -167,6 +172,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<Summary> {
 
     let mut live = Live::default();
     let mut tick = tokio::time::interval(TICK);
+    let mut resizes = if out.table { terminal::resizes() } else { None };
     let end = options.duration.map(|d| started + d);
     let mut last_event = String::from("none yet");
     loop {
@@ -188,6 +194,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<Summary> {
             Some(fault) = fault_rx.recv() => {
                 last_event = fault.to_string();
                 out.line_if_plain(&last_event);
+            }
+            () = terminal::next_resize(&mut resizes) => {
+                out.table(&live, &running, &last_event, started.elapsed());
             }
             _ = tick.tick() => {
                 for r in &mut running {
@@ -292,6 +301,7 @@ fn pipeline_config(
                 encoding: Encoding::Json,
                 batch: None,
                 linger_ms: None,
+                legacy_no_fix: Default::default(),
             }],
             availability_topic: Some("m365/{scooter_id}/availability".into()),
             status_topic: None,
@@ -334,26 +344,34 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-/// Writes to stdout: lines, or a table redrawn in place.
+/// Writes to stdout: lines, or a table redrawn in place at the terminal's size.
 struct Output {
     table: bool,
-    drawn: usize,
+    screen: terminal::Screen,
 }
 
 impl Output {
     fn new(table: bool) -> Output {
-        Output { table, drawn: 0 }
+        Output {
+            table,
+            screen: terminal::Screen::default(),
+        }
     }
 
     /// A line above the table (or simply a line).
     fn line(&mut self, text: &str) {
         let mut stdout = std::io::stdout().lock();
-        if self.table && self.drawn > 0 {
-            // Erase the table; it is drawn again below the new line at the next tick.
-            let _ = write!(stdout, "\x1b[{}F\x1b[J", self.drawn);
-            self.drawn = 0;
+        if self.table {
+            if self.screen.is_drawn() {
+                // Erase the table; it is drawn again below the new line at the next tick.
+                let (columns, _) = terminal::size();
+                let _ = self.screen.erase(&mut stdout, columns);
+            }
+            // Like the table's lines, back to the margin without relying on the terminal.
+            let _ = write!(stdout, "{text}\r\n");
+        } else {
+            let _ = writeln!(stdout, "{text}");
         }
-        let _ = writeln!(stdout, "{text}");
         let _ = stdout.flush();
     }
 
@@ -383,21 +401,17 @@ impl Output {
             ),
             format!("last event: {last_event}"),
         ];
-        let lines = render::table(live, &scooters, &footer);
+        // Laid out afresh at every redraw, for the size the terminal has now.
+        let size = terminal::size();
+        let (width, height) = terminal::usable(size);
+        let lines = render::layout(&render::rows(live, &scooters), &footer, width, height);
         let mut stdout = std::io::stdout().lock();
-        if self.drawn > 0 {
-            let _ = write!(stdout, "\x1b[{}F", self.drawn);
-        }
-        for line in &lines {
-            let _ = writeln!(stdout, "\x1b[2K{line}");
-        }
-        let _ = write!(stdout, "\x1b[J");
+        let _ = self.screen.draw(&mut stdout, &lines, size.0);
         let _ = stdout.flush();
-        self.drawn = lines.len();
     }
 
     /// Leaves the table on screen; what follows goes below it.
     fn finish(&mut self) {
-        self.drawn = 0;
+        self.screen.forget();
     }
 }
