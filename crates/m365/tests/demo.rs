@@ -196,3 +196,119 @@ fn ctrl_c_ends_the_demo_cleanly_with_its_summary() {
         .expect("a summary");
     assert_eq!(summary["lost"], "0", "{rest:#?}");
 }
+
+/// A SIM7600 client left running with the `/dev/pts/N` of an emulated modem that has since gone
+/// away opens whatever pseudo-terminal gets that number next: here, the terminal the demo runs
+/// in. It must not get to write its `AT+CGPS?` there (nor switch the terminal to raw mode).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_gps_client_cannot_write_on_the_demo_terminal() {
+    use m365_gps::emulate::pty::Pty;
+    use m365_gps::sim7600::InfoCommand;
+    use m365_gps::source::{Backoff, GpsHandle, SourceConfig};
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+
+    const GUARD: Duration = Duration::from_secs(60);
+    // The user's terminal: the test holds its master side, as a terminal window does.
+    let mut terminal = Pty::open(None).expect("a pseudo-terminal");
+    let tty = terminal.path().to_owned();
+    let screen_fd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&tty)
+        .expect("the terminal opens");
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["demo", "--duration", "6"])
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(screen_fd.try_clone().expect("a second descriptor"))
+        .stderr(screen_fd)
+        .spawn()
+        .expect("m365 demo starts");
+    let mut screen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let started = tokio::time::timeout(GUARD, async {
+        while !String::from_utf8_lossy(&screen).contains("registered") {
+            let n = terminal
+                .master
+                .read(&mut buf)
+                .await
+                .expect("the screen reads");
+            screen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(
+        started.is_ok(),
+        "the demo did not start:\n{}",
+        String::from_utf8_lossy(&screen)
+    );
+
+    // The stale client: a SIM7600 source on the terminal's path, retrying quickly.
+    let source = GpsHandle::spawn_with_backoff(
+        SourceConfig::Sim7600 {
+            path: tty.clone(),
+            baud: 115_200,
+            command: InfoCommand::Cgpsinfo,
+            interval: Duration::from_secs(1),
+        },
+        Backoff::new(Duration::from_millis(50), Duration::from_millis(200)),
+    );
+    let mut state = source.subscribe();
+    // Keep reading the screen (a full terminal would stall the demo) while it tries, three times.
+    let tried = tokio::time::timeout(GUARD, async {
+        loop {
+            tokio::select! {
+                read = terminal.master.read(&mut buf) => {
+                    let n = read.expect("the screen reads");
+                    screen.extend_from_slice(&buf[..n]);
+                }
+                changed = state.changed() => {
+                    changed.expect("the source runs");
+                    if state.borrow().failures >= 3 {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let seen = source.state();
+    drop(source);
+    let text = String::from_utf8_lossy(&screen);
+    assert!(
+        !text.contains("AT+"),
+        "the client wrote on the terminal:\n{text}"
+    );
+    assert!(tried.is_ok(), "no three attempts: {seen:?}");
+    assert!(!seen.connected && seen.epochs == 0, "{seen:?}");
+    let error = seen.last_error.unwrap_or_default();
+    assert!(error.contains("lock"), "refused for the lock: {error}");
+
+    // The rest of the demo, to its summary.
+    let status = tokio::time::timeout(GUARD, async {
+        loop {
+            tokio::select! {
+                read = terminal.master.read(&mut buf) => {
+                    let n = read.expect("the screen reads");
+                    screen.extend_from_slice(&buf[..n]);
+                }
+                status = child.wait() => break status.expect("the demo ends"),
+            }
+        }
+    })
+    .await
+    .expect("the demo ends in time");
+    while let Ok(Ok(n)) =
+        tokio::time::timeout(Duration::from_millis(200), terminal.master.read(&mut buf)).await
+    {
+        screen.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&screen);
+    assert!(status.success(), "{status:?}\n{text}");
+    assert!(
+        !text.contains("AT+"),
+        "the client wrote on the terminal:\n{text}"
+    );
+    assert!(text.contains("summary scooters=1"), "{text}");
+}

@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
 use crate::emulate::handle::{Control, EmulatorHandle, Status};
-use crate::emulate::pty::{Pty, PtyError, remove_link};
+use crate::emulate::pty::{Pty, PtyError, Unplugged, remove_link};
 use crate::emulate::route::RoutePoint;
 use crate::emulate::synth::{Talker, nmea_epoch, nmea_no_fix_epoch, sentence};
 
@@ -265,6 +265,7 @@ async fn run(
         garbage_every,
     } = script;
     let mut pty = Some(pty);
+    let mut unplugged = Vec::new();
     let mut epoch: u64 = 0;
     let mut garbage_sent: u64 = 0;
     for chunk in chunks {
@@ -274,14 +275,14 @@ async fn run(
                 tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => break,
                     c = control.recv() => match c {
-                        Some(c) => apply(c, &mut pty, link.as_deref(), &status),
+                        Some(c) => apply(c, &mut pty, &mut unplugged, link.as_deref(), &status),
                         None => return,
                     },
                 }
             }
         }
         while let Ok(c) = control.try_recv() {
-            apply(c, &mut pty, link.as_deref(), &status);
+            apply(c, &mut pty, &mut unplugged, link.as_deref(), &status);
         }
         epoch = epoch.saturating_add(1);
         let Some(dev) = pty.as_mut() else {
@@ -300,7 +301,7 @@ async fn run(
     status.send_modify(|s| s.finished = true);
     // Feed exhausted: stay plugged in, silent, still obeying unplug/replug.
     while let Some(c) = control.recv().await {
-        apply(c, &mut pty, link.as_deref(), &status);
+        apply(c, &mut pty, &mut unplugged, link.as_deref(), &status);
     }
 }
 
@@ -321,15 +322,20 @@ pub(crate) async fn write_dropping(pty: &mut Pty, mut bytes: &[u8]) {
     }
 }
 
+/// Carries out an unplug or a replug. Unplugged ptys go to `unplugged`, which the emulator task
+/// holds until it ends, so that no number it ever handed out names another terminal meanwhile
+/// (see [`crate::emulate::pty`]); a replug always gets a new number.
 pub(crate) fn apply(
     c: Control,
     pty: &mut Option<Pty>,
+    unplugged: &mut Vec<Unplugged>,
     link: Option<&std::path::Path>,
     status: &watch::Sender<Status>,
 ) {
     match c {
         Control::Unplug => {
-            if pty.take().is_some() {
+            if let Some(p) = pty.take() {
+                unplugged.push(p.unplug());
                 if let Some(link) = link {
                     remove_link(link);
                 }

@@ -5,6 +5,13 @@
 //! fails exactly like a yanked USB receiver. A replugged device gets a new `/dev/pts/N`, so the
 //! emulator can keep a symlink pointing at the current one, like udev's `/dev/serial/by-id` links:
 //! clients configured with the link recover without being told the new name.
+//!
+//! A pty's number is not like a USB device name: the kernel hands the lowest free number to the
+//! next pseudo-terminal anyone opens, a terminal window or an ssh session included. A client
+//! still configured with an unplugged device's `/dev/pts/N` would then open that terminal, put
+//! it in raw mode and write its commands on it (a SIM7600 client's `AT+CGPS?` showing up on
+//! someone's screen). So an unplugged pty keeps its slave side open ([`Unplugged`]) for as long
+//! as the emulator runs: its device node is gone, and its number cannot be given to anything else.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -66,11 +73,43 @@ impl Pty {
         &self.path
     }
 
+    /// Unplugs the device: the master side closes, so clients see a hang-up and the device node
+    /// disappears (opening the path fails with "no such file", like a yanked USB device), while
+    /// the returned slave side keeps the pty's number from being reused as long as it is held.
+    pub fn unplug(self) -> Unplugged {
+        let Pty {
+            master,
+            slave,
+            path,
+        } = self;
+        drop(master);
+        Unplugged {
+            _slave: slave,
+            path,
+        }
+    }
+
     /// Drops whatever no client has read, like a UART overwriting its FIFO.
     pub fn discard_unread(&self) {
         if let Err(e) = self.slave.clear(ClearBuffer::Input) {
             tracing::debug!(error = %e, "clearing the pty input failed");
         }
+    }
+}
+
+/// What remains of an unplugged pty: its slave side, with the master closed. Holding it keeps
+/// the kernel from giving the pty's number to another pseudo-terminal; dropping it frees the
+/// number.
+#[derive(Debug)]
+pub struct Unplugged {
+    _slave: SerialStream,
+    path: PathBuf,
+}
+
+impl Unplugged {
+    /// The path the device had, e.g. `/dev/pts/7` (it no longer exists).
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 

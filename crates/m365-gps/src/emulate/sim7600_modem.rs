@@ -236,12 +236,13 @@ async fn run(
     mut control: mpsc::Receiver<Control>,
 ) {
     let mut pty = Some(pty);
+    let mut unplugged = Vec::new();
     let mut line: Vec<u8> = Vec::new();
     let mut buf = [0u8; 256];
     loop {
         let Some(dev) = pty.as_mut() else {
             match control.recv().await {
-                Some(c) => apply(c, &mut pty, link.as_deref(), &status),
+                Some(c) => apply(c, &mut pty, &mut unplugged, link.as_deref(), &status),
                 None => return,
             }
             continue;
@@ -250,7 +251,7 @@ async fn run(
             r = dev.master.read(&mut buf) => r,
             c = control.recv() => {
                 match c {
-                    Some(c) => apply(c, &mut pty, link.as_deref(), &status),
+                    Some(c) => apply(c, &mut pty, &mut unplugged, link.as_deref(), &status),
                     None => return,
                 }
                 continue;

@@ -101,7 +101,7 @@ impl DemoScooter {
         };
         link_config.reconnect.scan_timeout = Duration::from_secs(10);
         let gps = match start_gps(&sim) {
-            Ok((emulator, source)) => DemoGps::Pty { emulator, source },
+            Ok((emulator, source)) => DemoGps::Pty { source, emulator },
             Err(e) => {
                 tracing::warn!(error = %e, "no pseudo-terminal for the emulated GPS: NMEA fed to the decoder directly");
                 feed_gps(sim.clone())
@@ -139,10 +139,12 @@ impl DemoScooter {
 pub enum DemoGps {
     /// An emulated receiver on a pty, read by the serial source `m365 run` uses.
     Pty {
+        /// The source reading its device. Declared first so it is dropped (stopped) before the
+        /// receiver: a source outliving its receiver would retry the `/dev/pts/N` the receiver
+        /// freed, which the next terminal opened on the machine may have got.
+        source: GpsHandle,
         /// The receiver.
         emulator: EmulatorHandle,
-        /// The source reading its device.
-        source: GpsHandle,
     },
     /// No pty: the receiver's sentences go straight into the NMEA decoder.
     Fed {
