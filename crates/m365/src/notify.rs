@@ -126,12 +126,15 @@ impl Notifier {
         self.watchdog_interval().map(WatchdogTimer::new)
     }
 
-    /// Sends one message; a no-op without a socket.
+    /// Sends one message; a no-op without a socket. Never waits: when the receiver's queue is
+    /// full (systemd busy, or a socket nobody reads) the message is refused with `WouldBlock`
+    /// rather than stalling the daemon's loop, and the caller logs it.
     pub fn send(&self, message: &str) -> io::Result<()> {
         let Some(target) = &self.target else {
             return Ok(());
         };
         let socket = UnixDatagram::unbound()?;
+        socket.set_nonblocking(true)?;
         let sent = match target {
             Target::Path(path) => socket.send_to(message.as_bytes(), path)?,
             Target::Abstract(name) => {
@@ -250,5 +253,27 @@ mod tests {
             "broker connected; scooter logged in; backlog 1 record"
         );
         assert_eq!(one_line("a\nb\r\nc"), "a b c");
+    }
+}
+
+#[cfg(test)]
+mod full_socket {
+    use super::*;
+
+    #[test]
+    fn a_socket_nobody_reads_never_blocks_the_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        // Bound and never read: its queue fills after a few messages.
+        let _receiver = UnixDatagram::bind(&path).unwrap();
+        let notifier = Notifier::with_socket(path, None);
+        let mut refused = 0;
+        for _ in 0..1_000 {
+            if let Err(e) = notifier.watchdog() {
+                assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+                refused += 1;
+            }
+        }
+        assert!(refused > 0, "the queue filled up and sending went on");
     }
 }

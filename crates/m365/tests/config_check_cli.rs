@@ -111,11 +111,17 @@ fn a_missing_file_exits_78() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = m365(dir.path(), &["config", "check", "absent.toml"], &[]);
     assert_eq!(out.status.code(), Some(78));
+    let stderr = text(&out.stderr);
     assert!(
-        text(&out.stderr).starts_with("error: absent.toml: cannot read the configuration: "),
-        "{}",
-        text(&out.stderr)
+        stderr.starts_with("error: absent.toml: cannot read the configuration: no such file"),
+        "{stderr}"
     );
+    assert_eq!(
+        stderr.matches("no such file").count(),
+        1,
+        "said once: {stderr}"
+    );
+    assert!(!stderr.contains("os error"), "{stderr}");
 }
 
 #[test]
@@ -160,4 +166,70 @@ fn a_wrong_command_line_exits_64() {
     assert_eq!(out.status.code(), Some(64));
     let help = m365(dir.path(), &["--help"], &[]);
     assert_eq!(help.status.code(), Some(0));
+}
+
+#[test]
+fn check_validates_the_token_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("martinete.toml"),
+        "[scooter]\ntoken_file_path = \"token\"\n",
+    )
+    .expect("write");
+    let token = dir.path().join("token");
+
+    // Not paired yet: a note, still a valid configuration.
+    let out = m365(dir.path(), &["config", "check"], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("note: [scooter] token_file_path: no token file at token yet"),
+        "{stderr}"
+    );
+
+    // Three bytes: `m365 run` could not use it.
+    std::fs::write(&token, b"abc").expect("write");
+    set_mode(&token, 0o600);
+    let out = m365(dir.path(), &["config", "check"], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains(
+            "error: [scooter] token_file_path: token holds 3 bytes, a token is exactly 12"
+        ),
+        "{stderr}"
+    );
+
+    // Twelve bytes, but readable by everyone.
+    std::fs::write(&token, [7u8; 12]).expect("write");
+    set_mode(&token, 0o644);
+    let out = m365(dir.path(), &["config", "check"], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("can be read by others (mode 644)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("chmod 600 token"), "{stderr}");
+
+    set_mode(&token, 0o600);
+    let out = m365(dir.path(), &["config", "check"], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("token_file_path"), "{stderr}");
+
+    // A scooter forced to a protocol without pairing needs no token.
+    std::fs::write(
+        dir.path().join("martinete.toml"),
+        "[scooter]\ntoken_file_path = \"absent\"\nprotocol = \"plain\"\n",
+    )
+    .expect("write");
+    let out = m365(dir.path(), &["config", "check"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!text(&out.stderr).contains("token_file_path"));
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }

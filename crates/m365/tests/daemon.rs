@@ -53,7 +53,9 @@ impl Broker {
         if Path::new(MOSQUITTO).exists() {
             let port = free_port();
             let conf = dir.path().join("mosquitto.conf");
-            let mut text = format!("listener {port} 127.0.0.1\npersistence false\n");
+            // `user root`: stay who we are (a test in a user namespace cannot switch to the
+            // `mosquitto` user; as a non-root user the setting has no effect).
+            let mut text = format!("listener {port} 127.0.0.1\npersistence false\nuser root\n");
             match credentials {
                 Some((user, password)) => {
                     let file = dir.path().join("passwd");
@@ -429,6 +431,22 @@ async fn run_publishes_telemetry_and_stops_cleanly_on_sigterm() {
     assert!(status.success());
     let code = wait_exit(&mut child, Duration::from_secs(15)).await;
     assert_eq!(code, Some(0), "log:\n{}", log_of(dir.path()));
+    // The figures at the stop are the final ones: every sample acknowledged, nothing left.
+    let log = log_of(dir.path());
+    let stopped = log
+        .lines()
+        .find(|l| l.contains(" stopped sampled="))
+        .unwrap_or_else(|| panic!("no stop summary; log:\n{log}"));
+    let figure = |name: &str| -> u64 {
+        stopped
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {stopped}"))
+    };
+    assert!(figure("sampled") > 0, "{stopped}");
+    assert_eq!(figure("acknowledged"), figure("sampled"), "{stopped}");
+    assert_eq!(figure("backlog"), 0, "{stopped}");
     let offline = async {
         loop {
             let (topic, payload) = messages.recv().await.expect("subscriber alive");
@@ -620,4 +638,303 @@ async fn a_scooter_gone_for_good_exits_with_scooter_lost() {
         "exit after {took:?}; log:\n{log}"
     );
     assert!(log.contains("lost the scooter"), "{log}");
+}
+
+/// The earlier client's `gpsinfo` keys, all numbers whether there is a fix or not.
+fn assert_earlier_gpsinfo(v: &serde_json::Value) {
+    let g = &v["gpsinfo"];
+    for key in ["latitude", "longitude", "altitude", "gps_speed"] {
+        assert!(g[key].is_number(), "gpsinfo.{key}: {v}");
+    }
+    for key in [
+        "speed_kmh",
+        "total_distance_m",
+        "trip_distance_left_km",
+        "uptime_sec",
+    ] {
+        assert!(v[key].is_number(), "{key}: {v}");
+    }
+    assert!(v["battery_info"]["voltage"].is_number(), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_sends_zeros_without_a_usable_fix_and_a_stale_fix_is_no_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = Token([5; 12]);
+    let config = paired_scooter(&dir.path().join("sim"), &token, 507);
+    let Some(sim) = SimBench::start(config) else {
+        return;
+    };
+    m365_proto::token::write(&dir.path().join(".mi-token"), &token, false).unwrap();
+    let broker = Broker::start().await;
+    let mut messages = subscriber(broker.port).await;
+    let config = write_config(dir.path(), &sim.scooter_address, &broker, "20s");
+    // The earlier server's topic and encoding, a json mirror, and a short fix lifetime.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "encoding = \"json\"\n",
+        "encoding = \"legacy\"\ntopic = \"m365/{id}/legacy\"\n",
+    ) + "\n[[mqtt.mirror]]\ntopic = \"m365/{id}/json\"\nencoding = \"json\"\n";
+    std::fs::write(&config, text).unwrap();
+    // A receiver behind a stable link, so it can be unplugged and plugged in again. The daemon
+    // starts first and waits for the device, so it cannot inherit the emulator's descriptors.
+    let link = dir.path().join("gps");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text += &format!(
+        "\n[gps]\nsource = \"serial\"\nkind = \"nmea\"\ndevice = \"{}\"\nmax_age = \"2s\"\n",
+        link.display()
+    );
+    std::fs::write(&config, text).unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let _notify = UnixDatagram::bind(&notify_path).unwrap();
+    // Killed however the test ends, so a failed assertion leaves no daemon behind.
+    let child = KillOnDrop(spawn_m365(
+        &config,
+        &sim.bus_address,
+        &notify_path,
+        dir.path(),
+    ));
+    let start = RoutePoint {
+        time: m365_gps::chrono::Utc::now(),
+        lat: 43.36,
+        lon: -8.41,
+        alt_m: 20.0,
+        speed_mps: 4.0,
+        course_deg: 0.0,
+    };
+    let mut receiver_config = NmeaReceiverConfig::new(
+        NmeaFeed::Route(Box::new(straight_line(
+            start,
+            m365_gps::chrono::TimeDelta::seconds(1),
+        ))),
+        Pace::RealTime,
+    );
+    receiver_config.link = Some(link.clone());
+    let mut receiver =
+        m365_gps::emulate::nmea_receiver::spawn(receiver_config).expect("a pty for the receiver");
+    let id: String = sim
+        .scooter_address
+        .split(':')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let json_topic = format!("m365/{id}/json");
+    let legacy_topic = format!("m365/{id}/legacy");
+
+    // Waits for a legacy message and its json mirror (same time) matching `want`.
+    async fn next_pair(
+        messages: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+        (legacy_topic, json_topic): (&str, &str),
+        want: impl Fn(&serde_json::Value, &serde_json::Value) -> bool,
+    ) -> (serde_json::Value, serde_json::Value) {
+        let mut legacy: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
+        let mut json: std::collections::BTreeMap<u64, serde_json::Value> = Default::default();
+        loop {
+            let (topic, payload) = messages.recv().await.expect("subscriber alive");
+            let v: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
+            if topic == legacy_topic {
+                legacy.insert(v["timestamp"].as_str().unwrap_or("").to_owned(), v);
+            } else if topic == json_topic {
+                json.insert(v["seq"].as_u64().unwrap_or(0), v);
+            }
+            // Pair them by time: the legacy payload has no seq.
+            for j in json.values() {
+                let Some(ts) = j["ts"].as_str() else { continue };
+                let stamp = m365_gps::chrono::DateTime::parse_from_rfc3339(ts).ok();
+                for l in legacy.values() {
+                    let same = l["timestamp"]
+                        .as_str()
+                        .and_then(|t| m365_gps::chrono::DateTime::parse_from_rfc3339(t).ok())
+                        == stamp;
+                    if same && want(l, j) {
+                        return (l.clone(), j.clone());
+                    }
+                }
+            }
+        }
+    }
+    let has_fix = |l: &serde_json::Value, j: &serde_json::Value| {
+        l["gpsinfo"]["latitude"].as_f64().is_some_and(|v| v != 0.0) && j["gps"].is_object()
+    };
+    let no_fix = |l: &serde_json::Value, j: &serde_json::Value| {
+        l["gpsinfo"]["latitude"].as_f64() == Some(0.0) && j["gps"].is_null()
+    };
+
+    let (l, j) = tokio::time::timeout(
+        WAIT,
+        next_pair(&mut messages, (&legacy_topic, &json_topic), has_fix),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no positions; log:\n{}", log_of(dir.path())));
+    assert_earlier_gpsinfo(&l);
+    assert!(
+        (l["gpsinfo"]["latitude"].as_f64().unwrap() - 43.36).abs() < 0.01,
+        "{l}"
+    );
+    assert!(j["gps"]["age_ms"].as_u64().unwrap() <= 2_000, "{j}");
+
+    // The receiver is pulled out: once its last fix is 2 s old, records carry no position:
+    // legacy sends the earlier client's zeros (the earlier server keeps them), json says none.
+    receiver.unplug().await;
+    let (l, _) = tokio::time::timeout(
+        WAIT,
+        next_pair(&mut messages, (&legacy_topic, &json_topic), no_fix),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no fix-less record; log:\n{}", log_of(dir.path())));
+    assert_earlier_gpsinfo(&l);
+    for key in ["longitude", "altitude", "gps_speed"] {
+        assert_eq!(l["gpsinfo"][key].as_f64(), Some(0.0), "{l}");
+    }
+    assert!(
+        l["speed_kmh"].is_number(),
+        "speed and battery still there: {l}"
+    );
+
+    // Plugged in again: positions come back.
+    receiver.replug().await;
+    tokio::time::timeout(
+        WAIT,
+        next_pair(&mut messages, (&legacy_topic, &json_topic), has_fix),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("positions did not come back; log:\n{}", log_of(dir.path())));
+    let log = log_of(dir.path());
+    assert_eq!(log.matches("GPS fix lost").count(), 1, "{log}");
+    assert_eq!(log.matches("GPS fix back").count(), 1, "{log}");
+    drop(child);
+    drop(sim);
+}
+
+/// A child process that is killed when dropped.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[path = "../../m365-pipeline/tests/common/small_fs.rs"]
+mod small_fs;
+
+/// The largest `backlog N records` the daemon's status lines reported.
+fn backlog_reported(log: &str) -> u64 {
+    log.lines()
+        .filter_map(|l| l.split("backlog ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_at_start_keeps_the_backlog_and_it_is_sent_once_there_is_room() {
+    // The whole test runs on a 2 MiB file system of its own (see `small_fs`).
+    let Some(disk) = small_fs::small_fs(
+        "a_full_disk_at_start_keeps_the_backlog_and_it_is_sent_once_there_is_room",
+        "2m",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let token = Token([6; 12]);
+    let config = paired_scooter(&dir.path().join("sim"), &token, 508);
+    let Some(sim) = SimBench::start(config) else {
+        return;
+    };
+    m365_proto::token::write(&dir.path().join(".mi-token"), &token, false).unwrap();
+    // No broker listens on this port: every record stays in the spool.
+    let nobody = Broker {
+        port: free_port(),
+        protocol: "5",
+        child: None,
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    let config = write_config(dir.path(), &sim.scooter_address, &nobody, "20s");
+    let spool = disk.join("spool.sqlite");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("path = \"{}\"", dir.path().join("spool.sqlite").display()),
+        &format!("path = \"{}\"", spool.display()),
+    );
+    std::fs::write(&config, text).unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let _notify = UnixDatagram::bind(&notify_path).unwrap();
+
+    // A first run spools at least ten records the broker never takes, then stops cleanly.
+    let mut child = KillOnDrop(spawn_m365(
+        &config,
+        &sim.bus_address,
+        &notify_path,
+        dir.path(),
+    ));
+    let deadline = Instant::now() + WAIT;
+    while backlog_reported(&log_of(dir.path())) < 10 {
+        assert!(Instant::now() < deadline, "log:\n{}", log_of(dir.path()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let term = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.0.id().to_string())
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert_eq!(wait_exit(&mut child.0, WAIT).await, Some(0));
+    let spooled = backlog_reported(&log_of(dir.path()));
+
+    // The disk fills up (logs, say); the next start cannot use the spool: it says why, exits
+    // with the spool's code, and leaves the file exactly as it was.
+    let filler = small_fs::fill(&disk);
+    let before = std::fs::read(&spool).unwrap();
+    let mut child = KillOnDrop(spawn_m365(
+        &config,
+        &sim.bus_address,
+        &notify_path,
+        dir.path(),
+    ));
+    let code = wait_exit(&mut child.0, WAIT).await;
+    let log = log_of(dir.path());
+    assert_eq!(
+        code,
+        Some(i32::from(m365::exit::ExitStatus::SpoolUnusable.code())),
+        "log:\n{log}"
+    );
+    assert!(log.contains("is full"), "log:\n{log}");
+    assert_eq!(std::fs::read(&spool).unwrap(), before, "untouched");
+    let names: Vec<String> = std::fs::read_dir(&disk)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.contains("corrupt")),
+        "nothing moved aside: {names:?}"
+    );
+
+    // Room again and a broker: every record of the first run arrives.
+    std::fs::remove_file(filler).unwrap();
+    let broker = Broker::start().await;
+    let mut messages = subscriber(broker.port).await;
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("127.0.0.1:{}", nobody.port),
+        &format!("127.0.0.1:{}", broker.port),
+    );
+    std::fs::write(&config, text).unwrap();
+    let _child = KillOnDrop(spawn_m365(
+        &config,
+        &sim.bus_address,
+        &notify_path,
+        dir.path(),
+    ));
+    let mut seqs = std::collections::BTreeSet::new();
+    let all = async {
+        while !(1..=spooled).all(|n| seqs.contains(&n)) {
+            let (topic, payload) = messages.recv().await.expect("subscriber alive");
+            if topic.ends_with("/telemetry") {
+                let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+                seqs.insert(v["seq"].as_u64().expect("seq"));
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, all)
+        .await
+        .unwrap_or_else(|_| panic!("backlog not delivered; log:\n{}", log_of(dir.path())));
+    drop(sim);
 }

@@ -55,6 +55,16 @@ fn check(explicit: Option<&Path>) -> ExitCode {
             );
             print!("{}", config::render(&loaded.config));
             let n = loaded.warnings.len();
+            match check_token_file(&loaded.config.scooter) {
+                TokenCheck::Fine | TokenCheck::NotNeeded => {}
+                // Not a fault of the configuration: pairing comes after it.
+                TokenCheck::NotYet(note) => eprintln!("note: {note}"),
+                TokenCheck::Error(e) => {
+                    eprintln!("error: {e}");
+                    eprintln!("m365: invalid configuration: 1 error");
+                    return ExitStatus::Config.into();
+                }
+            }
             eprintln!(
                 "{}: valid, {n} warning{}",
                 loaded.path.display(),
@@ -81,4 +91,75 @@ fn check(explicit: Option<&Path>) -> ExitCode {
             ExitStatus::Config.into()
         }
     }
+}
+
+/// What `config check` found about the token file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TokenCheck {
+    /// Present, 12 bytes, readable by its owner only.
+    Fine,
+    /// The protocol is forced to one that needs no pairing.
+    NotNeeded,
+    /// Not paired yet: worth saying, not a fault of the configuration.
+    NotYet(String),
+    /// `m365 run` cannot use it, or it leaks the pairing.
+    Error(String),
+}
+
+/// Checks `[scooter] token_file_path` the way `m365 run` will use it: a 12-byte file that only
+/// its owner can read (the token lets anyone within radio range unlock the scooter's telemetry
+/// and commands). Only Mi-auth scooters need one.
+fn check_token_file(scooter: &config::ScooterConfig) -> TokenCheck {
+    use config::ScooterProtocol;
+    if matches!(
+        scooter.protocol,
+        ScooterProtocol::Xor | ScooterProtocol::Plain
+    ) {
+        return TokenCheck::NotNeeded;
+    }
+    let path = &scooter.token_file;
+    let register = "pair with `m365 register <MAC>`";
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return TokenCheck::NotYet(format!(
+                "[scooter] token_file_path: no token file at {} yet: {register} before `m365 run`",
+                path.display()
+            ));
+        }
+        Err(e) => {
+            return TokenCheck::Error(format!(
+                "[scooter] token_file_path: cannot read {}: {e}",
+                path.display()
+            ));
+        }
+    };
+    if !meta.is_file() {
+        return TokenCheck::Error(format!(
+            "[scooter] token_file_path: {} is not a file",
+            path.display()
+        ));
+    }
+    if meta.len() != m365_proto::token::TOKEN_LEN as u64 {
+        return TokenCheck::Error(format!(
+            "[scooter] token_file_path: {} holds {} bytes, a token is exactly {}: {register} again",
+            path.display(),
+            meta.len(),
+            m365_proto::token::TOKEN_LEN
+        ));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return TokenCheck::Error(format!(
+                "[scooter] token_file_path: {} can be read by others (mode {mode:03o}): \
+                 `chmod 600 {}`",
+                path.display(),
+                path.display()
+            ));
+        }
+    }
+    TokenCheck::Fine
 }
