@@ -149,7 +149,8 @@ async fn nmea_receiver_unplug_and_replug_recovers() {
     assert!(kept.time >= fix_before.time);
 
     emu.replug().await;
-    // The kernel may hand out the same pts number again; the link points at the live one.
+    // The replugged device has a new pts number (the emulator keeps the old one until it
+    // stops); the link points at the live one.
     assert_eq!(std::fs::read_link(&link).unwrap(), emu.pty_path().unwrap());
     let fixes_at_replug = rx.borrow().fixes;
     let after = wait_for(&mut rx, "fixes after replug", |s| {
