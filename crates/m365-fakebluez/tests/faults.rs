@@ -69,10 +69,7 @@ async fn kept_gatt_objects_answer_not_connected_after_a_drop() {
     let Some(bus) = isolated_bus("kept_gatt_objects_answer_not_connected_after_a_drop") else {
         return;
     };
-    let fake = FakeBluez::start(bus.address()).await.unwrap();
-    let control = fake.add_peripheral(Echo::new(1, -60)).unwrap();
-    let (adapter, mut events) = central().await;
-    let p = scan_for(&adapter, &mut events, 1).await;
+    let (_fake, control, _adapter, mut events, p) = echo_found(&bus).await;
     let write = connect_and_subscribe(&p).await;
 
     // BlueZ's default cache keeps the objects: the write reaches them and fails for the link.
@@ -94,10 +91,7 @@ async fn a_harsh_drop_removes_the_gatt_objects_and_fails_connects_at_once() {
     else {
         return;
     };
-    let fake = FakeBluez::start(bus.address()).await.unwrap();
-    let control = fake.add_peripheral(Echo::new(1, -60)).unwrap();
-    let (adapter, mut events) = central().await;
-    let p = scan_for(&adapter, &mut events, 1).await;
+    let (_fake, control, _adapter, mut events, p) = echo_found(&bus).await;
     let write = connect_and_subscribe(&p).await;
 
     let harsh = Harshness {
@@ -130,10 +124,7 @@ async fn a_connect_waits_for_the_device_and_succeeds_when_it_is_back() {
     else {
         return;
     };
-    let fake = FakeBluez::start(bus.address()).await.unwrap();
-    let control = fake.add_peripheral(Echo::new(1, -60)).unwrap();
-    let (adapter, mut events) = central().await;
-    let p = scan_for(&adapter, &mut events, 1).await;
+    let (_fake, control, _adapter, mut events, p) = echo_found(&bus).await;
     connect_and_subscribe(&p).await;
 
     let hold_off = Duration::from_millis(1_500);
@@ -203,10 +194,7 @@ async fn disconnect_and_clear_faults_end_a_waiting_connect() {
     let Some(bus) = isolated_bus("disconnect_and_clear_faults_end_a_waiting_connect") else {
         return;
     };
-    let fake = FakeBluez::start(bus.address()).await.unwrap();
-    let control = fake.add_peripheral(Echo::new(1, -60)).unwrap();
-    let (adapter, mut events) = central().await;
-    let p = scan_for(&adapter, &mut events, 1).await;
+    let (_fake, control, _adapter, _events, p) = echo_found(&bus).await;
     control.out_of_range(Duration::from_secs(600)).await;
 
     // Disconnect() cancels the pending Connect(), which then fails.
@@ -362,10 +350,7 @@ async fn injected_connect_errors_surface_in_btleplug() {
     let Some(bus) = isolated_bus("injected_connect_errors_surface_in_btleplug") else {
         return;
     };
-    let fake = FakeBluez::start(bus.address()).await.unwrap();
-    let control = fake.add_peripheral(Echo::new(1, -60)).unwrap();
-    let (adapter, mut events) = central().await;
-    let p = scan_for(&adapter, &mut events, 1).await;
+    let (_fake, control, _adapter, _events, p) = echo_found(&bus).await;
 
     control.fail_next_connects(2, BluezError::le_connection_abort_by_local());
     for _ in 0..2 {
@@ -409,10 +394,7 @@ async fn stale_in_progress_is_cleared_by_remove_device() {
     let Some(bus) = isolated_bus("stale_in_progress_is_cleared_by_remove_device") else {
         return;
     };
-    let fake = FakeBluez::start(bus.address()).await.unwrap();
-    let control = fake.add_peripheral(Echo::new(1, -60)).unwrap();
-    let (adapter, mut events) = central().await;
-    let p = scan_for(&adapter, &mut events, 1).await;
+    let (_fake, control, adapter, mut events, p) = echo_found(&bus).await;
 
     control.stale_in_progress();
     for _ in 0..3 {
@@ -475,10 +457,7 @@ async fn powered_off_adapter_drops_links_and_refuses_work() {
     let Some(bus) = isolated_bus("powered_off_adapter_drops_links_and_refuses_work") else {
         return;
     };
-    let fake = FakeBluez::start(bus.address()).await.unwrap();
-    let control = fake.add_peripheral(Echo::new(1, -60)).unwrap();
-    let (adapter, mut events) = central().await;
-    let p = scan_for(&adapter, &mut events, 1).await;
+    let (fake, control, adapter, mut events, p) = echo_found(&bus).await;
     connect_and_subscribe(&p).await;
 
     fake.set_powered(false).await;
@@ -528,4 +507,22 @@ async fn kept_gatt_objects_survive_a_reconnect() {
         .unwrap();
     assert_eq!(note.value, b"kept");
     assert_eq!(control.counters().start_notify, 2);
+}
+
+/// A fake BlueZ with BlueZ's defaults serving echo device 1, and a btleplug central that found
+/// it: the fake (keep it alive), the device's control, the adapter, its events, the peripheral.
+async fn echo_found(
+    bus: &m365_fakebluez::PrivateBus,
+) -> (
+    FakeBluez,
+    m365_fakebluez::DeviceControl,
+    btleplug::platform::Adapter,
+    Events,
+    btleplug::platform::Peripheral,
+) {
+    let fake = FakeBluez::start(bus.address()).await.unwrap();
+    let control = fake.add_peripheral(Echo::new(1, -60)).unwrap();
+    let (adapter, mut events) = central().await;
+    let p = scan_for(&adapter, &mut events, 1).await;
+    (fake, control, adapter, events, p)
 }
