@@ -3,7 +3,7 @@
 # Ubuntu machine, installing what is missing:
 #   1. the C cross compiler (for ring, bundled SQLite and vendored libdbus), with apt as root,
 #   2. the Rust standard library for aarch64, with rustup.
-# Then runs `cargo build --release --target aarch64-unknown-linux-gnu -p m365`; the linker and
+# Then runs `cargo build --release --target aarch64-unknown-linux-gnu -p m365 --no-default-features`; the linker and
 # C compiler names come from .cargo/config.toml.
 #
 # Usage: scripts/cross-aarch64.sh [extra cargo build arguments]
@@ -34,7 +34,8 @@ if ! rustup target list --installed | grep -qx "$TARGET"; then
     rustup target add "$TARGET"
 fi
 
-cargo build --release --target "$TARGET" -p m365 "$@"
+# The Pi build leaves the demo out (its simulator, broker and live view are not for the Pi).
+cargo build --release --target "$TARGET" -p m365 --no-default-features "$@"
 
 binary="target/$TARGET/release/m365"
 say "built $binary ($(stat -c %s "$binary") bytes)"

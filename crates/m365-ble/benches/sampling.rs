@@ -12,7 +12,7 @@ use m365_ble::link::{LinkConfig, ScooterLink};
 use m365_ble::pairing::{self, PairingOptions};
 use m365_ble::scanner::ScanFilter;
 use m365_ble::telemetry;
-use m365_ble::transport::in_process::{InProcessTransport, SimScooter};
+use m365_sim::in_process::{InProcessTransport, SimScooter};
 use m365_sim::link::{FULL_SAMPLE, LinkTiming, Pattern, link_limit};
 use m365_sim::{Generation, Model, ScooterConfig};
 use tokio::time::Instant;

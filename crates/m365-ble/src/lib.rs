@@ -1,10 +1,9 @@
-//! The part of `m365` that touches the scooter: transports (btleplug for real BlueZ, in-process
-//! for the simulator), the scanner, pairing, login, the encrypted request/response session with
+//! The part of `m365` that touches the scooter: the transport seam (btleplug for real BlueZ; the
+//! simulator brings its own in-process one), the scanner, pairing, login, the encrypted request/response session with
 //! pipelined reads, and the reconnection state machine users rely on.
 //!
 //! Map of the crate (one concept per file):
-//! - [`transport`]: the async [`transport::Transport`] trait; [`transport::btleplug`] and
-//!   [`transport::in_process`].
+//! - [`transport`]: the async [`transport::Transport`] trait and [`transport::btleplug`].
 //! - [`address`]: Bluetooth addresses as users write them.
 //! - [`scanner`]: finding scooters and telling model and protocol from their advertisements.
 //! - [`generation`]: which protocol generation to speak (§5.6), plain probe, XOR key recovery.

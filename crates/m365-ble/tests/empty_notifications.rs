@@ -14,8 +14,8 @@ use common::tamper::{Tampered, pass_writes};
 use common::*;
 use m365_ble::link::ScooterLink;
 use m365_ble::pairing::{self, PairingOptions};
-use m365_ble::transport::in_process::InProcessTransport;
 use m365_ble::transport::{Transport as _, TransportEvent};
+use m365_sim::in_process::InProcessTransport;
 use m365_sim::{Generation, Model};
 
 #[tokio::test(start_paused = true)]

@@ -8,7 +8,7 @@ use common::tamper::{Tampered, pass_writes, rewrite_plain_frames};
 use common::*;
 use m365_ble::BleError;
 use m365_ble::link::ScooterLink;
-use m365_ble::transport::in_process::InProcessTransport;
+use m365_sim::in_process::InProcessTransport;
 use m365_sim::{Generation, Model};
 
 #[tokio::test(start_paused = true)]

@@ -13,8 +13,8 @@ use m365_ble::BleError;
 use m365_ble::link::ScooterLink;
 use m365_ble::pairing::{self, PairingOptions, PairingProgress};
 use m365_ble::transport::TransportEvent;
-use m365_ble::transport::in_process::{InProcessTransport, SimScooter};
 use m365_proto::gatt::Char;
+use m365_sim::in_process::{InProcessTransport, SimScooter};
 use m365_sim::{Generation, Model, ScooterConfig};
 
 #[tokio::test(start_paused = true)]

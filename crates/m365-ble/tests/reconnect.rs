@@ -18,8 +18,8 @@ use common::*;
 use m365_ble::BleError;
 use m365_ble::link::ScooterLink;
 use m365_ble::reconnect::{GiveUp, Phase};
-use m365_ble::transport::in_process::{InProcessTransport, SimScooter};
 use m365_proto::gatt::Char;
+use m365_sim::in_process::{InProcessTransport, SimScooter};
 use m365_sim::{Fault, Model, ScooterConfig};
 use tokio::time::Instant;
 

@@ -11,11 +11,11 @@ use std::time::Duration;
 use common::tamper::{Tampered, pass_events, pass_writes, rewrite_plain_frames};
 use common::*;
 use m365_ble::link::ScooterLink;
-use m365_ble::transport::in_process::{InProcessTransport, SimScooter};
 use m365_proto::gatt::Char;
 use m365_proto::registers::esc;
 use m365_proto::registers::settings::KersLevel;
 use m365_proto::registers::write::WriteMode;
+use m365_sim::in_process::{InProcessTransport, SimScooter};
 use m365_sim::{Fault, Generation, Model};
 use tokio::time::Instant;
 

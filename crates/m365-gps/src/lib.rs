@@ -7,7 +7,8 @@
 //! - [`gpsd`]: a gpsd JSON client.
 //! - [`source`]: each source as a tokio task that keeps the latest fix ([`source::GpsHandle`]).
 //! - [`capture`]: decoding recorded captures (NMEA or AT transcripts), for `m365 gps --replay`.
-//! - [`emulate`]: an NMEA receiver and a SIM7600 modem on pseudo-terminals, for the simulator.
+//! - `emulate` (feature `emulate`): an NMEA receiver and a SIM7600 modem on pseudo-terminals, for
+//!   the simulator, the demo and tests.
 //!
 //! Reading a receiver from a sampler loop:
 //!
@@ -31,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 pub mod capture;
+#[cfg(feature = "emulate")]
 pub mod emulate;
 pub mod fields;
 pub mod fix;

@@ -5,8 +5,8 @@
 //! Layout: [`record`] (what a sample becomes), [`spool`] (SQLite, durable, bounded),
 //! [`window`] (pure publish-window state), [`backoff`], [`encoding`] (`legacy`, `json`,
 //! `compact`), [`mqtt`] (URL, TLS, one connection), [`publisher`] (the driver task),
-//! [`health`] (counters), [`secret`] (a password that never prints), [`failure`] (the latest failure, typed), [`config`], [`synthetic`] (a generator of plausible samples for tests,
-//! benchmarks and the demo).
+//! [`health`] (counters), [`secret`] (a password that never prints), [`failure`] (the latest failure, typed), [`config`], `synthetic` (feature `synthetic`: a generator of
+//! plausible samples for tests, benchmarks and the demo).
 #![forbid(unsafe_code)]
 
 pub mod backoff;
@@ -20,6 +20,7 @@ pub mod publisher;
 pub mod record;
 pub mod secret;
 pub mod spool;
+#[cfg(feature = "synthetic")]
 pub mod synthetic;
 pub mod window;
 

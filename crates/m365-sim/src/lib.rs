@@ -13,6 +13,8 @@
 //! - [`scooter`]: the sans-IO scooter that ties it all together.
 //! - [`bluez`]: serves a scooter on the fake BlueZ (D-Bus), driving its timers and physics.
 //! - [`control`]: the D-Bus control interface of a running simulator (`m365-sim ctl`).
+//! - [`in_process`]: `m365-ble`'s transport over simulated scooters, no D-Bus, for tests,
+//!   benchmarks and the demo.
 //!
 //! # Driving a scooter by hand
 //!
@@ -49,6 +51,7 @@ pub mod config;
 pub mod control;
 pub mod event;
 pub mod faults;
+pub mod in_process;
 pub mod link;
 pub mod profile;
 pub mod registers;

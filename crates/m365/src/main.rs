@@ -26,6 +26,7 @@ enum Command {
     /// Run the telemetry daemon: scooter over BLE, GPS, spool and MQTT (the default).
     Run(cli::run::RunArgs),
     /// Show m365 working with simulated scooters and an embedded broker; nothing to set up.
+    #[cfg(feature = "demo")]
     Demo(cli::demo::DemoArgs),
     /// Print fixes from a GPS receiver, a SIM7600 modem, gpsd or a capture file.
     Gps(cli::gps::GpsArgs),
@@ -57,6 +58,7 @@ fn main() -> ExitCode {
         .unwrap_or(Command::Run(cli::run::RunArgs::default()))
     {
         Command::Run(args) => cli::run::run(args, cli.config.as_deref()),
+        #[cfg(feature = "demo")]
         Command::Demo(args) => cli::demo::run(args),
         Command::Gps(args) => cli::gps::run(args),
         Command::Config(args) => cli::config::run(args, cli.config.as_deref()),

@@ -1,11 +1,11 @@
-//! The seam between the protocol logic and a radio: a small async [`Transport`] trait with two
-//! implementations.
+//! The seam between the protocol logic and a radio: a small async [`Transport`] trait.
 //!
 //! - [`btleplug`]: production, BlueZ over D-Bus through btleplug,
 //!   driven on a dedicated thread with a current-thread runtime.
-//! - [`in_process`]: drives simulated scooters
-//!   ([`m365_sim::Scooter`]) directly in the caller's runtime, honouring their link timing
-//!   model, for fast deterministic tests and benchmarks under tokio's paused clock.
+//! - The simulator (`m365-sim`, its `in_process` module) implements the same trait by driving
+//!   simulated scooters directly in the caller's runtime, honouring their link timing model,
+//!   for fast deterministic tests, benchmarks and the demo under tokio's paused clock. It is not
+//!   part of this crate, so the daemon carries no simulator.
 //!
 //! A transport holds at most one connection. Everything that arrives (advertisements while
 //! scanning, notifications, the link going down) comes out of one event queue,
@@ -22,7 +22,6 @@
 //!   longest wait the caller can afford and cancels the attempt when it passes.
 
 pub mod btleplug;
-pub mod in_process;
 
 use std::future::Future;
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use m365_ble::link::{LinkConfig, ScooterLink};
 use m365_ble::pairing::{self, PairingOptions};
 use m365_ble::scanner::ScanFilter;
-use m365_ble::transport::in_process::{InProcessTransport, SimScooter};
+use m365_sim::in_process::{InProcessTransport, SimScooter};
 use m365_sim::{Generation, Model, ScooterConfig};
 
 /// A scooter of `model` speaking `generation`; the button is pressed 1 s after each beep.

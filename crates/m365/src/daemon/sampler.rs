@@ -206,8 +206,8 @@ mod tests {
     use m365_ble::link::LinkConfig;
     use m365_ble::pairing::{self, PairingOptions};
     use m365_ble::scanner::ScanFilter;
-    use m365_ble::transport::in_process::{InProcessTransport, SimScooter};
     use m365_pipeline::{MqttConfig, PipelineConfig, SpoolConfig};
+    use m365_sim::in_process::{InProcessTransport, SimScooter};
     use m365_sim::{Fault, Model, ScooterConfig};
 
     /// A registered Pro 2 and a link to it, on the paused clock.

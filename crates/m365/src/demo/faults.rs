@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use m365_ble::transport::in_process::SimScooter;
+use m365_sim::in_process::SimScooter;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 

@@ -1,5 +1,5 @@
-//! A transport that drives simulated scooters ([`m365_sim::Scooter`]) directly, in the caller's
-//! tokio runtime: no D-Bus, no threads, and under tokio's paused clock whole rides run in
+//! `m365-ble`'s [`Transport`] for simulated scooters ([`crate::Scooter`]): it drives them directly in
+//! the caller's tokio runtime, for tests, benchmarks and the demo: no D-Bus, no threads, and under tokio's paused clock whole rides run in
 //! milliseconds of real time.
 //!
 //! Time is tokio's clock (`tokio::time::Instant`, converted to `std::time::Instant` for the
@@ -8,24 +8,24 @@
 //! schedules the client's writes the same way (an uplink [`LinkClock`] on the same event grid),
 //! so the round trips it produces are those of a real link with the same parameters.
 //!
-//! Faults are injected on the scooter ([`SimScooter::with`] + [`m365_sim::Scooter::apply_fault`])
+//! Faults are injected on the scooter ([`SimScooter::with`] + [`crate::Scooter::apply_fault`])
 //! or, for what BlueZ itself does wrong, on the handle ([`SimScooter::stale_in_progress`]).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use m365_proto::gatt::{ATT_PAYLOAD, Char};
-use m365_sim::link::{HOST_TURNAROUND, LinkClock, LinkTiming};
-use m365_sim::scooter::{Scooter, ScooterConfig, ScooterEvent};
-use m365_sim::state_file::StateError;
-use m365_sim::{ConnectError, Counters};
-use tokio::time::Instant;
-
-use super::{
+use m365_ble::BdAddr;
+use m365_ble::transport::{
     Advertisement, BLUEZ_CONNECT_TIMEOUT, Transport, TransportError, TransportEvent, WriteKind,
 };
-use crate::address::BdAddr;
+use m365_proto::gatt::{ATT_PAYLOAD, Char};
+use tokio::time::Instant;
+
+use crate::link::{HOST_TURNAROUND, LinkClock, LinkTiming};
+use crate::scooter::{Scooter, ScooterConfig, ScooterEvent};
+use crate::state_file::StateError;
+use crate::{ConnectError, Counters};
 
 /// How often a scanning transport hears each scooter advertise.
 pub const ADVERTISING_INTERVAL: Duration = Duration::from_millis(100);
@@ -112,7 +112,7 @@ impl SimScooter {
         let now = SimScooter::now();
         self.lock()
             .scooter
-            .apply_fault(now, m365_sim::Fault::DropLink { down_for });
+            .apply_fault(now, crate::Fault::DropLink { down_for });
     }
 
     /// The current time as the scooter sees it.
