@@ -13,7 +13,8 @@ use m365_ble::pairing::{self, PairingOptions};
 use m365_ble::scanner::ScanFilter;
 use m365_ble::telemetry;
 use m365_sim::in_process::{InProcessTransport, SimScooter};
-use m365_sim::link::{FULL_SAMPLE, LinkTiming, Pattern, link_limit};
+use m365_sim::link_timing::{self, FULL_SAMPLE, Pattern, link_limit};
+use m365_sim::scooter::Processing;
 use m365_sim::{Generation, Model, ScooterConfig};
 use tokio::time::Instant;
 
@@ -26,7 +27,7 @@ async fn link_at(
 ) -> ScooterLink<InProcessTransport> {
     let mut config = ScooterConfig::new(Model::Pro2, 1);
     config.auto_press = Some(Duration::from_secs(1));
-    config.link = Some(LinkTiming::with_interval(interval).expect("interval in range"));
+    config.link = Some(link_timing::with_interval(interval).expect("interval in range"));
     let sim = SimScooter::new(config).expect("scooter");
     let path = dir.join(format!(".mi-token-{}-{cells}", interval.as_millis()));
     let mut transport = InProcessTransport::new(vec![sim.clone()]);
@@ -94,14 +95,24 @@ fn main() {
         };
         for ms in [15, 30, 50] {
             let interval = Duration::from_millis(ms);
-            let timing = LinkTiming::with_interval(interval).expect("interval");
+            let timing = link_timing::with_interval(interval).expect("interval");
             let (pipe, seq) = runtime.block_on(async {
                 let mut link = link_at(interval, cells, &dir).await;
                 let pipe = rate(&mut link, cells, Pattern::Pipelined).await;
                 let seq = rate(&mut link, cells, Pattern::Sequential).await;
                 (pipe, seq)
             });
-            let limit = |pattern| link_limit(&timing, Generation::MiAuth, reads, pattern, SAMPLES);
+            let processing = Processing::default();
+            let limit = |pattern| {
+                link_limit(
+                    &timing,
+                    &processing,
+                    Generation::MiAuth,
+                    reads,
+                    pattern,
+                    SAMPLES,
+                )
+            };
             let (pipe_limit, seq_limit) = (limit(Pattern::Pipelined), limit(Pattern::Sequential));
             println!(
                 "{:>26} {:>7}ms | {:>9.2} {:>7.2} {:>6.2} | {:>10.2} {:>7.2} {:>6.2}",

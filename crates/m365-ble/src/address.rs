@@ -22,6 +22,12 @@ impl BdAddr {
         self.0
     }
 
+    /// The address as 12 lower-case hex digits with no separator (`d5014537edfd`), e.g. as an
+    /// identifier in MQTT topics.
+    pub fn compact(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// BlueZ's object path segment, `dev_AA_BB_CC_DD_EE_FF`.
     pub fn bluez_segment(&self) -> String {
         let [a, b, c, d, e, f] = self.0;
@@ -84,6 +90,7 @@ mod tests {
             assert_eq!(text.parse::<BdAddr>(), Ok(expected), "{text}");
         }
         assert_eq!(expected.to_string(), "D5:01:45:37:ED:FD");
+        assert_eq!(expected.compact(), "d5014537edfd");
         assert_eq!(expected.bluez_segment(), "dev_D5_01_45_37_ED_FD");
     }
 

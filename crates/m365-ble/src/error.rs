@@ -9,9 +9,9 @@ use m365_proto::login::LoginError;
 use m365_proto::model::Generation;
 use m365_proto::pairing::PairingError;
 use m365_proto::registers::RegisterError;
-use m365_proto::token::TokenFileError;
 
 use crate::address::BdAddr;
+use crate::token_file::TokenFileError;
 use crate::transport::TransportError;
 
 /// Why talking to the scooter failed.

@@ -8,6 +8,7 @@
 //! - [`scanner`]: finding scooters and telling model and protocol from their advertisements.
 //! - [`generation`]: which protocol generation to speak (§5.6), plain probe, XOR key recovery.
 //! - [`pairing`]: registration with the power-button retry, writing `.mi-token`.
+//! - [`token_file`]: reading and atomically writing the `.mi-token` file.
 //! - [`login`]: Mi-auth login with errors that name the token file.
 //! - [`session`]: framing, encryption, matching answers to pipelined requests.
 //! - [`telemetry`] and [`info`]: what a sample and `m365 info` read, decoded.
@@ -29,6 +30,7 @@ pub mod reconnect;
 pub mod scanner;
 pub mod session;
 pub mod telemetry;
+pub mod token_file;
 pub mod transport;
 
 pub use address::BdAddr;

@@ -19,7 +19,6 @@ use m365_proto::registers::motor_info::MotorInfo;
 use m365_proto::registers::settings::{KersLevel, Settings};
 use m365_proto::registers::write::{self, WriteAck, WriteMode};
 use m365_proto::registers::{esc, esc::REG_LOCK, esc::REG_UNLOCK};
-use m365_proto::token;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
@@ -34,6 +33,7 @@ use crate::reconnect::{GiveUp, Phase, Reconnect, ReconnectConfig, Resume, Retry}
 use crate::scanner::{self, Discovered, ScanFilter};
 use crate::session::{Codec, ExchangeConfig, ExchangeError, Uart, exchange};
 use crate::telemetry::{self, Telemetry};
+use crate::token_file;
 use crate::transport::{CONNECT_TIMEOUT, Transport, TransportError};
 
 /// Exchanges in a row without any answer after which the link is rebuilt.
@@ -650,14 +650,14 @@ impl<T: Transport> ScooterLink<T> {
                 let token = match &self.token {
                     Some(t) => t.clone(),
                     None => {
-                        let t = token::read(&self.config.token_path)?;
+                        let t = token_file::read(&self.config.token_path)?;
                         self.token = Some(t.clone());
                         t
                     }
                 };
                 let keys = login(&mut self.transport, &token, &self.config.token_path).await?;
                 self.counters.logins += 1;
-                Codec::MiAuth(Box::new(UartCipher::new(keys, Role::Client)))
+                Codec::MiAuth(Some(Box::new(UartCipher::new(keys, Role::Client))))
             }
             Generation::Xor => {
                 // The keystream is fixed per scooter: recover it once.

@@ -15,7 +15,6 @@ use m365_proto::control::Refusal;
 use m365_proto::gatt::Char;
 use m365_proto::model::{Generation, detect_from_gatt};
 use m365_proto::pairing::{self, ClientConfig, ClientPairing, Did, PairingError};
-use m365_proto::token::{self, TokenFileError};
 use rand::rngs::OsRng;
 
 use crate::address::BdAddr;
@@ -23,6 +22,7 @@ use crate::error::BleError;
 use crate::generation::{Selection, select};
 use crate::handshake::{drive, now};
 use crate::scanner::{self, ScanFilter};
+use crate::token_file::{self, TokenFileError};
 use crate::transport::{CONNECT_TIMEOUT, Transport};
 
 /// How to register.
@@ -100,7 +100,7 @@ pub async fn register<T: Transport>(
     options: &PairingOptions,
     progress: &mut (dyn FnMut(PairingProgress) + Send),
 ) -> Result<Registered, BleError> {
-    match token::read(&options.token_path) {
+    match token_file::read(&options.token_path) {
         Ok(_) | Err(TokenFileError::WrongLength { .. }) if !options.force => {
             return Err(BleError::TokenExists {
                 path: options.token_path.clone(),
@@ -147,7 +147,7 @@ pub async fn register<T: Transport>(
         };
         match outcome {
             Some(pairing::ClientEvent::Registered(registration)) => {
-                token::write(&options.token_path, &registration.token, options.force)?;
+                token_file::write(&options.token_path, &registration.token, options.force)?;
                 let _ = transport.disconnect().await;
                 tracing::info!(%address, did = %registration.did, path = %options.token_path.display(), "registered; token saved");
                 return Ok(Registered {

@@ -16,12 +16,15 @@
 //!   reuses the session (keys and counters) without a login, for scooters that keep it across
 //!   a short interruption (the simulator can be told to); the driver probes a reused session
 //!   with `session_probe` and stops reusing after one failure.
-//! - Failed connection attempts back off exponentially (250 ms doubling up to 5 s) with ±20 %
-//!   jitter, so several clients (or a stuck BlueZ) are not hammered in lock-step. A stale
+//! - Failed connection attempts back off with the workspace's [`Backoff`] (from 250 ms doubling
+//!   up to 5 s, each delay drawn from the upper half of its range), so several clients (or a
+//!   stuck BlueZ) are not hammered in lock-step; a delay never runs past the deadline. A stale
 //!   `InProgress` asks the driver to remove the device from BlueZ before the next attempt.
 //! - Every transition is logged once at INFO with its reason.
 
 use std::time::{Duration, Instant};
+
+use m365_backoff::Backoff;
 
 /// Timing of the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +40,7 @@ pub struct ReconnectConfig {
     /// session is given up and a login is made on the same connection. Real scooters drop the
     /// session on disconnect (protocol.md §3.7), so this is kept short.
     pub session_probe: Duration,
-    /// First back-off delay.
+    /// First (and shortest) back-off delay.
     pub backoff_min: Duration,
     /// Longest back-off delay.
     pub backoff_max: Duration,
@@ -121,6 +124,7 @@ pub enum Resume {
 pub struct Reconnect {
     config: ReconnectConfig,
     phase: Phase,
+    backoff: Backoff,
 }
 
 impl Reconnect {
@@ -133,6 +137,7 @@ impl Reconnect {
                 deadline: now + config.scan_timeout,
                 attempts: 0,
             },
+            backoff: Backoff::new(config.backoff_min, config.backoff_max),
         }
     }
 
@@ -184,6 +189,7 @@ impl Reconnect {
             }
         };
         self.phase = Phase::Online { since: now };
+        self.backoff.reset();
         resume
     }
 
@@ -196,6 +202,7 @@ impl Reconnect {
                 deadline: now + self.config.reconnect_window,
                 attempts: 0,
             };
+            self.backoff.reset();
         }
     }
 
@@ -215,7 +222,8 @@ impl Reconnect {
     }
 
     /// A connection attempt failed at `now`; `stale` when BlueZ reported a stuck attempt
-    /// (`InProgress`). `jitter` in 0..1 spreads the delay by ±20 %.
+    /// (`InProgress`). `jitter` is the caller's uniform draw in `[0, 1]`: where the delay falls
+    /// in its attempt's range (see [`Backoff::next_delay_at`]).
     pub fn connect_failed(&mut self, now: Instant, stale: bool, jitter: f64) -> Retry {
         let (deadline, attempts) = match &mut self.phase {
             Phase::Searching { deadline, attempts }
@@ -230,7 +238,7 @@ impl Reconnect {
         if now >= deadline {
             return Retry::GiveUp(self.exhausted());
         }
-        let delay = backoff(&self.config, attempts, jitter).min(deadline - now);
+        let delay = self.backoff.next_delay_at(jitter).min(deadline - now);
         tracing::info!(
             attempt = attempts,
             ?delay,
@@ -242,17 +250,6 @@ impl Reconnect {
             remove_device: stale,
         }
     }
-}
-
-/// Exponential back-off for the `attempt`-th failure (from 1) with ±20 % jitter.
-pub fn backoff(config: &ReconnectConfig, attempt: u32, jitter: f64) -> Duration {
-    let exp = attempt.saturating_sub(1).min(16);
-    let base = config
-        .backoff_min
-        .saturating_mul(1u32 << exp)
-        .min(config.backoff_max);
-    let factor = 0.8 + 0.4 * jitter.clamp(0.0, 1.0);
-    base.mul_f64(factor)
 }
 
 #[cfg(test)]
@@ -332,15 +329,44 @@ mod tests {
         );
     }
 
+    fn delay(retry: Retry) -> Duration {
+        match retry {
+            Retry::After { delay, .. } => delay,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
-    fn backoff_doubles_caps_and_jitters() {
-        let c = ReconnectConfig::default();
-        assert_eq!(backoff(&c, 1, 0.5), Duration::from_millis(250));
-        assert_eq!(backoff(&c, 2, 0.5), Duration::from_millis(500));
-        assert_eq!(backoff(&c, 3, 0.5), Duration::from_millis(1000));
-        assert_eq!(backoff(&c, 30, 0.5), secs(5));
-        assert_eq!(backoff(&c, 1, 0.0), Duration::from_millis(200));
-        assert_eq!(backoff(&c, 1, 1.0), Duration::from_millis(300));
+    fn failed_attempts_back_off_from_min_to_max_and_start_over_when_connected() {
+        let t0 = Instant::now();
+        let c = ReconnectConfig {
+            scan_timeout: secs(3600),
+            ..ReconnectConfig::default()
+        };
+        let mut r = Reconnect::new(c, t0);
+        // Draws at the top give each attempt's ceiling: 250 ms doubling, capped at 5 s.
+        let top: Vec<u128> = (0..8)
+            .map(|_| delay(r.connect_failed(t0, false, 1.0)).as_millis())
+            .collect();
+        assert_eq!(top, [250, 500, 1000, 2000, 4000, 5000, 5000, 5000]);
+        // Draws at the bottom give half the ceiling (never below the minimum).
+        let mut r = Reconnect::new(c, t0);
+        let bottom: Vec<u128> = (0..7)
+            .map(|_| delay(r.connect_failed(t0, false, 0.0)).as_millis())
+            .collect();
+        assert_eq!(bottom, [250, 250, 500, 1000, 2000, 2500, 2500]);
+        // A connection resets the back-off; so does the next loss.
+        r.connected(t0, false);
+        r.link_lost(t0);
+        assert_eq!(delay(r.connect_failed(t0, false, 1.0)), c.backoff_min);
+        assert_eq!(
+            r.phase(),
+            Phase::Reconnecting {
+                lost_at: t0,
+                deadline: t0 + c.reconnect_window,
+                attempts: 1
+            }
+        );
     }
 
     #[test]

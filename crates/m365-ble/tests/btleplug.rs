@@ -21,7 +21,7 @@ use m365_ble::scanner::{ScanFilter, Scanner};
 use m365_ble::transport::btleplug::BtleplugTransport;
 use m365_ble::{BdAddr, Transport as _};
 use m365_fakebluez::isolation::isolated_bus;
-use m365_fakebluez::{Address, FakeBluez, FakeConfig, HeartRateMonitor, PrivateBus};
+use m365_fakebluez::{BluezAddress, FakeBluez, FakeConfig, HeartRateMonitor, PrivateBus};
 use m365_sim::bluez::{DEFAULT_PHYSICS_TICK, ServedScooter};
 use m365_sim::{Fault, Generation, Model, Scooter, ScooterConfig};
 use tokio::time::Instant;
@@ -101,7 +101,7 @@ async fn scan_finds_the_scooters_and_ignores_other_devices() {
         .map(|(model, seed)| serve(&fake, model, Generation::MiAuth, seed))
         .collect();
     fake.add_peripheral(HeartRateMonitor::new(
-        Address::new([0xC0, 0xFF, 0xEE, 0, 0, 1]),
+        BluezAddress::new([0xC0, 0xFF, 0xEE, 0, 0, 1]),
         70,
     ))
     .unwrap();

@@ -17,7 +17,7 @@ use criterion::{Criterion, Throughput};
 use futures::{Stream, StreamExt};
 use m365_fakebluez::isolation::reexec_with_private_bus;
 use m365_fakebluez::{
-    Address, Advertisement, AttError, CharFlags, FakeBluez, Link, LinkTiming, Peripheral,
+    Advertisement, AttError, BluezAddress, CharFlags, FakeBluez, Link, LinkTiming, Peripheral,
     ServiceSpec, Uuid, WriteKind,
 };
 
@@ -29,7 +29,7 @@ const BURST: u8 = 60;
 
 /// Echoes a write; `[0xB0]` asks for a burst of [`BURST`] full 20-byte notifications.
 struct Echo {
-    address: Address,
+    address: BluezAddress,
     link: Arc<Mutex<Option<Link>>>,
 }
 
@@ -73,7 +73,7 @@ impl Peripheral for Echo {
 type Notes = std::pin::Pin<Box<dyn Stream<Item = ValueNotification> + Send>>;
 
 /// Scans for, connects to and subscribes to the device at `address`.
-async fn open(address: Address) -> (BlePeripheral, Characteristic, Notes) {
+async fn open(address: BluezAddress) -> (BlePeripheral, Characteristic, Notes) {
     let manager = Manager::new().await.unwrap();
     let adapter = manager.adapters().await.unwrap().remove(0);
     let mut events = adapter.events().await.unwrap();
@@ -104,8 +104,8 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let instant = Address::new([0xBE, 0, 0, 0, 0, 1]);
-    let paced = Address::new([0xBE, 0, 0, 0, 0, 2]);
+    let instant = BluezAddress::new([0xBE, 0, 0, 0, 0, 1]);
+    let paced = BluezAddress::new([0xBE, 0, 0, 0, 0, 2]);
     let (fake, mut a, mut b) = rt.block_on(async {
         let fake = FakeBluez::start(bus.address()).await.unwrap();
         for address in [instant, paced] {

@@ -14,9 +14,9 @@ use zbus::zvariant::{ObjectPath, OwnedValue};
 use zbus::{Connection, interface};
 
 use crate::bluez_error::BluezError;
-use crate::connection;
 use crate::paths::{ADAPTER_IFACE, ADAPTER_PATH};
 use crate::state::Shared;
+use crate::{connection, device};
 
 /// The adapter object.
 #[derive(Debug)]
@@ -243,7 +243,7 @@ impl AdapterIface {
         };
         shared.connect_wake.notify_waiters();
         info!(%address, "device removed");
-        connection::unexport_device(&shared, address).await;
+        device::unexport_device(&shared, address).await;
         Ok(())
     }
 

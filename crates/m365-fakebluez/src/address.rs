@@ -1,17 +1,22 @@
 //! Bluetooth device addresses as BlueZ spells them: `AA:BB:CC:DD:EE:FF` in properties and
 //! `dev_AA_BB_CC_DD_EE_FF` in object paths. Peer-supplied text is parsed, never indexed blindly.
+//!
+//! The fake is a stand-in for BlueZ, usable by any BLE client, so it has its own address type
+//! rather than a client's: [`BluezAddress`] knows exactly BlueZ's spellings (colons only, the
+//! object path element, the default alias), which is all the fake needs.
 
 use std::fmt;
 use std::str::FromStr;
 
-/// A 48-bit Bluetooth device address, most significant byte first (as printed).
+/// A 48-bit Bluetooth device address as BlueZ presents it, most significant byte first (as
+/// printed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Address(pub [u8; 6]);
+pub struct BluezAddress(pub [u8; 6]);
 
-impl Address {
+impl BluezAddress {
     /// The address from its six bytes, most significant first.
     pub const fn new(bytes: [u8; 6]) -> Self {
-        Address(bytes)
+        BluezAddress(bytes)
     }
 
     /// The last element of the device's object path: `dev_AA_BB_CC_DD_EE_FF`.
@@ -25,7 +30,7 @@ impl Address {
     }
 }
 
-impl fmt::Display for Address {
+impl fmt::Display for BluezAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let [a, b, c, d, e, g] = self.0;
         write!(f, "{a:02X}:{b:02X}:{c:02X}:{d:02X}:{e:02X}:{g:02X}")
@@ -35,16 +40,16 @@ impl fmt::Display for Address {
 /// Why a string is not a Bluetooth address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{text}` is not a Bluetooth address (expected six hex bytes like AA:BB:CC:DD:EE:FF)")]
-pub struct ParseAddressError {
+pub struct ParseBluezAddressError {
     /// The rejected text.
     pub text: String,
 }
 
-impl FromStr for Address {
-    type Err = ParseAddressError;
+impl FromStr for BluezAddress {
+    type Err = ParseBluezAddressError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ParseAddressError { text: s.to_owned() };
+        let err = || ParseBluezAddressError { text: s.to_owned() };
         let mut bytes = [0u8; 6];
         let mut parts = s.split(':');
         for byte in &mut bytes {
@@ -58,7 +63,7 @@ impl FromStr for Address {
         if parts.next().is_some() {
             return Err(err());
         }
-        Ok(Address(bytes))
+        Ok(BluezAddress(bytes))
     }
 }
 
@@ -89,7 +94,7 @@ mod tests {
 
     #[test]
     fn round_trips_through_text() {
-        let addr: Address = "d5:1a:00:9F:0b:C3".parse().unwrap();
+        let addr: BluezAddress = "d5:1a:00:9F:0b:C3".parse().unwrap();
         assert_eq!(addr.0, [0xD5, 0x1A, 0x00, 0x9F, 0x0B, 0xC3]);
         assert_eq!(addr.to_string(), "D5:1A:00:9F:0B:C3");
         assert_eq!(addr.path_element(), "dev_D5_1A_00_9F_0B_C3");
@@ -108,7 +113,7 @@ mod tests {
             "D5-1A-00-9F-0B-C3",
             "+5:1A:00:9F:0B:C3",
         ] {
-            let err = bad.parse::<Address>().unwrap_err();
+            let err = bad.parse::<BluezAddress>().unwrap_err();
             assert_eq!(err.text, bad);
         }
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
-use crate::address::{Address, AddressType};
+use crate::address::{AddressType, BluezAddress};
 
 /// One advertisement (plus scan response) of a simulated peripheral.
 ///
@@ -16,7 +16,7 @@ use crate::address::{Address, AddressType};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Advertisement {
     /// The device address.
-    pub address: Address,
+    pub address: BluezAddress,
     /// Public or random address.
     pub address_type: AddressType,
     /// Complete local name, if advertised.
@@ -35,7 +35,7 @@ pub struct Advertisement {
 
 impl Advertisement {
     /// An advertisement with only an address (public) and a typical RSSI of -60 dBm.
-    pub fn new(address: Address) -> Self {
+    pub fn new(address: BluezAddress) -> Self {
         Advertisement {
             address,
             address_type: AddressType::Public,
@@ -103,7 +103,7 @@ mod tests {
 
     #[test]
     fn service_filter_matches_uuids_and_service_data() {
-        let addr = Address::new([1, 2, 3, 4, 5, 6]);
+        let addr = BluezAddress::new([1, 2, 3, 4, 5, 6]);
         let by_uuid = Advertisement::new(addr).with_service(HRS);
         let by_data = Advertisement::new(addr).with_service_data(FE95, [1, 2]);
         assert!(by_uuid.matches_filter(&[]));

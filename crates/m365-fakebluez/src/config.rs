@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::address::Address;
+use crate::address::BluezAddress;
 use crate::link_timing::LinkTiming;
 
 /// What happens to a device's GATT objects when its link goes down.
@@ -27,7 +27,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(25);
 #[derive(Debug, Clone)]
 pub struct FakeConfig {
     /// The adapter's own address.
-    pub adapter_address: Address,
+    pub adapter_address: BluezAddress,
     /// The adapter's name (`Name`/`Alias`).
     pub adapter_name: String,
     /// How long after discovery starts devices appear (InterfacesAdded).
@@ -55,7 +55,7 @@ pub struct FakeConfig {
 impl Default for FakeConfig {
     fn default() -> Self {
         FakeConfig {
-            adapter_address: Address::new([0x00, 0x1A, 0x7D, 0xDA, 0x71, 0x13]),
+            adapter_address: BluezAddress::new([0x00, 0x1A, 0x7D, 0xDA, 0x71, 0x13]),
             adapter_name: "m365-fakebluez".to_owned(),
             discovery_delay: Duration::from_millis(100),
             advertising_interval: Duration::from_millis(100),

@@ -1,7 +1,7 @@
-//! The life cycle of a device on the bus and of its link: appearing and disappearing
-//! (InterfacesAdded/Removed of Device1), connecting (Connected, GATT objects, ServicesResolved,
-//! in BlueZ's order), going down (ServicesResolved=false then Connected=false) and the
-//! notification pump of a live link.
+//! The life cycle of a device's link: connecting (Connected, GATT objects, ServicesResolved, in
+//! BlueZ's order), going down (ServicesResolved=false then Connected=false) and the
+//! notification pump of a live link. The device's own object (appearing and disappearing,
+//! InterfacesAdded/Removed of Device1) is [`crate::device`]'s, which calls in here.
 //!
 //! Every function here follows the same pattern: decide under the world lock, release it, then
 //! talk to the bus and to the peripheral. The object tree is only changed from these functions,
@@ -15,10 +15,9 @@ use tracing::{debug, info, warn};
 use zbus::Connection;
 use zbus::zvariant::Value;
 
-use crate::address::Address;
+use crate::address::BluezAddress;
 use crate::bluez_error::BluezError;
 use crate::config::GattOnDisconnect;
-use crate::device::DeviceIface;
 use crate::gatt::{CharIface, DescIface, ServiceIface};
 use crate::link::{Link, NOTIFY_QUEUE};
 use crate::link_timing::ConnectionEvents;
@@ -42,7 +41,7 @@ pub(crate) enum Cause {
 /// fade after a link drop) and connects the moment it can be, or fails with
 /// `le-connection-abort-by-local` after the connect timeout. A second `Connect()` while one is
 /// pending answers `InProgress`; `Disconnect()` or `RemoveDevice` cancel a pending one.
-pub(crate) async fn connect(shared: &Arc<Shared>, address: Address) -> Result<(), BluezError> {
+pub(crate) async fn connect(shared: &Arc<Shared>, address: BluezAddress) -> Result<(), BluezError> {
     let (id, not_before) = {
         let mut world = shared.world();
         let powered = world.powered;
@@ -83,7 +82,7 @@ pub(crate) async fn connect(shared: &Arc<Shared>, address: Address) -> Result<()
 /// fails: an injected error, a harsh fault, the adapter powered off, a cancel, or `deadline`.
 async fn wait_until_connectable(
     shared: &Arc<Shared>,
-    address: Address,
+    address: BluezAddress,
     id: u64,
     not_before: Instant,
     deadline: Instant,
@@ -142,7 +141,7 @@ async fn wait_until_connectable(
 
 /// Brings the link of a device that became connectable up, in BlueZ's order: `Connected`,
 /// GATT objects (exported or kept), the peripheral's `on_connect`, `ServicesResolved`.
-async fn link_up(shared: &Arc<Shared>, address: Address) -> Result<(), BluezError> {
+async fn link_up(shared: &Arc<Shared>, address: BluezAddress) -> Result<(), BluezError> {
     let (generation, rx, peripheral, layout, export_gatt_now) = {
         let mut world = shared.world();
         let device = world
@@ -190,7 +189,7 @@ async fn link_up(shared: &Arc<Shared>, address: Address) -> Result<(), BluezErro
     }
     tokio::spawn(deliver(Arc::downgrade(shared), address, generation, rx));
     lock(&peripheral).on_connect(Link {
-        shared: Arc::downgrade(shared),
+        shared: Arc::<Shared>::downgrade(shared),
         address,
         generation,
     });
@@ -220,7 +219,7 @@ async fn link_up(shared: &Arc<Shared>, address: Address) -> Result<(), BluezErro
 
 /// Takes a link down: `Device1.Disconnect`, an injected drop, out of range or `RemoveDevice`.
 /// Returns whether a link was up.
-pub(crate) async fn disconnect(shared: &Arc<Shared>, address: Address, cause: Cause) -> bool {
+pub(crate) async fn disconnect(shared: &Arc<Shared>, address: BluezAddress, cause: Cause) -> bool {
     let (peripheral, remove_gatt, layout) = {
         let mut world = shared.world();
         let Some(device) = world.devices.get_mut(&address) else {
@@ -278,58 +277,10 @@ pub(crate) async fn disconnect(shared: &Arc<Shared>, address: Address, cause: Ca
     true
 }
 
-/// Puts a device's Device1 object on the bus (InterfacesAdded). The caller has already marked
-/// it exported under the world lock.
-pub(crate) async fn export_device(shared: &Arc<Shared>, address: Address) {
-    let Some(conn) = shared.conn.get() else {
-        return;
-    };
-    let iface = DeviceIface::new(Arc::downgrade(shared), address);
-    match conn.object_server().at(paths::device(address), iface).await {
-        Ok(_) => debug!(%address, "device appeared"),
-        Err(e) => {
-            warn!(%address, "cannot export device: {e}");
-            if let Some(d) = shared.world().devices.get_mut(&address) {
-                d.exported = false;
-            }
-        }
-    }
-}
-
-/// Takes a device off the bus (link, GATT objects, Device1), as `RemoveDevice` or BlueZ's
-/// expiry of an unseen device do. The caller has already marked it not exported.
-pub(crate) async fn unexport_device(shared: &Arc<Shared>, address: Address) {
-    disconnect(shared, address, Cause::Central).await;
-    let layout = {
-        let mut world = shared.world();
-        match world.devices.get_mut(&address) {
-            Some(d) => {
-                let exported = d.gatt_exported;
-                d.gatt_exported = false;
-                exported.then(|| d.layout.clone())
-            }
-            None => None,
-        }
-    };
-    let Some(conn) = shared.conn.get() else {
-        return;
-    };
-    if let Some(layout) = layout {
-        unexport_gatt(conn, &layout).await;
-    }
-    if let Err(e) = conn
-        .object_server()
-        .remove::<DeviceIface, _>(paths::device(address))
-        .await
-    {
-        debug!(%address, "device was not on the bus: {e}");
-    }
-}
-
 async fn export_gatt(
     shared: &Arc<Shared>,
     conn: &Connection,
-    address: Address,
+    address: BluezAddress,
     layout: &GattLayout,
 ) {
     let server = conn.object_server();
@@ -354,7 +305,7 @@ async fn export_gatt(
     }
 }
 
-async fn unexport_gatt(conn: &Connection, layout: &GattLayout) {
+pub(crate) async fn unexport_gatt(conn: &Connection, layout: &GattLayout) {
     let server = conn.object_server();
     // Children first, like BlueZ tearing down its attribute database.
     for service in &layout.services {
@@ -375,7 +326,7 @@ async fn unexport_gatt(conn: &Connection, layout: &GattLayout) {
 /// Ends when the link goes down (its sender is dropped).
 async fn deliver(
     shared: Weak<Shared>,
-    address: Address,
+    address: BluezAddress,
     generation: u64,
     mut rx: mpsc::Receiver<Outgoing>,
 ) {

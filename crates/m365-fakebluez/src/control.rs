@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::info;
 
-use crate::address::Address;
+use crate::address::BluezAddress;
 use crate::bluez_error::BluezError;
 use crate::config::GattOnDisconnect;
 use crate::connection::{self, Cause};
@@ -20,12 +20,12 @@ use crate::state::{Device, Shared};
 #[derive(Debug, Clone)]
 pub struct DeviceControl {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) address: Address,
+    pub(crate) address: BluezAddress,
 }
 
 impl DeviceControl {
     /// The device's address.
-    pub fn address(&self) -> Address {
+    pub fn address(&self) -> BluezAddress {
         self.address
     }
 

@@ -1,30 +1,80 @@
 //! `org.bluez.Device1`: one simulated peripheral as BlueZ presents it. Properties are read from
 //! the shared state on every call; optional ones (Name, RSSI, ManufacturerData, ...) are left
 //! out of GetAll when absent, exactly as BlueZ does, because btleplug reads a wrongly typed or
-//! empty placeholder as real data.
+//! empty placeholder as real data. [`export_device`] and [`unexport_device`] put the object on
+//! the bus and take it off; its link is [`crate::connection`]'s.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
+use tracing::{debug, warn};
 use zbus::fdo;
 use zbus::interface;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath, Value};
 
-use crate::address::Address;
+use crate::address::BluezAddress;
 use crate::bluez_error::BluezError;
 use crate::connection::{self, Cause};
-use crate::paths::ADAPTER_PATH;
+use crate::paths::{self, ADAPTER_PATH};
 use crate::state::{Device, Shared};
+
+/// Puts a device's Device1 object on the bus (InterfacesAdded). The caller has already marked
+/// it exported under the world lock.
+pub(crate) async fn export_device(shared: &Arc<Shared>, address: BluezAddress) {
+    let Some(conn) = shared.conn.get() else {
+        return;
+    };
+    let iface = DeviceIface::new(Arc::downgrade(shared), address);
+    match conn.object_server().at(paths::device(address), iface).await {
+        Ok(_) => debug!(%address, "device appeared"),
+        Err(e) => {
+            warn!(%address, "cannot export device: {e}");
+            if let Some(d) = shared.world().devices.get_mut(&address) {
+                d.exported = false;
+            }
+        }
+    }
+}
+
+/// Takes a device off the bus (link, GATT objects, Device1), as `RemoveDevice` or BlueZ's
+/// expiry of an unseen device do. The caller has already marked it not exported.
+pub(crate) async fn unexport_device(shared: &Arc<Shared>, address: BluezAddress) {
+    connection::disconnect(shared, address, Cause::Central).await;
+    let layout = {
+        let mut world = shared.world();
+        match world.devices.get_mut(&address) {
+            Some(d) => {
+                let exported = d.gatt_exported;
+                d.gatt_exported = false;
+                exported.then(|| d.layout.clone())
+            }
+            None => None,
+        }
+    };
+    let Some(conn) = shared.conn.get() else {
+        return;
+    };
+    if let Some(layout) = layout {
+        connection::unexport_gatt(conn, &layout).await;
+    }
+    if let Err(e) = conn
+        .object_server()
+        .remove::<DeviceIface, _>(paths::device(address))
+        .await
+    {
+        debug!(%address, "device was not on the bus: {e}");
+    }
+}
 
 /// The Device1 object of one device.
 #[derive(Debug)]
 pub(crate) struct DeviceIface {
     shared: Weak<Shared>,
-    address: Address,
+    address: BluezAddress,
 }
 
 impl DeviceIface {
-    pub(crate) fn new(shared: Weak<Shared>, address: Address) -> Self {
+    pub(crate) fn new(shared: Weak<Shared>, address: BluezAddress) -> Self {
         DeviceIface { shared, address }
     }
 

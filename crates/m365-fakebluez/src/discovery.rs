@@ -10,9 +10,9 @@ use std::sync::{Arc, Weak};
 use tokio::time::{Instant, MissedTickBehavior};
 use zbus::zvariant::Value;
 
-use crate::address::Address;
+use crate::address::BluezAddress;
 use crate::advertisement::Advertisement;
-use crate::connection;
+use crate::device;
 use crate::paths::{self, DEVICE_IFACE};
 use crate::state::{Shared, lock};
 
@@ -38,9 +38,9 @@ pub(crate) async fn run(shared: Weak<Shared>) {
 
 /// What one step decided for a device.
 enum Action {
-    Appear(Address),
-    Changed(Address, Vec<(&'static str, Value<'static>)>),
-    Forget(Address),
+    Appear(BluezAddress),
+    Changed(BluezAddress, Vec<(&'static str, Value<'static>)>),
+    Forget(BluezAddress),
 }
 
 /// One advertising interval.
@@ -52,7 +52,7 @@ pub(crate) async fn step(shared: &Arc<Shared>) {
         .map(|d| (d.address, d.peripheral.clone()))
         .collect();
     // Poll outside the world lock: a peripheral may be busy in a callback.
-    let adverts: Vec<(Address, Advertisement)> = peripherals
+    let adverts: Vec<(BluezAddress, Advertisement)> = peripherals
         .into_iter()
         .map(|(address, p)| (address, lock(&p).advertisement()))
         .collect();
@@ -143,8 +143,8 @@ pub(crate) async fn step(shared: &Arc<Shared>) {
 
     for action in actions {
         match action {
-            Action::Appear(address) => connection::export_device(shared, address).await,
-            Action::Forget(address) => connection::unexport_device(shared, address).await,
+            Action::Appear(address) => device::export_device(shared, address).await,
+            Action::Forget(address) => device::unexport_device(shared, address).await,
             Action::Changed(address, changed) => {
                 if let Some(conn) = shared.conn.get() {
                     crate::signals::properties_changed(
@@ -170,7 +170,7 @@ mod tests {
     use crate::peripheral::Peripheral;
     use crate::state::Device;
 
-    const ADDR: Address = Address::new([0xC0, 0xFF, 0xEE, 0, 0, 1]);
+    const ADDR: BluezAddress = BluezAddress::new([0xC0, 0xFF, 0xEE, 0, 0, 1]);
 
     /// A fake with one heart-rate monitor and no bus: the discovery decisions are observable
     /// through the `exported` flag, and bus operations are skipped.

@@ -7,7 +7,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::adapter::AdapterIface;
-use crate::address::Address;
+use crate::address::BluezAddress;
 use crate::config::FakeConfig;
 use crate::control::DeviceControl;
 use crate::paths::{ADAPTER_PATH, BLUEZ_NAME};
@@ -29,7 +29,7 @@ pub enum FakeError {
     },
     /// A peripheral with this address was already added.
     #[error("a peripheral with address {0} already exists")]
-    DuplicateAddress(Address),
+    DuplicateAddress(BluezAddress),
 }
 
 /// A running fake BlueZ. Dropping it stops discovery and releases the bus connection (and with
@@ -101,7 +101,7 @@ impl FakeBluez {
     }
 
     /// The control of the device with this address.
-    pub fn device(&self, address: Address) -> Option<DeviceControl> {
+    pub fn device(&self, address: BluezAddress) -> Option<DeviceControl> {
         self.shared
             .world()
             .devices

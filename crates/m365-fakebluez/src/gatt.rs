@@ -12,7 +12,7 @@ use uuid::Uuid;
 use zbus::interface;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue, Value};
 
-use crate::address::Address;
+use crate::address::BluezAddress;
 use crate::bluez_error::BluezError;
 use crate::gatt_spec::CharFlags;
 use crate::paths::{CCCD_UUID, CHAR_IFACE};
@@ -68,7 +68,7 @@ impl ServiceIface {
 #[derive(Debug)]
 pub(crate) struct CharIface {
     shared: Weak<Shared>,
-    address: Address,
+    address: BluezAddress,
     node: CharNode,
 }
 
@@ -80,7 +80,7 @@ struct Admitted {
 }
 
 impl CharIface {
-    pub(crate) fn new(shared: Weak<Shared>, address: Address, node: CharNode) -> Self {
+    pub(crate) fn new(shared: Weak<Shared>, address: BluezAddress, node: CharNode) -> Self {
         CharIface {
             shared,
             address,
@@ -414,12 +414,12 @@ impl CharIface {
 #[derive(Debug)]
 pub(crate) struct DescIface {
     shared: Weak<Shared>,
-    address: Address,
+    address: BluezAddress,
     char_path: String,
 }
 
 impl DescIface {
-    pub(crate) fn new(shared: Weak<Shared>, address: Address, char_path: String) -> Self {
+    pub(crate) fn new(shared: Weak<Shared>, address: BluezAddress, char_path: String) -> Self {
         DescIface {
             shared,
             address,

@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use crate::address::{Address, AddressType};
+use crate::address::{AddressType, BluezAddress};
 use crate::advertisement::Advertisement;
 use crate::att_error::AttError;
 use crate::gatt_spec::{CharFlags, ServiceSpec};
@@ -22,14 +22,14 @@ pub const BODY_SENSOR_LOCATION: Uuid = Uuid::from_u128(0x00002a38_0000_1000_8000
 /// (`flags, bpm`) when notifications are enabled.
 #[derive(Debug)]
 pub struct HeartRateMonitor {
-    address: Address,
+    address: BluezAddress,
     bpm: u8,
     link: Option<Link>,
 }
 
 impl HeartRateMonitor {
     /// A monitor at `address` reporting `bpm`.
-    pub fn new(address: Address, bpm: u8) -> Self {
+    pub fn new(address: BluezAddress, bpm: u8) -> Self {
         HeartRateMonitor {
             address,
             bpm,

@@ -93,7 +93,8 @@
 //! writes and read/write responses wait for their event, so throughput measured through the
 //! fake has the shape of a real link. The default, [`LinkTiming::instant`], delivers at once.
 //! See [`LinkTiming`] for the exact rules; [`DeviceControl::link_stats`] counts packets and
-//! connection events.
+//! connection events. [`ConnectionEvents`] is the scheduler itself, for simulators that pace a
+//! link of their own with the same rules.
 #![forbid(unsafe_code)]
 
 mod adapter;
@@ -121,7 +122,7 @@ mod peripheral;
 mod signals;
 mod state;
 
-pub use address::{Address, AddressType, ParseAddressError};
+pub use address::{AddressType, BluezAddress, ParseBluezAddressError};
 pub use advertisement::Advertisement;
 pub use att_error::AttError;
 pub use bluez_error::BluezError;
@@ -136,7 +137,7 @@ pub use heart_rate::{
     BODY_SENSOR_LOCATION, HEART_RATE_MEASUREMENT, HEART_RATE_SERVICE, HeartRateMonitor,
 };
 pub use link::{Link, LinkError, NOTIFY_QUEUE};
-pub use link_timing::{LinkStats, LinkTiming};
+pub use link_timing::{ConnectionEvents, LinkStats, LinkTiming};
 pub use paths::{ADAPTER_PATH, BLUEZ_NAME, device as device_path};
 pub use peripheral::{Peripheral, WriteKind};
 pub use uuid::Uuid;

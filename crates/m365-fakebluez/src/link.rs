@@ -3,14 +3,12 @@
 //! working for good when that connection ends, even if the central reconnects (the peripheral
 //! then gets a new `Link`).
 
+use std::fmt::Debug;
 use std::sync::Weak;
 
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::address::Address;
-use crate::state::{Outgoing, Shared};
+use crate::address::BluezAddress;
 
 /// Notifications a link buffers before [`Link::notify`] reports [`LinkError::QueueFull`]: a
 /// real controller's transmit buffers are finite too.
@@ -44,83 +42,50 @@ pub enum LinkError {
     QueueFull,
 }
 
+/// What a [`Link`] reaches through: the fake's shared state, seen only through this seam (the
+/// state keeps the peripherals, which hold links, so the link must not name the state).
+pub(crate) trait LinkHost: Send + Sync + Debug {
+    /// Whether connection `generation` of the device at `address` is still the current one.
+    fn link_is_up(&self, address: BluezAddress, generation: u64) -> bool;
+
+    /// Queues a notification of `data` on `characteristic` over connection `generation` of the
+    /// device at `address` ([`Link::notify`]).
+    fn notify(
+        &self,
+        address: BluezAddress,
+        generation: u64,
+        characteristic: Uuid,
+        data: &[u8],
+    ) -> Result<(), LinkError>;
+}
+
 /// A handle on one connection of a simulated peripheral.
 #[derive(Debug, Clone)]
 pub struct Link {
-    pub(crate) shared: Weak<Shared>,
-    pub(crate) address: Address,
+    pub(crate) shared: Weak<dyn LinkHost>,
+    pub(crate) address: BluezAddress,
     pub(crate) generation: u64,
 }
 
 impl Link {
     /// The peripheral's address.
-    pub fn address(&self) -> Address {
+    pub fn address(&self) -> BluezAddress {
         self.address
     }
 
     /// Whether this connection is still up.
     pub fn is_connected(&self) -> bool {
-        let Some(shared) = self.shared.upgrade() else {
-            return false;
-        };
-        let world = shared.world();
-        world
-            .devices
-            .get(&self.address)
-            .is_some_and(|d| d.has_link(self.generation))
+        self.shared
+            .upgrade()
+            .is_some_and(|host| host.link_is_up(self.address, self.generation))
     }
 
     /// Queues a notification of `data` on `characteristic`. It reaches the central as a
     /// `PropertiesChanged(Value)` on the characteristic, paced by the device's
     /// [`crate::LinkTiming`]. At most ATT MTU − 3 bytes (20 by default).
     pub fn notify(&self, characteristic: Uuid, data: &[u8]) -> Result<(), LinkError> {
-        let shared = self.shared.upgrade().ok_or(LinkError::NotConnected)?;
-        let mut world = shared.world();
-        let device = world
-            .devices
-            .get_mut(&self.address)
-            .ok_or(LinkError::NotConnected)?;
-        if !device.has_link(self.generation) {
-            return Err(LinkError::NotConnected);
-        }
-        let max = device.max_payload();
-        let node = device
-            .layout
-            .by_uuid(characteristic)
-            .ok_or(LinkError::UnknownCharacteristic(characteristic))?;
-        if !node.flags.can_notify() {
-            return Err(LinkError::NotNotifiable(characteristic));
-        }
-        if data.len() > max {
-            return Err(LinkError::TooLong {
-                len: data.len(),
-                max,
-            });
-        }
-        let char_path = node.path.clone();
-        let subscribed = device.chars.get(&char_path).is_some_and(|c| c.notifying);
-        let link = device
-            .link_of(self.generation)
-            .ok_or(LinkError::NotConnected)?;
-        if !subscribed {
-            return Err(LinkError::NotSubscribed(characteristic));
-        }
-        if link.notify_tx.capacity() == 0 {
-            return Err(LinkError::QueueFull);
-        }
-        // The slot on the link is taken now, in call order, so a burst fills connection
-        // events back to back however late the pump runs.
-        let (at, _) = link.reserve(Instant::now());
-        link.notify_tx
-            .try_send(Outgoing {
-                char_path,
-                data: data.to_vec(),
-                at,
-            })
-            .map_err(|e| match e {
-                TrySendError::Full(_) => LinkError::QueueFull,
-                TrySendError::Closed(_) => LinkError::NotConnected,
-            })
+        let host = self.shared.upgrade().ok_or(LinkError::NotConnected)?;
+        host.notify(self.address, self.generation, characteristic, data)
     }
 }
 
@@ -133,8 +98,9 @@ mod tests {
     use super::*;
     use crate::heart_rate::{BODY_SENSOR_LOCATION, HEART_RATE_MEASUREMENT};
     use crate::link_timing::LinkTiming;
+    use crate::state::{Outgoing, Shared};
 
-    const ADDR: Address = crate::state::testing::ADDR;
+    const ADDR: BluezAddress = crate::state::testing::ADDR;
 
     fn connected() -> (Arc<Shared>, Link, mpsc::Receiver<Outgoing>) {
         crate::state::testing::connected_hrm(LinkTiming::instant())

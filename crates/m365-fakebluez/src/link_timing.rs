@@ -72,9 +72,12 @@ pub struct LinkStats {
     pub connection_events: u64,
 }
 
-/// The scheduler for one link: hands out slots in connection events.
+/// The scheduler for one link: hands out slots in connection events, following the rules of
+/// [`LinkTiming`]. Time is an argument, as the duration since the link came up. The fake keeps
+/// one per connection, shared by both directions; a simulator that paces its own radio can use
+/// one per direction.
 #[derive(Debug, Clone)]
-pub(crate) struct ConnectionEvents {
+pub struct ConnectionEvents {
     timing: LinkTiming,
     /// Index of the latest event that got a packet.
     event: u64,
@@ -85,7 +88,7 @@ pub(crate) struct ConnectionEvents {
 
 impl ConnectionEvents {
     /// A fresh link (time zero is when it came up).
-    pub(crate) fn new(timing: LinkTiming) -> Self {
+    pub fn new(timing: LinkTiming) -> Self {
         ConnectionEvents {
             timing,
             event: 0,
@@ -100,12 +103,12 @@ impl ConnectionEvents {
     }
 
     /// The totals so far.
-    pub(crate) fn stats(&self) -> LinkStats {
+    pub fn stats(&self) -> LinkStats {
         self.stats
     }
 
     /// Places one packet that is ready at `ready` and returns when it crosses the link.
-    pub(crate) fn reserve(&mut self, ready: Duration) -> Duration {
+    pub fn reserve(&mut self, ready: Duration) -> Duration {
         self.stats.packets += 1;
         let Some((interval, per_event)) = self.timing.paced else {
             return ready;
@@ -128,7 +131,7 @@ impl ConnectionEvents {
 
     /// Places the answer to a request that crossed the link at `request_sent`: no earlier than
     /// the next connection event.
-    pub(crate) fn reserve_response(&mut self, request_sent: Duration) -> Duration {
+    pub fn reserve_response(&mut self, request_sent: Duration) -> Duration {
         let ready = match self.timing.paced {
             Some((interval, _)) => request_sent.saturating_add(interval),
             None => request_sent,

@@ -1,6 +1,6 @@
 //! D-Bus object paths and interface names of BlueZ's API, in one place.
 
-use crate::address::Address;
+use crate::address::BluezAddress;
 
 /// The one adapter the fake offers.
 pub const ADAPTER_PATH: &str = "/org/bluez/hci0";
@@ -16,6 +16,6 @@ pub(crate) const CCCD_UUID: uuid::Uuid =
     uuid::Uuid::from_u128(0x00002902_0000_1000_8000_00805f9b34fb);
 
 /// Object path of a device: `/org/bluez/hci0/dev_AA_BB_CC_DD_EE_FF`.
-pub fn device(address: Address) -> String {
+pub fn device(address: BluezAddress) -> String {
     format!("{ADAPTER_PATH}/{}", address.path_element())
 }

@@ -1,23 +1,26 @@
 //! The fake's shared state: the adapter's discovery sessions and every simulated device with
 //! its link, faults and counters. It lives behind one std `Mutex` that is only ever held for
 //! short, synchronous bookkeeping, never across an `.await` and never while a peripheral
-//! callback runs (callbacks may call back into the state through [`crate::Link`]).
+//! callback runs (callbacks may call back into the state through [`crate::Link`], which reaches
+//! it as a [`LinkHost`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use uuid::Uuid;
 use zbus::Connection;
 
-use crate::address::Address;
+use crate::address::BluezAddress;
 use crate::advertisement::Advertisement;
 use crate::config::{FakeConfig, GattOnDisconnect};
 use crate::counters::Counters;
 use crate::faults::Faults;
 use crate::gatt_spec::{CharFlags, ServiceSpec};
+use crate::link::{LinkError, LinkHost};
 use crate::link_timing::{ConnectionEvents, LinkStats, LinkTiming};
 use crate::paths;
 use crate::peripheral::Peripheral;
@@ -58,6 +61,69 @@ impl Shared {
     }
 }
 
+/// How a [`Link`] reaches the state it belongs to.
+impl LinkHost for Shared {
+    fn link_is_up(&self, address: BluezAddress, generation: u64) -> bool {
+        self.world()
+            .devices
+            .get(&address)
+            .is_some_and(|d| d.has_link(generation))
+    }
+
+    fn notify(
+        &self,
+        address: BluezAddress,
+        generation: u64,
+        characteristic: Uuid,
+        data: &[u8],
+    ) -> Result<(), LinkError> {
+        let mut world = self.world();
+        let device = world
+            .devices
+            .get_mut(&address)
+            .ok_or(LinkError::NotConnected)?;
+        if !device.has_link(generation) {
+            return Err(LinkError::NotConnected);
+        }
+        let max = device.max_payload();
+        let node = device
+            .layout
+            .by_uuid(characteristic)
+            .ok_or(LinkError::UnknownCharacteristic(characteristic))?;
+        if !node.flags.can_notify() {
+            return Err(LinkError::NotNotifiable(characteristic));
+        }
+        if data.len() > max {
+            return Err(LinkError::TooLong {
+                len: data.len(),
+                max,
+            });
+        }
+        let char_path = node.path.clone();
+        let subscribed = device.chars.get(&char_path).is_some_and(|c| c.notifying);
+        let link = device.link_of(generation).ok_or(LinkError::NotConnected)?;
+        if !subscribed {
+            return Err(LinkError::NotSubscribed(characteristic));
+        }
+        if link.notify_tx.capacity() == 0 {
+            return Err(LinkError::QueueFull);
+        }
+        // The slot on the link is taken now, in call order, so a burst fills connection
+        // events back to back however late the pump runs.
+        let (at, _) = link.reserve(Instant::now());
+        link.notify_tx
+            .try_send(Outgoing {
+                char_path,
+                data: data.to_vec(),
+                at,
+            })
+            .map_err(|e| match e {
+                TrySendError::Full(_) => LinkError::QueueFull,
+                TrySendError::Closed(_) => LinkError::NotConnected,
+            })
+    }
+}
+
 /// Adapter and device state.
 #[derive(Debug)]
 pub(crate) struct World {
@@ -69,7 +135,7 @@ pub(crate) struct World {
     pub(crate) discovery_started: Option<Instant>,
     /// Service UUIDs of the discovery filter (empty: no filter).
     pub(crate) filter_uuids: Vec<Uuid>,
-    pub(crate) devices: BTreeMap<Address, Device>,
+    pub(crate) devices: BTreeMap<BluezAddress, Device>,
 }
 
 impl Default for World {
@@ -101,7 +167,7 @@ impl World {
 
 /// One simulated device.
 pub(crate) struct Device {
-    pub(crate) address: Address,
+    pub(crate) address: BluezAddress,
     pub(crate) peripheral: SharedPeripheral,
     /// The latest advertisement seen while scanning.
     pub(crate) advert: Advertisement,
@@ -289,7 +355,7 @@ impl GattLayout {
     /// Assigns ATT handles the way a peripheral's database would (service declaration, then per
     /// characteristic a declaration, a value and, if it notifies, a CCCD) and names the objects
     /// after them as BlueZ does (`service000a/char000b/desc000d`).
-    pub(crate) fn new(address: Address, services: &[ServiceSpec]) -> Self {
+    pub(crate) fn new(address: BluezAddress, services: &[ServiceSpec]) -> Self {
         let device = paths::device(address);
         // Handle 0x0001..0x0009 are taken by the GAP and GATT services on a real peripheral.
         let mut handle: u16 = 0x000a;
@@ -350,8 +416,8 @@ pub(crate) mod testing {
     use crate::heart_rate::HeartRateMonitor;
     use crate::link::{Link, NOTIFY_QUEUE};
 
-    /// Address of the fixture device.
-    pub(crate) const ADDR: Address = Address::new([0xC0, 0xFF, 0xEE, 0, 0, 2]);
+    /// The fixture device's address.
+    pub(crate) const ADDR: BluezAddress = BluezAddress::new([0xC0, 0xFF, 0xEE, 0, 0, 2]);
 
     /// A heart-rate monitor with a link of generation 1 that came up now, its [`Link`] and the
     /// receiving end of its notification queue.
@@ -377,7 +443,7 @@ pub(crate) mod testing {
         });
         shared.world().devices.insert(ADDR, device);
         let link = Link {
-            shared: Arc::downgrade(&shared),
+            shared: Arc::<Shared>::downgrade(&shared),
             address: ADDR,
             generation: 1,
         };
@@ -415,7 +481,7 @@ mod tests {
                 .with_characteristic(b, CharFlags::WRITE),
             ServiceSpec::primary(Uuid::from_u128(0x20)).with_characteristic(a, CharFlags::READ),
         ];
-        let layout = GattLayout::new(Address::new([0xAA, 0, 0, 0, 0, 1]), &spec);
+        let layout = GattLayout::new(BluezAddress::new([0xAA, 0, 0, 0, 0, 1]), &spec);
         let paths: Vec<_> = layout
             .characteristics()
             .map(|c| (c.path.as_str(), c.cccd_path.as_deref()))

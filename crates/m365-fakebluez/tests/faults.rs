@@ -143,8 +143,10 @@ async fn a_connect_waits_for_the_device_and_succeeds_when_it_is_back() {
     wait_disconnected(&mut events, &p.id()).await;
     let started = Instant::now();
     let (connected, ()) = tokio::join!(p.connect(), async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(control.is_connecting(), "the connect waits for the device");
+        assert!(
+            wait_connecting(&control).await,
+            "the connect waits for the device"
+        );
     });
     connected.unwrap();
     assert!(started.elapsed() >= Duration::from_millis(1_000));
@@ -199,8 +201,7 @@ async fn disconnect_and_clear_faults_end_a_waiting_connect() {
 
     // Disconnect() cancels the pending Connect(), which then fails.
     let (connected, ()) = tokio::join!(p.connect(), async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(control.is_connecting());
+        assert!(wait_connecting(&control).await);
         p.disconnect().await.unwrap();
     });
     let err = connected.unwrap_err();
@@ -214,7 +215,7 @@ async fn disconnect_and_clear_faults_end_a_waiting_connect() {
     // Ending the out-of-range period lets a waiting connect through at once.
     let started = Instant::now();
     let (connected, ()) = tokio::join!(p.connect(), async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(wait_connecting(&control).await);
         control.clear_faults();
     });
     connected.unwrap();
@@ -507,6 +508,11 @@ async fn kept_gatt_objects_survive_a_reconnect() {
         .unwrap();
     assert_eq!(note.value, b"kept");
     assert_eq!(control.counters().start_notify, 2);
+}
+
+/// Waits until the fake holds a pending Connect() for the device; returns whether it did.
+async fn wait_connecting(control: &m365_fakebluez::DeviceControl) -> bool {
+    m365_testkit::wait::until(WAIT, || control.is_connecting()).await
 }
 
 /// A fake BlueZ with BlueZ's defaults serving echo device 1, and a btleplug central that found

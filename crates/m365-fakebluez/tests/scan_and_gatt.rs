@@ -10,12 +10,12 @@ use common::*;
 use futures::StreamExt;
 use m365_fakebluez::isolation::isolated_bus;
 use m365_fakebluez::{
-    ADAPTER_PATH, Address, BLUEZ_NAME, FakeBluez, HEART_RATE_MEASUREMENT, HeartRateMonitor,
+    ADAPTER_PATH, BLUEZ_NAME, BluezAddress, FakeBluez, HEART_RATE_MEASUREMENT, HeartRateMonitor,
     LinkError, WriteKind,
 };
 
 const ADAPTER: &str = "org.bluez.Adapter1";
-const HRM: Address = Address::new([0xC0, 0xFF, 0xEE, 0x00, 0x00, 0x01]);
+const HRM: BluezAddress = BluezAddress::new([0xC0, 0xFF, 0xEE, 0x00, 0x00, 0x01]);
 
 #[tokio::test]
 async fn scan_reports_devices_with_advertised_data() {

@@ -144,10 +144,9 @@ async fn real_gpsd_fed_through_a_pty() {
     config.garbage_every = None;
     let emu = emulate::nmea_receiver::spawn(config).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // Held for the whole test: no other test gets the port; gpsd (SO_REUSEADDR) binds it.
+    let reserved = m365_testkit::net::ReservedPort::new();
+    let port = reserved.port();
     let child = tokio::process::Command::new(gpsd)
         .args(["-N", "-n", "-b", "-S", &port.to_string(), "-F"])
         .arg(dir.path().join("gpsd.sock"))

@@ -41,7 +41,11 @@ fn pts_number(path: &Path) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unplugged_modem_path_never_reaches_another_terminal() {
     let model = ModemModel::new(Box::new(|| None));
-    let mut emu = emulate::sim7600_modem::spawn(Sim7600ModemConfig { model, link: None }).unwrap();
+    let mut emu = emulate::sim7600_modem::spawn(Sim7600ModemConfig {
+        model,
+        symlink: None,
+    })
+    .unwrap();
     let old = emu.pty_path().unwrap();
     let source = GpsHandle::spawn_with_backoff(
         SourceConfig::Sim7600 {

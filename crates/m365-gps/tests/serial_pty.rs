@@ -75,7 +75,7 @@ async fn every_capture_through_a_pty_gives_the_decoded_epochs() {
         );
         let mut epochs = handle.epochs();
         let mut config = NmeaReceiverConfig::new(NmeaFeed::Replay(bytes), Pace::Accelerated(50.0));
-        config.link = Some(link);
+        config.symlink = Some(link);
         let emu = emulate::nmea_receiver::spawn(config).unwrap();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let mut got = Vec::new();
@@ -124,7 +124,7 @@ async fn nmea_receiver_unplug_and_replug_recovers() {
         NmeaFeed::Route(route_from(-33.9, 18.4)),
         Pace::Accelerated(50.0),
     );
-    config.link = Some(link.clone());
+    config.symlink = Some(link.clone());
     config.garbage_every = Some(4);
     let mut emu = emulate::nmea_receiver::spawn(config).unwrap();
     assert_eq!(std::fs::read_link(&link).unwrap(), emu.pty_path().unwrap());
@@ -171,7 +171,7 @@ async fn sim7600_modem_polls_reject_corruption_and_survive_replug() {
     let model = ModemModel::new(Box::new(move || route.next())).with_corrupt_every(3);
     let mut emu = emulate::sim7600_modem::spawn(Sim7600ModemConfig {
         model,
-        link: Some(link.clone()),
+        symlink: Some(link.clone()),
     })
     .unwrap();
     let handle = GpsHandle::spawn_with_backoff(
@@ -216,7 +216,11 @@ async fn recorded_transcripts_through_a_pty() {
     for file in files {
         let transcript = std::fs::read(dir.join(&file)).unwrap();
         let model = ModemModel::new(Box::new(|| None)).with_transcript(&transcript);
-        let emu = emulate::sim7600_modem::spawn(Sim7600ModemConfig { model, link: None }).unwrap();
+        let emu = emulate::sim7600_modem::spawn(Sim7600ModemConfig {
+            model,
+            symlink: None,
+        })
+        .unwrap();
         let port = tokio_serial::new(emu.path().unwrap().to_string_lossy(), 115_200)
             .open_native_async()
             .unwrap();

@@ -2,10 +2,9 @@
 //! the publisher and a local mosquitto, and the backlog drain rate while live samples keep
 //! flowing.
 //!
-//! `cargo bench -p m365-pipeline --bench wire` (needs `/usr/sbin/mosquitto`).
+//! `cargo bench -p m365-pipeline --bench wire` (needs mosquitto).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -14,60 +13,17 @@ use chrono::Utc;
 use m365_pipeline::spool::Spool;
 use m365_pipeline::synthetic::SyntheticScooter;
 use m365_pipeline::{Encoding, MqttConfig, OutputConfig, PipelineConfig, SpoolConfig, SyncPolicy};
+use m365_testkit::broker::{Broker, BrokerOptions, have_mosquitto};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const MOSQUITTO: &str = "/usr/sbin/mosquitto";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The broker process and the directory holding its configuration (kept alive with it).
-struct Mosquitto {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn mosquitto(port: u16) -> Mosquitto {
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("m.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 0\nmax_queued_messages 1000000\n"),
-    )
-    .unwrap();
-    let child = Command::new(MOSQUITTO)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..200 {
-        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    Mosquitto { child, _dir: dir }
-}
-
-/// Forwards 127.0.0.1:`listen` to 127.0.0.1:`target`, counting bytes in both directions.
-async fn counting_proxy(listen: u16, target: u16) -> Arc<AtomicU64> {
+/// Forwards a new loopback port (returned) to 127.0.0.1:`target`, counting bytes in both
+/// directions. A byte is counted before it is passed on, so once an endpoint saw it, it is in the
+/// count.
+async fn counting_proxy(target: u16) -> (u16, Arc<AtomicU64>) {
     let counter = Arc::new(AtomicU64::new(0));
-    let l = TcpListener::bind(("127.0.0.1", listen)).await.unwrap();
+    let l = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let listen = l.local_addr().unwrap().port();
     let c = counter.clone();
     tokio::spawn(async move {
         while let Ok((inbound, _)) = l.accept().await {
@@ -81,24 +37,24 @@ async fn counting_proxy(listen: u16, target: u16) -> Arc<AtomicU64> {
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 16 * 1024];
                 while let Ok(n) = ri.read(&mut buf).await {
+                    c1.fetch_add(n as u64, Ordering::Relaxed);
                     if n == 0 || wo.write_all(&buf[..n]).await.is_err() {
                         break;
                     }
-                    c1.fetch_add(n as u64, Ordering::Relaxed);
                 }
             });
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 16 * 1024];
                 while let Ok(n) = ro.read(&mut buf).await {
+                    c2.fetch_add(n as u64, Ordering::Relaxed);
                     if n == 0 || wi.write_all(&buf[..n]).await.is_err() {
                         break;
                     }
-                    c2.fetch_add(n as u64, Ordering::Relaxed);
                 }
             });
         }
     });
-    counter
+    (listen, counter)
 }
 
 fn config(dir: &Path, port: u16, encoding: Encoding) -> PipelineConfig {
@@ -147,8 +103,7 @@ async fn bytes_per_record(broker_port: u16) {
     println!("bytes on the wire per record ({N} records, TCP payload both directions):");
     let mut legacy = 0.0;
     for enc in [Encoding::Legacy, Encoding::Json, Encoding::Compact] {
-        let proxy_port = free_port();
-        let counter = counting_proxy(proxy_port, broker_port).await;
+        let (proxy_port, counter) = counting_proxy(broker_port).await;
         let dir = tempfile::tempdir().unwrap();
         let (handle, task) =
             m365_pipeline::spawn(config(dir.path(), proxy_port, enc), "bench").unwrap();
@@ -158,7 +113,6 @@ async fn bytes_per_record(broker_port: u16) {
                 && handle.health().in_flight == 0)
             .await
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
         let before = counter.load(Ordering::Relaxed);
         let mut sc = SyntheticScooter::new("bench", 3, Utc::now(), Duration::from_millis(100));
         for _ in 0..N {
@@ -169,7 +123,6 @@ async fn bytes_per_record(broker_port: u16) {
                 >= N)
             .await
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
         let per = (counter.load(Ordering::Relaxed) - before) as f64 / N as f64;
         if enc == Encoding::Legacy {
             legacy = per;
@@ -227,12 +180,11 @@ async fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    if !Path::new(MOSQUITTO).exists() {
-        println!("wire benchmark needs {MOSQUITTO}; not run");
+    if !have_mosquitto() {
+        println!("wire benchmark needs mosquitto; not run");
         return;
     }
-    let port = free_port();
-    let _broker = mosquitto(port).await;
-    bytes_per_record(port).await;
-    drain_rate(port).await;
+    let broker = Broker::start(BrokerOptions::default()).await;
+    bytes_per_record(broker.port).await;
+    drain_rate(broker.port).await;
 }

@@ -1,149 +1,35 @@
-//! Configuration of the pipeline: sampling interval, spool bounds and sync policy, MQTT broker
-//! and the topics with their encodings. Plain serde types, so the `m365` binary can embed them in
-//! its TOML file; key names follow the earlier client's `[mqtt]` table where one existed
-//! (`broker`, `client`, `topic`, `keep_alive`, `reconnect_min`, `reconnect_max`, `send_interval`).
+//! What the pipeline needs to run: the spool's settings ([`SpoolConfig`]), the broker, its
+//! credentials and TLS, the topics with their encodings ([`MqttConfig`]), and the sample
+//! channel. Plain values: the `m365` binary parses and checks its configuration file (with
+//! `file:line:column` errors) and builds these; [`MqttConfig::validate`] checks what a value
+//! alone cannot say (bounds against each other), whoever built them.
+//!
+//! [`MqttConfig::connect_params`] and [`MqttConfig::credentials`] are the one way from these
+//! settings to a broker connection: the publisher and the Home Assistant discovery client both
+//! use them, so the URL, TLS and the password are handled in one place.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize};
-
-use crate::encoding::Encoding;
+use crate::encoding::{Encoding, NoFix};
 use crate::error::ConfigError;
-use crate::secret::Secret;
-
-/// The shortest sampling interval accepted: 0.1 s (10 Hz is about what one BLE link sustains
-/// for a full register round).
-pub const MIN_SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
-
-/// How often a sample is taken. Accepts fractional seconds down to 0.1 s, and integers (the
-/// earlier client's `send_interval = 5`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(into = "f64")]
-pub struct SampleInterval(Duration);
-
-impl SampleInterval {
-    /// Validates `secs` (finite, ≥ 0.1 s, at most one day).
-    pub fn from_secs_f64(secs: f64) -> Result<Self, ConfigError> {
-        if !secs.is_finite() || secs < MIN_SAMPLE_INTERVAL.as_secs_f64() - 1e-9 || secs > 86_400.0 {
-            return Err(ConfigError::SampleInterval(secs));
-        }
-        // Round to whole milliseconds so 0.1 stays exactly 100 ms.
-        let ms = (secs * 1000.0).round() as u64;
-        Ok(SampleInterval(Duration::from_millis(ms)))
-    }
-
-    /// The interval as a duration.
-    pub fn duration(self) -> Duration {
-        self.0
-    }
-
-    /// Resolves the configured interval: `sample_interval` (seconds, fractional) wins over the
-    /// earlier integer `send_interval`; 1 s when neither is set.
-    pub fn resolve(
-        sample_interval: Option<f64>,
-        send_interval: Option<u64>,
-    ) -> Result<Self, ConfigError> {
-        match (sample_interval, send_interval) {
-            (Some(s), _) => Self::from_secs_f64(s),
-            (None, Some(s)) => Self::from_secs_f64(s as f64),
-            (None, None) => Ok(SampleInterval(Duration::from_secs(1))),
-        }
-    }
-}
-
-impl From<SampleInterval> for f64 {
-    fn from(v: SampleInterval) -> f64 {
-        v.0.as_secs_f64()
-    }
-}
-
-impl<'de> Deserialize<'de> for SampleInterval {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // serde_json and toml both hand integers to an f64 visitor.
-        let secs = f64::deserialize(d)?;
-        SampleInterval::from_secs_f64(secs).map_err(serde::de::Error::custom)
-    }
-}
-
-/// When the spool forces its writes to stable storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SyncPolicy {
-    /// One transaction per record with `synchronous=FULL`: when `append` returns, the record
-    /// survives a power cut. Costs one fsync of the WAL per record.
-    Always,
-    /// Records are buffered and committed together every `commit_every` records or
-    /// `commit_interval_ms`, whichever comes first, with `synchronous=NORMAL`. A power cut loses
-    /// the records not yet committed, and may also roll back transactions committed since the
-    /// last WAL checkpoint (SQLite fsyncs the WAL only at checkpoints in this mode).
-    #[default]
-    Normal,
-}
-
-/// Spool location, bounds and durability.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SpoolConfig {
-    /// Path of the SQLite file.
-    pub path: PathBuf,
-    /// Most records kept; the oldest are dropped beyond it.
-    pub max_records: u64,
-    /// Most payload bytes kept (sum of stored record sizes); the oldest are dropped beyond it.
-    pub max_bytes: u64,
-    /// Records older than this many seconds are dropped; `None` keeps them regardless of age.
-    pub max_age_s: Option<u64>,
-    /// Sync policy (see [`SyncPolicy`]).
-    pub sync: SyncPolicy,
-    /// `normal` policy: commit after this many buffered records.
-    pub commit_every: usize,
-    /// `normal` policy: commit buffered records at least this often, milliseconds.
-    pub commit_interval_ms: u64,
-}
-
-impl Default for SpoolConfig {
-    fn default() -> Self {
-        SpoolConfig {
-            path: PathBuf::from("m365-spool.sqlite"),
-            max_records: 500_000,
-            max_bytes: 256 * 1024 * 1024,
-            max_age_s: Some(30 * 24 * 3600),
-            sync: SyncPolicy::Normal,
-            commit_every: 50,
-            commit_interval_ms: 1000,
-        }
-    }
-}
-
-/// MQTT protocol version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum MqttProtocol {
-    /// MQTT 3.1.1.
-    #[serde(rename = "3.1.1", alias = "v4", alias = "4")]
-    V311,
-    /// MQTT 5.
-    #[default]
-    #[serde(rename = "5", alias = "v5")]
-    V5,
-}
+use crate::mqtt::credentials::credentials;
+use crate::mqtt::{BrokerUrl, ConnectParams, MqttProtocol, PasswordSource, tls};
+use crate::spool::{MAX_OUTPUTS, SpoolConfig};
 
 /// One topic and how records are encoded on it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OutputConfig {
     /// Topic name. `{scooter_id}` is replaced by the scooter id.
     pub topic: String,
     /// Encoding of the payload.
     pub encoding: Encoding,
     /// Records per message; `None` means 1 for `legacy`/`json` and 50 for `compact`.
-    #[serde(default)]
     pub batch: Option<usize>,
     /// How long a live record may wait for a batch to fill, milliseconds (default 5000).
-    #[serde(default)]
     pub linger_ms: Option<u64>,
     /// What `legacy` sends for a record without a usable fix (zeros by default).
-    #[serde(default)]
-    pub legacy_no_fix: crate::encoding::NoFix,
+    pub legacy_no_fix: NoFix,
 }
 
 impl OutputConfig {
@@ -163,41 +49,30 @@ impl OutputConfig {
     }
 }
 
-/// Where the password comes from. It is never logged: a value is a [`Secret`], a file or an
-/// environment variable is read at each connection attempt (so a rotated secret is picked up).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PasswordSource {
-    /// First line of this file.
-    File(PathBuf),
-    /// This environment variable.
-    Env(String),
-    /// This value, given directly (for example from a configuration file that holds it).
-    Value(Secret),
-}
-
 /// Broker connection and publishing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MqttConfig {
-    /// `tcp://`, `mqtt://` (plain) or `ssl://`, `mqtts://` (TLS) URL; port defaults to 1883 / 8883.
+    /// `tcp://`, `mqtt://` (plain) or `mqtts://`, `ssl://`, `tls://` (TLS) URL, read by
+    /// [`BrokerUrl`]; port defaults to 1883 / 8883.
     pub broker: String,
     /// Protocol version.
     pub protocol: MqttProtocol,
     /// Client id.
-    #[serde(alias = "client_id")]
     pub client: String,
     /// User name, if the broker requires one.
     pub username: Option<String>,
     /// Password source.
     pub password: Option<PasswordSource>,
-    /// PEM CA bundle to trust instead of the system roots.
+    /// PEM CA bundle to trust.
     pub ca_file: Option<PathBuf>,
+    /// Also trust the operating system's root CAs (with or without `ca_file`).
+    pub system_roots: bool,
     /// PEM client certificate chain (mutual TLS), with `client_key`.
     pub client_cert: Option<PathBuf>,
     /// PEM private key of `client_cert`.
     pub client_key: Option<PathBuf>,
-    /// Keep-alive, seconds.
+    /// Keep-alive, seconds (0: off where the protocol version allows it, see
+    /// [`MqttProtocol::keep_alive`]).
     pub keep_alive: u64,
     /// Shortest reconnect delay, seconds (fractions allowed).
     pub reconnect_min: f64,
@@ -233,6 +108,7 @@ impl Default for MqttConfig {
             username: None,
             password: None,
             ca_file: None,
+            system_roots: true,
             client_cert: None,
             client_key: None,
             keep_alive: 20,
@@ -266,11 +142,12 @@ impl MqttConfig {
             encoding: Encoding::Legacy,
             batch: None,
             linger_ms: None,
-            legacy_no_fix: Default::default(),
+            legacy_no_fix: NoFix::default(),
         }]
     }
 
-    /// Checks values that serde cannot.
+    /// Checks what the values cannot say alone: bounds against each other, the number of
+    /// outputs, the certificate and key given together, the broker URL.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let ok = self.reconnect_min.is_finite()
             && self.reconnect_min > 0.0
@@ -291,21 +168,80 @@ impl MqttConfig {
                 live_reserved: self.live_reserved,
             });
         }
-        let outputs = self.effective_outputs();
-        if outputs.len() > crate::spool::MAX_OUTPUTS {
-            return Err(ConfigError::TooManyOutputs(outputs.len()));
+        let outputs = self.effective_outputs().len();
+        if outputs > MAX_OUTPUTS {
+            return Err(ConfigError::TooManyOutputs {
+                got: outputs,
+                max: MAX_OUTPUTS,
+            });
         }
-        if self.client_cert.is_some() != self.client_key.is_some() {
-            return Err(ConfigError::ClientAuth);
-        }
-        crate::mqtt::BrokerUrl::parse(&self.broker)?;
+        self.client_auth()?;
+        BrokerUrl::parse(&self.broker)?;
         Ok(())
+    }
+
+    /// The reconnect delays, shortest and longest (the back-off's bounds).
+    pub fn reconnect_bounds(&self) -> (Duration, Duration) {
+        let seconds = |s: f64| Duration::try_from_secs_f64(s).unwrap_or(Duration::ZERO);
+        let min = seconds(self.reconnect_min);
+        (min, seconds(self.reconnect_max).max(min))
+    }
+
+    /// Connection parameters for one client of this broker: host and port from the URL, TLS
+    /// (CA file, system roots, client certificate) when the URL asks for it, the protocol
+    /// version, keep-alive and connect timeout. Credentials are left out: they are read at each
+    /// attempt with [`MqttConfig::credentials`], so a rotated password is picked up.
+    ///
+    /// Each client has its own `client_id` (a broker closes an older connection with the same
+    /// id), `max_in_flight` window and `last_will`.
+    pub fn connect_params(
+        &self,
+        client_id: String,
+        max_in_flight: u16,
+        last_will: Option<(String, Vec<u8>)>,
+    ) -> Result<ConnectParams, ConfigError> {
+        let url = BrokerUrl::parse(&self.broker)?;
+        let client_auth = self.client_auth()?;
+        let tls = if url.tls {
+            Some(tls::client_config(
+                self.ca_file.as_deref(),
+                self.system_roots,
+                client_auth,
+            )?)
+        } else {
+            None
+        };
+        Ok(ConnectParams {
+            protocol: self.protocol,
+            host: url.host,
+            port: url.port,
+            tls,
+            client_id,
+            credentials: None,
+            keep_alive: Duration::from_secs(self.keep_alive),
+            connect_timeout: Duration::from_secs(self.connect_timeout.max(1)),
+            max_in_flight,
+            last_will,
+        })
+    }
+
+    /// The user name and password to connect with, the password read from its source now.
+    pub fn credentials(&self) -> Result<Option<(String, String)>, ConfigError> {
+        credentials(self.username.as_deref(), self.password.as_ref())
+    }
+
+    /// The client certificate and its key, which come together or not at all.
+    fn client_auth(&self) -> Result<Option<(&Path, &Path)>, ConfigError> {
+        match (self.client_cert.as_deref(), self.client_key.as_deref()) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) => Ok(None),
+            _ => Err(ConfigError::ClientAuth),
+        }
     }
 }
 
 /// Everything the pipeline needs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PipelineConfig {
     /// Spool settings.
     pub spool: SpoolConfig,
@@ -330,45 +266,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn interval_accepts_fractions_and_integers() {
-        assert_eq!(
-            SampleInterval::from_secs_f64(0.1).unwrap().duration(),
-            Duration::from_millis(100)
-        );
-        let v: SampleInterval = serde_json::from_str("5").unwrap();
-        assert_eq!(v.duration(), Duration::from_secs(5));
-        let v: SampleInterval = serde_json::from_str("0.25").unwrap();
-        assert_eq!(v.duration(), Duration::from_millis(250));
-        assert!(SampleInterval::from_secs_f64(0.05).is_err());
-        assert!(SampleInterval::from_secs_f64(f64::NAN).is_err());
-        assert!(serde_json::from_str::<SampleInterval>("0").is_err());
-    }
-
-    #[test]
-    fn resolve_prefers_fractional_interval() {
-        assert_eq!(
-            SampleInterval::resolve(Some(0.5), Some(5))
-                .unwrap()
-                .duration(),
-            Duration::from_millis(500)
-        );
-        assert_eq!(
-            SampleInterval::resolve(None, Some(5)).unwrap().duration(),
-            Duration::from_secs(5)
-        );
-    }
-
-    #[test]
     fn earlier_single_topic_becomes_a_legacy_output() {
-        let cfg: MqttConfig = serde_json::from_value(serde_json::json!({
-            "broker": "tcp://example.invalid:1883",
-            "client": "martinete",
-            "topic": "vehicle/1/realtime",
-            "keep_alive": 20,
-            "reconnect_min": 1,
-            "reconnect_max": 30
-        }))
-        .unwrap();
+        let cfg = MqttConfig {
+            broker: "tcp://example.invalid:1883".into(),
+            client: "martinete".into(),
+            topic: Some("vehicle/1/realtime".into()),
+            ..Default::default()
+        };
         let outs = cfg.effective_outputs();
         assert_eq!(outs.len(), 1);
         assert_eq!(outs[0].topic, "vehicle/1/realtime");
@@ -377,7 +281,7 @@ mod tests {
     }
 
     #[test]
-    fn bad_window_and_reconnect_are_rejected() {
+    fn bad_window_reconnect_outputs_and_client_auth_are_rejected() {
         let cfg = MqttConfig {
             reconnect_min: 5.0,
             reconnect_max: 1.0,
@@ -400,5 +304,121 @@ mod tests {
                 "{grace}"
             );
         }
+        let output = OutputConfig {
+            topic: "t".into(),
+            encoding: Encoding::Json,
+            batch: None,
+            linger_ms: None,
+            legacy_no_fix: NoFix::default(),
+        };
+        let cfg = MqttConfig {
+            outputs: vec![output; MAX_OUTPUTS + 1],
+            ..Default::default()
+        };
+        assert!(matches!(
+            cfg.validate(),
+            Err(ConfigError::TooManyOutputs { got, max: MAX_OUTPUTS }) if got == MAX_OUTPUTS + 1
+        ));
+        let cfg = MqttConfig {
+            client_cert: Some("cert.pem".into()),
+            ..Default::default()
+        };
+        assert!(matches!(cfg.validate(), Err(ConfigError::ClientAuth)));
+        assert!(matches!(
+            cfg.connect_params("c".into(), 1, None),
+            Err(ConfigError::ClientAuth)
+        ));
+        let cfg = MqttConfig {
+            broker: "ws://h".into(),
+            ..Default::default()
+        };
+        assert!(matches!(cfg.validate(), Err(ConfigError::BrokerUrl { .. })));
+    }
+
+    #[test]
+    fn connect_params_carry_the_broker_and_each_clients_own_settings() {
+        let cfg = MqttConfig {
+            broker: "mqtt://[::1]:1999".into(),
+            protocol: MqttProtocol::V311,
+            keep_alive: 0,
+            connect_timeout: 0,
+            ..Default::default()
+        };
+        let will = Some(("a/availability".to_owned(), b"offline".to_vec()));
+        let p = cfg.connect_params("one".into(), 7, will.clone()).unwrap();
+        assert_eq!((p.host.as_str(), p.port), ("::1", 1999));
+        assert!(p.tls.is_none());
+        assert_eq!((p.client_id.as_str(), p.max_in_flight), ("one", 7));
+        assert_eq!(p.last_will, will);
+        assert_eq!(p.keep_alive, Duration::ZERO);
+        assert_eq!(p.connect_timeout, Duration::from_secs(1));
+        assert_eq!(p.protocol, MqttProtocol::V311);
+        assert!(p.credentials.is_none());
+    }
+
+    #[test]
+    fn a_tls_broker_gets_its_tls_configuration_from_the_ca_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        std::fs::write(&ca, cert.cert.pem()).unwrap();
+        let cfg = MqttConfig {
+            broker: "tls://localhost".into(),
+            ca_file: Some(ca),
+            system_roots: false,
+            ..Default::default()
+        };
+        let p = cfg.connect_params("c".into(), 1, None).unwrap();
+        assert!(p.tls.is_some());
+        assert_eq!(p.port, 8883);
+        let unreadable = MqttConfig {
+            ca_file: Some(dir.path().join("missing.pem")),
+            ..cfg
+        };
+        assert!(matches!(
+            unreadable.connect_params("c".into(), 1, None),
+            Err(ConfigError::File { .. })
+        ));
+    }
+
+    #[test]
+    fn credentials_are_read_at_each_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "first\n").unwrap();
+        let cfg = MqttConfig {
+            username: Some("u".into()),
+            password: Some(PasswordSource::File(file.clone())),
+            ..Default::default()
+        };
+        assert_eq!(
+            cfg.credentials().unwrap(),
+            Some(("u".to_owned(), "first".to_owned()))
+        );
+        std::fs::write(&file, "rotated\n").unwrap();
+        assert_eq!(
+            cfg.credentials().unwrap(),
+            Some(("u".to_owned(), "rotated".to_owned()))
+        );
+        assert_eq!(MqttConfig::default().credentials().unwrap(), None);
+    }
+
+    #[test]
+    fn reconnect_bounds_never_invert_or_panic() {
+        let cfg = MqttConfig {
+            reconnect_min: 2.0,
+            reconnect_max: 0.5,
+            ..Default::default()
+        };
+        assert_eq!(
+            cfg.reconnect_bounds(),
+            (Duration::from_secs(2), Duration::from_secs(2))
+        );
+        let cfg = MqttConfig {
+            reconnect_min: f64::NAN,
+            reconnect_max: -1.0,
+            ..Default::default()
+        };
+        assert_eq!(cfg.reconnect_bounds(), (Duration::ZERO, Duration::ZERO));
     }
 }

@@ -2,14 +2,16 @@
 //! spool that commits every record before it is offered to the broker and deletes it only after
 //! the broker acknowledged it, the encodings, and the MQTT publisher.
 //!
-//! Layout: [`record`] (what a sample becomes), [`spool`] (SQLite, durable, bounded),
-//! [`window`] (pure publish-window state), [`backoff`], [`encoding`] (`legacy`, `json`,
-//! `compact`), [`mqtt`] (URL, TLS, one connection), [`publisher`] (the driver task),
-//! [`health`] (counters), [`secret`] (a password that never prints), [`failure`] (the latest failure, typed), [`config`], `synthetic` (feature `synthetic`: a generator of
-//! plausible samples for tests, benchmarks and the demo).
+//! Layout: [`record`] (what a sample becomes), [`spool`] (SQLite, durable, bounded, with its
+//! settings and errors), [`window`] (pure publish-window state), [`encoding`] (`legacy`,
+//! `json`, `compact`), [`mqtt`] (URL, TLS, credentials, one connection), [`config`] (the
+//! settings, and the one way from them to a broker connection), [`publisher`] (the driver task,
+//! which reconnects with the workspace's back-off, `m365-backoff`), [`health`] (counters),
+//! [`secret`] (a password that never prints), [`failure`] (the latest failure, typed),
+//! [`error`] (errors shared by several modules), `synthetic` (feature `synthetic`: a generator
+//! of plausible samples for tests, benchmarks and the demo).
 #![forbid(unsafe_code)]
 
-pub mod backoff;
 pub mod config;
 pub mod encoding;
 pub mod error;
@@ -24,14 +26,12 @@ pub mod spool;
 pub mod synthetic;
 pub mod window;
 
-pub use config::{
-    MqttConfig, MqttProtocol, OutputConfig, PasswordSource, PipelineConfig, SampleInterval,
-    SpoolConfig, SyncPolicy,
-};
+pub use config::{MqttConfig, OutputConfig, PipelineConfig};
 pub use encoding::Encoding;
 pub use failure::{ErrorKind, LastError, RefusalReason};
 pub use health::{BrokerState, HealthSnapshot};
+pub use mqtt::{BrokerUrl, MqttProtocol, PasswordSource};
 pub use publisher::{HealthMonitor, PipelineError, PipelineHandle, SubmitError, spawn};
 pub use record::{BatteryReadings, GpsReading, Record, Sample, ScooterReadings, TimeSource};
 pub use secret::Secret;
-pub use spool::{Spool, SpoolStats, StoredRecord};
+pub use spool::{Spool, SpoolConfig, SpoolStats, StoredRecord, SyncPolicy};

@@ -20,14 +20,14 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use crate::backoff::Backoff;
+use m365_backoff::Backoff;
+
 use crate::config::{OutputConfig, PipelineConfig};
 use crate::encoding::Encoding;
 use crate::error::{ConfigError, SpoolError};
 use crate::failure::{ErrorKind, LastError};
 use crate::health::{BrokerState, Counter, Health, HealthSnapshot};
-use crate::mqtt::credentials::read_password;
-use crate::mqtt::{BrokerUrl, CloseReason, ConnectParams, Connection, NetEvent, tls};
+use crate::mqtt::{CloseReason, ConnectParams, Connection, NetEvent};
 use crate::record::Sample;
 use crate::spool::{Spool, StoredRecord};
 use crate::window::{Kind, OutputLimits, Plan, PublishWindow, Submitted};
@@ -142,16 +142,6 @@ pub fn spawn(
     scooter_id: &str,
 ) -> Result<(PipelineHandle, JoinHandle<()>), PipelineError> {
     cfg.mqtt.validate()?;
-    let url = BrokerUrl::parse(&cfg.mqtt.broker)?;
-    let tls = if url.tls {
-        Some(tls::client_config(
-            cfg.mqtt.ca_file.as_deref(),
-            cfg.mqtt.client_cert.as_deref(),
-            cfg.mqtt.client_key.as_deref(),
-        )?)
-    } else {
-        None
-    };
     let resolve = |t: &str| t.replace("{scooter_id}", scooter_id);
     let outputs_cfg: Vec<OutputConfig> = cfg.mqtt.effective_outputs();
     let outputs: Vec<Output> = outputs_cfg
@@ -184,29 +174,21 @@ pub fn spawn(
         usize::from(cfg.mqtt.live_reserved),
         &limits,
     );
-    let params = ConnectParams {
-        protocol: cfg.mqtt.protocol,
-        host: url.host,
-        port: url.port,
-        tls,
-        client_id: cfg.mqtt.client.clone(),
-        credentials: None,
-        keep_alive: Duration::from_secs(cfg.mqtt.keep_alive.max(1)),
-        connect_timeout: Duration::from_secs(cfg.mqtt.connect_timeout.max(1)),
+    let params = cfg.mqtt.connect_params(
+        cfg.mqtt.client.clone(),
         // Room for the control messages on top of the record window.
-        max_in_flight: cfg.mqtt.max_in_flight.saturating_add(2),
-        last_will: cfg
-            .mqtt
+        cfg.mqtt.max_in_flight.saturating_add(2),
+        cfg.mqtt
             .availability_topic
             .as_deref()
             .map(|t| (resolve(t), b"offline".to_vec())),
-    };
+    )?;
     let (tx, rx) = mpsc::channel(cfg.channel_capacity.max(1));
     let driver = Driver {
-        backoff: Backoff::new(
-            Duration::from_secs_f64(cfg.mqtt.reconnect_min),
-            Duration::from_secs_f64(cfg.mqtt.reconnect_max),
-        ),
+        backoff: {
+            let (min, max) = cfg.mqtt.reconnect_bounds();
+            Backoff::new(min, max)
+        },
         availability_topic: cfg.mqtt.availability_topic.as_deref().map(resolve),
         status_topic: cfg.mqtt.status_topic.as_deref().map(resolve),
         status_interval: Duration::from_secs(cfg.mqtt.status_interval.max(1)),
@@ -459,23 +441,15 @@ impl Driver {
 
     fn connect(&mut self) {
         let mut params = self.params.clone();
-        if let Some(user) = &self.cfg.mqtt.username {
-            let password = match &self.cfg.mqtt.password {
-                Some(src) => match read_password(src) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        error!(error = %e, "cannot read the MQTT password; retrying later");
-                        self.health.set_last_error(Some(LastError::new(
-                            ErrorKind::Password,
-                            e.to_string(),
-                        )));
-                        self.schedule_reconnect();
-                        return;
-                    }
-                },
-                None => String::new(),
-            };
-            params.credentials = Some((user.clone(), password));
+        match self.cfg.mqtt.credentials() {
+            Ok(credentials) => params.credentials = credentials,
+            Err(e) => {
+                error!(error = %e, "cannot read the MQTT password; retrying later");
+                self.health
+                    .set_last_error(Some(LastError::new(ErrorKind::Password, e.to_string())));
+                self.schedule_reconnect();
+                return;
+            }
         }
         debug!(?params, "connecting");
         self.health.set_broker(BrokerState::Connecting);

@@ -46,9 +46,13 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use tracing::{error, warn};
 
-use crate::config::{SpoolConfig, SyncPolicy};
-use crate::error::SpoolError;
 use crate::record::{Record, Sample, TimeSource};
+
+mod config;
+mod error;
+
+pub use config::{SpoolConfig, SyncPolicy, UnknownSyncPolicy};
+pub use error::SpoolError;
 
 /// Most records held in memory while the file cannot take them (a full disk): an hour at one
 /// sample a second, about a megabyte and a half. The oldest go first beyond that, counted as

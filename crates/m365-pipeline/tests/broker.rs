@@ -4,7 +4,8 @@
 //!
 //! The broker outage is real time (a real broker process cannot follow tokio's paused clock):
 //! it lasts 3 s, with reconnect delays of 0.1–0.5 s, which exercises the same path as a 60 s
-//! outage; the back-off schedule itself is tested with the paused clock in `backoff.rs`.
+//! outage; the back-off schedule itself is tested with the paused clock in `reconnect.rs`, and
+//! its bounds in the `m365-backoff` crate.
 
 mod common;
 
@@ -12,8 +13,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::{
-    Broker, BrokerOptions, assert_ascending, assert_complete, assert_two_ascending_runs, config,
-    first_arrivals, subscribe,
+    Broker, BrokerOptions, JsonSeqs, PipelineBroker, assert_ascending, assert_complete,
+    assert_two_ascending_runs, config, first_arrivals, subscribe,
 };
 use m365_pipeline::synthetic::SyntheticScooter;
 use m365_pipeline::{BrokerState, ErrorKind, MqttProtocol, PasswordSource, Secret};
@@ -164,8 +165,29 @@ async fn clean_shutdown_flushes_publishes_offline_and_disconnects() {
             .await,
         "offline published"
     );
-    // An abrupt end would add the last will: a second `offline`.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // An abrupt end would add the last will: a second `offline`. mosquitto decides on the will
+    // when it handles the end of the session, which it logs; a marker published after that
+    // reaches the subscriber after anything sent before it, a will included.
+    if broker.is_mosquitto() {
+        let handled = common::Inbox::default()
+            .wait_for(Duration::from_secs(10), |_| {
+                let log = broker.log();
+                log.contains(&format!("Client {client_id} disconnected."))
+                    || log.contains(&format!("Client {client_id} closed its connection"))
+            })
+            .await;
+        assert!(handled, "the broker saw the session end:\n{}", broker.log());
+    }
+    let marker_port = broker.port_for(MqttProtocol::V311);
+    common::publish(marker_port, "t/shutdown/marker", "end", false).await;
+    assert!(
+        inbox
+            .wait_for(Duration::from_secs(10), |i| !i
+                .on("t/shutdown/marker")
+                .is_empty())
+            .await,
+        "marker delivered"
+    );
     assert_eq!(
         inbox.on("m365/sc11/availability"),
         vec![b"online".to_vec(), b"offline".to_vec()],
@@ -238,7 +260,7 @@ async fn broker_outage_then_restart_delivers_every_record() {
             "missing {missing:?}; publisher {:?}, last error {:?}; subscriber {:?}; order {:?}",
             handle.health(),
             handle.last_error(),
-            inbox.1.lock().unwrap(),
+            inbox.errors(),
             seqs.iter().map(|s| s.0).collect::<Vec<_>>()
         );
     }
@@ -320,8 +342,7 @@ async fn full_spool_drops_oldest_reports_count_and_stays_healthy() {
 
 #[tokio::test]
 async fn wrong_credentials_give_a_clear_error_and_retry_within_bounds() {
-    if !common::have_mosquitto() {
-        println!("credentials: needs mosquitto (password file); not run");
+    if !common::require_mosquitto("credentials") {
         return;
     }
     let broker = Broker::start(BrokerOptions {
@@ -364,29 +385,15 @@ async fn wrong_credentials_give_a_clear_error_and_retry_within_bounds() {
     assert!(!task.is_finished());
 
     // Fix the password file: the next attempt reads it and everything kept is delivered.
-    let inbox = {
-        let mut o = rumqttc::MqttOptions::new("checker", "127.0.0.1", broker.port);
-        o.set_credentials("m365", "right-password");
-        let (c, mut el) = rumqttc::AsyncClient::new(o, 16);
-        let inbox = common::Inbox::default();
-        let sink = inbox.clone();
-        c.subscribe("t/auth", rumqttc::QoS::AtLeastOnce)
-            .await
-            .unwrap();
-        tokio::spawn(async move {
-            let _c = c;
-            while let Ok(ev) = el.poll().await {
-                if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) = ev {
-                    sink.0
-                        .lock()
-                        .unwrap()
-                        .push((p.topic.clone(), p.payload.to_vec()));
-                }
-            }
-        });
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        inbox
-    };
+    let inbox = common::subscribe_with(
+        broker.port,
+        "t/auth",
+        &common::SubscriberOptions {
+            credentials: Some(("m365".into(), "right-password".into())),
+            ..Default::default()
+        },
+    )
+    .await;
     std::fs::write(&pw, "right-password\n").unwrap();
     assert!(
         inbox
@@ -401,8 +408,7 @@ async fn wrong_credentials_give_a_clear_error_and_retry_within_bounds() {
 
 #[tokio::test]
 async fn a_password_given_as_a_value_connects_and_is_never_printed() {
-    if !common::have_mosquitto() {
-        println!("password value: needs mosquitto (password file); not run");
+    if !common::require_mosquitto("password value") {
         return;
     }
     let broker = Broker::start(BrokerOptions {
@@ -441,8 +447,7 @@ fn self_signed() -> (String, String) {
 
 #[tokio::test]
 async fn tls_with_an_untrusted_certificate_fails_clearly_and_a_ca_file_fixes_it() {
-    if !common::have_mosquitto() {
-        println!("TLS: needs mosquitto (TLS listener); not run");
+    if !common::require_mosquitto("TLS") {
         return;
     }
     let (cert, key) = self_signed();
@@ -506,7 +511,8 @@ async fn tls_with_an_untrusted_certificate_fails_clearly_and_a_ca_file_fixes_it(
 
 #[tokio::test]
 async fn unreachable_broker_keeps_spooling_within_bounds() {
-    let port = common::free_port(); // nothing listens here
+    let nobody = common::ReservedPort::new(); // nothing listens here
+    let port = nobody.port();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(
         dir.path(),
@@ -631,6 +637,13 @@ async fn live_samples_get_through_while_a_backlog_drains() {
         })
         .await;
     assert!(ok, "{:?}", handle.health());
+    // Acknowledged by the broker is not yet delivered to the subscriber: wait for the last ones.
+    let total = BACKLOG + handle.health().spooled;
+    assert!(
+        common::wait_delivered(&inbox, topic, total).await,
+        "{total} records: {:?}",
+        inbox.json_seqs(topic).len()
+    );
     let seqs = inbox.json_seqs(topic);
     let max = seqs.iter().map(|s| s.0).max().unwrap();
     assert_complete(&seqs, max);
@@ -683,6 +696,8 @@ async fn short_outage_replays_in_order() {
         })
         .await;
     assert!(ok, "{:?}", handle.health());
+    // Acknowledged by the broker is not yet delivered to the subscriber: wait for the last ones.
+    assert!(common::wait_delivered(&inbox, topic, 12).await);
     let seqs = inbox.json_seqs(topic);
     assert_complete(&seqs, 12);
     assert_ascending(&first_arrivals(&seqs));

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Broker, BrokerOptions, assert_complete, subscribe};
+use common::{Broker, BrokerOptions, JsonSeqs, assert_complete, subscribe};
 
 const BIN: &str = env!("CARGO_BIN_EXE_m365-pipeline-load");
 
@@ -81,7 +81,15 @@ async fn sigkill_during_an_outage_then_restart_loses_nothing() {
         "first run publishes"
     );
     broker.stop();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Killed once its progress shows the outage: disconnected, with records waiting.
+    let outage_seen = m365_testkit::wait::until(Duration::from_secs(20), || {
+        let line = last.lock().unwrap().clone();
+        line.starts_with("progress")
+            && !line.ends_with("broker=Connected")
+            && field(&line, "spool_records") > 50
+    })
+    .await;
+    assert!(outage_seen, "{}", last.lock().unwrap());
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let line = last.lock().unwrap().clone();

@@ -12,7 +12,8 @@ use m365_pipeline::{BrokerState, MqttProtocol};
 
 #[tokio::test(start_paused = true)]
 async fn sixty_second_outage_is_retried_with_bounded_backoff() {
-    let port = common::free_port(); // nothing listens: every attempt is refused at once
+    let nobody = common::ReservedPort::new(); // nothing listens: every attempt is refused at once
+    let port = nobody.port();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = common::config(
         dir.path(),

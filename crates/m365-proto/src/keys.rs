@@ -12,13 +12,16 @@ pub enum Role {
     Device,
 }
 
+/// Length of a [`Token`], and so of the `.mi-token` file that stores it.
+pub const TOKEN_LEN: usize = 12;
+
 /// The 12-byte token created by registration and stored in `.mi-token` (protocol.md §4.4).
 #[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
-pub struct Token(pub [u8; 12]);
+pub struct Token(pub [u8; TOKEN_LEN]);
 
 impl Token {
     /// The raw bytes.
-    pub fn as_bytes(&self) -> &[u8; 12] {
+    pub fn as_bytes(&self) -> &[u8; TOKEN_LEN] {
         &self.0
     }
 }

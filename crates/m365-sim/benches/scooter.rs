@@ -11,20 +11,23 @@ use std::time::Duration;
 use common::{Bench, instant_config};
 use criterion::{Criterion, criterion_group, criterion_main};
 use m365_proto::registers::{bms, esc};
-use m365_sim::link::{FULL_SAMPLE, LinkTiming, Pattern, link_limit};
+use m365_sim::link_timing::{self, FULL_SAMPLE, Pattern, link_limit};
+use m365_sim::scooter::Processing;
 use m365_sim::{Generation, Model, Script};
 
 fn print_link_limits() {
     for ms in [7.5, 15.0, 30.0, 50.0] {
-        let timing =
-            LinkTiming::with_interval(Duration::from_secs_f64(ms / 1000.0)).unwrap_or_default();
+        let timing = link_timing::with_interval(Duration::from_secs_f64(ms / 1000.0))
+            .unwrap_or_else(|_| link_timing::typical());
+        let processing = Processing::default();
         for generation in [Generation::MiAuth, Generation::Plain] {
-            let seq = link_limit(&timing, generation, &FULL_SAMPLE, Pattern::Sequential, 50);
-            let pipe = link_limit(&timing, generation, &FULL_SAMPLE, Pattern::Pipelined, 50);
+            let limit =
+                |pattern| link_limit(&timing, &processing, generation, &FULL_SAMPLE, pattern, 50);
+            let (seq, pipe) = (limit(Pattern::Sequential), limit(Pattern::Pipelined));
             eprintln!(
                 "link limit {generation:?} interval {ms} ms, {} packets/event: \
                  sequential {seq:.2} samples/s, pipelined {pipe:.2} samples/s",
-                timing.packets_per_event
+                timing.packets_per_event().unwrap_or_default()
             );
         }
     }

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 pub use m365_fakebluez::Harshness;
 use m365_fakebluez::{
-    Address, AddressType, Advertisement, AttError, BluezError, CharFlags, DeviceControl, FakeBluez,
-    FakeError, Link, Peripheral, ServiceSpec, Uuid, WriteKind,
+    AddressType, Advertisement, AttError, BluezAddress, BluezError, CharFlags, DeviceControl,
+    FakeBluez, FakeError, Link, Peripheral, ServiceSpec, Uuid, WriteKind,
 };
 use m365_proto::gatt::Char;
 use tokio::sync::Notify;
@@ -78,7 +78,7 @@ impl Peripheral for SimPeripheral {
             .advertisement(at)
             // While the scooter itself is silent the fake decides visibility; keep the data.
             .unwrap_or_else(|| state.scooter.profile().advertisement(0));
-        let mut out = Advertisement::new(Address::new(adv.address))
+        let mut out = Advertisement::new(BluezAddress::new(adv.address))
             .with_address_type(AddressType::Random)
             .with_name(adv.name)
             .with_manufacturer_data(adv.company_id, adv.manufacturer_data);
@@ -308,9 +308,9 @@ impl Drop for ServedScooter {
     }
 }
 
-/// What the driver asks of the link layer: the fake's [`DeviceControl`] in service, a recorder
-/// in tests.
-trait LinkControl: Send + Sync + 'static {
+/// What the driver asks of the scooter's radio (its BLE link and its advertising): the fake's
+/// [`DeviceControl`] in service, a recorder in tests.
+trait RadioControl: Send + Sync + 'static {
     /// Drop the current link now; no connection can be made for `hold` (the scooter still
     /// advertises).
     fn drop_link(&self, hold: Duration) -> impl Future<Output = ()> + Send;
@@ -320,7 +320,7 @@ trait LinkControl: Send + Sync + 'static {
     fn back(&self);
 }
 
-impl LinkControl for DeviceControl {
+impl RadioControl for DeviceControl {
     async fn drop_link(&self, hold: Duration) {
         DeviceControl::drop_link(self, hold).await;
     }
@@ -334,9 +334,9 @@ impl LinkControl for DeviceControl {
     }
 }
 
-/// What the scooter asked of its link in one round of the driver.
+/// What the scooter asked of its radio in one round of the driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LinkAction {
+enum RadioAction {
     /// Nothing.
     None,
     /// Drop the link; not connectable for this long.
@@ -351,7 +351,7 @@ enum LinkAction {
 /// the scooter asks of the link. Link faults the scooter applies itself (a scheduled drop or
 /// out-of-range, a power-off) are handed to the fake with their duration, so a connect waits
 /// for the scooter as it would with BlueZ.
-async fn drive<C: LinkControl>(shared: Arc<Shared>, control: C, tick: Duration) {
+async fn drive<C: RadioControl>(shared: Arc<Shared>, control: C, tick: Duration) {
     let tick = tick.max(Duration::from_millis(1));
     let mut last_tick = Instant::now();
     loop {
@@ -365,7 +365,7 @@ async fn drive<C: LinkControl>(shared: Arc<Shared>, control: C, tick: Duration) 
             let now = t.into_std();
             state.scooter.handle_timeout(now);
             pump(&mut state);
-            let mut action = LinkAction::None;
+            let mut action = RadioAction::None;
             while let Some(event) = state.scooter.poll_event() {
                 tracing::debug!(?event, "scooter event");
                 match event {
@@ -376,21 +376,21 @@ async fn drive<C: LinkControl>(shared: Arc<Shared>, control: C, tick: Duration) 
                             .scooter
                             .off_until()
                             .map_or(OFF_FOR_GOOD, |until| until.saturating_duration_since(now));
-                        action = LinkAction::Silent(hold);
+                        action = RadioAction::Silent(hold);
                     }
-                    ScooterEvent::PoweredOn => action = LinkAction::Back,
+                    ScooterEvent::PoweredOn => action = RadioAction::Back,
                     _ => {}
                 }
             }
-            if std::mem::take(&mut state.drop_link) && action == LinkAction::None {
+            if std::mem::take(&mut state.drop_link) && action == RadioAction::None {
                 let hold = state
                     .scooter
                     .reachable_again(now)
                     .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
                 action = if state.scooter.faults().advertising(now) {
-                    LinkAction::Drop(hold)
+                    RadioAction::Drop(hold)
                 } else {
-                    LinkAction::Silent(hold)
+                    RadioAction::Silent(hold)
                 };
             }
             let mut wake_at = last_tick + tick;
@@ -400,10 +400,10 @@ async fn drive<C: LinkControl>(shared: Arc<Shared>, control: C, tick: Duration) 
             (wake_at, action)
         };
         match action {
-            LinkAction::None => {}
-            LinkAction::Drop(hold) => control.drop_link(hold).await,
-            LinkAction::Silent(hold) => control.go_silent(hold).await,
-            LinkAction::Back => control.back(),
+            RadioAction::None => {}
+            RadioAction::Drop(hold) => control.drop_link(hold).await,
+            RadioAction::Silent(hold) => control.go_silent(hold).await,
+            RadioAction::Back => control.back(),
         }
         tokio::select! {
             _ = tokio::time::sleep_until(wake_at) => {}
@@ -433,7 +433,7 @@ mod tests {
         backs: AtomicUsize,
     }
 
-    impl LinkControl for Arc<Recorder> {
+    impl RadioControl for Arc<Recorder> {
         async fn drop_link(&self, hold: Duration) {
             self.drops.fetch_add(1, Ordering::SeqCst);
             self.holds

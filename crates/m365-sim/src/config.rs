@@ -4,10 +4,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use m365_fakebluez::LinkTiming;
 use m365_proto::login;
 use m365_proto::pairing::DeviceConfig;
 
-use crate::link::LinkTiming;
+use crate::link_timing;
+pub use crate::link_timing::Processing;
 use crate::profile::{Generation, Model, default_generation};
 use crate::ride::{LoopPlan, Script};
 
@@ -44,8 +46,9 @@ pub struct ScooterConfig {
     /// How long a scooter powered off over BLE (ESC 0x79) stays off before the rider presses
     /// the power button again.
     pub power_off_hold: Duration,
-    /// Link timing model (`None`: notifications leave as soon as they are ready, e.g. when the
-    /// fake BlueZ paces the link itself).
+    /// Connection events of the scooter's link (`None`, like [`LinkTiming::instant`]:
+    /// notifications leave as soon as they are ready, e.g. when the fake BlueZ paces the link
+    /// itself). The default is [`link_timing::typical`].
     pub link: Option<LinkTiming>,
     /// How long the ESC and BMS take to answer a request.
     pub processing: Processing,
@@ -72,7 +75,7 @@ impl ScooterConfig {
             session_grace: DEFAULT_SESSION_GRACE,
             empty_terminator: true,
             power_off_hold: DEFAULT_POWER_OFF_HOLD,
-            link: Some(LinkTiming::default()),
+            link: Some(link_timing::typical()),
             processing: Processing::default(),
             script: Script::Loop(LoopPlan::default()),
             activated: true,
@@ -85,41 +88,5 @@ impl ScooterConfig {
     pub fn with_generation(mut self, generation: Generation) -> ScooterConfig {
         self.generation = generation;
         self
-    }
-}
-
-/// Time between a request's arrival and the controller's answer being ready.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Processing {
-    /// ESC.
-    pub esc: Duration,
-    /// BMS (relayed through the ESC, so slower).
-    pub bms: Duration,
-}
-
-impl Processing {
-    /// No delay at all.
-    pub const NONE: Processing = Processing {
-        esc: Duration::ZERO,
-        bms: Duration::ZERO,
-    };
-
-    /// The delay of `unit`.
-    pub fn delay(&self, unit: m365_proto::registers::Unit) -> Duration {
-        match unit {
-            m365_proto::registers::Unit::Esc => self.esc,
-            m365_proto::registers::Unit::Bms => self.bms,
-        }
-    }
-}
-
-impl Default for Processing {
-    /// The delays of the default link model.
-    fn default() -> Self {
-        let t = LinkTiming::default();
-        Processing {
-            esc: t.esc_delay,
-            bms: t.bms_delay,
-        }
     }
 }

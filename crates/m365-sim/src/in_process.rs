@@ -19,10 +19,11 @@ use m365_ble::BdAddr;
 use m365_ble::transport::{
     Advertisement, BLUEZ_CONNECT_TIMEOUT, Transport, TransportError, TransportEvent, WriteKind,
 };
+use m365_fakebluez::LinkTiming;
 use m365_proto::gatt::{ATT_PAYLOAD, Char};
 use tokio::time::Instant;
 
-use crate::link::{HOST_TURNAROUND, LinkClock, LinkTiming};
+use crate::link_timing::{HOST_TURNAROUND, LinkClock};
 use crate::scooter::{Scooter, ScooterConfig, ScooterEvent};
 use crate::state_file::StateError;
 use crate::{ConnectError, Counters};

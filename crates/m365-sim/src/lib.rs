@@ -7,7 +7,8 @@
 //! - [`ride`], [`battery`], [`route`]: the deterministic physics behind the registers.
 //! - [`registers`]: the ESC and BMS word memories and what writes to them do.
 //! - [`faults`]: misbehaviour on demand or on a schedule, and counters of what the scooter saw.
-//! - [`link`]: the BLE link timing model (connection events, 20-byte packets, link limit).
+//! - [`link_timing`]: when packets cross the BLE link (connection events, 20-byte packets) and
+//!   the sample rate that allows (`link_limit`).
 //! - [`state_file`]: the pairing a scooter remembers across restarts.
 //! - [`config`], [`event`]: how a scooter is set up, and what it reports.
 //! - [`scooter`]: the sans-IO scooter that ties it all together.
@@ -52,7 +53,7 @@ pub mod control;
 pub mod event;
 pub mod faults;
 pub mod in_process;
-pub mod link;
+pub mod link_timing;
 pub mod profile;
 pub mod registers;
 pub mod ride;

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! DBUS_SYSTEM_BUS_ADDRESS=<address>
-//! M365_SIM_GPS=<pty path, or --gps-link>       (only with --gps nmea|sim7600)
+//! M365_SIM_GPS=<pty path, or --gps-symlink>    (only with --gps nmea|sim7600)
 //! M365_SIM_SCOOTER=<MAC> <name> <model> <protocol>   (one per scooter)
 //! READY
 //! ```
@@ -24,15 +24,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use m365_fakebluez::{
-    FakeBluez, FakeConfig, LinkTiming as FakeLinkTiming, PrivateBus, SYSTEM_BUS_ENV,
-};
+use m365_fakebluez::{FakeBluez, FakeConfig, LinkTiming, PrivateBus, SYSTEM_BUS_ENV};
 use m365_gps::emulate::{
     EmulatorHandle, ModemModel, NmeaFeed, NmeaReceiverConfig, Pace, RoutePoint, Sim7600ModemConfig,
 };
 use m365_sim::bluez::{DEFAULT_PHYSICS_TICK, ServedScooter};
 use m365_sim::control::Simulator;
-use m365_sim::link::LinkTiming;
+use m365_sim::link_timing;
 use m365_sim::profile::{generation_slug, model_slug, parse_generation, parse_model};
 use m365_sim::ride::GpsSample;
 use m365_sim::{Generation, Model, Scooter, ScooterConfig};
@@ -81,7 +79,7 @@ struct ServeArgs {
     /// Keep a symlink at this path pointing at the GPS device, so clients keep one path across
     /// `m365-sim ctl gps unplug`/`replug` (each replug opens a new pty).
     #[arg(long)]
-    gps_link: Option<PathBuf>,
+    gps_symlink: Option<PathBuf>,
     /// Directory where the scooters remember their pairing across restarts.
     #[arg(long)]
     state: Option<PathBuf>,
@@ -152,11 +150,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 bail!("--conn-interval-ms must be a number of milliseconds");
             }
             let interval = Duration::from_secs_f64(ms.max(0.0) / 1000.0);
-            let timing = LinkTiming::with_interval(interval)
-                .with_context(|| format!("--conn-interval-ms {ms}"))?;
-            FakeLinkTiming::paced(timing.conn_interval, timing.packets_per_event as u16)
+            link_timing::with_interval(interval)
+                .with_context(|| format!("--conn-interval-ms {ms}"))?
         }
-        None => FakeLinkTiming::instant(),
+        None => LinkTiming::instant(),
     };
     let bus =
         PrivateBus::start().context("cannot start a private D-Bus (is dbus-daemon installed?)")?;
@@ -200,7 +197,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let gps = match (args.gps, served.first()) {
         (GpsKind::None, _) | (_, None) => None,
-        (kind, Some(first)) => Some(start_gps(kind, first.gps_feed(), args.gps_link.clone())?),
+        (kind, Some(first)) => Some(start_gps(kind, first.gps_feed(), args.gps_symlink.clone())?),
     };
     if let Some(handle) = &gps {
         let path = handle
@@ -235,7 +232,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 fn start_gps(
     kind: GpsKind,
     mut feed: Box<dyn FnMut() -> GpsSample + Send>,
-    link: Option<PathBuf>,
+    symlink: Option<PathBuf>,
 ) -> anyhow::Result<EmulatorHandle> {
     // The receiver paces itself by the points' times: one point per second of UTC, starting
     // now, with the position the scooter has when the point is taken.
@@ -259,12 +256,12 @@ fn start_gps(
             let points = std::iter::from_fn(move || Some(point()));
             let mut config =
                 NmeaReceiverConfig::new(NmeaFeed::Route(Box::new(points)), Pace::RealTime);
-            config.link = link;
+            config.symlink = symlink;
             m365_gps::emulate::nmea_receiver::spawn(config)
         }
         GpsKind::Sim7600 => m365_gps::emulate::sim7600_modem::spawn(Sim7600ModemConfig {
             model: ModemModel::new(Box::new(move || Some(point()))),
-            link,
+            symlink,
         }),
         GpsKind::None => bail!("no GPS device requested"),
     };

@@ -90,9 +90,9 @@ pub enum Script {
     Trace(Vec<(f64, f64)>),
 }
 
-/// Phase of the loop plan (or what a trace is doing at the moment).
+/// Where a ride stands in its loop plan (or what a trace is doing at the moment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub enum RidePhase {
     /// Standing before a ride.
     Idle,
     /// Speeding up.
@@ -119,7 +119,7 @@ pub struct GpsSample {
 pub struct Ride {
     model: Model,
     script: Script,
-    phase: Phase,
+    phase: RidePhase,
     phase_s: f64,
     script_s: f64,
     speed_mps: f64,
@@ -172,7 +172,7 @@ impl Ride {
         Ride {
             model: profile.model,
             script,
-            phase: Phase::Idle,
+            phase: RidePhase::Idle,
             phase_s: 0.0,
             script_s: 0.0,
             speed_mps: 0.0,
@@ -208,7 +208,7 @@ impl Ride {
     pub fn set_script(&mut self, script: Script) {
         self.script = script;
         self.script_s = 0.0;
-        self.phase = Phase::Idle;
+        self.phase = RidePhase::Idle;
         self.phase_s = 0.0;
     }
 
@@ -278,20 +278,20 @@ impl Ride {
         self.phase_s += h;
         match &self.script {
             Script::Parked => {
-                self.phase = Phase::Park;
+                self.phase = RidePhase::Park;
                 0.0
             }
             Script::Trace(points) => {
                 let kmh = interpolate(points, self.script_s);
                 let v = kmh.max(0.0) / 3.6;
                 self.phase = if v <= MOVING_MPS {
-                    Phase::Park
+                    RidePhase::Park
                 } else if v > self.speed_mps + 1e-9 {
-                    Phase::Accelerate
+                    RidePhase::Accelerate
                 } else if v + 1e-9 < self.speed_mps {
-                    Phase::Brake
+                    RidePhase::Brake
                 } else {
-                    Phase::Cruise
+                    RidePhase::Cruise
                 };
                 v
             }
@@ -299,35 +299,35 @@ impl Ride {
                 let plan = *plan;
                 let cruise = (plan.cruise_kmh / 3.6).min(self.speed_limit_kmh() / 3.6);
                 match self.phase {
-                    Phase::Idle => {
+                    RidePhase::Idle => {
                         if self.phase_s >= plan.idle_s {
-                            self.enter(Phase::Accelerate);
+                            self.enter(RidePhase::Accelerate);
                         }
                         0.0
                     }
-                    Phase::Accelerate => {
+                    RidePhase::Accelerate => {
                         let v = (self.speed_mps + plan.accel_mps2 * h).min(cruise);
                         if v >= cruise || self.locked {
-                            self.enter(Phase::Cruise);
+                            self.enter(RidePhase::Cruise);
                         }
                         v
                     }
-                    Phase::Cruise => {
+                    RidePhase::Cruise => {
                         if self.phase_s >= plan.cruise_s {
-                            self.enter(Phase::Brake);
+                            self.enter(RidePhase::Brake);
                         }
                         cruise
                     }
-                    Phase::Brake => {
+                    RidePhase::Brake => {
                         let v = (self.speed_mps - plan.brake_mps2 * h).max(0.0);
                         if v <= 0.0 {
-                            self.enter(Phase::Park);
+                            self.enter(RidePhase::Park);
                         }
                         v
                     }
-                    Phase::Park => {
+                    RidePhase::Park => {
                         if self.phase_s >= plan.park_s {
-                            self.enter(Phase::Idle);
+                            self.enter(RidePhase::Idle);
                         }
                         0.0
                     }
@@ -336,7 +336,7 @@ impl Ride {
         }
     }
 
-    fn enter(&mut self, phase: Phase) {
+    fn enter(&mut self, phase: RidePhase) {
         self.phase = phase;
         self.phase_s = 0.0;
     }
@@ -438,7 +438,7 @@ impl Ride {
     // ----- observations -----
 
     /// Current loop phase.
-    pub fn phase(&self) -> Phase {
+    pub fn phase(&self) -> RidePhase {
         self.phase
     }
 
@@ -627,12 +627,12 @@ mod tests {
         assert_eq!(
             &seen[..6],
             &[
-                Phase::Idle,
-                Phase::Accelerate,
-                Phase::Cruise,
-                Phase::Brake,
-                Phase::Park,
-                Phase::Idle
+                RidePhase::Idle,
+                RidePhase::Accelerate,
+                RidePhase::Cruise,
+                RidePhase::Brake,
+                RidePhase::Park,
+                RidePhase::Idle
             ]
         );
     }

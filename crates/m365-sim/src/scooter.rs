@@ -23,7 +23,7 @@ use m365_proto::gatt::{ATT_PAYLOAD, CHAR_KEY, CHAR_VERSION, Char, Transmit};
 use m365_proto::keys::{Role, Token};
 use m365_proto::login::{self, DeviceLogin};
 use m365_proto::pairing::{self, DevicePairing, Did};
-use m365_proto::reassembly::Reassembler;
+use m365_proto::uart::{Codec, UartCodec};
 use m365_proto::xor::Keystream;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -31,7 +31,7 @@ use rand::{Rng, RngCore, SeedableRng};
 pub use crate::config::{DEFAULT_SESSION_GRACE, Processing, ScooterConfig};
 pub use crate::event::ScooterEvent;
 use crate::faults::{ConnectError, Counters, Fate, Fault, FaultAction, FaultSchedule, FaultState};
-use crate::link::LinkClock;
+use crate::link_timing::LinkClock;
 use crate::profile::{Advertisement, Generation, Profile};
 use crate::registers::{Command, Registers, Unit, decode_write, unit_of_request};
 
@@ -39,17 +39,6 @@ use crate::registers::{Command, Registers, Unit, decode_write, unit_of_request};
 const ROGUE_REGISTER: u8 = 0x3E;
 use crate::ride::Ride;
 use crate::state_file::{self, PairingState, StateError};
-
-/// The UART state of one connection, per generation.
-#[derive(Debug)]
-enum Uart {
-    /// Generation D: frames only after login.
-    MiAuth { cipher: Option<Box<UartCipher>> },
-    /// Generation B.
-    Xor(Keystream),
-    /// Generation A.
-    Plain,
-}
 
 /// A notification waiting for its time on the link.
 #[derive(Debug)]
@@ -71,8 +60,8 @@ pub struct Scooter {
     rng: StdRng,
     now: Option<Instant>,
     connected: bool,
-    uart: Uart,
-    reassembler: Reassembler,
+    /// The UART codec of the current connection (the client uses the same one).
+    uart: UartCodec,
     stash: Option<(Box<UartCipher>, Instant)>,
     /// When the internal serial bus (BLE module, ESC, BMS) finishes the answer in progress.
     uart_free_at: Option<Instant>,
@@ -128,9 +117,8 @@ impl Scooter {
             config.login.clone(),
         );
         let ride = Ride::new(&profile, config.script.clone(), config.seed);
-        let uart = fresh_uart(&profile);
+        let uart = UartCodec::new(fresh_codec(&profile));
         Ok(Scooter {
-            reassembler: Reassembler::new(profile.generation),
             pin: profile.pin,
             config,
             profile,
@@ -207,9 +195,9 @@ impl Scooter {
 
     /// Whether the current connection has a session (logged in, or resumed).
     pub fn has_session(&self) -> bool {
-        match &self.uart {
-            Uart::MiAuth { cipher } => cipher.is_some(),
-            Uart::Xor(_) | Uart::Plain => self.connected,
+        match self.uart.generation() {
+            Generation::MiAuth => self.uart.has_session(),
+            Generation::Xor | Generation::Plain => self.connected,
         }
     }
 
@@ -284,15 +272,12 @@ impl Scooter {
         self.connected = true;
         self.counters.connects += 1;
         self.link = self.config.link.map(|t| LinkClock::new(t, now));
-        self.reassembler.reset();
-        self.uart = fresh_uart(&self.profile);
+        self.uart = UartCodec::new(fresh_codec(&self.profile));
         self.events.push_back(ScooterEvent::Connected);
         if let Some((cipher, until)) = self.stash.take()
             && now < until
         {
-            self.uart = Uart::MiAuth {
-                cipher: Some(cipher),
-            };
+            self.uart.set_cipher(Some(cipher));
             self.events.push_back(ScooterEvent::SessionResumed);
             tracing::debug!(scooter = %self.profile.name(), "session resumed");
         }
@@ -308,16 +293,14 @@ impl Scooter {
         }
         self.connected = false;
         self.counters.disconnects += 1;
-        if let Uart::MiAuth { cipher } = &mut self.uart
-            && let Some(cipher) = cipher.take()
+        if let Some(cipher) = self.uart.set_cipher(None)
             && !self.config.session_grace.is_zero()
         {
             self.stash = Some((cipher, now + self.config.session_grace));
         }
-        self.uart = fresh_uart(&self.profile);
+        self.uart = UartCodec::new(fresh_codec(&self.profile));
         self.pairing.disconnected();
         self.login.disconnected();
-        self.reassembler.reset();
         self.outbox.clear();
         self.link = None;
         self.events.push_back(ScooterEvent::Disconnected);
@@ -488,9 +471,7 @@ impl Scooter {
         self.power_on_at = Some(until);
         self.faults.hidden_until = Some(self.faults.hidden_until.map_or(until, |t| t.max(until)));
         self.stash = None;
-        if let Uart::MiAuth { cipher } = &mut self.uart {
-            *cipher = None;
-        }
+        self.uart.set_cipher(None);
         if self.connected {
             self.events.push_back(ScooterEvent::DropLink);
             self.disconnect(now);
@@ -499,9 +480,7 @@ impl Scooter {
 
     fn expire_session(&mut self) {
         self.stash = None;
-        if let Uart::MiAuth { cipher } = &mut self.uart
-            && cipher.take().is_some()
-        {
+        if self.uart.set_cipher(None).is_some() {
             // Forget the logged-in state too, so the next `24` is a fresh login, not an E2.
             self.login.disconnected();
             self.events.push_back(ScooterEvent::SessionExpired);
@@ -594,10 +573,10 @@ impl Scooter {
             login::DeviceEvent::LoggedIn(keys) => {
                 self.counters.logins += 1;
                 self.stash = None;
-                self.uart = Uart::MiAuth {
-                    cipher: Some(Box::new(UartCipher::new(keys, Role::Device))),
-                };
-                self.reassembler.reset();
+                self.uart = UartCodec::new(Codec::MiAuth(Some(Box::new(UartCipher::new(
+                    keys,
+                    Role::Device,
+                )))));
                 self.events.push_back(ScooterEvent::LoggedIn);
             }
             login::DeviceEvent::Refused(refusal) => {
@@ -615,28 +594,30 @@ impl Scooter {
     fn handle_uart_bytes(&mut self, now: Instant, data: &[u8]) {
         // Only a write that starts a frame can be a plain frame: a later slice of an
         // encrypted frame may begin with the same two bytes.
-        let plain_start = self.reassembler.buffered() == 0
-            && data.get(..2) == Some(&[HEADER_0, HEADER_PLAIN][..]);
+        let plain_start =
+            self.uart.buffered() == 0 && data.get(..2) == Some(&[HEADER_0, HEADER_PLAIN][..]);
         if self.profile.generation == Generation::MiAuth && plain_start {
             // Mi-auth firmware ignores plain frames, before and after login (§3.6, §8.7).
             self.counters.rejected_frames += 1;
             return;
         }
-        let before = self.reassembler.rejects().frames();
-        self.reassembler.push(data);
-        self.counters.rejected_frames += self.reassembler.rejects().frames() - before;
-        while let Some(wire) = self.reassembler.next_frame() {
-            let frame = match &mut self.uart {
-                Uart::MiAuth { cipher: None } => None,
-                Uart::MiAuth {
-                    cipher: Some(cipher),
-                } => cipher.open(&wire).ok(),
-                Uart::Xor(keystream) => keystream.decrypt(&wire).ok(),
-                Uart::Plain => Frame::decode(&wire).ok(),
-            };
-            match frame {
-                Some(frame) => self.dispatch(now, frame),
-                None => self.counters.rejected_frames += 1,
+        // The codec keeps a running total of rejected frames; what a request does may replace
+        // the codec (a power-off ends the connection), so count step by step.
+        let mut seen = self.uart.rejected_frames();
+        self.uart.push(data);
+        loop {
+            let next = self.uart.next_frame();
+            let rejected = self.uart.rejected_frames();
+            self.counters.rejected_frames += rejected.saturating_sub(seen);
+            seen = rejected;
+            match next {
+                None => break,
+                Some(Ok(frame)) => {
+                    self.dispatch(now, frame);
+                    seen = self.uart.rejected_frames();
+                }
+                // Counted above: bad checksum, tag or counter, or no session yet.
+                Some(Err(_)) => {}
             }
         }
     }
@@ -742,17 +723,14 @@ impl Scooter {
         if !self.connected {
             return;
         }
-        let wire = match &mut self.uart {
-            Uart::MiAuth { cipher: None } => return,
-            Uart::MiAuth {
-                cipher: Some(cipher),
-            } => {
-                let mut random = [0u8; 4];
-                self.rng.fill(&mut random);
-                cipher.seal(frame, random)
-            }
-            Uart::Xor(keystream) => keystream.encrypt(frame),
-            Uart::Plain => frame.encode(),
+        // Only Mi-auth frames carry random bytes: draw them only then, so the scooter's
+        // random sequence (faults, noise) is the same for every generation.
+        let mut random = [0u8; 4];
+        if self.uart.generation() == Generation::MiAuth && self.uart.has_session() {
+            self.rng.fill(&mut random);
+        }
+        let Some(wire) = self.uart.seal(frame, random) else {
+            return;
         };
         for chunk in wire.chunks(ATT_PAYLOAD) {
             self.queue(
@@ -826,10 +804,11 @@ impl Scooter {
     }
 }
 
-fn fresh_uart(profile: &Profile) -> Uart {
+/// The codec a new connection starts with: Mi-auth without keys until login.
+fn fresh_codec(profile: &Profile) -> Codec {
     match profile.generation {
-        Generation::MiAuth => Uart::MiAuth { cipher: None },
-        Generation::Xor => Uart::Xor(Keystream::new(profile.xor_key.clone())),
-        Generation::Plain => Uart::Plain,
+        Generation::MiAuth => Codec::MiAuth(None),
+        Generation::Xor => Codec::Xor(Keystream::new(profile.xor_key.clone())),
+        Generation::Plain => Codec::Plain,
     }
 }

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use m365_fakebluez::{ADAPTER_PATH, Address, BLUEZ_NAME, device_path};
+use m365_fakebluez::{ADAPTER_PATH, BLUEZ_NAME, BluezAddress, device_path};
 
 const BIN: &str = env!("CARGO_BIN_EXE_m365-sim");
 
@@ -150,7 +150,7 @@ impl Central {
 
     /// `Device1.Connect`, once the device has been discovered.
     async fn connect(&self, mac: &str) -> zbus::Result<()> {
-        let address: Address = mac.parse().expect("a MAC");
+        let address: BluezAddress = mac.parse().expect("a MAC");
         let path = device_path(address);
         let started = Instant::now();
         loop {
@@ -172,7 +172,7 @@ impl Central {
 impl Central {
     /// Writes `data` to the characteristic `uuid` of the connected device `mac`.
     async fn write(&self, mac: &str, uuid: u128, data: &[u8]) -> zbus::Result<()> {
-        let address: Address = mac.parse().expect("a MAC");
+        let address: BluezAddress = mac.parse().expect("a MAC");
         let device = device_path(address);
         let wanted = m365_fakebluez::Uuid::from_u128(uuid).to_string();
         let objects = zbus::fdo::ObjectManagerProxy::builder(&self.conn)
@@ -345,7 +345,7 @@ fn ctl_commands_change_the_scooter_and_bad_input_is_refused() {
         "xor",
         "--gps",
         "nmea",
-        "--gps-link",
+        "--gps-symlink",
         &link_arg,
     ]);
     let mac = served.macs[0].clone();

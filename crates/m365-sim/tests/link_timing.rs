@@ -6,18 +6,19 @@ mod common;
 use std::time::Duration;
 
 use common::{Bench, UartClient};
+use m365_fakebluez::LinkTiming;
 use m365_proto::registers::{bms, esc};
-use m365_sim::link::LinkTiming;
+use m365_sim::link_timing;
 use m365_sim::scooter::Processing;
 use m365_sim::{Generation, Model, ScooterConfig};
 
 fn timed_session(interval_ms: u64) -> (Bench, UartClient, LinkTiming) {
-    let timing = LinkTiming::with_interval(Duration::from_millis(interval_ms)).expect("in range");
+    let timing = link_timing::with_interval(Duration::from_millis(interval_ms)).expect("in range");
     let mut c = ScooterConfig::new(Model::Pro2, 71).with_generation(Generation::MiAuth);
     c.link = Some(timing);
     c.processing = Processing {
-        esc: timing.esc_delay,
-        bms: timing.bms_delay,
+        esc: Duration::from_millis(8),
+        bms: Duration::from_millis(15),
     };
     let mut bench = Bench::new(c);
     let (_, client) = bench.paired_session();
@@ -36,7 +37,8 @@ fn answers_leave_at_the_next_connection_event_after_processing() {
     // Asked 1 ms after an event, ready 8 ms later: leaves at the next event, 29 ms later.
     assert_eq!(waited, Duration::from_millis(29));
     assert_eq!(
-        (bench.now - connected).as_nanos() % timing.conn_interval.as_nanos(),
+        (bench.now - connected).as_nanos()
+            % timing.connection_interval().expect("paced").as_nanos(),
         0
     );
 
@@ -55,13 +57,9 @@ fn answers_leave_at_the_next_connection_event_after_processing() {
 fn long_answers_spread_over_events_when_packets_per_event_are_few() {
     // The 0x20-byte motor block under Mi-auth: LEN 0x22, 50 bytes, 3 notifications.
     for (per_event, expected_ms) in [(4, 50), (1, 150)] {
-        let timing = LinkTiming {
-            conn_interval: Duration::from_millis(50),
-            packets_per_event: per_event,
-            ..LinkTiming::default()
-        };
+        let timing = LinkTiming::paced(Duration::from_millis(50), per_event);
         let mut c = ScooterConfig::new(Model::Pro2, 72).with_generation(Generation::MiAuth);
-        c.link = Some(timing.validated().expect("valid"));
+        c.link = Some(timing);
         let mut bench = Bench::new(c);
         let (_, mut client) = bench.paired_session();
         // The login ended with a notification, i.e. on a connection event.

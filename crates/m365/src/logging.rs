@@ -4,8 +4,9 @@
 
 use crate::config::{LogConfig, LogFormat};
 use std::io::IsTerminal;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
 
 /// The filter or the subscriber could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -24,15 +25,24 @@ pub enum LoggingError {
 }
 
 /// The filter: `rust_log` (the value of `RUST_LOG`) when set and non-empty, else the
-/// configured level.
-pub fn filter(config: &LogConfig, rust_log: Option<&str>) -> Result<EnvFilter, LoggingError> {
+/// configured level. Both take a level (`info`) or per-target directives
+/// (`warn,m365_ble=debug`); `tracing`'s target filter, without span and field filters, keeps
+/// a regular-expression engine out of the binary.
+pub fn filter(config: &LogConfig, rust_log: Option<&str>) -> Result<Targets, LoggingError> {
     let text = rust_log
         .filter(|v| !v.trim().is_empty())
         .unwrap_or(&config.level);
-    EnvFilter::try_new(text).map_err(|source| LoggingError::Filter {
-        filter: text.to_owned(),
-        source,
-    })
+    parse_filter(text)
+}
+
+/// Parses a level or a list of `target=level` directives.
+pub fn parse_filter(text: &str) -> Result<Targets, LoggingError> {
+    text.trim()
+        .parse::<Targets>()
+        .map_err(|source| LoggingError::Filter {
+            filter: text.to_owned(),
+            source,
+        })
 }
 
 /// A subscriber for `config` that writes to `writer` (stderr in the program, a buffer in tests).
@@ -46,12 +56,11 @@ where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let filter = filter(config, rust_log)?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
+    let layer = tracing_subscriber::fmt::layer().with_writer(writer);
+    let registry = tracing_subscriber::registry();
     Ok(match config.format {
-        LogFormat::Text => Box::new(builder.with_ansi(ansi).finish()),
-        LogFormat::Json => Box::new(builder.json().finish()),
+        LogFormat::Text => Box::new(registry.with(layer.with_ansi(ansi)).with(filter)),
+        LogFormat::Json => Box::new(registry.with(layer.json()).with(filter)),
     })
 }
 

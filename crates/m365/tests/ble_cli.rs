@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
-use m365_fakebluez::{Address, FakeBluez, HeartRateMonitor, PrivateBus, SYSTEM_BUS_ENV};
+use m365_fakebluez::{BluezAddress, FakeBluez, HeartRateMonitor, PrivateBus, SYSTEM_BUS_ENV};
 use m365_sim::bluez::{DEFAULT_PHYSICS_TICK, ServedScooter};
 use m365_sim::{Generation, Model, Scooter, ScooterConfig};
 
@@ -61,7 +61,7 @@ impl World {
                     );
                 }
                 fake.add_peripheral(HeartRateMonitor::new(
-                    Address::new([0xC0, 0xFF, 0xEE, 0, 0, 9]),
+                    BluezAddress::new([0xC0, 0xFF, 0xEE, 0, 0, 9]),
                     72,
                 ))
                 .expect("heart-rate monitor");

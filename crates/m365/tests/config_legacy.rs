@@ -2,7 +2,8 @@
 //! thing: same broker, client id, topic, MQTT 5, keep-alive and back-off in seconds, the same
 //! sampling interval, and a SIM7600 modem on the `[serial]` port.
 
-use m365::config::{self, Encoding, GpsKind, GpsSource, MacAddress, MqttProtocol};
+use m365::config::{self, Encoding, GpsKind, GpsSource, MqttProtocol};
+use m365_ble::BdAddr;
 use std::time::Duration;
 
 /// A configuration in the earlier client's format, with every key it required.
@@ -59,7 +60,7 @@ fn earlier_format_loads_without_warnings_and_keeps_its_meaning() {
     let scooter = &config.scooter;
     assert_eq!(
         scooter.mac,
-        Some(MacAddress([0xC7, 0xB8, 0xDC, 0x3B, 0xA1, 0xB2]))
+        Some(BdAddr([0xC7, 0xB8, 0xDC, 0x3B, 0xA1, 0xB2]))
     );
     assert_eq!(scooter.token_file.to_str(), Some("/home/scooter/.mi-token"));
     // With a MAC, the scooter id that fills {id} in the new default topics is the MAC.

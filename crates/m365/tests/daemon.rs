@@ -1,6 +1,6 @@
 //! `m365 run` end to end, as systemd runs it: a simulated Pro 2 served on the fake BlueZ (on a
-//! private D-Bus), an MQTT broker on a free loopback port (mosquitto when installed, else the
-//! demo's embedded rumqttd), a configuration file written here, and the `m365` binary with
+//! private D-Bus), an MQTT broker on a reserved loopback port (the workspace's test broker:
+//! mosquitto when installed, else an embedded rumqttd), a configuration file written here, and the `m365` binary with
 //! `NOTIFY_SOCKET` aimed at a socket of this test. The scooter's pairing is seeded on both
 //! sides (its state file and `.mi-token`), as after `m365 register`.
 
@@ -18,28 +18,21 @@ use m365_proto::keys::Token;
 use m365_sim::bluez::{DEFAULT_PHYSICS_TICK, ServedScooter};
 use m365_sim::state_file::{self, PairingState};
 use m365_sim::{Fault, Model, Scooter, ScooterConfig};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use m365_testkit::broker::{BrokerOptions, require_mosquitto, subscribe_stream};
+use m365_testkit::net::ReservedPort;
 
 const BIN: &str = env!("CARGO_BIN_EXE_m365");
-const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 /// Upper bound of any wait; the tests assert what happened, not how fast.
 const WAIT: Duration = Duration::from_secs(30);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A broker for one test.
+/// Where the daemon finds its broker.
 struct Broker {
     port: u16,
     /// MQTT protocol the client should speak (`"5"` with mosquitto; the embedded broker
     /// relays MQTT 5 publishes to 3.1.1 subscribers badly).
     protocol: &'static str,
-    child: Option<Child>,
-    _dir: tempfile::TempDir,
+    _broker: Option<m365_testkit::broker::Broker>,
+    _reserved: Option<ReservedPort>,
 }
 
 impl Broker {
@@ -49,66 +42,31 @@ impl Broker {
 
     /// With `credentials`, only that user name and password are accepted (mosquitto only).
     async fn start_with(credentials: Option<(&str, &str)>) -> Broker {
-        let dir = tempfile::tempdir().unwrap();
-        if Path::new(MOSQUITTO).exists() {
-            let port = free_port();
-            let conf = dir.path().join("mosquitto.conf");
-            // `user root`: stay who we are (a test in a user namespace cannot switch to the
-            // `mosquitto` user; as a non-root user the setting has no effect).
-            let mut text = format!("listener {port} 127.0.0.1\npersistence false\nuser root\n");
-            match credentials {
-                Some((user, password)) => {
-                    let file = dir.path().join("passwd");
-                    std::fs::write(&file, "").unwrap();
-                    let made = Command::new("mosquitto_passwd")
-                        .arg("-b")
-                        .arg(&file)
-                        .args([user, password])
-                        .status()
-                        .expect("mosquitto_passwd");
-                    assert!(made.success());
-                    text += &format!("allow_anonymous false\npassword_file {}\n", file.display());
-                }
-                None => text += "allow_anonymous true\n",
-            }
-            std::fs::write(&conf, text).unwrap();
-            let child = Command::new(MOSQUITTO)
-                .arg("-c")
-                .arg(&conf)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("mosquitto starts");
-            let deadline = Instant::now() + WAIT;
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "mosquitto never listened");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            println!("broker: mosquitto on 127.0.0.1:{port}");
-            Broker {
-                port,
-                protocol: "5",
-                child: Some(child),
-                _dir: dir,
-            }
-        } else {
-            let broker = m365::demo::broker::EmbeddedBroker::start().await.unwrap();
-            println!("broker: embedded rumqttd (no mosquitto) on {}", broker.addr);
-            Broker {
-                port: broker.addr.port(),
-                protocol: "3.1.1",
-                child: None,
-                _dir: dir,
-            }
+        let broker = m365_testkit::broker::Broker::start(BrokerOptions {
+            credentials: credentials.map(|(u, p)| (u.to_owned(), p.to_owned())),
+            ..Default::default()
+        })
+        .await;
+        let version = broker.versions()[0];
+        Broker {
+            port: broker.port_of(version),
+            protocol: match version {
+                m365_testkit::broker::MqttVersion::V5 => "5",
+                m365_testkit::broker::MqttVersion::V311 => "3.1.1",
+            },
+            _broker: Some(broker),
+            _reserved: None,
         }
     }
-}
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+    /// A port where nothing listens (reserved, so no other test's broker gets it).
+    fn nobody() -> Broker {
+        let reserved = ReservedPort::new();
+        Broker {
+            port: reserved.port(),
+            protocol: "5",
+            _broker: None,
+            _reserved: Some(reserved),
         }
     }
 }
@@ -304,37 +262,17 @@ async fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
     }
 }
 
+/// Everything published under `m365/`, as (topic, payload); returns once subscribed (SUBACK).
 async fn subscriber(port: u16) -> tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)> {
-    let mut options = MqttOptions::new("daemon-test-subscriber", "127.0.0.1", port);
-    options.set_keep_alive(Duration::from_secs(5));
-    let (client, mut eventloop) = AsyncClient::new(options, 16);
-    client.subscribe("m365/#", QoS::AtLeastOnce).await.unwrap();
+    let mut stream = subscribe_stream(port, "m365/#").await;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let (acked_tx, acked_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        let _client = client;
-        let mut acked = Some(acked_tx);
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(a) = acked.take() {
-                        let _ = a.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if tx.send((p.topic.clone(), p.payload.to_vec())).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        while let Some(m) = stream.recv().await {
+            if tx.send((m.topic, m.payload)).is_err() {
+                return;
             }
         }
     });
-    tokio::time::timeout(WAIT, acked_rx)
-        .await
-        .expect("subscribed in time")
-        .unwrap();
     rx
 }
 
@@ -346,7 +284,7 @@ async fn run_publishes_telemetry_and_stops_cleanly_on_sigterm() {
     let Some(sim) = SimBench::start(config) else {
         return;
     };
-    m365_proto::token::write(&dir.path().join(".mi-token"), &token, false).unwrap();
+    m365_ble::token_file::write(&dir.path().join(".mi-token"), &token, false).unwrap();
     let broker = Broker::start().await;
     let mut messages = subscriber(broker.port).await;
     let notify_path = dir.path().join("notify.sock");
@@ -483,7 +421,7 @@ async fn a_scooter_never_found_exits_with_its_code() {
     let Some(sim) = SimBench::start(config) else {
         return;
     };
-    m365_proto::token::write(&dir.path().join(".mi-token"), &token, false).unwrap();
+    m365_ble::token_file::write(&dir.path().join(".mi-token"), &token, false).unwrap();
     let broker = Broker::start().await;
     // An address no simulated scooter has.
     let config = write_config(dir.path(), "02:00:00:00:00:01", &broker, "1s");
@@ -502,8 +440,7 @@ async fn a_scooter_never_found_exits_with_its_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_broker_credentials_exit_with_their_code() {
-    if !Path::new(MOSQUITTO).exists() {
-        eprintln!("skipping: the embedded broker has no password check here; needs mosquitto");
+    if !require_mosquitto("refused broker credentials (password file)") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -512,7 +449,7 @@ async fn refused_broker_credentials_exit_with_their_code() {
     let Some(sim) = SimBench::start(config) else {
         return;
     };
-    m365_proto::token::write(&dir.path().join(".mi-token"), &token, false).unwrap();
+    m365_ble::token_file::write(&dir.path().join(".mi-token"), &token, false).unwrap();
     let broker = Broker::start_with(Some(("scooter", "right"))).await;
     let config = write_config(dir.path(), &sim.scooter_address, &broker, "20s");
     let mut text = std::fs::read_to_string(&config).unwrap();
@@ -594,7 +531,7 @@ async fn a_scooter_gone_for_good_exits_with_scooter_lost() {
     let Some(sim) = SimBench::start(config) else {
         return;
     };
-    m365_proto::token::write(&dir.path().join(".mi-token"), &token, false).unwrap();
+    m365_ble::token_file::write(&dir.path().join(".mi-token"), &token, false).unwrap();
     let broker = Broker::start().await;
     let mut messages = subscriber(broker.port).await;
     let config = write_config(dir.path(), &sim.scooter_address, &broker, "20s");
@@ -665,7 +602,7 @@ async fn legacy_sends_zeros_without_a_usable_fix_and_a_stale_fix_is_no_position(
     let Some(sim) = SimBench::start(config) else {
         return;
     };
-    m365_proto::token::write(&dir.path().join(".mi-token"), &token, false).unwrap();
+    m365_ble::token_file::write(&dir.path().join(".mi-token"), &token, false).unwrap();
     let broker = Broker::start().await;
     let mut messages = subscriber(broker.port).await;
     let config = write_config(dir.path(), &sim.scooter_address, &broker, "20s");
@@ -708,7 +645,7 @@ async fn legacy_sends_zeros_without_a_usable_fix_and_a_stale_fix_is_no_position(
         ))),
         Pace::RealTime,
     );
-    receiver_config.link = Some(link.clone());
+    receiver_config.symlink = Some(link.clone());
     let mut receiver =
         m365_gps::emulate::nmea_receiver::spawn(receiver_config).expect("a pty for the receiver");
     let id: String = sim
@@ -841,14 +778,9 @@ async fn a_full_disk_at_start_keeps_the_backlog_and_it_is_sent_once_there_is_roo
     let Some(sim) = SimBench::start(config) else {
         return;
     };
-    m365_proto::token::write(&dir.path().join(".mi-token"), &token, false).unwrap();
+    m365_ble::token_file::write(&dir.path().join(".mi-token"), &token, false).unwrap();
     // No broker listens on this port: every record stays in the spool.
-    let nobody = Broker {
-        port: free_port(),
-        protocol: "5",
-        child: None,
-        _dir: tempfile::tempdir().unwrap(),
-    };
+    let nobody = Broker::nobody();
     let config = write_config(dir.path(), &sim.scooter_address, &nobody, "20s");
     let spool = disk.join("spool.sqlite");
     let text = std::fs::read_to_string(&config).unwrap().replace(
@@ -912,10 +844,16 @@ async fn a_full_disk_at_start_keeps_the_backlog_and_it_is_sent_once_there_is_roo
     std::fs::remove_file(filler).unwrap();
     let broker = Broker::start().await;
     let mut messages = subscriber(broker.port).await;
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        &format!("127.0.0.1:{}", nobody.port),
-        &format!("127.0.0.1:{}", broker.port),
-    );
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            &format!("127.0.0.1:{}", nobody.port),
+            &format!("127.0.0.1:{}", broker.port),
+        )
+        .replace(
+            &format!("protocol = \"{}\"", nobody.protocol),
+            &format!("protocol = \"{}\"", broker.protocol),
+        );
     std::fs::write(&config, text).unwrap();
     let _child = KillOnDrop(spawn_m365(
         &config,

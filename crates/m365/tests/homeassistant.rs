@@ -3,8 +3,6 @@
 //! and the publisher against a real broker on a loopback port.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use m365::config::Config;
@@ -17,10 +15,10 @@ use m365_gps::{Fix, FixMode, FixQuality, FixSource};
 use m365_pipeline::{
     BatteryReadings, Encoding, GpsReading, MqttProtocol, Record, Sample, ScooterReadings,
 };
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use m365_testkit::broker::{
+    Broker, BrokerOptions, Message, MqttVersion, require_mosquitto, subscribe, subscribe_stream,
+};
 use serde_json::Value;
-
-const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 /// Upper bound of any wait; the tests assert what happened, not how fast.
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -494,88 +492,26 @@ async fn disabled_discovery_starts_nothing() {
     assert!(m365::homeassistant::start(&config, &wire).is_none());
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// mosquitto on `port` until dropped.
-struct Mosquitto {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Mosquitto {
-    async fn start(port: u16) -> Mosquitto {
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\npersistence false\nallow_anonymous true\n"),
-        )
-        .unwrap();
-        let child = Command::new(MOSQUITTO)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto starts");
-        let deadline = std::time::Instant::now() + WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "mosquitto never listened"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Mosquitto { child, _dir: dir }
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Subscribes to `filter` and collects what arrives (topic, payload, retain flag) until `want`
 /// messages came (or [`WAIT`] passed: the caller's count check then says what is missing).
 async fn retained(port: u16, filter: &str, want: usize) -> Vec<(String, Vec<u8>, bool)> {
-    let mut options = MqttOptions::new("homeassistant-test", "127.0.0.1", port);
-    options.set_keep_alive(Duration::from_secs(5));
-    options.set_max_packet_size(1024 * 1024, 1024 * 1024);
-    let (client, mut eventloop) = AsyncClient::new(options, 16);
-    client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
-    let mut got = Vec::new();
-    let collect = async {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    got.push((p.topic.clone(), p.payload.to_vec(), p.retain));
-                    if got.len() >= want {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => panic!("subscriber: {e}"),
-            }
-        }
-    };
-    let _ = tokio::time::timeout(WAIT, collect).await;
-    got
+    let inbox = subscribe(port, filter).await;
+    inbox.wait_for(WAIT, |i| i.len() >= want).await;
+    inbox
+        .messages()
+        .into_iter()
+        .map(|m| (m.topic, m.payload, m.retain))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_publisher_retains_every_config_once_the_broker_is_up() {
-    if !Path::new(MOSQUITTO).exists() {
-        eprintln!("skipping: needs {MOSQUITTO} to start the broker after the publisher");
+    if !require_mosquitto("discovery published before the broker is up") {
         return;
     }
-    let port = free_port();
+    // The broker's port is reserved now; the broker starts later.
+    let mut broker = Broker::stopped(BrokerOptions::default());
+    let port = broker.port;
     let d = discovery(JSON_CONFIG);
     let msgs = messages(&d);
     let wire = m365_pipeline::MqttConfig {
@@ -587,11 +523,22 @@ async fn the_publisher_retains_every_config_once_the_broker_is_up() {
         connect_timeout: 2,
         ..m365_pipeline::MqttConfig::default()
     };
-    // Started before the broker: the first attempts fail and are retried.
+    // Started before the broker: the first attempts fail and are retried. Until the broker
+    // starts, a listener on its port takes each attempt and hangs up at once.
+    let hang_up = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     let task = spawn_publisher(&wire, msgs.clone()).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    for attempt in 1..=2 {
+        let (conn, _) = tokio::time::timeout(WAIT, hang_up.accept())
+            .await
+            .unwrap_or_else(|_| panic!("connection attempt {attempt} in time"))
+            .unwrap();
+        drop(conn);
+    }
     assert!(!task.is_finished(), "nothing to publish to yet");
-    let _broker = Mosquitto::start(port).await;
+    drop(hang_up);
+    broker.resume().await;
     tokio::time::timeout(WAIT, task)
         .await
         .expect("published in time")
@@ -613,12 +560,8 @@ async fn the_publisher_retains_every_config_once_the_broker_is_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_3_1_1_brokers_get_them_too() {
-    if !Path::new(MOSQUITTO).exists() {
-        eprintln!("skipping: needs {MOSQUITTO}");
-        return;
-    }
-    let port = free_port();
-    let _broker = Mosquitto::start(port).await;
+    let broker = Broker::start(BrokerOptions::default()).await;
+    let port = broker.port_of(MqttVersion::V311);
     let msgs = messages(&discovery(LEGACY_CONFIG));
     let wire = m365_pipeline::MqttConfig {
         broker: format!("mqtt://127.0.0.1:{port}"),
@@ -640,12 +583,11 @@ async fn mqtt_3_1_1_brokers_get_them_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_start_up_publishes_from_the_configuration() {
-    if !Path::new(MOSQUITTO).exists() {
-        eprintln!("skipping: needs {MOSQUITTO}");
+    if !require_mosquitto("discovery from the daemon's settings (MQTT 5)") {
         return;
     }
-    let port = free_port();
-    let _broker = Mosquitto::start(port).await;
+    let broker = Broker::start(BrokerOptions::default()).await;
+    let port = broker.port;
     let text = JSON_CONFIG.replace(
         "[mqtt]\n",
         &format!("[mqtt]\nbroker = \"tcp://127.0.0.1:{port}\"\n"),
@@ -692,50 +634,13 @@ fn model_and_firmware_appear_when_known() {
     );
 }
 
-/// Subscribes to `topic` and returns a receiver of its payloads, once the broker confirmed the
-/// subscription.
-async fn payloads_of(port: u16, topic: &str) -> tokio::sync::mpsc::UnboundedReceiver<Vec<u8>> {
-    let mut options = MqttOptions::new("availability-test", "127.0.0.1", port);
-    options.set_keep_alive(Duration::from_secs(5));
-    let (client, mut eventloop) = AsyncClient::new(options, 16);
-    client.subscribe(topic, QoS::AtLeastOnce).await.unwrap();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let _client = client;
-        let mut subscribed = Some(subscribed_tx);
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(s) = subscribed.take() {
-                        let _ = s.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if tx.send(p.payload.to_vec()).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => return,
-            }
-        }
-    });
-    tokio::time::timeout(WAIT, subscribed_rx)
-        .await
-        .expect("subscribed in time")
-        .unwrap();
-    rx
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn availability_payloads_are_the_ones_the_pipeline_publishes() {
-    if !Path::new(MOSQUITTO).exists() {
-        eprintln!("skipping: needs {MOSQUITTO}");
+    if !require_mosquitto("availability payloads (MQTT 5)") {
         return;
     }
-    let port = free_port();
-    let _broker = Mosquitto::start(port).await;
+    let broker = Broker::start(BrokerOptions::default()).await;
+    let port = broker.port;
     let text = JSON_CONFIG.replace(
         "[mqtt]\n",
         &format!("[mqtt]\nbroker = \"tcp://127.0.0.1:{port}\"\n"),
@@ -743,7 +648,8 @@ async fn availability_payloads_are_the_ones_the_pipeline_publishes() {
     let config = config(&text);
     let d = Discovery::from_config(&config, None).unwrap();
     let availability = d.availability_topic.clone().expect("an availability topic");
-    let mut payloads = payloads_of(port, &availability).await;
+    // Returns once the broker acknowledged the subscription.
+    let mut payloads = subscribe_stream(port, &availability).await;
 
     let dir = tempfile::tempdir().unwrap();
     let mut settings = m365::daemon::pipeline::settings(&config);
@@ -753,6 +659,7 @@ async fn availability_payloads_are_the_ones_the_pipeline_publishes() {
     let first = tokio::time::timeout(WAIT, payloads.recv())
         .await
         .expect("availability in time")
+        .map(|m: Message| m.payload)
         .unwrap();
     assert_eq!(first, PAYLOAD_AVAILABLE.as_bytes());
     drop(handle);
@@ -763,6 +670,7 @@ async fn availability_payloads_are_the_ones_the_pipeline_publishes() {
     let last = tokio::time::timeout(WAIT, payloads.recv())
         .await
         .expect("offline in time")
+        .map(|m: Message| m.payload)
         .unwrap();
     assert_eq!(last, PAYLOAD_NOT_AVAILABLE.as_bytes());
 }

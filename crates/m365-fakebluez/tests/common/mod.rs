@@ -13,8 +13,8 @@ use btleplug::api::{
 use btleplug::platform::{Adapter, Manager, Peripheral as BlePeripheral, PeripheralId};
 use futures::{Stream, StreamExt};
 use m365_fakebluez::{
-    Address, Advertisement, AttError, CharFlags, Link, LinkError, Peripheral, ServiceSpec, Uuid,
-    WriteKind,
+    Advertisement, AttError, BluezAddress, CharFlags, Link, LinkError, Peripheral, ServiceSpec,
+    Uuid, WriteKind,
 };
 
 /// The echo service and its characteristics.
@@ -48,7 +48,7 @@ pub struct EchoLog {
 
 /// A peripheral that echoes every write as a notification.
 pub struct Echo {
-    address: Address,
+    address: BluezAddress,
     name: String,
     rssi: i16,
     link: Option<Link>,
@@ -75,9 +75,9 @@ impl Echo {
     }
 }
 
-/// Address of echo device `index`.
-pub fn echo_address(index: u8) -> Address {
-    Address::new([0xD5, 0x1A, 0x00, 0x00, 0x00, index])
+/// The address of echo device `index`.
+pub fn echo_address(index: u8) -> BluezAddress {
+    BluezAddress::new([0xD5, 0x1A, 0x00, 0x00, 0x00, index])
 }
 
 impl Peripheral for Echo {
@@ -179,7 +179,11 @@ pub async fn wait_for<T>(
 }
 
 /// Scans until the device with `address` is discovered; returns its peripheral.
-pub async fn discover(adapter: &Adapter, events: &mut Events, address: Address) -> BlePeripheral {
+pub async fn discover(
+    adapter: &Adapter,
+    events: &mut Events,
+    address: BluezAddress,
+) -> BlePeripheral {
     let wanted = address.to_string();
     // It may already be known from an earlier scan.
     for p in adapter.peripherals().await.expect("peripherals") {

@@ -24,17 +24,17 @@ pub(crate) struct Status {
 /// A running emulated device. Dropping it stops the emulator and closes the device.
 #[derive(Debug)]
 pub struct EmulatorHandle {
-    pub(crate) link: Option<PathBuf>,
+    pub(crate) symlink: Option<PathBuf>,
     pub(crate) status: watch::Receiver<Status>,
     pub(crate) control: mpsc::Sender<Control>,
     pub(crate) task: JoinHandle<()>,
 }
 
 impl EmulatorHandle {
-    /// The path clients should open: the stable link when one was configured, else the current
+    /// The path clients should open: the stable symlink when one was configured, else the current
     /// pty (which changes on every replug).
     pub fn path(&self) -> Option<PathBuf> {
-        self.link.clone().or_else(|| self.pty_path())
+        self.symlink.clone().or_else(|| self.pty_path())
     }
 
     /// The current pty device (`/dev/pts/N`), `None` while unplugged.
@@ -59,7 +59,7 @@ impl EmulatorHandle {
         }
     }
 
-    /// Opens a new device (and re-points the link); returns once it is open.
+    /// Opens a new device (and re-points the symlink); returns once it is open.
     pub async fn replug(&mut self) {
         if self.control.send(Control::Replug).await.is_ok() {
             let _ = self.status.wait_for(|s| s.path.is_some()).await;
@@ -75,8 +75,8 @@ impl EmulatorHandle {
 impl Drop for EmulatorHandle {
     fn drop(&mut self) {
         self.task.abort();
-        if let Some(link) = &self.link {
-            super::pty::remove_link(link);
+        if let Some(symlink) = &self.symlink {
+            super::pty::remove_symlink(symlink);
         }
     }
 }

@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
 use crate::emulate::handle::{Control, EmulatorHandle, Status};
-use crate::emulate::pty::{Pty, PtyError, Unplugged, remove_link};
+use crate::emulate::pty::{Pty, PtyError, Unplugged, remove_symlink};
 use crate::emulate::route::RoutePoint;
 use crate::emulate::synth::{Talker, nmea_epoch, nmea_no_fix_epoch, sentence};
 
@@ -70,20 +70,20 @@ pub struct NmeaReceiverConfig {
     /// `$GP` or `$GN` for synthesised sentences.
     pub talker: Talker,
     /// Keep a symlink here pointing at the current pty.
-    pub link: Option<PathBuf>,
+    pub symlink: Option<PathBuf>,
     /// Inject garbage before every n-th epoch (binary noise, a bad checksum, a cut sentence, in
     /// turn).
     pub garbage_every: Option<u32>,
 }
 
 impl NmeaReceiverConfig {
-    /// A receiver following `feed` at `pace`, GP talker, no link, no garbage.
+    /// A receiver following `feed` at `pace`, GP talker, no symlink, no garbage.
     pub fn new(feed: NmeaFeed, pace: Pace) -> Self {
         NmeaReceiverConfig {
             feed,
             pace,
             talker: Talker::Gp,
-            link: None,
+            symlink: None,
             garbage_every: None,
         }
     }
@@ -116,13 +116,13 @@ const MAX_REPLAY_GAP: Duration = Duration::from_secs(5);
 
 /// Starts the receiver; its device exists when this returns.
 pub fn spawn(config: NmeaReceiverConfig) -> Result<EmulatorHandle, PtyError> {
-    let pty = Pty::open(config.link.as_deref())?;
+    let pty = Pty::open(config.symlink.as_deref())?;
     let (status_tx, status) = watch::channel(Status {
         path: Some(pty.path().to_owned()),
         finished: false,
     });
     let (control, control_rx) = mpsc::channel(4);
-    let link = config.link.clone();
+    let symlink = config.symlink.clone();
     let mut live = None;
     let chunks: Box<dyn Iterator<Item = Chunk> + Send> = match config.feed {
         NmeaFeed::Route(points) => Box::new(route_chunks(points, config.talker)),
@@ -146,9 +146,9 @@ pub fn spawn(config: NmeaReceiverConfig) -> Result<EmulatorHandle, PtyError> {
         pace: config.pace,
         garbage_every: config.garbage_every,
     };
-    let task = tokio::spawn(run(pty, script, config.link, status_tx, control_rx));
+    let task = tokio::spawn(run(pty, script, config.symlink, status_tx, control_rx));
     Ok(EmulatorHandle {
-        link,
+        symlink,
         status,
         control,
         task,
@@ -254,7 +254,7 @@ struct Script {
 async fn run(
     pty: Pty,
     script: Script,
-    link: Option<PathBuf>,
+    symlink: Option<PathBuf>,
     status: watch::Sender<Status>,
     mut control: mpsc::Receiver<Control>,
 ) {
@@ -275,14 +275,14 @@ async fn run(
                 tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => break,
                     c = control.recv() => match c {
-                        Some(c) => apply(c, &mut pty, &mut unplugged, link.as_deref(), &status),
+                        Some(c) => apply(c, &mut pty, &mut unplugged, symlink.as_deref(), &status),
                         None => return,
                     },
                 }
             }
         }
         while let Ok(c) = control.try_recv() {
-            apply(c, &mut pty, &mut unplugged, link.as_deref(), &status);
+            apply(c, &mut pty, &mut unplugged, symlink.as_deref(), &status);
         }
         epoch = epoch.saturating_add(1);
         let Some(dev) = pty.as_mut() else {
@@ -301,7 +301,7 @@ async fn run(
     status.send_modify(|s| s.finished = true);
     // Feed exhausted: stay plugged in, silent, still obeying unplug/replug.
     while let Some(c) = control.recv().await {
-        apply(c, &mut pty, &mut unplugged, link.as_deref(), &status);
+        apply(c, &mut pty, &mut unplugged, symlink.as_deref(), &status);
     }
 }
 
@@ -329,15 +329,15 @@ pub(crate) fn apply(
     c: Control,
     pty: &mut Option<Pty>,
     unplugged: &mut Vec<Unplugged>,
-    link: Option<&std::path::Path>,
+    symlink: Option<&std::path::Path>,
     status: &watch::Sender<Status>,
 ) {
     match c {
         Control::Unplug => {
             if let Some(p) = pty.take() {
                 unplugged.push(p.unplug());
-                if let Some(link) = link {
-                    remove_link(link);
+                if let Some(symlink) = symlink {
+                    remove_symlink(symlink);
                 }
                 tracing::debug!("emulated device unplugged");
             }
@@ -345,7 +345,7 @@ pub(crate) fn apply(
         }
         Control::Replug => {
             if pty.is_none() {
-                match Pty::open(link) {
+                match Pty::open(symlink) {
                     Ok(p) => {
                         let path = p.path().to_owned();
                         *pty = Some(p);

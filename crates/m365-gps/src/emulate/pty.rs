@@ -1,10 +1,10 @@
-//! A pseudo-terminal standing in for a USB/UART device, with an optional stable link path.
+//! A pseudo-terminal standing in for a USB/UART device, with an optional stable symlink path.
 //!
 //! Clients open the pty's slave side by path, as they would `/dev/ttyUSB0`; the emulator writes
 //! to (and reads from) the master side. Unplugging closes both sides, so a client's next read
 //! fails exactly like a yanked USB receiver. A replugged device gets a new `/dev/pts/N`, so the
 //! emulator can keep a symlink pointing at the current one, like udev's `/dev/serial/by-id` links:
-//! clients configured with the link recover without being told the new name.
+//! clients configured with the symlink recover without being told the new name.
 //!
 //! A pty's number is not like a USB device name: the kernel hands the lowest free number to the
 //! next pseudo-terminal anyone opens, a terminal window or an ssh session included. A client
@@ -27,11 +27,11 @@ pub enum PtyError {
     /// The pty has no slave path.
     #[error("the pseudo-terminal has no device path")]
     NoPath,
-    /// The stable link could not be written.
-    #[error("cannot link {link} to the pseudo-terminal: {source}")]
-    Link {
-        /// The link path.
-        link: PathBuf,
+    /// The stable symlink could not be written.
+    #[error("cannot point the symlink {symlink} at the pseudo-terminal: {source}")]
+    Symlink {
+        /// The symlink path.
+        symlink: PathBuf,
         /// Why.
         source: io::Error,
     },
@@ -48,16 +48,16 @@ pub struct Pty {
 }
 
 impl Pty {
-    /// Opens a new pty in raw mode (no echo, no CR/LF translation) and points `link`, if given,
+    /// Opens a new pty in raw mode (no echo, no CR/LF translation) and points `symlink`, if given,
     /// at it.
-    pub fn open(link: Option<&Path>) -> Result<Self, PtyError> {
+    pub fn open(symlink: Option<&Path>) -> Result<Self, PtyError> {
         // The pair's slave handle takes no lock (no TIOCEXCL, no flock), so a client can still
         // open the device exclusively, as it would real hardware.
         let (master, slave) = SerialStream::pair()?;
         let path = PathBuf::from(slave.name().ok_or(PtyError::NoPath)?);
-        if let Some(link) = link {
-            replace_link(link, &path).map_err(|source| PtyError::Link {
-                link: link.to_owned(),
+        if let Some(symlink) = symlink {
+            replace_symlink(symlink, &path).map_err(|source| PtyError::Symlink {
+                symlink: symlink.to_owned(),
                 source,
             })?;
         }
@@ -113,21 +113,23 @@ impl Unplugged {
     }
 }
 
-/// Points `link` at `target`, atomically (write a temporary link, rename over).
-fn replace_link(link: &Path, target: &Path) -> io::Result<()> {
-    let mut tmp = link.as_os_str().to_owned();
+/// Points `symlink` at `target`, atomically (write a temporary symlink, rename over).
+fn replace_symlink(symlink: &Path, target: &Path) -> io::Result<()> {
+    let mut tmp = symlink.as_os_str().to_owned();
     tmp.push(".new");
     let tmp = PathBuf::from(tmp);
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(target, &tmp)?;
-    std::fs::rename(&tmp, link)
+    std::fs::rename(&tmp, symlink)
 }
 
-/// Removes the link of an unplugged device (missing is fine).
-pub fn remove_link(link: &Path) {
-    match std::fs::remove_file(link) {
+/// Removes the symlink of an unplugged device (missing is fine).
+pub fn remove_symlink(symlink: &Path) {
+    match std::fs::remove_file(symlink) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => tracing::debug!(error = %e, link = %link.display(), "cannot remove link"),
+        Err(e) => {
+            tracing::debug!(error = %e, symlink = %symlink.display(), "cannot remove symlink")
+        }
     }
 }

@@ -204,7 +204,7 @@ pub struct Sim7600ModemConfig {
     /// The modem's behaviour.
     pub model: ModemModel,
     /// Keep a symlink here pointing at the current pty.
-    pub link: Option<PathBuf>,
+    pub symlink: Option<PathBuf>,
 }
 
 /// Longest command line buffered; a real modem rejects longer ones too.
@@ -212,16 +212,22 @@ const MAX_COMMAND: usize = 256;
 
 /// Starts the modem; its AT port exists when this returns.
 pub fn spawn(config: Sim7600ModemConfig) -> Result<EmulatorHandle, PtyError> {
-    let pty = Pty::open(config.link.as_deref())?;
+    let pty = Pty::open(config.symlink.as_deref())?;
     let (status_tx, status) = watch::channel(Status {
         path: Some(pty.path().to_owned()),
         finished: false,
     });
     let (control, control_rx) = mpsc::channel(4);
-    let link = config.link.clone();
-    let task = tokio::spawn(run(pty, config.model, config.link, status_tx, control_rx));
+    let symlink = config.symlink.clone();
+    let task = tokio::spawn(run(
+        pty,
+        config.model,
+        config.symlink,
+        status_tx,
+        control_rx,
+    ));
     Ok(EmulatorHandle {
-        link,
+        symlink,
         status,
         control,
         task,
@@ -231,7 +237,7 @@ pub fn spawn(config: Sim7600ModemConfig) -> Result<EmulatorHandle, PtyError> {
 async fn run(
     pty: Pty,
     mut model: ModemModel,
-    link: Option<PathBuf>,
+    symlink: Option<PathBuf>,
     status: watch::Sender<Status>,
     mut control: mpsc::Receiver<Control>,
 ) {
@@ -242,7 +248,7 @@ async fn run(
     loop {
         let Some(dev) = pty.as_mut() else {
             match control.recv().await {
-                Some(c) => apply(c, &mut pty, &mut unplugged, link.as_deref(), &status),
+                Some(c) => apply(c, &mut pty, &mut unplugged, symlink.as_deref(), &status),
                 None => return,
             }
             continue;
@@ -251,7 +257,7 @@ async fn run(
             r = dev.master.read(&mut buf) => r,
             c = control.recv() => {
                 match c {
-                    Some(c) => apply(c, &mut pty, &mut unplugged, link.as_deref(), &status),
+                    Some(c) => apply(c, &mut pty, &mut unplugged, symlink.as_deref(), &status),
                     None => return,
                 }
                 continue;

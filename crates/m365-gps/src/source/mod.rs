@@ -4,15 +4,18 @@
 //!
 //! A device that disappears (unplugged receiver, closed pty, gpsd restarted) is an error: the
 //! task logs it once, keeps the last fix (its age keeps growing, and [`SourceState::connected`]
-//! turns false, so consumers see it is stale) and reopens with capped exponential back-off.
+//! turns false, so consumers see it is stale) and reopens with the workspace's back-off
+//! ([`Backoff`], from [`BACKOFF_MIN`] doubling up to [`BACKOFF_MAX`], with jitter): a receiver
+//! unplugged for an hour costs a handful of open attempts, not a busy loop.
 
-pub mod backoff;
 mod run;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -20,7 +23,12 @@ use tokio::time::Instant;
 use crate::fix::Fix;
 use crate::sim7600::InfoCommand;
 
-pub use backoff::Backoff;
+pub use m365_backoff::{Backoff, RngCore};
+
+/// Delay before the first reopening attempt.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// Longest delay between reopening attempts.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Default serial speed of NMEA receivers.
 pub const DEFAULT_NMEA_BAUD: u32 = 9600;
@@ -103,14 +111,25 @@ pub struct GpsHandle {
 impl GpsHandle {
     /// Starts a source task on the current tokio runtime.
     pub fn spawn(config: SourceConfig) -> Self {
-        GpsHandle::spawn_with_backoff(config, Backoff::default())
+        GpsHandle::spawn_with_backoff(config, Backoff::new(BACKOFF_MIN, BACKOFF_MAX))
     }
 
-    /// Starts a source task with a specific reconnection back-off.
+    /// Starts a source task with a specific reconnection back-off (jitter drawn from the
+    /// operating system's entropy).
     pub fn spawn_with_backoff(config: SourceConfig, backoff: Backoff) -> Self {
+        GpsHandle::spawn_with_rng(config, backoff, StdRng::from_entropy())
+    }
+
+    /// Starts a source task whose back-off draws its jitter from `rng` (a seeded or scripted
+    /// source makes the retry schedule reproducible).
+    pub fn spawn_with_rng<R: RngCore + Send + 'static>(
+        config: SourceConfig,
+        backoff: Backoff,
+        rng: R,
+    ) -> Self {
         let (tx, rx) = watch::channel(SourceState::default());
         let (epochs, _) = broadcast::channel(EPOCH_BUFFER);
-        let task = tokio::spawn(run::run(config, backoff, tx, epochs.clone()));
+        let task = tokio::spawn(run::run(config, backoff, rng, tx, epochs.clone()));
         GpsHandle { rx, epochs, task }
     }
 

@@ -13,7 +13,7 @@ use crate::fix::Fix;
 use crate::gpsd::{GpsdClient, GpsdMessage};
 use crate::nmea::NmeaDecoder;
 use crate::sim7600::{InfoCommand, Sim7600, Sim7600Error};
-use crate::source::{Backoff, EpochEvent, SourceConfig, SourceState};
+use crate::source::{Backoff, EpochEvent, RngCore, SourceConfig, SourceState};
 
 /// An NMEA receiver silent this long has its epoch in progress reported anyway.
 const NMEA_IDLE_FLUSH: Duration = Duration::from_millis(1500);
@@ -34,9 +34,10 @@ struct Outputs<'a> {
     epochs: &'a broadcast::Sender<EpochEvent>,
 }
 
-pub(super) async fn run(
+pub(super) async fn run<R: RngCore>(
     config: SourceConfig,
     mut backoff: Backoff,
+    mut rng: R,
     tx: watch::Sender<SourceState>,
     epochs: broadcast::Sender<EpochEvent>,
 ) {
@@ -74,7 +75,7 @@ pub(super) async fn run(
             tracing::warn!(source = %what, error = %end.error, "GPS source lost; keeping the last fix and retrying");
             failing = true;
         }
-        tokio::time::sleep(backoff.next_delay()).await;
+        tokio::time::sleep(backoff.next_delay(&mut rng)).await;
     }
 }
 
@@ -269,17 +270,20 @@ async fn gpsd_connection(addr: std::net::SocketAddr, out: &Outputs<'_>) -> Conne
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::GpsHandle;
+    use crate::source::{BACKOFF_MAX, BACKOFF_MIN, GpsHandle};
+    use rand::rngs::mock::StepRng;
 
     #[tokio::test(start_paused = true)]
     async fn missing_device_retries_with_capped_backoff() {
         let dir = tempfile::tempdir().unwrap();
-        let handle = GpsHandle::spawn_with_backoff(
+        // Every draw at the top of its range: each delay is its attempt's ceiling.
+        let handle = GpsHandle::spawn_with_rng(
             SourceConfig::Nmea {
                 path: dir.path().join("ttyNOPE"),
                 baud: 9600,
             },
             Backoff::new(Duration::from_millis(500), Duration::from_secs(4)),
+            StepRng::new(u64::MAX, 0),
         );
         // Attempts at 0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5 s (delays 0.5, 1, 2, 4, 4, 4).
         tokio::time::sleep(Duration::from_millis(7_600)).await;
@@ -296,14 +300,27 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn unreachable_gpsd_is_retried_not_spun() {
-        // A port on loopback nobody listens on: connection refused immediately.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        drop(listener);
+        // A port on loopback nobody listens on (and held, so nobody starts to): connection
+        // refused immediately.
+        let nobody = m365_testkit::net::ReservedPort::new();
+        let addr = nobody.addr();
         let handle = GpsHandle::spawn(SourceConfig::Gpsd { addr });
         tokio::time::sleep(Duration::from_secs(60)).await;
-        // 0.5+1+2+4+8+16+30 = 61.5 s: seven attempts fit in the first minute, never hundreds.
+        // The n-th delay lies in [max(min, c/2), c] with c = min(30 s, 0.5 s · 2ⁿ). Longest
+        // delays: attempts at 0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s (7 in the first minute);
+        // shortest: 0, 0.5, 1, 2, 4, 8, 16, 31, 46 s (9). Never hundreds.
+        let mut fewest = 0;
+        let mut most = 0;
+        for (draw, count) in [(1.0, &mut fewest), (0.0, &mut most)] {
+            let mut b = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+            let mut at = Duration::ZERO;
+            while at <= Duration::from_secs(60) {
+                *count += 1;
+                at += b.next_delay_at(draw);
+            }
+        }
+        assert_eq!((fewest, most), (7, 9));
         let attempts = handle.state().connect_attempts;
-        assert!((6..=8).contains(&attempts), "{attempts}");
+        assert!((fewest..=most).contains(&attempts), "{attempts}");
     }
 }

@@ -60,19 +60,13 @@ fn parse() -> anyhow::Result<Args> {
                 a.encoding = serde_json::from_value(serde_json::Value::String(value()?))
                     .context("--encoding")?
             }
-            "--sync" => {
-                a.sync =
-                    serde_json::from_value(serde_json::Value::String(value()?)).context("--sync")?
-            }
+            "--sync" => a.sync = value()?.parse().context("--sync")?,
             "--drain-timeout-s" => {
                 a.drain_timeout =
                     Duration::from_secs(value()?.parse().context("--drain-timeout-s")?)
             }
             "--scooter" => a.scooter = value()?,
-            "--protocol" => {
-                a.protocol = serde_json::from_value(serde_json::Value::String(value()?))
-                    .context("--protocol")?
-            }
+            "--protocol" => a.protocol = value()?.parse().context("--protocol")?,
             other => bail!("unknown argument {other}"),
         }
     }

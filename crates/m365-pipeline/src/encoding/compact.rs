@@ -141,6 +141,31 @@ impl CompactBatch {
         };
         Some(raw as f64 / spec.scale)
     }
+
+    /// Every decoded value of `field` in one pass (scale and deltas undone): `None` when the
+    /// header has no such field; an entry is `None` where the record has no value or a delta
+    /// overflows. Shorter than `n` when the column is.
+    pub fn column(&self, field: &str) -> Option<Vec<Option<f64>>> {
+        let col_idx = self.fields.iter().position(|f| f.name == field)?;
+        let spec = self.fields.get(col_idx)?;
+        let col = self.cols.get(col_idx)?;
+        let mut acc: Option<i64> = Some(0);
+        Some(
+            col.iter()
+                .map(|v| {
+                    let raw = match (v, spec.delta) {
+                        (None, _) => return None,
+                        (Some(x), false) => *x,
+                        (Some(d), true) => {
+                            acc = acc.and_then(|a| a.checked_add(*d));
+                            acc?
+                        }
+                    };
+                    Some(raw as f64 / spec.scale)
+                })
+                .collect(),
+        )
+    }
 }
 
 fn scaled(v: f64, scale: f64) -> Option<i64> {

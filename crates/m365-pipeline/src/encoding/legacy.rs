@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::record::Record;
 
 /// The earlier client's top-level object.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LegacyTelemetry {
     /// RFC 3339 time of the sample.
     pub timestamp: String,
@@ -50,7 +50,7 @@ pub struct LegacyTelemetry {
 }
 
 /// `battery_info`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LegacyBattery {
     /// Remaining charge, mAh (integer).
     pub capacity: Option<u32>,
@@ -67,7 +67,7 @@ pub struct LegacyBattery {
 }
 
 /// `gpsinfo`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LegacyGps {
     /// Decimal degrees (float).
     pub latitude: f64,

@@ -4,14 +4,63 @@
 //! sent later behind the publish window's back; reconnecting (with back-off) is the publisher's
 //! decision, not rumqttc's.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use rumqttc::{Outgoing, QoS};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::MqttProtocol;
 use crate::failure::{ErrorKind, RefusalReason};
+
+/// MQTT protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MqttProtocol {
+    /// MQTT 3.1.1 (protocol level 4).
+    V311,
+    /// MQTT 5, as the earlier client spoke.
+    #[default]
+    V5,
+}
+
+impl MqttProtocol {
+    /// As written in a configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MqttProtocol::V311 => "3.1.1",
+            MqttProtocol::V5 => "5",
+        }
+    }
+
+    /// The keep-alive this version can carry for a configured one: 3.1.1 takes whole seconds
+    /// or zero (off); rumqttc's MQTT 5 client needs at least 5 s and cannot turn it off.
+    pub fn keep_alive(self, configured: Duration) -> Duration {
+        let whole = Duration::from_secs(configured.as_secs());
+        match self {
+            MqttProtocol::V311 if configured.is_zero() => Duration::ZERO,
+            MqttProtocol::V311 => whole.max(Duration::from_secs(1)),
+            MqttProtocol::V5 => whole.max(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// A protocol version that is not one of the accepted spellings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected \"3.1.1\" or \"5\", found {0:?}")]
+pub struct UnknownProtocol(pub String);
+
+impl FromStr for MqttProtocol {
+    type Err = UnknownProtocol;
+
+    /// `3.1.1` (also `311`, `4`, `v4`) or `5` (also `5.0`, `v5`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "3.1.1" | "311" | "4" | "v4" => Ok(MqttProtocol::V311),
+            "5" | "5.0" | "v5" => Ok(MqttProtocol::V5),
+            _ => Err(UnknownProtocol(s.to_owned())),
+        }
+    }
+}
 
 /// What the connection reports to the publisher.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +131,7 @@ pub struct ConnectParams {
     pub client_id: String,
     /// User name and password.
     pub credentials: Option<(String, String)>,
-    /// Keep-alive.
+    /// Keep-alive (see [`MqttProtocol::keep_alive`] for what each version can carry).
     pub keep_alive: Duration,
     /// Connect timeout.
     pub connect_timeout: Duration,
@@ -199,7 +248,7 @@ impl Connection {
         let conn = match p.protocol {
             MqttProtocol::V311 => {
                 let mut o = rumqttc::MqttOptions::new(p.client_id.clone(), p.host.clone(), p.port);
-                o.set_keep_alive(p.keep_alive)
+                o.set_keep_alive(p.protocol.keep_alive(p.keep_alive))
                     .set_clean_session(true)
                     .set_inflight(p.max_in_flight.max(1))
                     .set_request_channel_capacity(cap)
@@ -255,7 +304,7 @@ impl Connection {
                 use rumqttc::v5::mqttbytes::v5::{LastWill, Packet, PubAckReason};
                 let mut o =
                     rumqttc::v5::MqttOptions::new(p.client_id.clone(), p.host.clone(), p.port);
-                o.set_keep_alive(p.keep_alive)
+                o.set_keep_alive(p.protocol.keep_alive(p.keep_alive))
                     .set_clean_start(true)
                     .set_outgoing_inflight_upper_limit(p.max_in_flight.max(1))
                     .set_request_channel_capacity(cap)
@@ -358,6 +407,58 @@ impl Connection {
                     props,
                 )
                 .map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_names_read_back_what_they_print() {
+        for p in [MqttProtocol::V311, MqttProtocol::V5] {
+            assert_eq!(p.as_str().parse(), Ok(p));
+        }
+        assert_eq!("v4".parse(), Ok(MqttProtocol::V311));
+        assert_eq!("5.0".parse(), Ok(MqttProtocol::V5));
+        assert!("6".parse::<MqttProtocol>().is_err());
+    }
+
+    #[test]
+    fn keep_alives_fit_what_each_version_carries() {
+        let s = Duration::from_secs;
+        assert_eq!(MqttProtocol::V311.keep_alive(s(0)), s(0));
+        assert_eq!(
+            MqttProtocol::V311.keep_alive(Duration::from_millis(300)),
+            s(1)
+        );
+        assert_eq!(MqttProtocol::V311.keep_alive(s(20)), s(20));
+        assert_eq!(MqttProtocol::V5.keep_alive(s(0)), s(5));
+        assert_eq!(MqttProtocol::V5.keep_alive(s(2)), s(5));
+        assert_eq!(MqttProtocol::V5.keep_alive(s(30)), s(30));
+    }
+
+    #[tokio::test]
+    async fn any_configured_keep_alive_opens_a_connection_attempt() {
+        // rumqttc asserts on keep-alives its version cannot carry: none may reach it.
+        for protocol in [MqttProtocol::V311, MqttProtocol::V5] {
+            for secs in [0, 1, 2, 4, 5, 65_535] {
+                let params = ConnectParams {
+                    protocol,
+                    host: "127.0.0.1".into(),
+                    port: 9,
+                    tls: None,
+                    client_id: "keep-alive-test".into(),
+                    credentials: None,
+                    keep_alive: Duration::from_secs(secs),
+                    connect_timeout: Duration::from_secs(1),
+                    max_in_flight: 1,
+                    last_will: None,
+                };
+                let (conn, _events) = Connection::open(&params);
+                drop(conn);
             }
         }
     }

@@ -140,12 +140,12 @@ fn check_token_file(scooter: &config::ScooterConfig) -> TokenCheck {
             path.display()
         ));
     }
-    if meta.len() != m365_proto::token::TOKEN_LEN as u64 {
+    if meta.len() != m365_proto::keys::TOKEN_LEN as u64 {
         return TokenCheck::Error(format!(
             "[scooter] token_file_path: {} holds {} bytes, a token is exactly {}: {register} again",
             path.display(),
             meta.len(),
-            m365_proto::token::TOKEN_LEN
+            m365_proto::keys::TOKEN_LEN
         ));
     }
     #[cfg(unix)]

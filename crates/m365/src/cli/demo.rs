@@ -60,10 +60,18 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 /// Errors only: the terminal belongs to the live view. The embedded broker is silenced: it
 /// reports every connection the staged outage cuts as an error.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error,rumqttd=off"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| crate::logging::parse_filter(&v).ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new()
+                .with_default(tracing::Level::ERROR)
+                .with_target("rumqttd", tracing_subscriber::filter::LevelFilter::OFF)
+        });
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
         .try_init();
 }

@@ -15,8 +15,8 @@ use m365_ble::{BdAddr, BleError};
 use serde_json::json;
 
 use crate::config::{self, ConfigError, ScooterConfig};
-use crate::daemon::link::fatal_status;
-pub use crate::daemon::link::link_config;
+use crate::daemon::scooter_link::fatal_status;
+pub use crate::daemon::scooter_link::link_config;
 use crate::exit::{ExitStatus, Fatal};
 
 /// Arguments of `m365 info`.

@@ -56,8 +56,11 @@ pub(crate) fn read(section: &mut Section<'_, '_>) -> LogConfig {
                 DeValue::String(s) if LEVELS.contains(&s.to_ascii_lowercase().as_str()) => {
                     Ok(s.to_ascii_lowercase())
                 }
-                // A filter with per-target directives: let tracing's own parser judge it.
-                DeValue::String(s) if s.contains('=') => tracing_subscriber::EnvFilter::try_new(s.as_ref())
+                // A filter with per-target directives: let tracing's own parser judge it (the
+                // one `crate::logging::parse_filter` uses).
+                DeValue::String(s) if s.contains('=') => s
+                    .trim()
+                    .parse::<tracing_subscriber::filter::Targets>()
                     .map(|_| s.to_string())
                     .map_err(|e| Refusal::Invalid(format!("not a valid log filter: {e}"))),
                 _ => Err(Refusal::Invalid(format!(

@@ -10,7 +10,6 @@
 //! directory, as they were for the earlier client; the systemd unit sets it to the state
 //! directory.
 
-mod broker;
 mod error;
 mod example;
 mod gps;
@@ -22,27 +21,26 @@ mod mqtt;
 mod reader;
 mod render;
 mod scooter;
-mod secret;
 mod spool;
 mod telemetry;
 pub mod units;
 
-pub use broker::{Broker, BrokerError};
 pub use error::{ConfigError, KeyPath, Problem, Warning};
 pub use example::EXAMPLE;
 pub use gps::{GpsConfig, GpsKind, GpsSource};
 pub use homeassistant::HomeAssistantConfig;
 pub use location::Location;
 pub use log::{LogConfig, LogFormat};
-pub use mac::{MacAddress, MacError};
+pub use m365_pipeline::Secret;
+pub use m365_pipeline::mqtt::BrokerUrlError;
+pub use mac::MacError;
 pub use mqtt::{
-    Encoding, MqttConfig, MqttProtocol, PASSWORD_ENV, PasswordSource, TlsConfig, TopicEncoding,
-    USERNAME_ENV,
+    BrokerUrl, Encoding, MqttConfig, MqttProtocol, PASSWORD_ENV, PasswordSource, TlsConfig,
+    TopicEncoding, USERNAME_ENV,
 };
 pub use render::{MASK, render};
 pub use scooter::{ScooterConfig, ScooterProtocol};
-pub use secret::Secret;
-pub use spool::{DEFAULT_STATE_DIR, SPOOL_FILE, SpoolConfig, SpoolSync};
+pub use spool::{DEFAULT_STATE_DIR, SPOOL_FILE, SpoolConfig, SyncPolicy};
 pub use telemetry::{DEFAULT_INTERVAL, MAX_INTERVAL, MIN_INTERVAL, TelemetryConfig};
 
 use location::SourceMap;

@@ -2,14 +2,20 @@
 //!
 //! Keys of the earlier client keep their meaning: `broker`, `client` (client id), `topic`,
 //! `keep_alive`, `reconnect_min` / `reconnect_max` (seconds; the retry delay starts at the minimum
-//! and doubles after each failure up to the maximum). Its `send_interval` is read by
-//! `[telemetry]` handling in `mod.rs`, since it sets the sampling interval.
+//! and doubles after each failure up to the maximum, each delay drawn from the upper half of its
+//! range). Its `send_interval` is read by `[telemetry]` handling in `mod.rs`, since it sets the
+//! sampling interval.
+//!
+//! The values are the pipeline's own types ([`BrokerUrl`], [`MqttProtocol`], [`Encoding`]), read
+//! with the pipeline's parsers where one exists (broker URL, protocol version, password file), so
+//! each setting is parsed in one place; this module adds the file positions to the errors.
 
-use super::broker::Broker;
 use super::reader::{Located, Refusal, Section};
-use super::secret::Secret;
+use m365_pipeline::Secret;
 pub use m365_pipeline::encoding::NoFix;
-use std::path::PathBuf;
+use m365_pipeline::mqtt::credentials::read_password_file;
+pub use m365_pipeline::{BrokerUrl, Encoding, MqttProtocol};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::de::DeValue;
 
@@ -40,56 +46,10 @@ pub(crate) const KEYS: &[&str] = &[
 const TLS_KEYS: &[&str] = &["ca_file", "client_cert", "client_key", "system_roots"];
 const MIRROR_KEYS: &[&str] = &["topic", "encoding"];
 
-/// MQTT protocol version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MqttProtocol {
-    /// MQTT 3.1.1 (protocol level 4).
-    V311,
-    /// MQTT 5, as the earlier client spoke.
-    V5,
-}
-
-impl MqttProtocol {
-    /// As written in the configuration.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MqttProtocol::V311 => "3.1.1",
-            MqttProtocol::V5 => "5",
-        }
-    }
-}
-
-/// How records are encoded on a topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encoding {
-    /// The JSON object the earlier client published, for existing dashboards.
-    Legacy,
-    /// Self-describing JSON with units in the field names.
-    Json,
-    /// A compact binary encoding for metered links.
-    Compact,
-}
-
-impl Encoding {
-    const NAMES: &[&str] = &["legacy", "json", "compact"];
-
-    /// As written in the configuration.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Encoding::Legacy => "legacy",
-            Encoding::Json => "json",
-            Encoding::Compact => "compact",
-        }
-    }
-
-    fn from_name(name: &str) -> Self {
-        match name {
-            "json" => Encoding::Json,
-            "compact" => Encoding::Compact,
-            _ => Encoding::Legacy,
-        }
-    }
-}
+/// Every encoding; the configuration names each by [`Encoding::name`].
+const ENCODINGS: [Encoding; 3] = [Encoding::Legacy, Encoding::Json, Encoding::Compact];
+/// Their names, as `[mqtt] encoding` accepts them.
+const ENCODING_NAMES: &[&str] = &["legacy", "json", "compact"];
 
 /// A topic and the encoding of what is published on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,7 +80,7 @@ pub struct TlsConfig {
     pub client_cert: Option<PathBuf>,
     /// Client private key (PEM).
     pub client_key: Option<PathBuf>,
-    /// Also trust the platform's usual root CAs (the Mozilla set shipped with the binary).
+    /// Also trust the operating system's root CAs (Debian's `ca-certificates` on the Pi).
     pub system_roots: bool,
 }
 
@@ -139,7 +99,7 @@ impl Default for TlsConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MqttConfig {
     /// The broker.
-    pub broker: Broker,
+    pub broker: BrokerUrl,
     /// MQTT client id (`{id}` replaced).
     pub client_id: String,
     /// Telemetry topic (`{id}` replaced).
@@ -154,9 +114,11 @@ pub struct MqttConfig {
     pub availability_topic: String,
     /// Protocol version.
     pub protocol: MqttProtocol,
-    /// Keep-alive (1 s resolution; zero turns it off).
+    /// Keep-alive (1 s resolution; zero turns it off with MQTT 3.1.1, see
+    /// [`MqttProtocol::keep_alive`] for what each version carries).
     pub keep_alive: Duration,
-    /// First reconnect delay; doubled after each failed attempt.
+    /// First (and shortest) reconnect delay; the back-off doubles from it after each failed
+    /// attempt, with jitter.
     pub reconnect_min: Duration,
     /// Longest reconnect delay.
     pub reconnect_max: Duration,
@@ -186,11 +148,11 @@ impl MqttConfig {
 
 /// Default values, before `{id}` is replaced.
 pub(crate) mod defaults {
-    use super::Broker;
+    use super::BrokerUrl;
 
     /// `tcp://127.0.0.1:1883`: a broker on the Pi itself (e.g. a bridging Mosquitto).
-    pub(crate) fn broker() -> Broker {
-        Broker {
+    pub(crate) fn broker() -> BrokerUrl {
+        BrokerUrl {
             tls: false,
             host: "127.0.0.1".to_owned(),
             port: 1883,
@@ -213,7 +175,7 @@ pub(crate) fn read(
 ) -> MqttConfig {
     let broker_value = section.value("broker", |v| match v {
         DeValue::String(s) => s
-            .parse::<Broker>()
+            .parse::<BrokerUrl>()
             .map_err(|e| Refusal::Invalid(e.to_string())),
         _ => Err(Refusal::Expected("a broker URL string")),
     });
@@ -245,17 +207,18 @@ pub(crate) fn read(
     }
 
     let protocol = section
-        .value("protocol", |v| match v {
-            DeValue::String(s) if matches!(s.trim(), "3.1.1" | "311" | "4") => {
-                Ok(MqttProtocol::V311)
-            }
-            DeValue::String(s) if matches!(s.trim(), "5" | "5.0") => Ok(MqttProtocol::V5),
-            DeValue::Integer(i) if i.as_str() == "5" => Ok(MqttProtocol::V5),
-            DeValue::Integer(i) if i.as_str() == "4" => Ok(MqttProtocol::V311),
-            _ => Err(Refusal::Invalid(format!(
-                "expected \"3.1.1\" or \"5\", found {}",
-                super::reader::describe(v)
-            ))),
+        .value("protocol", |v| {
+            let parsed = match v {
+                DeValue::String(s) => s.parse::<MqttProtocol>().ok(),
+                DeValue::Integer(i) => i.as_str().parse::<MqttProtocol>().ok(),
+                _ => None,
+            };
+            parsed.ok_or_else(|| {
+                Refusal::Invalid(format!(
+                    "expected \"3.1.1\" or \"5\", found {}",
+                    super::reader::describe(v)
+                ))
+            })
         })
         .map_or(MqttProtocol::V5, |p| p.value);
 
@@ -370,9 +333,8 @@ fn read_topic(section: &mut Section<'_, '_>, key: &str, id: &str) -> Option<Stri
 }
 
 fn read_encoding(section: &mut Section<'_, '_>, key: &str) -> Option<Encoding> {
-    section
-        .choice(key, Encoding::NAMES)
-        .map(|e| Encoding::from_name(e.value))
+    let chosen = section.choice(key, ENCODING_NAMES)?;
+    ENCODINGS.into_iter().find(|e| e.name() == chosen.value)
 }
 
 /// The password from, in order of precedence: the environment, `password_file`, `password`.
@@ -393,23 +355,14 @@ fn password(
         return (Some(Secret::new(p)), Some(PasswordSource::Env));
     }
     if let Some(Located { value: path, span }) = file {
-        return match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                // Editors and `echo` add a final newline; it is never part of the password.
-                let secret = text.strip_suffix('\n').unwrap_or(&text);
-                let secret = secret.strip_suffix('\r').unwrap_or(secret);
-                if secret.is_empty() {
-                    section.problem("password_file", &span, format!("{path} is empty"));
-                    (None, None)
-                } else {
-                    (
-                        Some(Secret::new(secret)),
-                        Some(PasswordSource::File(path.into())),
-                    )
-                }
-            }
+        // Read as the pipeline reads it at each connection, so a file that passes here works.
+        return match read_password_file(Path::new(&path)) {
+            Ok(secret) => (
+                Some(Secret::new(secret)),
+                Some(PasswordSource::File(path.into())),
+            ),
             Err(e) => {
-                section.problem("password_file", &span, format!("cannot read {path}: {e}"));
+                section.problem("password_file", &span, e.to_string());
                 (None, None)
             }
         };
@@ -459,5 +412,16 @@ pub(crate) fn readable_file(section: &mut Section<'_, '_>, key: &str) -> Option<
             section.problem(key, &span, format!("cannot read {value}: {e}"));
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_encoding_has_its_configuration_name() {
+        let names: Vec<&str> = ENCODINGS.iter().map(|e| e.name()).collect();
+        assert_eq!(names, ENCODING_NAMES);
     }
 }

@@ -57,7 +57,7 @@ pub fn render(config: &Config) -> String {
     out.string("client", &mqtt.client_id);
     out.string("protocol", mqtt.protocol.as_str());
     out.string("topic", &mqtt.topic);
-    out.string("encoding", mqtt.encoding.as_str());
+    out.string("encoding", mqtt.encoding.name());
     out.string("legacy_no_fix", mqtt.legacy_no_fix.as_str());
     out.string("availability_topic", &mqtt.availability_topic);
     out.duration("keep_alive", mqtt.keep_alive);
@@ -83,7 +83,7 @@ pub fn render(config: &Config) -> String {
     for mirror in &mqtt.mirror {
         out.header("[[mqtt.mirror]]");
         out.string("topic", &mirror.topic);
-        out.string("encoding", mirror.encoding.as_str());
+        out.string("encoding", mirror.encoding.name());
     }
     if let Some(tls) = &mqtt.tls {
         out.header("[mqtt.tls]");

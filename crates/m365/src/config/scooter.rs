@@ -4,8 +4,9 @@
 //! (now also accepted with `:` or `-`), and the 12-byte `.mi-token` file written by pairing,
 //! relative to the working directory.
 
-use super::mac::MacAddress;
+use super::mac::parse_mac;
 use super::reader::{Refusal, Section};
+use m365_ble::BdAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use toml::de::DeValue;
@@ -54,7 +55,7 @@ impl ScooterProtocol {
 pub struct ScooterConfig {
     /// The scooter's address; without it the first scooter whose name starts with
     /// `name_prefix` is used.
-    pub mac: Option<MacAddress>,
+    pub mac: Option<BdAddr>,
     /// The pairing token file (12 raw bytes), relative to the working directory.
     pub token_file: PathBuf,
     /// Advertised name prefix that marks a scooter.
@@ -97,9 +98,7 @@ pub(crate) fn read(section: &mut Section<'_, '_>) -> ScooterConfig {
     ScooterConfig {
         mac: section
             .value("mac", |v| match v {
-                DeValue::String(s) => s
-                    .parse::<MacAddress>()
-                    .map_err(|e| Refusal::Invalid(e.to_string())),
+                DeValue::String(s) => parse_mac(s).map_err(|e| Refusal::Invalid(e.to_string())),
                 _ => Err(Refusal::Expected("a Bluetooth address string")),
             })
             .map(|m| m.value),

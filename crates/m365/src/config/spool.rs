@@ -1,6 +1,7 @@
 //! `[spool]`: the on-disk queue that keeps every record until the broker has acknowledged it.
 
 use super::reader::Section;
+pub use m365_pipeline::SyncPolicy;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,28 +13,6 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/m365";
 /// File name of the spool inside the state directory.
 pub const SPOOL_FILE: &str = "spool.sqlite";
 
-/// How hard the spool pushes each write to the storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SpoolSync {
-    /// Every record is on disk before the next is taken (SQLite `synchronous=FULL`).
-    Always,
-    /// Records are safe against a crash of `m365`, and against power loss up to the last few
-    /// transactions (SQLite WAL with `synchronous=NORMAL`); spares SD cards.
-    Normal,
-}
-
-impl SpoolSync {
-    const NAMES: &[&str] = &["always", "normal"];
-
-    /// As written in the configuration.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SpoolSync::Always => "always",
-            SpoolSync::Normal => "normal",
-        }
-    }
-}
-
 /// The effective `[spool]` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpoolConfig {
@@ -43,8 +22,10 @@ pub struct SpoolConfig {
     pub max_bytes: u64,
     /// Records older than this are dropped unsent.
     pub max_age: Duration,
-    /// Durability of each write.
-    pub sync: SpoolSync,
+    /// Durability of each write: `always` (every record is on disk before the next is taken,
+    /// SQLite `synchronous=FULL`) or `normal` (safe against a crash of `m365`, and against power
+    /// loss up to the last few transactions; spares SD cards).
+    pub sync: SyncPolicy,
     /// Most records in one `compact` message (`legacy` and `json` carry one record each).
     pub batch: u32,
 }
@@ -56,7 +37,7 @@ impl SpoolConfig {
             path: state_dir.join(SPOOL_FILE),
             max_bytes: 64 << 20,
             max_age: Duration::from_secs(7 * 86_400),
-            sync: SpoolSync::Normal,
+            sync: SyncPolicy::Normal,
             batch: 50,
         }
     }
@@ -86,11 +67,9 @@ pub(crate) fn read(section: &mut Section<'_, '_>, state_dir: &Path) -> SpoolConf
             )
             .map_or(d.max_age, |a| a.value),
         sync: section
-            .choice("sync", SpoolSync::NAMES)
-            .map_or(d.sync, |s| match s.value {
-                "always" => SpoolSync::Always,
-                _ => SpoolSync::Normal,
-            }),
+            .choice("sync", SyncPolicy::NAMES)
+            .and_then(|s| s.value.parse().ok())
+            .unwrap_or(d.sync),
         batch: section
             .integer("batch", 1..=10_000)
             .and_then(|b| u32::try_from(b.value).ok())

@@ -15,7 +15,7 @@
 //!
 //! Nothing is reloaded: a changed configuration takes effect at the next start.
 //!
-//! - [`link`]: `[scooter]` → link settings, link failures → exit statuses.
+//! - [`scooter_link`]: `[scooter]` → the scooter link's settings, its failures → exit statuses.
 //! - [`gps`]: `[gps]` → a running source.
 //! - [`pipeline`]: `[mqtt]`/`[spool]` → pipeline settings, start-up failures → exit statuses.
 //! - [`sampler`]: the sampling loop shared with `m365 demo`; [`readings`]: telemetry → sample;
@@ -24,10 +24,10 @@
 
 pub mod fix_freshness;
 pub mod gps;
-pub mod link;
 pub mod pipeline;
 pub mod readings;
 pub mod sampler;
+pub mod scooter_link;
 pub mod signals;
 pub mod status;
 
@@ -89,7 +89,7 @@ pub async fn run(config: Config, notifier: Notifier) -> anyhow::Result<()> {
         gps_max_age: config.gps.max_age,
     };
     let mut sampler = tokio::spawn(sample_scooter(
-        link::link_config(&config.scooter),
+        scooter_link::link_config(&config.scooter),
         sampler_config,
         gps_latest,
         handle.clone(),
@@ -216,7 +216,7 @@ fn sampler_outcome(
         }
         .into()),
         Ok(Err(error)) => {
-            let status = link::fatal_status(&error).unwrap_or(ExitStatus::Internal);
+            let status = scooter_link::fatal_status(&error).unwrap_or(ExitStatus::Internal);
             Err(Fatal {
                 status,
                 error: anyhow::Error::from(error),

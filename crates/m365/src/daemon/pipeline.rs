@@ -1,18 +1,22 @@
 //! `[mqtt]` and `[spool]` as the pipeline's configuration, and the pipeline's start-up failures
 //! as exit statuses.
 //!
+//! This is the one mapping from the daemon's configuration to the broker settings: the pipeline
+//! and the Home Assistant discovery client both connect with what [`settings`] returns (through
+//! [`m365_pipeline::MqttConfig::connect_params`] and its credentials), so the broker URL, TLS
+//! and the password are handled the same way for both.
+//!
 //! The pipeline reads the MQTT password itself at every connection attempt (so a rotated secret
 //! is picked up): from the environment variable or the password file, as configured. A password
 //! written inline in `martinete.toml` is handed over as a value, which never prints.
 
 use m365_pipeline::error::ConfigError as PipelineConfigError;
 use m365_pipeline::{
-    Encoding as WireEncoding, LastError, MqttConfig as WireMqtt, MqttProtocol as WireProtocol,
-    OutputConfig, PasswordSource as WirePassword, PipelineConfig, PipelineError,
-    Secret as WireSecret, SpoolConfig as WireSpool, SyncPolicy,
+    LastError, MqttConfig as WireMqtt, OutputConfig, PasswordSource as WirePassword,
+    PipelineConfig, PipelineError, SpoolConfig as WireSpool,
 };
 
-use crate::config::{Config, Encoding, MqttProtocol, PASSWORD_ENV, PasswordSource, SpoolSync};
+use crate::config::{Config, PASSWORD_ENV, PasswordSource};
 use crate::exit::ExitStatus;
 
 /// Slots of the publish window kept for live records while a backlog drains.
@@ -32,7 +36,7 @@ pub fn settings(config: &Config) -> PipelineSettings {
         (_, Some(PasswordSource::Env)) => Some(WirePassword::Env(PASSWORD_ENV.to_owned())),
         (_, Some(PasswordSource::File(path))) => Some(WirePassword::File(path.clone())),
         (Some(secret), Some(PasswordSource::Inline) | None) => {
-            Some(WirePassword::Value(WireSecret::new(secret.expose())))
+            Some(WirePassword::Value(secret.clone()))
         }
         (None, _) => None,
     };
@@ -43,11 +47,7 @@ pub fn settings(config: &Config) -> PipelineSettings {
         .into_iter()
         .map(|t| OutputConfig {
             topic: t.topic,
-            encoding: match t.encoding {
-                Encoding::Legacy => WireEncoding::Legacy,
-                Encoding::Json => WireEncoding::Json,
-                Encoding::Compact => WireEncoding::Compact,
-            },
+            encoding: t.encoding,
             // `[spool] batch`: records per message where the encoding batches (`compact`); the
             // pipeline caps `legacy` and `json` at one record per message.
             batch: Some(config.spool.batch as usize),
@@ -57,14 +57,12 @@ pub fn settings(config: &Config) -> PipelineSettings {
         .collect();
     let wire = WireMqtt {
         broker: mqtt.broker.to_string(),
-        protocol: match mqtt.protocol {
-            MqttProtocol::V311 => WireProtocol::V311,
-            MqttProtocol::V5 => WireProtocol::V5,
-        },
+        protocol: mqtt.protocol,
         client: mqtt.client_id.clone(),
         username: mqtt.username.clone(),
         password,
         ca_file: tls.and_then(|t| t.ca_file.clone()),
+        system_roots: tls.is_none_or(|t| t.system_roots),
         client_cert: tls.and_then(|t| t.client_cert.clone()),
         client_key: tls.and_then(|t| t.client_key.clone()),
         keep_alive: mqtt.keep_alive.as_secs(),
@@ -82,10 +80,7 @@ pub fn settings(config: &Config) -> PipelineSettings {
         path: spool.path.clone(),
         max_bytes: spool.max_bytes,
         max_age_s: Some(spool.max_age.as_secs()),
-        sync: match spool.sync {
-            SpoolSync::Always => SyncPolicy::Always,
-            SpoolSync::Normal => SyncPolicy::Normal,
-        },
+        sync: spool.sync,
         ..WireSpool::default()
     };
     PipelineSettings {
@@ -121,7 +116,7 @@ pub fn is_auth_refusal(last_error: &LastError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::config::{Encoding, MqttProtocol, Secret, SyncPolicy};
     use std::path::PathBuf;
 
     fn config(text: &str) -> Config {
@@ -150,10 +145,10 @@ mod tests {
         let s = settings(&config);
         let mqtt = &s.config.mqtt;
         assert_eq!(mqtt.broker, "tcp://127.0.0.1:1999");
-        assert_eq!(mqtt.protocol, WireProtocol::V311);
+        assert_eq!(mqtt.protocol, MqttProtocol::V311);
         assert_eq!(mqtt.outputs.len(), 1);
         assert_eq!(mqtt.outputs[0].topic, "vehicle/1/realtime");
-        assert_eq!(mqtt.outputs[0].encoding, WireEncoding::Legacy);
+        assert_eq!(mqtt.outputs[0].encoding, Encoding::Legacy);
         assert_eq!((mqtt.max_in_flight, mqtt.live_reserved), (2, 1));
         assert_eq!(
             mqtt.availability_topic.as_deref(),
@@ -175,6 +170,40 @@ mod tests {
         };
         assert_eq!(secret.expose(), "s3cret");
         assert!(!format!("{s:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn tls_settings_reach_the_connection_parameters() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let cert = rcgen::generate_simple_self_signed(vec!["broker.example".into()]).unwrap();
+        std::fs::write(&ca, cert.cert.pem()).unwrap();
+        let tls = config(&format!(
+            "[mqtt]\nbroker = \"tls://broker.example\"\n[mqtt.tls]\nca_file = \"{}\"\n\
+             system_roots = false\n",
+            ca.display()
+        ));
+        let mqtt = settings(&tls).config.mqtt;
+        assert_eq!(mqtt.ca_file.as_deref(), Some(ca.as_path()));
+        assert!(!mqtt.system_roots);
+        let params = mqtt.connect_params("c".into(), 1, None).unwrap();
+        assert_eq!(
+            (params.host.as_str(), params.port),
+            ("broker.example", 8883)
+        );
+        assert!(params.tls.is_some());
+        // Without [mqtt.tls] a TLS broker is checked against the system's root CAs.
+        let plain = settings(&config("[mqtt]\nbroker = \"tcp://b\"\n"))
+            .config
+            .mqtt;
+        assert!(plain.system_roots);
+        assert!(
+            plain
+                .connect_params("c".into(), 1, None)
+                .unwrap()
+                .tls
+                .is_none()
+        );
     }
 
     #[test]

@@ -20,12 +20,12 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::fix_freshness::FixFreshness;
-use super::link::fatal_status;
 use super::readings;
+use super::scooter_link::fatal_status;
 
 /// What the sampler is doing, for `STATUS=` lines and the demo's view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Phase {
+pub enum SamplerPhase {
     /// Looking for the scooter (before the first connection).
     #[default]
     Scanning,
@@ -37,14 +37,14 @@ pub enum Phase {
     Stopped,
 }
 
-impl Phase {
+impl SamplerPhase {
     /// A few words for status lines.
     pub fn describe(self) -> &'static str {
         match self {
-            Phase::Scanning => "scanning",
-            Phase::Online => "logged in",
-            Phase::Failing => "not answering",
-            Phase::Stopped => "stopped",
+            SamplerPhase::Scanning => "scanning",
+            SamplerPhase::Online => "logged in",
+            SamplerPhase::Failing => "not answering",
+            SamplerPhase::Stopped => "stopped",
         }
     }
 }
@@ -53,7 +53,7 @@ impl Phase {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SamplerState {
     /// Where it stands.
-    pub phase: Phase,
+    pub phase: SamplerPhase,
     /// Samples handed to the pipeline.
     pub submitted: u64,
     /// Samples the pipeline refused because its channel was full.
@@ -151,7 +151,7 @@ pub async fn run<T: Transport>(
                 let outcome = pipeline.try_submit(sample);
                 let counters = link.counters();
                 state.send_modify(|s| {
-                    s.phase = Phase::Online;
+                    s.phase = SamplerPhase::Online;
                     s.last_sample = Some(Instant::now());
                     s.last = Some(telemetry);
                     s.link = counters;
@@ -177,7 +177,7 @@ pub async fn run<T: Transport>(
             Err(error) if fatal_status(&error).is_some() => {
                 let counters = link.counters();
                 state.send_modify(|s| {
-                    s.phase = Phase::Stopped;
+                    s.phase = SamplerPhase::Stopped;
                     s.link = counters;
                 });
                 return Err(error);
@@ -186,14 +186,14 @@ pub async fn run<T: Transport>(
                 tracing::warn!(%error, "telemetry read failed");
                 let counters = link.counters();
                 state.send_modify(|s| {
-                    s.phase = Phase::Failing;
+                    s.phase = SamplerPhase::Failing;
                     s.failed_reads += 1;
                     s.link = counters;
                 });
             }
         }
     }
-    state.send_modify(|s| s.phase = Phase::Stopped);
+    state.send_modify(|s| s.phase = SamplerPhase::Stopped);
     if let Err(error) = link.close().await {
         tracing::debug!(%error, "disconnect at shutdown");
     }
@@ -273,7 +273,7 @@ mod tests {
         let s = state.borrow().clone();
         assert_eq!(s.submitted, 6, "{s:?}");
         assert_eq!((s.dropped, s.failed_reads), (0, 0));
-        assert_eq!(s.phase, Phase::Stopped);
+        assert_eq!(s.phase, SamplerPhase::Stopped);
         assert_eq!(handle.health().sampled, 6);
         assert!(!sim.with(|s| s.is_connected()), "disconnected at the end");
         // The last sample is the scooter's own state, decoded and scaled.
@@ -315,11 +315,11 @@ mod tests {
         let error = sampler.await.unwrap().unwrap_err();
         assert!(matches!(error, BleError::Lost { .. }), "{error}");
         assert_eq!(
-            super::super::link::fatal_status(&error),
+            super::super::scooter_link::fatal_status(&error),
             Some(crate::exit::ExitStatus::ScooterLost)
         );
         let s = state.borrow().clone();
-        assert_eq!(s.phase, Phase::Stopped);
+        assert_eq!(s.phase, SamplerPhase::Stopped);
         assert_eq!(s.submitted, 2, "samples at 0 s and 1 s");
         assert_eq!(s.link.link_losses, 1);
     }

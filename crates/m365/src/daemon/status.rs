@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use m365_pipeline::{BrokerState, HealthSnapshot};
 
-use super::sampler::{Phase, SamplerState};
+use super::sampler::{SamplerPhase, SamplerState};
 use crate::notify::DaemonStatus;
 
 /// The status now, given the sampling `interval`. A link whose last sample is older than a few
@@ -19,7 +19,7 @@ pub fn daemon_status(
 ) -> DaemonStatus {
     let late = interval.saturating_mul(3).max(Duration::from_secs(5));
     let scooter = match sampler.phase {
-        Phase::Online if since_last_sample.is_some_and(|d| d > late) => "reconnecting",
+        SamplerPhase::Online if since_last_sample.is_some_and(|d| d > late) => "reconnecting",
         phase => phase.describe(),
     };
     DaemonStatus {
@@ -55,7 +55,7 @@ mod tests {
     fn the_status_follows_the_sampler_and_the_broker() {
         let second = Duration::from_secs(1);
         let online = SamplerState {
-            phase: Phase::Online,
+            phase: SamplerPhase::Online,
             ..SamplerState::default()
         };
         let s = daemon_status(
