@@ -5,23 +5,31 @@
 # CPU time per published record, records delivered and the binary's size.
 #
 # Usage: scripts/footprint.sh [seconds]        (default 60; needs mosquitto and dbus-daemon)
-# Environment: INTERVAL (default 1s), ENCODING (default json), CALLGRIND=1 runs the daemon under
-# valgrind's callgrind instead and prints the instruction count per record.
+# Environment: INTERVAL (default 1s), ENCODING (default json), WARMUP (default 10: seconds after
+# start-up, pairing and login before CPU per record is counted), CALLGRIND=1 runs the daemon
+# under valgrind's callgrind instead and prints the instruction count per record.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION="${1:-60}"
+WARMUP="${WARMUP:-10}"
 INTERVAL="${INTERVAL:-1s}"
 ENCODING="${ENCODING:-json}"
 MOSQUITTO="${MOSQUITTO:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}"
 
 say() { printf 'footprint: %s\n' "$*" >&2; }
 
+if [ "${CALLGRIND:-0}" = 1 ]; then
+    # The same build with symbols and line tables, so the profile names functions.
+    export CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=line-tables-only
+    export CARGO_TARGET_DIR=target/profiling
+fi
+out="${CARGO_TARGET_DIR:-target}/release"
 cargo build --quiet --release -p m365 --no-default-features
-cp target/release/m365 target/release/m365-footprint
+cp "$out/m365" "$out/m365-footprint"
 cargo build --quiet --release -p m365-sim
-M365=target/release/m365-footprint
-SIM=target/release/m365-sim
+M365="$out/m365-footprint"
+SIM="$out/m365-sim"
 
 work="$(mktemp -d)"
 pids=()
@@ -102,10 +110,21 @@ else
     "$M365" --config "$work/martinete.toml" run &
 fi
 daemon=$!
-sleep "$DURATION"
+# On-CPU time of all the daemon's threads, in nanoseconds (scheduler statistics).
+cpu_ns() { cat /proc/"$daemon"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'; }
+sleep "$WARMUP"
+cpu_warm="$(cpu_ns)"
+records_warm="$(wc -l <"$work/received")"
+# Under callgrind, count only the steady state: zero the counters after the warm-up.
+[ "${CALLGRIND:-0}" = 1 ] && callgrind_control --zero "$daemon" >/dev/null
+sleep "$((DURATION - WARMUP))"
+cpu_end="$(cpu_ns)"
+records_end="$(wc -l <"$work/received")"
 # CPU time (user + system, clock ticks) and peak RSS, read before stopping.
 read -r utime stime < <(awk '{print $14, $15}' "/proc/$daemon/stat")
 hwm_kb="$(awk '/VmHWM/ {print $2}' "/proc/$daemon/status")"
+threads="$(ls /proc/"$daemon"/task | wc -l)"
+rss_split="$(awk '/^(Rss|Anonymous|Private_Clean|Shared_Clean):/ {printf "%s %s kB, ", $1, $2}' "/proc/$daemon/smaps_rollup")"
 kill -INT "$daemon"
 wait "$daemon" || true
 sleep 1
@@ -117,12 +136,19 @@ printf 'binary (x86-64, release, no demo): %s bytes\n' "$(stat -c %s "$M365")"
 printf 'duration: %ss at %s, encoding %s\n' "$DURATION" "$INTERVAL" "$ENCODING"
 printf 'records delivered: %s\n' "$records"
 if [ "${CALLGRIND:-0}" = 1 ]; then
-    total="$(awk '/^summary:/ {print $2}' "$work/callgrind.out")"
-    printf 'instructions: %s (%s per record)\n' "$total" "$(( total / (records > 0 ? records : 1) ))"
-    cp "$work/callgrind.out" target/footprint.callgrind.out
+    # The last part written (at exit) holds what ran since the counters were zeroed.
+    out_file="$(ls -t "$work"/callgrind.out* | head -1)"
+    total="$(awk '/^(summary|totals):/ {print $2}' "$out_file" | tail -1)"
+    steady=$((records_end - records_warm))
+    printf 'instructions after %ss: %s (%s per record, %s records)\n' "$WARMUP" "$total" \
+        "$(( total / (steady > 0 ? steady : 1) ))" "$steady"
+    cp "$out_file" target/footprint.callgrind.out
     printf 'profile: target/footprint.callgrind.out (callgrind_annotate it)\n'
 else
-    printf 'peak RSS: %s kB\n' "$hwm_kb"
-    printf 'CPU: %s ms in all, %s ms per record\n' "$cpu_ms" \
-        "$(awk -v c="$cpu_ms" -v r="$records" 'BEGIN { printf "%.2f", (r > 0 ? c / r : 0) }')"
+    printf 'peak RSS: %s kB, threads: %s\n' "$hwm_kb" "$threads"
+    printf 'RSS at the end: %s\n' "${rss_split%, }"
+    printf 'CPU: %s ms in all (start-up, pairing check and login included)\n' "$cpu_ms"
+    printf 'CPU per record after %ss: %s ms (%s records)\n' "$WARMUP" \
+        "$(awk -v a="$cpu_warm" -v b="$cpu_end" -v r="$((records_end - records_warm))" \
+            'BEGIN { printf "%.3f", (r > 0 ? (b - a) / 1e6 / r : 0) }')" "$((records_end - records_warm))"
 fi

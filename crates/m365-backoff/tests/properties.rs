@@ -2,6 +2,8 @@
 //! `[min, max]` and within their attempt's `[floor, ceiling]`, never shrink before the cap, reach
 //! the cap, and start over at `min` after a reset. The random source is a scripted `RngCore`, so
 //! every case replays exactly.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

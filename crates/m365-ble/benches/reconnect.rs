@@ -11,6 +11,9 @@
 //! Real clock, so figures vary by a few milliseconds between runs; the absence case takes a
 //! minute. Runs in a re-executed process that has its private system bus from the start. Run
 //! with `cargo bench -p m365-ble --bench reconnect`.
+// A benchmark: its inputs are fixed and known good, so a failing `unwrap`/`expect` is a bug in
+// the benchmark.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
 use std::path::PathBuf;

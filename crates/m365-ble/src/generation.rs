@@ -20,7 +20,7 @@ use crate::transport::{Transport, TransportError, TransportEvent, WriteKind};
 
 /// What to do after looking at the GATT table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Selection {
+pub(crate) enum Selection {
     /// Speak this generation.
     Use(Generation),
     /// Only the Nordic UART: send the plain probe; an answer means generation A.
@@ -29,7 +29,7 @@ pub enum Selection {
 
 /// Picks the generation from the configuration (`forced`), the advertisement and the GATT
 /// characteristics found.
-pub fn select(
+pub(crate) fn select(
     forced: Option<Generation>,
     advertised: Option<Detected>,
     gatt: GattDetection,
@@ -101,12 +101,12 @@ async fn write_frame<T: Transport>(transport: &mut T, wire: &[u8]) -> Result<(),
 
 /// Times the plain probe is sent before silence is taken for NinebotCrypto: one lost
 /// notification must not make a generation-A scooter "unsupported".
-pub const PROBE_ATTEMPTS: u32 = 2;
+pub(crate) const PROBE_ATTEMPTS: u32 = 2;
 
 /// Sends the plain probe (read ESC 0x1A, §5.6 step 4), up to [`PROBE_ATTEMPTS`] times;
 /// `Ok(true)` when a valid plain frame answers it (same unit and register; any other frame,
 /// or bytes that are no plain frame, do not count).
-pub async fn probe_plain<T: Transport>(
+pub(crate) async fn probe_plain<T: Transport>(
     transport: &mut T,
     timeout: Duration,
 ) -> Result<bool, BleError> {
@@ -139,7 +139,7 @@ pub async fn probe_plain<T: Transport>(
 
 /// Generation B: reads the KEY characteristic and extends the keystream from the answer to
 /// the all-zero BMS read (§5.4).
-pub async fn recover_keystream<T: Transport>(
+pub(crate) async fn recover_keystream<T: Transport>(
     transport: &mut T,
     timeout: Duration,
 ) -> Result<Keystream, BleError> {

@@ -4,27 +4,27 @@
 //!
 //! Map of the crate (one concept per file):
 //! - [`transport`]: the async [`transport::Transport`] trait and [`transport::btleplug`].
-//! - [`address`]: Bluetooth addresses as users write them.
+//! - [`BdAddr`]: Bluetooth addresses as users write them.
 //! - [`scanner`]: finding scooters and telling model and protocol from their advertisements.
-//! - [`generation`]: which protocol generation to speak (§5.6), plain probe, XOR key recovery.
+//! - `generation`: which protocol generation to speak (§5.6), plain probe, XOR key recovery.
 //! - [`pairing`]: registration with the power-button retry, writing `.mi-token`.
 //! - [`token_file`]: reading and atomically writing the `.mi-token` file.
-//! - [`login`]: Mi-auth login with errors that name the token file.
+//! - `login`: Mi-auth login with errors that name the token file.
 //! - [`session`]: framing, encryption, matching answers to pipelined requests.
 //! - [`telemetry`] and [`info`]: what a sample and `m365 info` read, decoded.
 //! - [`reconnect`]: the reconnection policy as a pure state machine.
 //! - [`link`]: [`link::ScooterLink`], which ties it all together for the daemon.
-//! - [`counters`], [`error`].
+//! - [`Counters`], [`error`].
 #![forbid(unsafe_code)]
 
-pub mod address;
-pub mod counters;
+mod address;
+mod counters;
 pub mod error;
-pub mod generation;
+mod generation;
 mod handshake;
 pub mod info;
 pub mod link;
-pub mod login;
+mod login;
 pub mod pairing;
 pub mod reconnect;
 pub mod scanner;
@@ -33,7 +33,7 @@ pub mod telemetry;
 pub mod token_file;
 pub mod transport;
 
-pub use address::BdAddr;
+pub use address::{AddressError, BdAddr};
 pub use counters::Counters;
 pub use error::BleError;
 pub use link::{LinkConfig, ScooterLink};

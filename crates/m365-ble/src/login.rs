@@ -15,7 +15,7 @@ use crate::transport::Transport;
 
 /// Logs in with `token` (read from `token_path`, named in errors) on the connected, subscribed
 /// transport; returns the session keys.
-pub async fn login<T: Transport>(
+pub(crate) async fn login<T: Transport>(
     transport: &mut T,
     token: &Token,
     token_path: &Path,

@@ -9,6 +9,8 @@
 //!
 //! These use the real clock (the fake BlueZ is a separate set of tasks answering D-Bus), so
 //! they stay short; the long runs and the timer arithmetic are in the in-process tests.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -5,6 +5,8 @@
 //! notification (a scooter sending them where none is known to, past any transport filter),
 //! registration, login, samples and a reconnect all still work. The same through btleplug is in
 //! `btleplug.rs`.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

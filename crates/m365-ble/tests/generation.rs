@@ -1,6 +1,8 @@
 //! Telling the protocol generation (protocol.md §5.6) through the in-process transport: a
 //! scooter with only the Nordic UART is generation A when it answers the plain probe, even if
 //! the first answer is lost; a frame that does not answer the probe does not count.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

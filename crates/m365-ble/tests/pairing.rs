@@ -2,6 +2,8 @@
 //! that logs in; no press gives a clear error after the retries; an existing token file is
 //! protected; generations A and B need no pairing; `E1`/`E3` restart registration; a token the
 //! scooter rejects or calls invalid (`22`) asks for pairing, naming the file.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -6,6 +6,8 @@
 //! a stale BlueZ connection is removed and recovered from. Session reuse, for scooters that
 //! keep their session, is opt-in and never strands the link: a scooter that drops its session
 //! costs one short probe and one login, then reuse is no longer tried.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -3,6 +3,8 @@
 //! notifications are rejected and counted without ending the session, writes are confirmed
 //! (acknowledged or not), answers that differ from the request in RW or length are used, and
 //! retries never reuse a counter.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

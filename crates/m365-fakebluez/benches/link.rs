@@ -4,6 +4,9 @@
 //!
 //! Runs in a re-executed process that has its private system bus from the start
 //! (`isolation::reexec_with_private_bus`), on a current-thread runtime (see the crate docs).
+// A benchmark: its inputs are fixed and known good, so a failing `unwrap`/`expect` is a bug in
+// the benchmark.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! A private bus must not outlive the process that started it, even when that process is
 //! killed with SIGKILL and no destructor runs.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;

@@ -3,6 +3,8 @@
 //! device forgotten after the temporary timeout, GATT objects kept across a drop, refused
 //! connects, a stale InProgress cleared by RemoveDevice, the harsher variants on demand, and
 //! the call counters.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

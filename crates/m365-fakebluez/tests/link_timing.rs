@@ -1,5 +1,7 @@
 //! The link timing model seen through btleplug: a burst of notifications is carried in as many
 //! connection events as the model allows, in order, and nothing is lost.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! Scanning and the GATT path through an unmodified btleplug central: discovery with
 //! advertising data, filtering, connect, service discovery, subscribe, write, notify, read.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -32,7 +32,7 @@ pub enum FieldError {
 
 /// Which axis a coordinate belongs to: it fixes the number of degree digits and the letters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Axis {
+pub(crate) enum Axis {
     /// `ddmm.mmmm`, `N`/`S`.
     Latitude,
     /// `dddmm.mmmm`, `E`/`W`.
@@ -69,7 +69,11 @@ impl Axis {
 /// The value must have exactly two (latitude) or three (longitude) degree digits, two minute
 /// digits, a decimal point and at least one decimal: that is what every receiver and the SIM7600
 /// send, and it is what rejects truncated fields such as `48`.
-pub fn coordinate(value: &str, hemisphere: &str, axis: Axis) -> Result<Option<f64>, FieldError> {
+pub(crate) fn coordinate(
+    value: &str,
+    hemisphere: &str,
+    axis: Axis,
+) -> Result<Option<f64>, FieldError> {
     match (value.is_empty(), hemisphere.is_empty()) {
         (true, true) => return Ok(None),
         (false, false) => {}
@@ -107,7 +111,7 @@ pub fn coordinate(value: &str, hemisphere: &str, axis: Axis) -> Result<Option<f6
 }
 
 /// Decodes `hhmmss` with an optional `.f..` fraction (up to nanoseconds). Empty is `Ok(None)`.
-pub fn utc_time(field: &str) -> Result<Option<NaiveTime>, FieldError> {
+pub(crate) fn utc_time(field: &str) -> Result<Option<NaiveTime>, FieldError> {
     if field.is_empty() {
         return Ok(None);
     }
@@ -147,7 +151,7 @@ pub fn utc_time(field: &str) -> Result<Option<NaiveTime>, FieldError> {
 /// The century follows gpsd: years are 20yy, except that 2080 and later wrap to 19yy, so the
 /// week-rollover date `220899` some receivers send after a cold boot reads as 1999-08-22, as gpsd
 /// reports it. A day that does not exist (31 February) is an error.
-pub fn ddmmyy(field: &str) -> Result<Option<NaiveDate>, FieldError> {
+pub(crate) fn ddmmyy(field: &str) -> Result<Option<NaiveDate>, FieldError> {
     if field.is_empty() {
         return Ok(None);
     }
@@ -172,7 +176,7 @@ pub fn ddmmyy(field: &str) -> Result<Option<NaiveDate>, FieldError> {
 
 /// Decodes an optional decimal number. Empty is `Ok(None)`; anything but a finite number is an
 /// error.
-pub fn number(field: &str) -> Result<Option<f64>, FieldError> {
+pub(crate) fn number(field: &str) -> Result<Option<f64>, FieldError> {
     if field.is_empty() {
         return Ok(None);
     }
@@ -183,7 +187,7 @@ pub fn number(field: &str) -> Result<Option<f64>, FieldError> {
 }
 
 /// Decodes an optional unsigned integer (satellite counts, quality indicators).
-pub fn integer(field: &str) -> Result<Option<u32>, FieldError> {
+pub(crate) fn integer(field: &str) -> Result<Option<u32>, FieldError> {
     if field.is_empty() {
         return Ok(None);
     }
@@ -194,7 +198,7 @@ pub fn integer(field: &str) -> Result<Option<u32>, FieldError> {
 }
 
 /// Knots to metres per second, exactly as gpsd converts RMC and VTG speeds.
-pub fn knots_to_mps(knots: f64) -> f64 {
+pub(crate) fn knots_to_mps(knots: f64) -> f64 {
     knots * 1852.0 / 3600.0
 }
 

@@ -34,13 +34,14 @@
 pub mod capture;
 #[cfg(feature = "emulate")]
 pub mod emulate;
-pub mod fields;
-pub mod fix;
+mod fields;
+mod fix;
 pub mod gpsd;
 pub mod nmea;
 pub mod sim7600;
 pub mod source;
 
+pub use fields::FieldError;
 pub use fix::{Fix, FixMode, FixQuality, FixSource};
 
 /// The date/time crate of [`Fix::time`], re-exported so users need not depend on a matching

@@ -1,5 +1,7 @@
 //! The gpsd client against recorded gpsd output (always), and against a real gpsd daemon fed
 //! through a pty with a capture (when `gpsd` is installed; CI installs it).
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::process::Stdio;

@@ -2,6 +2,8 @@
 //!
 //! Captures are discovered by listing `../shared/testdata/gps/nmea/`, so a new capture with its
 //! `.expected.csv` is tested without touching this file.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! Properties over generated input: whatever the chunking, the decoders agree; whatever the
 //! position, what the emulator writes decodes back to it; no input makes a decoder panic.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use m365_gps::emulate::RoutePoint;
 use m365_gps::emulate::synth::{Talker, cgnssinfo_payload, cgpsinfo_payload, nmea_epoch};

@@ -5,6 +5,8 @@
 //! out lowest first, so the next terminal anyone opens (a shell window, an ssh session) would get
 //! the unplugged device's number, and a SIM7600 client would write `AT+CGPS?` on it. Alone in
 //! its own test binary, so no other test of this crate opens ptys meanwhile.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::time::Duration;

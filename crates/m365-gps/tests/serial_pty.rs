@@ -1,5 +1,7 @@
 //! The serial code path end to end: emulated devices on real pseudo-terminals, read by the same
 //! source tasks that read hardware, fed with the shared captures; unplug and replug included.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! Every SIM7600 AT transcript in the shared folder decodes to `sim7600/expected.csv`, including
 //! the firmware-corrupted reply, which must be rejected.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! database; the messages are published as fast as the broker takes them, and the time runs
 //! from the first publish until the last record is committed. Needs mosquitto and PostgreSQL on
 //! 127.0.0.1:5432; prints a notice and exits without them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -12,6 +12,7 @@
 //! accepting connections (`ALTER DATABASE … ALLOW_CONNECTIONS false`) and the workers'
 //! connections are terminated (`pg_terminate_backend`), which is what a restart looks like
 //! from the workers; then connections are allowed again.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The binary's command line and exit codes: an invalid file names file:line:column and exits
 //! 78, `--check` accepts the packaged example, a database that does not exist exits 78.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

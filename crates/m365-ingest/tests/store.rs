@@ -1,6 +1,7 @@
 //! The database side against a real PostgreSQL: migrations (once, with and without PostGIS,
 //! adopting an earlier server's tables), idempotent batch writes, the earlier tables' values and
 //! units, rows skipped one table at a time, dead letters and events.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

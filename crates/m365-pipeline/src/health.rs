@@ -69,7 +69,7 @@ pub struct HealthSnapshot {
 
 /// Shared counters.
 #[derive(Debug, Default)]
-pub struct Health {
+pub(crate) struct Health {
     sampled: AtomicU64,
     dropped_channel: AtomicU64,
     spooled: AtomicU64,
@@ -88,7 +88,7 @@ pub struct Health {
 
 /// Which counter to add to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Counter {
+pub(crate) enum Counter {
     /// [`HealthSnapshot::sampled`].
     Sampled,
     /// [`HealthSnapshot::dropped_channel`].
@@ -107,12 +107,12 @@ pub enum Counter {
 
 impl Health {
     /// Fresh counters behind an `Arc`.
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Health::default())
     }
 
     /// Adds `n` to a counter.
-    pub fn add(&self, c: Counter, n: u64) {
+    pub(crate) fn add(&self, c: Counter, n: u64) {
         let a = match c {
             Counter::Sampled => &self.sampled,
             Counter::DroppedChannel => &self.dropped_channel,
@@ -126,7 +126,7 @@ impl Health {
     }
 
     /// Sets the gauges that mirror the spool and the window.
-    pub fn set_gauges(
+    pub(crate) fn set_gauges(
         &self,
         spool_records: u64,
         spool_bytes: u64,
@@ -140,34 +140,34 @@ impl Health {
     }
 
     /// Sets the number of quarantined records.
-    pub fn set_quarantined(&self, n: u64) {
+    pub(crate) fn set_quarantined(&self, n: u64) {
         self.quarantined.store(n, Ordering::Relaxed);
     }
 
     /// Sets the broker state.
-    pub fn set_broker(&self, s: BrokerState) {
+    pub(crate) fn set_broker(&self, s: BrokerState) {
         self.broker.store(s as u8, Ordering::Relaxed);
     }
 
     /// Records the latest connection or spool error (shown by the daemon's status).
-    pub fn set_last_error(&self, e: Option<LastError>) {
+    pub(crate) fn set_last_error(&self, e: Option<LastError>) {
         if let Ok(mut g) = self.last_error.lock() {
             *g = e;
         }
     }
 
     /// The latest connection or spool error, cleared on a successful connection.
-    pub fn last_error(&self) -> Option<LastError> {
+    pub(crate) fn last_error(&self) -> Option<LastError> {
         self.last_error.lock().ok().and_then(|g| g.clone())
     }
 
     /// The kind of the latest error.
-    pub fn last_error_kind(&self) -> Option<ErrorKind> {
+    pub(crate) fn last_error_kind(&self) -> Option<ErrorKind> {
         self.last_error().map(|e| e.kind)
     }
 
     /// Copies the counters.
-    pub fn snapshot(&self) -> HealthSnapshot {
+    pub(crate) fn snapshot(&self) -> HealthSnapshot {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         HealthSnapshot {
             sampled: g(&self.sampled),

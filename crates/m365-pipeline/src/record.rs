@@ -84,7 +84,7 @@ pub struct GpsReading {
 pub struct Sample {
     /// Stable scooter identity (e.g. its BLE address or serial number).
     pub scooter_id: String,
-    /// System clock (UTC) when the sample was taken. See [`choose_timestamp`] for when it is
+    /// System clock (UTC) when the sample was taken. See [`Record::timestamp`] for when it is
     /// replaced by GPS time.
     pub system_time: DateTime<Utc>,
     /// Controller readings.
@@ -112,7 +112,7 @@ pub enum TimeSource {
 /// A Raspberry Pi has no real-time clock: until NTP (or the modem) sets it, it boots at the
 /// last saved time or at 1970. Any time before this bound cannot be a real measurement date for
 /// this software, so it is treated as "clock not set".
-pub fn trusted_clock_floor() -> DateTime<Utc> {
+pub(crate) fn trusted_clock_floor() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0)
         .single()
         .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
@@ -121,7 +121,7 @@ pub fn trusted_clock_floor() -> DateTime<Utc> {
 /// The timestamp rule: the system time when it is at or after [`trusted_clock_floor`];
 /// otherwise the GPS fix time plus the fix age, when the fix carries a time; otherwise the
 /// (untrusted) system time, flagged as such so consumers can tell.
-pub fn choose_timestamp(
+pub(crate) fn choose_timestamp(
     system_time: DateTime<Utc>,
     gps: Option<&GpsReading>,
 ) -> (DateTime<Utc>, TimeSource) {
@@ -154,7 +154,9 @@ pub struct Record {
     pub scooter_id: String,
     /// Per-scooter sequence number, strictly increasing across restarts (kept in the spool).
     pub seq: u64,
-    /// UTC time of the sample (see [`choose_timestamp`]).
+    /// UTC time of the sample: the system time when the clock is set (2020 or later), otherwise
+    /// the GPS fix time plus the fix age when the fix has a time, otherwise the untrusted system
+    /// time.
     pub timestamp: DateTime<Utc>,
     /// Which clock [`Record::timestamp`] came from.
     pub time_source: TimeSource,

@@ -54,6 +54,9 @@ mod error;
 pub use config::{SpoolConfig, SyncPolicy, UnknownSyncPolicy};
 pub use error::SpoolError;
 
+/// Connection settings of the spool: a 256 KiB page cache, temporary tables in memory.
+const SPOOL_PRAGMAS: &str = "PRAGMA cache_size = -256; PRAGMA temp_store = MEMORY;";
+
 /// Most records held in memory while the file cannot take them (a full disk): an hour at one
 /// sample a second, about a megabyte and a half. The oldest go first beyond that, counted as
 /// dropped.
@@ -379,6 +382,10 @@ impl Spool {
     ) -> Result<Spool, RawFailure> {
         let conn = Connection::open(&cfg.path).map_err(RawFailure::Sqlite)?;
         conn.busy_timeout(Duration::from_secs(2))
+            .map_err(RawFailure::Sqlite)?;
+        // The spool is written at its tail and read at its head: a small page cache serves
+        // that, and keeps a backlog from growing the daemon's memory (SQLite's default is 2 MB).
+        conn.execute_batch(SPOOL_PRAGMAS)
             .map_err(RawFailure::Sqlite)?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))

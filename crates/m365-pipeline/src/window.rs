@@ -34,7 +34,7 @@ use crate::spool::RowId;
 
 /// Per-output limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutputLimits {
+pub(crate) struct OutputLimits {
     /// Records per message.
     pub batch: usize,
     /// Longest wait for a live batch to fill.
@@ -43,7 +43,7 @@ pub struct OutputLimits {
 
 /// What the driver should do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Plan {
+pub(crate) enum Plan {
     /// Read up to `limit` rows pending on `output` with an id above `after` (oldest first), pass
     /// their ids to [`PublishWindow::take_backlog`] and publish what it returns.
     Backlog {
@@ -67,7 +67,7 @@ pub enum Plan {
 
 /// Why a message was sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Backlog drain.
     Backlog,
     /// Live record(s).
@@ -78,7 +78,7 @@ pub enum Kind {
 
 /// One submitted message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Submitted {
+pub(crate) struct Submitted {
     /// Output index (meaningless for control messages).
     pub output: usize,
     /// Rows carried.
@@ -100,7 +100,7 @@ struct OutputState {
 
 /// The window.
 #[derive(Debug, Clone)]
-pub struct PublishWindow {
+pub(crate) struct PublishWindow {
     max_in_flight: usize,
     live_reserved: usize,
     live_capacity: usize,
@@ -116,7 +116,11 @@ pub struct PublishWindow {
 impl PublishWindow {
     /// A window for `outputs` with `max_in_flight` messages of which `live_reserved` are kept
     /// for live records.
-    pub fn new(max_in_flight: usize, live_reserved: usize, outputs: &[OutputLimits]) -> Self {
+    pub(crate) fn new(
+        max_in_flight: usize,
+        live_reserved: usize,
+        outputs: &[OutputLimits],
+    ) -> Self {
         let max_in_flight = max_in_flight.max(1);
         PublishWindow {
             max_in_flight,
@@ -146,14 +150,14 @@ impl PublishWindow {
     }
 
     /// The broker accepted the connection: start draining the backlog from the oldest row.
-    pub fn on_connected(&mut self) {
+    pub(crate) fn on_connected(&mut self) {
         self.reset();
         self.connected = true;
     }
 
     /// The connection is gone: nothing is in flight any more; all unacknowledged rows will be
     /// published again after the next [`PublishWindow::on_connected`].
-    pub fn on_disconnected(&mut self) {
+    pub(crate) fn on_disconnected(&mut self) {
         self.reset();
         self.connected = false;
     }
@@ -172,18 +176,18 @@ impl PublishWindow {
     }
 
     /// Whether the broker connection is up.
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.connected
     }
 
     /// Messages submitted and not yet acknowledged.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.awaiting_pkid.len() + self.in_flight.len()
     }
 
     /// Rows were committed to the spool (ascending). While connected they are live on every
     /// output; while disconnected they are backlog for the next connection.
-    pub fn on_committed(&mut self, rows: &[RowId], now: Instant) {
+    pub(crate) fn on_committed(&mut self, rows: &[RowId], now: Instant) {
         if !self.connected {
             return;
         }
@@ -205,17 +209,18 @@ impl PublishWindow {
     }
 
     /// Shutting down: partial live batches go out at once instead of waiting for their linger.
-    pub fn stop_lingering(&mut self) {
+    pub(crate) fn stop_lingering(&mut self) {
         self.no_linger = true;
     }
 
     /// Sets how many live rows per output may wait in memory (default 256).
-    pub fn set_live_capacity(&mut self, rows: usize) {
+    #[cfg(test)]
+    pub(crate) fn set_live_capacity(&mut self, rows: usize) {
         self.live_capacity = rows.max(1);
     }
 
     /// The next thing to publish, if the window has room.
-    pub fn poll(&mut self, now: Instant) -> Option<Plan> {
+    pub(crate) fn poll(&mut self, now: Instant) -> Option<Plan> {
         if !self.connected || self.in_flight() >= self.max_in_flight {
             return None;
         }
@@ -268,7 +273,7 @@ impl PublishWindow {
     /// Filters rows read for a [`Plan::Backlog`]: skips rows already in flight on that output,
     /// keeps at most `batch`, advances the cursor and returns the rows to publish (possibly
     /// none). `requested` is the `limit` of the plan.
-    pub fn take_backlog(
+    pub(crate) fn take_backlog(
         &mut self,
         output: usize,
         fetched: &[RowId],
@@ -301,7 +306,7 @@ impl PublishWindow {
     }
 
     /// The driver handed a message to the client library.
-    pub fn on_submitted(&mut self, s: Submitted) {
+    pub(crate) fn on_submitted(&mut self, s: Submitted) {
         if s.kind != Kind::Control
             && let Some(o) = self.outputs.get_mut(s.output)
         {
@@ -315,7 +320,7 @@ impl PublishWindow {
 
     /// The client library reported sending a QoS 1 publish with `pkid`: binds it to the oldest
     /// submission still waiting for its packet id.
-    pub fn on_packet_sent(&mut self, pkid: u16) {
+    pub(crate) fn on_packet_sent(&mut self, pkid: u16) {
         match self.awaiting_pkid.pop_front() {
             Some(s) => {
                 if let Some(old) = self.in_flight.insert(pkid, s) {
@@ -330,7 +335,7 @@ impl PublishWindow {
     }
 
     /// A PUBACK arrived: returns what it acknowledged (rows to mark in the spool).
-    pub fn on_ack(&mut self, pkid: u16) -> Option<Submitted> {
+    pub(crate) fn on_ack(&mut self, pkid: u16) -> Option<Submitted> {
         let s = self.in_flight.remove(&pkid)?;
         self.forget(s.clone());
         Some(s)
@@ -350,7 +355,7 @@ impl PublishWindow {
     }
 
     /// When a partially filled live batch must go out, if one is waiting.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         // With no free slot, nothing can go out at the deadline anyway: the next PUBACK wakes
         // the driver instead (and a past deadline would make it spin).
         if !self.connected || self.in_flight() >= self.max_in_flight {
@@ -363,7 +368,8 @@ impl PublishWindow {
     }
 
     /// Whether every output has drained its backlog in this connection.
-    pub fn caught_up(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn caught_up(&self) -> bool {
         self.outputs.iter().all(|o| o.caught_up)
     }
 }

@@ -6,6 +6,8 @@
 //! it lasts 3 s, with reconnect delays of 0.1–0.5 s, which exercises the same path as a 60 s
 //! outage; the back-off schedule itself is tested with the paused clock in `reconnect.rs`, and
 //! its bounds in the `m365-backoff` crate.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! The three encodings against what their consumers expect: the earlier server's keys and JSON
 //! types for `legacy`, schema v1 for `json`, and size plus round trip for `compact`.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chrono::{DateTime, Utc};
 use m365_gps::{Fix, FixMode, FixQuality, FixSource};

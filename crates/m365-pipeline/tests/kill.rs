@@ -1,6 +1,8 @@
 //! A publisher killed with SIGKILL in the middle of a broker outage loses nothing: the
 //! `m365-pipeline-load` binary runs as a child process, is killed while it spools, and a second
 //! run on the same spool delivers everything. Duplicates may only repeat a record id.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! The publisher's reconnect schedule with tokio's paused clock: a broker that stays unreachable
 //! for 60 (virtual) seconds is retried with growing, jittered delays between `reconnect_min`
 //! and `reconnect_max`, and the samples keep going to the spool; stopping then keeps them there.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! Stopping against a broker that accepts the connection but never acknowledges a publish: the
 //! grace period bounds the wait, the records stay spooled for the next start, and the session
 //! still ends with `offline` and an MQTT DISCONNECT.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

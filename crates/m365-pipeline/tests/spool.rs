@@ -1,5 +1,7 @@
 //! The spool on its own: durable order, sequence numbers across restarts, acknowledgements per
 //! topic, bounds that drop the oldest and count them, sync policies, and corrupt files.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -179,6 +179,8 @@ impl core::fmt::Debug for SharedSecret {
 }
 
 /// HKDF-SHA256 with L = 64 (§4.2). `salt = None` is RFC 5869's default (32 zero bytes).
+// The output length is the constant 64, far below HKDF-SHA256's limit, so `expand` cannot fail.
+#[allow(clippy::expect_used)]
 pub fn hkdf_sha256(ikm: &[u8], salt: Option<&[u8]>, info: &[u8]) -> Zeroizing<[u8; 64]> {
     let mut okm = Zeroizing::new([0u8; 64]);
     Hkdf::<Sha256>::new(salt, ikm)
@@ -192,6 +194,8 @@ pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
     hmac_of(key, &[data]).finalize().into_bytes().into()
 }
 
+// HMAC takes keys of any length (longer ones are hashed), so `new_from_slice` cannot fail.
+#[allow(clippy::expect_used)]
 fn hmac_of(key: &[u8], parts: &[&[u8]]) -> Hmac<Sha256> {
     let mut mac =
         <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts keys of any length");
@@ -271,6 +275,8 @@ impl RegistrationKeys {
     }
 
     /// The 24-byte DID ciphertext the client sends in R17.
+    // The message is the constant 20 bytes, within CCM's length limit, so sealing cannot fail.
+    #[allow(clippy::expect_used)]
     pub fn encrypt_did(&self, did: &[u8; DID_LEN]) -> [u8; DID_CIPHERTEXT_LEN] {
         let mut out = [0u8; DID_CIPHERTEXT_LEN];
         let (body, tag) = out.split_at_mut(DID_LEN);

@@ -264,6 +264,8 @@ fn assemble(len: u8, counter: u32, ct: &[u8], tag: &[u8]) -> Vec<u8> {
 }
 
 /// Encrypts with any CCM variant; `iv` has the length that makes the variant's nonce.
+// Sealing cannot fail: see the comment at the `expect`.
+#[allow(clippy::expect_used)]
 fn seal_with<A: AeadInPlace>(
     aead: &A,
     iv: &[u8],

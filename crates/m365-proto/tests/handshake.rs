@@ -3,6 +3,8 @@
 //! path (same token, same session keys, deterministic transcript), every failure path the
 //! protocol documents, the encrypted UART over the derived keys, and property tests that no
 //! byte sequence makes a machine panic.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -1,6 +1,8 @@
 //! Property tests of the UART layer: round trips of the three framings, reassembly under any
 //! chunking with garbage and cut frames in between, no panic on arbitrary input, and the
 //! counter extension over long runs and across the 16-bit wrap.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use m365_proto::encrypted::{self, RxCounter, UartCipher};
 use m365_proto::frame::Frame;

@@ -1,6 +1,8 @@
 //! What real scooters send that a strict reading of the protocol would wrongly refuse, and what
 //! a hostile peer could send to exhaust or confuse a machine. Each test names the situation it
 //! covers; the fix it guards is described next to the code it tests.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

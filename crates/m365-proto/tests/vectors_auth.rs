@@ -3,6 +3,8 @@
 //! against the crate. Entries are iterated, so a vector added to the file is tested without a code
 //! change, and every field an entry carries must be checked: an unknown field fails the test
 //! instead of being silently skipped.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! Every category of `../shared/testdata/vectors.json` must be tested somewhere: a category
 //! added to the file fails here until a test file runs it.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,6 +1,9 @@
 //! How much work the simulator does per telemetry sample, so soak tests and benchmarks of the
 //! client know the simulator is not their bottleneck; and the theoretical link limits the
 //! client's sampling rate is compared against (printed once, from the pure link model).
+// A benchmark: its inputs are fixed and known good, so a failing `unwrap`/`expect` is a bug in
+// the benchmark; `criterion_group!` generates an undocumented `pub fn`.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;

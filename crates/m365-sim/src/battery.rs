@@ -11,7 +11,7 @@ const CHARGE_CURRENT_A: f64 = 1.7;
 /// State of charge above which the charger tapers off linearly to zero at full.
 const TAPER_FROM: f64 = 0.95;
 /// Ambient temperature, °C.
-pub const AMBIENT_C: f64 = 20.0;
+pub(crate) const AMBIENT_C: f64 = 20.0;
 /// Thermal time constant of the pack, seconds.
 const PACK_TAU_S: f64 = 600.0;
 /// Temperature rise per W of resistive loss at equilibrium, K/W.

@@ -20,7 +20,7 @@ pub const DEFAULT_SESSION_GRACE: Duration = Duration::ZERO;
 
 /// How long a scooter powered off over BLE (ESC 0x79) stays off before the simulated rider
 /// presses the power button again.
-pub const DEFAULT_POWER_OFF_HOLD: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_POWER_OFF_HOLD: Duration = Duration::from_secs(10);
 
 /// Everything that makes one simulated scooter what it is.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use m365_sim::control::{ConnectFailure, ControlProxy};
 
 /// Arguments of `m365-sim ctl`.
 #[derive(Debug, clap::Args)]
-pub struct CtlArgs {
+pub(crate) struct CtlArgs {
     /// Address of the simulator's bus (printed by `serve` as `DBUS_SYSTEM_BUS_ADDRESS=...`).
     #[arg(long, env = SYSTEM_BUS_ENV, hide_env_values = true)]
     bus: String,
@@ -200,7 +200,7 @@ enum CtlCommand {
 }
 
 /// Runs one `ctl` command and prints its outcome on stdout.
-pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
     let connection = zbus::connection::Builder::address(args.bus.as_str())
         .map(|b| b.build())
         .with_context(|| format!("bad bus address {:?}", args.bus))?

@@ -4,13 +4,13 @@
 //!
 //! Map of the crate (one concept per file):
 //! - [`profile`]: model, generation, firmware, serials, advertisement and GATT layout.
-//! - [`ride`], [`battery`], [`route`]: the deterministic physics behind the registers.
-//! - [`registers`]: the ESC and BMS word memories and what writes to them do.
+//! - [`ride`], `battery`, [`route`]: the deterministic physics behind the registers.
+//! - `registers`: the ESC and BMS word memories and what writes to them do.
 //! - [`faults`]: misbehaviour on demand or on a schedule, and counters of what the scooter saw.
 //! - [`link_timing`]: when packets cross the BLE link (connection events, 20-byte packets) and
 //!   the sample rate that allows (`link_limit`).
 //! - [`state_file`]: the pairing a scooter remembers across restarts.
-//! - [`config`], [`event`]: how a scooter is set up, and what it reports.
+//! - [`ScooterConfig`], [`ScooterEvent`]: how a scooter is set up, and what it reports.
 //! - [`scooter`]: the sans-IO scooter that ties it all together.
 //! - [`bluez`]: serves a scooter on the fake BlueZ (D-Bus), driving its timers and physics.
 //! - [`control`]: the D-Bus control interface of a running simulator (`m365-sim ctl`).
@@ -46,22 +46,24 @@
 //! ```
 #![forbid(unsafe_code)]
 
-pub mod battery;
+mod battery;
 pub mod bluez;
-pub mod config;
+mod config;
 pub mod control;
-pub mod event;
+mod event;
 pub mod faults;
 pub mod in_process;
 pub mod link_timing;
 pub mod profile;
-pub mod registers;
+mod registers;
 pub mod ride;
 pub mod route;
 pub mod scooter;
 pub mod state_file;
 
+pub use battery::Pack;
 pub use faults::{ConnectError, Counters, Fault, FaultSchedule};
 pub use profile::{Generation, Model, Profile};
+pub use registers::Registers;
 pub use ride::{LoopPlan, Ride, Script};
 pub use scooter::{Scooter, ScooterConfig, ScooterEvent};

@@ -10,14 +10,14 @@ use crate::profile::Profile;
 use crate::ride::Ride;
 
 /// Words in the ESC memory (word indices 0x00–0xFF).
-pub const ESC_WORDS: usize = 256;
+pub(crate) const ESC_WORDS: usize = 256;
 /// Words in the BMS memory (word indices 0x00–0x7F).
-pub const BMS_WORDS: usize = 128;
+pub(crate) const BMS_WORDS: usize = 128;
 
-pub use m365_proto::registers::Unit;
+pub(crate) use m365_proto::registers::Unit;
 
 /// The unit a request with direction byte `dir` addresses (0x20 ESC, 0x22 BMS; §6.2).
-pub const fn unit_of_request(dir: u8) -> Option<Unit> {
+pub(crate) const fn unit_of_request(dir: u8) -> Option<Unit> {
     match dir {
         0x20 => Some(Unit::Esc),
         0x22 => Some(Unit::Bms),
@@ -26,97 +26,95 @@ pub const fn unit_of_request(dir: u8) -> Option<Unit> {
 }
 
 /// ESC register indices used below (§6.5, §6.6).
-pub mod esc {
+pub(crate) mod esc {
     /// Serial number, 7 words of ASCII.
-    pub const SERIAL: u8 = 0x10;
+    pub(crate) const SERIAL: u8 = 0x10;
     /// PIN, 3 words of ASCII digits.
-    pub const PIN: u8 = 0x17;
+    pub(crate) const PIN: u8 = 0x17;
     /// ESC firmware version.
-    pub const VERSION: u8 = 0x1A;
+    pub(crate) const VERSION: u8 = 0x1A;
     /// Error code.
-    pub const ERROR: u8 = 0x1B;
+    pub(crate) const ERROR: u8 = 0x1B;
     /// Warning code.
-    pub const WARNING: u8 = 0x1C;
+    pub(crate) const WARNING: u8 = 0x1C;
     /// Work mode.
-    pub const WORK_MODE: u8 = 0x1F;
+    pub(crate) const WORK_MODE: u8 = 0x1F;
     /// Remaining range, 0.01 km.
-    pub const RANGE: u8 = 0x25;
+    pub(crate) const RANGE: u8 = 0x25;
     /// Total mileage, m (u32).
-    pub const TOTAL_MILEAGE: u8 = 0x29;
+    pub(crate) const TOTAL_MILEAGE: u8 = 0x29;
     /// Total power-on time, s (u32).
-    pub const TOTAL_POWER_ON: u8 = 0x32;
+    pub(crate) const TOTAL_POWER_ON: u8 = 0x32;
     /// Total riding time, s (u32).
-    pub const TOTAL_RIDING: u8 = 0x34;
+    pub(crate) const TOTAL_RIDING: u8 = 0x34;
     /// Seconds since power-on.
-    pub const POWER_ON_TIME: u8 = 0x3A;
+    pub(crate) const POWER_ON_TIME: u8 = 0x3A;
     /// Seconds ridden since power-on.
-    pub const RIDING_TIME: u8 = 0x3B;
+    pub(crate) const RIDING_TIME: u8 = 0x3B;
     /// Frame temperature, 0.1 °C.
-    pub const FRAME_TEMP: u8 = 0x3E;
+    pub(crate) const FRAME_TEMP: u8 = 0x3E;
     /// Supply voltage, 0.01 V.
-    pub const SUPPLY_VOLTAGE: u8 = 0x47;
+    pub(crate) const SUPPLY_VOLTAGE: u8 = 0x47;
     /// Motor phase current, 0.01 A.
-    pub const PHASE_CURRENT: u8 = 0x53;
+    pub(crate) const PHASE_CURRENT: u8 = 0x53;
     /// External BMS version (0: none).
-    pub const EXT_BMS_VERSION: u8 = 0x66;
+    pub(crate) const EXT_BMS_VERSION: u8 = 0x66;
     /// BMS version as seen by the ESC.
-    pub const BMS_VERSION: u8 = 0x67;
+    pub(crate) const BMS_VERSION: u8 = 0x67;
     /// BLE module version.
-    pub const BLE_VERSION: u8 = 0x68;
+    pub(crate) const BLE_VERSION: u8 = 0x68;
     /// Lock command.
-    pub const LOCK: u8 = 0x70;
+    pub(crate) const LOCK: u8 = 0x70;
     /// Unlock command.
-    pub const UNLOCK: u8 = 0x71;
+    pub(crate) const UNLOCK: u8 = 0x71;
     /// Unknown, observed 20000.
-    pub const UNKNOWN_73: u8 = 0x73;
+    pub(crate) const UNKNOWN_73: u8 = 0x73;
     /// Unknown, observed 10000.
-    pub const UNKNOWN_74: u8 = 0x74;
+    pub(crate) const UNKNOWN_74: u8 = 0x74;
     /// Speed mode.
-    pub const SPEED_MODE: u8 = 0x75;
+    pub(crate) const SPEED_MODE: u8 = 0x75;
     /// Reboot command.
-    pub const REBOOT: u8 = 0x78;
+    pub(crate) const REBOOT: u8 = 0x78;
     /// Power-off command.
-    pub const POWER_OFF: u8 = 0x79;
+    pub(crate) const POWER_OFF: u8 = 0x79;
     /// KERS level.
-    pub const KERS: u8 = 0x7B;
+    pub(crate) const KERS: u8 = 0x7B;
     /// Cruise control.
-    pub const CRUISE: u8 = 0x7C;
+    pub(crate) const CRUISE: u8 = 0x7C;
     /// Light/unit flags.
-    pub const LIGHT_FLAGS: u8 = 0x7D;
+    pub(crate) const LIGHT_FLAGS: u8 = 0x7D;
     /// Start of the motor info block (0xB0–0xBF).
-    pub const MOTOR_INFO: u8 = 0xB0;
+    pub(crate) const MOTOR_INFO: u8 = 0xB0;
     /// Status flags inside the block.
-    pub const STATUS: u8 = 0xB2;
+    pub(crate) const STATUS: u8 = 0xB2;
     /// MCU unique id, 6 words.
-    pub const MCU_UID: u8 = 0xDA;
+    pub(crate) const MCU_UID: u8 = 0xDA;
 }
 
 /// BMS register indices used below (§6.7).
-pub mod bms {
+pub(crate) mod bms {
     /// Battery serial, 7 words of ASCII.
-    pub const SERIAL: u8 = 0x10;
+    pub(crate) const SERIAL: u8 = 0x10;
     /// BMS firmware version.
-    pub const VERSION: u8 = 0x17;
+    pub(crate) const VERSION: u8 = 0x17;
     /// Design capacity, mAh.
-    pub const DESIGN_CAPACITY: u8 = 0x18;
+    pub(crate) const DESIGN_CAPACITY: u8 = 0x18;
     /// Full charge cycles.
-    pub const CYCLES: u8 = 0x1B;
+    pub(crate) const CYCLES: u8 = 0x1B;
     /// Number of charges.
-    pub const CHARGES: u8 = 0x1C;
+    pub(crate) const CHARGES: u8 = 0x1C;
     /// Manufacture date.
-    pub const DATE: u8 = 0x20;
+    pub(crate) const DATE: u8 = 0x20;
     /// Status word (bit 6: charging).
-    pub const STATUS: u8 = 0x30;
+    pub(crate) const STATUS: u8 = 0x30;
     /// Remaining capacity, mAh (start of the 0x31–0x35 battery block).
-    pub const REMAINING: u8 = 0x31;
+    pub(crate) const REMAINING: u8 = 0x31;
     /// Health, %.
-    pub const HEALTH: u8 = 0x3B;
+    pub(crate) const HEALTH: u8 = 0x3B;
     /// Cell 1 voltage, mV; further cells follow.
-    pub const CELLS: u8 = 0x40;
-    /// Start of the all-zero range used for XOR key recovery.
-    pub const ZEROS: u8 = 0x50;
+    pub(crate) const CELLS: u8 = 0x40;
     /// BMS 0x30 bit: charging.
-    pub const STATUS_CHARGING: u16 = 0x0040;
+    pub(crate) const STATUS_CHARGING: u16 = 0x0040;
 }
 
 /// The two word memories at one instant.
@@ -193,7 +191,7 @@ impl Registers {
         r.put(Unit::Esc, esc::LIGHT_FLAGS, ride.light_flags());
 
         // Motor info block 0xB0–0xBF (§6.6).
-        r.put(Unit::Esc, 0xB0, ride.error());
+        r.put(Unit::Esc, esc::MOTOR_INFO, ride.error());
         r.put(Unit::Esc, 0xB1, ride.warning());
         r.put(Unit::Esc, esc::STATUS, ride.status_flags());
         r.put(Unit::Esc, 0xB4, pack.percent());
@@ -310,7 +308,7 @@ impl Registers {
 
 /// What a write asks the scooter to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
+pub(crate) enum Command {
     /// 0x70 = 1.
     Lock,
     /// 0x71 = 1.
@@ -340,7 +338,7 @@ pub enum Command {
 
 /// Why a write is refused (answered `[00]` under RW 0x02, §5.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum WriteError {
+pub(crate) enum WriteError {
     /// The register cannot be written.
     #[error("{unit:?} register {register:#04x} is read-only")]
     ReadOnly {
@@ -362,7 +360,11 @@ pub enum WriteError {
 
 /// Decode a write of `payload` (little-endian words) starting at word `attr`. Either every word
 /// is writable and the commands are returned in order, or nothing is applied.
-pub fn decode_write(unit: Unit, attr: u8, payload: &[u8]) -> Result<Vec<Command>, WriteError> {
+pub(crate) fn decode_write(
+    unit: Unit,
+    attr: u8,
+    payload: &[u8],
+) -> Result<Vec<Command>, WriteError> {
     if payload.is_empty() {
         return Err(WriteError::Empty);
     }

@@ -1,6 +1,8 @@
 //! The scooter served on the fake BlueZ, seen through an unmodified btleplug central: it is
 //! discovered with its advertisement, and the `m365-proto` client machines register, log in and
 //! read telemetry over real D-Bus GATT calls. Link faults are played by the fake.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

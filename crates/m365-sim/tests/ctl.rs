@@ -1,6 +1,8 @@
 //! `m365-sim ctl` against a running `m365-sim serve`: every command is checked by its effect as
 //! a BLE central (BlueZ's D-Bus API on the simulator's bus) or the scooter's counters see it,
 //! and bad input gets one clear message and a non-zero exit.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};

@@ -1,5 +1,7 @@
 //! The empty notification real scooters send after every UART frame whose length on the wire is
 //! a multiple of 20 bytes (protocol.md §2.3, §11b), in every generation, and only then.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

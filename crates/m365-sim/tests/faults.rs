@@ -1,5 +1,7 @@
 //! Faults change the scooter's behaviour as specified, on demand and on a schedule, and the
 //! counters record what happened. Also the session lifetime across reconnects.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! Each generation reads a full telemetry sample: Mi-auth after login (D), XOR after key
 //! recovery from the KEY characteristic and BMS 0x50 (B), plain frames (A). Also: what each
 //! generation advertises and exposes, and that Mi-auth firmware ignores plain frames.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

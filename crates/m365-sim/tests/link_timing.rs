@@ -1,5 +1,7 @@
 //! With the link model on, notifications leave only at connection events, a few per event,
 //! after the controller's processing delay.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! Registration and login against the simulated scooter, with the `m365-proto` client machines:
 //! the power button gates registration, the token survives a simulator restart through the
 //! state directory, and refusals (E0, E2, wrong token) are the documented ones.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

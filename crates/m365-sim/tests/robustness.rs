@@ -1,5 +1,7 @@
 //! Peer input never panics the scooter: arbitrary bytes on every characteristic, in any
 //! generation, before and after login, and arbitrary register requests inside valid frames.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

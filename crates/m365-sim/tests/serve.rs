@@ -1,5 +1,7 @@
 //! The `m365-sim serve` contract scripts rely on: the announcement lines on stdout, before
 //! anything else, then `READY`; a clean exit on SIGTERM; one clear message for bad arguments.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

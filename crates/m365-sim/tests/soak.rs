@@ -1,6 +1,8 @@
 //! Ten minutes of fake time as a telemetry client lives them: a full sample every second, link
 //! drops and an out-of-range spell from a fault schedule, reconnecting and logging in again
 //! whenever the session is gone. The scooter must keep answering and stay consistent.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

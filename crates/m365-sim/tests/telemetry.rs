@@ -1,5 +1,7 @@
 //! Reading every register block through a logged-in Mi-auth session and decoding it with the
 //! client's decoders: the values must agree with the simulated physics.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! Register writes through an encrypted session: RW 0x02 is acknowledged (`01` accepted, `00`
 //! read-only), RW 0x03 gets no answer, and every accepted write reads back or has its side
 //! effect (lock bit, reboot, power-off).
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

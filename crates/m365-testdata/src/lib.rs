@@ -15,6 +15,8 @@
 //! When no copy has the file, the test prints a skip notice and passes; under `CI` (see
 //! [`in_ci`]) it fails instead, so CI can never go green by silently skipping real-data tests.
 #![forbid(unsafe_code)]
+// Test support: a failing `unwrap`/`expect` panics with its message, which fails the calling test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 
@@ -48,7 +50,9 @@ pub enum TestdataError {
     /// No allowed copy has the file; `looked` lists where it was looked for.
     #[error("test data {relative} not found (looked in {})", display_paths(.looked))]
     Missing {
+        /// The path the test asked for, starting with `testdata/`.
         relative: String,
+        /// Every place the file was looked for, in order.
         looked: Vec<PathBuf>,
     },
 }

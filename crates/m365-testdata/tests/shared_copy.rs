@@ -1,6 +1,8 @@
 //! The repository's `testdata/` against the shared folder's copy, when there is one: every file
 //! both have must be byte-identical, and files only the shared folder has are listed with the
 //! command that copies them into the repository (they are new reference data, not an error).
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[test]
 fn files_in_both_copies_are_identical_and_new_shared_files_are_listed() {

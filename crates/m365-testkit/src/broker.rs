@@ -554,7 +554,9 @@ async fn start_embedded(e: &Embedded) {
 /// One message a subscriber received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
+    /// The topic it was published to.
     pub topic: String,
+    /// Its payload, as published.
     pub payload: Vec<u8>,
     /// Whether the broker delivered it as a retained message.
     pub retain: bool,

@@ -10,6 +10,8 @@
 //! It is a development dependency only: nothing here is built into a shipped binary. Every
 //! failure panics with a message saying what went wrong, which fails the calling test.
 #![forbid(unsafe_code)]
+// Test support: a failing `unwrap`/`expect` panics with its message, which fails the calling test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod broker;
 pub mod net;

@@ -1,5 +1,7 @@
 //! The test kit is a development dependency only: no crate of the workspace may build it into a
 //! library or binary (a `[dependencies]` or `[build-dependencies]` entry).
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 

@@ -4,6 +4,8 @@
 //! `cargo run --example register AA:BB:CC:DD:EE:FF`; press the scooter's power button when it
 //! beeps. Against the simulator, first start `m365-sim serve` and set `DBUS_SYSTEM_BUS_ADDRESS`
 //! to the address it prints.
+// An example: it keeps to the point, so a failing `unwrap`/`expect` ends it with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 

@@ -5,7 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 #[cfg(feature = "demo")]
-pub mod demo;
+mod demo;
 pub mod exit;
 pub mod homeassistant;
 pub mod logging;

@@ -1,6 +1,8 @@
 //! `m365 scan`, `m365 register` and `m365 info` run as a user runs them, against simulated
 //! scooters served by the fake BlueZ on a private D-Bus (the binary finds it through
 //! `DBUS_SYSTEM_BUS_ADDRESS`, as it would find `m365-sim serve`): output, files and exit codes.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,5 +1,7 @@
 //! `m365 config check` and `m365 config example`, run as a user would run them: output,
 //! masking of secrets, and exit codes.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::{Command, Output};

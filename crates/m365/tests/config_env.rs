@@ -1,5 +1,7 @@
 //! Secrets can come from the environment or a file instead of `martinete.toml`, and the spool
 //! follows systemd's state directory.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use m365::config::{self, PasswordSource};
 use std::collections::HashMap;

@@ -1,5 +1,7 @@
 //! Every way a value can be wrong yields one message naming `file:line:column`, the section
 //! and key, and what is wrong; unknown keys are warnings with a suggestion when one is close.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use m365::config::{self, ConfigError, Warning};
 

@@ -1,6 +1,8 @@
 //! The shipped example (`packaging/martinete.toml`, printed by `m365 config example`) covers
 //! every key, parses with no warning, and states the true defaults; the effective configuration
 //! printed by `config check` reads back as the same configuration.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use m365::config::{self, Config};
 

@@ -1,6 +1,8 @@
 //! A `martinete.toml` written for the earlier client must load unchanged and mean the same
 //! thing: same broker, client id, topic, MQTT 5, keep-alive and back-off in seconds, the same
 //! sampling interval, and a SIM7600 modem on the `[serial]` port.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use m365::config::{self, Encoding, GpsKind, GpsSource, MqttProtocol};
 use m365_ble::BdAddr;

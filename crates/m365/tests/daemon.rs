@@ -3,6 +3,8 @@
 //! mosquitto when installed, else an embedded rumqttd), a configuration file written here, and the `m365` binary with
 //! `NOTIFY_SOCKET` aimed at a socket of this test. The scooter's pairing is seeded on both
 //! sides (its state file and `.mi-token`), as after `m365 register`.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,7 @@
 //! `m365 demo` as a user (or a script) runs it: a process that prints what arrived at the broker
 //! and ends with a machine-checkable summary. Plain mode, since stdout is a pipe here.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output};

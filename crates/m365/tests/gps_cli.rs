@@ -1,5 +1,7 @@
 //! `m365 gps` as a process: replaying the shared captures, reading an emulated receiver, and
 //! failing clearly on bad input.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,6 +1,8 @@
 //! Home Assistant discovery: the payloads Home Assistant reads (keys, units, stable ids), their
 //! templates rendered with a Jinja engine against what the pipeline's encoders really produce,
 //! and the publisher against a real broker on a loopback port.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,4 +1,6 @@
 //! `[log]` decides what is logged and how; `RUST_LOG` overrides the level.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use m365::config::{LogConfig, LogFormat};
 use m365::logging;

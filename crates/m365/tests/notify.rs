@@ -1,5 +1,7 @@
 //! sd_notify messages arrive at the socket named by `NOTIFY_SOCKET` exactly as systemd expects
 //! them, and the watchdog timer fires at half of `WATCHDOG_USEC`.
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use m365::notify::{DaemonStatus, Notifier, WatchdogTimer};
 use std::os::unix::net::UnixDatagram;

@@ -2,7 +2,7 @@
 //! [`ScooterLink`] over the in-process transport. Every test runs on tokio's paused clock.
 #![allow(dead_code)] // Each test binary uses a different subset.
 
-pub mod tamper;
+pub(crate) mod tamper;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,19 +14,19 @@ use m365_sim::in_process::{InProcessTransport, SimScooter};
 use m365_sim::{Generation, Model, ScooterConfig};
 
 /// A scooter of `model` speaking `generation`; the button is pressed 1 s after each beep.
-pub fn scooter(model: Model, generation: Generation, seed: u64) -> SimScooter {
+pub(crate) fn scooter(model: Model, generation: Generation, seed: u64) -> SimScooter {
     let mut config = ScooterConfig::new(model, seed).with_generation(generation);
     config.auto_press = Some(Duration::from_secs(1));
     SimScooter::new(config).expect("scooter")
 }
 
 /// A Pro 2 speaking Mi-auth.
-pub fn pro2(seed: u64) -> SimScooter {
+pub(crate) fn pro2(seed: u64) -> SimScooter {
     scooter(Model::Pro2, Generation::MiAuth, seed)
 }
 
 /// Registers with `sim` and returns the token file.
-pub async fn registered(sim: &SimScooter, dir: &Path) -> PathBuf {
+pub(crate) async fn registered(sim: &SimScooter, dir: &Path) -> PathBuf {
     let path = dir.join(".mi-token");
     let mut transport = InProcessTransport::new(vec![sim.clone()]);
     let options = PairingOptions::new(path.clone());
@@ -37,7 +37,7 @@ pub async fn registered(sim: &SimScooter, dir: &Path) -> PathBuf {
 }
 
 /// Link settings for `sim` with the token at `token_path`.
-pub fn config(sim: &SimScooter, token_path: PathBuf) -> LinkConfig {
+pub(crate) fn config(sim: &SimScooter, token_path: PathBuf) -> LinkConfig {
     let mut config = LinkConfig::new(token_path);
     config.filter = ScanFilter {
         address: Some(sim.address()),
@@ -47,7 +47,7 @@ pub fn config(sim: &SimScooter, token_path: PathBuf) -> LinkConfig {
 }
 
 /// A registered scooter with an open link.
-pub async fn online(sim: &SimScooter, dir: &Path) -> ScooterLink<InProcessTransport> {
+pub(crate) async fn online(sim: &SimScooter, dir: &Path) -> ScooterLink<InProcessTransport> {
     let token = registered(sim, dir).await;
     ScooterLink::open(
         InProcessTransport::new(vec![sim.clone()]),

@@ -18,12 +18,12 @@ use m365_proto::model::Generation;
 use m365_proto::reassembly::Reassembler;
 
 /// Decides about one write: `true` sends it on; the events are delivered to the client next.
-pub type WriteHook = Box<dyn FnMut(Char, &[u8]) -> (bool, Vec<TransportEvent>) + Send>;
+pub(crate) type WriteHook = Box<dyn FnMut(Char, &[u8]) -> (bool, Vec<TransportEvent>) + Send>;
 /// Replaces one event by any number of events.
-pub type EventHook = Box<dyn FnMut(TransportEvent) -> Vec<TransportEvent> + Send>;
+pub(crate) type EventHook = Box<dyn FnMut(TransportEvent) -> Vec<TransportEvent> + Send>;
 
 /// `inner` with hooks on its writes and events.
-pub struct Tampered<T> {
+pub(crate) struct Tampered<T> {
     inner: T,
     on_write: WriteHook,
     on_event: EventHook,
@@ -40,7 +40,7 @@ impl<T> std::fmt::Debug for Tampered<T> {
 
 impl<T: Transport> Tampered<T> {
     /// Wraps `inner`.
-    pub fn new(inner: T, on_write: WriteHook, on_event: EventHook) -> Tampered<T> {
+    pub(crate) fn new(inner: T, on_write: WriteHook, on_event: EventHook) -> Tampered<T> {
         Tampered {
             inner,
             on_write,
@@ -52,29 +52,29 @@ impl<T: Transport> Tampered<T> {
     }
 
     /// Connections made so far, readable from a hook.
-    pub fn connects(&self) -> Arc<AtomicU32> {
+    pub(crate) fn connects(&self) -> Arc<AtomicU32> {
         self.connects.clone()
     }
 
     /// Replaces the write hook (e.g. with one that reads [`Tampered::connects`]).
-    pub fn set_write_hook(&mut self, on_write: WriteHook) {
+    pub(crate) fn set_write_hook(&mut self, on_write: WriteHook) {
         self.on_write = on_write;
     }
 }
 
 /// A write hook that sends everything on.
-pub fn pass_writes() -> WriteHook {
+pub(crate) fn pass_writes() -> WriteHook {
     Box::new(|_, _| (true, Vec::new()))
 }
 
 /// An event hook that changes nothing.
-pub fn pass_events() -> EventHook {
+pub(crate) fn pass_events() -> EventHook {
     Box::new(|event| vec![event])
 }
 
 /// An event hook for a plain (generation A) scooter: every UART frame the scooter sends goes
 /// through `rewrite`, and what it returns is sent on in 20-byte notifications.
-pub fn rewrite_plain_frames(
+pub(crate) fn rewrite_plain_frames(
     mut rewrite: impl FnMut(Frame) -> Vec<Frame> + Send + 'static,
 ) -> EventHook {
     let mut reassembler = Reassembler::new(Generation::Plain);
@@ -105,7 +105,7 @@ pub fn rewrite_plain_frames(
 }
 
 /// A UPNP notification carrying the control word `byte 00 00 00`.
-pub fn control(byte: u8) -> TransportEvent {
+pub(crate) fn control(byte: u8) -> TransportEvent {
     TransportEvent::Notification {
         char: Char::Upnp,
         data: vec![byte, 0, 0, 0],

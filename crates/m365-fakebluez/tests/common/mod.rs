@@ -18,28 +18,28 @@ use m365_fakebluez::{
 };
 
 /// The echo service and its characteristics.
-pub const ECHO_SERVICE: Uuid = Uuid::from_u128(0x6e400001_b5a3_f393_e0a9_e50e24dcca9e);
+pub(crate) const ECHO_SERVICE: Uuid = Uuid::from_u128(0x6e400001_b5a3_f393_e0a9_e50e24dcca9e);
 /// Write (both kinds): echoed back as a notification on [`ECHO_NOTIFY`].
-pub const ECHO_WRITE: Uuid = Uuid::from_u128(0x6e400002_b5a3_f393_e0a9_e50e24dcca9e);
+pub(crate) const ECHO_WRITE: Uuid = Uuid::from_u128(0x6e400002_b5a3_f393_e0a9_e50e24dcca9e);
 /// Notify.
-pub const ECHO_NOTIFY: Uuid = Uuid::from_u128(0x6e400003_b5a3_f393_e0a9_e50e24dcca9e);
+pub(crate) const ECHO_NOTIFY: Uuid = Uuid::from_u128(0x6e400003_b5a3_f393_e0a9_e50e24dcca9e);
 /// Read: the firmware version.
-pub const ECHO_VERSION: Uuid = Uuid::from_u128(0x6e400004_b5a3_f393_e0a9_e50e24dcca9e);
+pub(crate) const ECHO_VERSION: Uuid = Uuid::from_u128(0x6e400004_b5a3_f393_e0a9_e50e24dcca9e);
 
 /// Company identifier the echo devices advertise.
-pub const ECHO_COMPANY: u16 = 0x424E;
+pub(crate) const ECHO_COMPANY: u16 = 0x424E;
 /// A write starting with this byte asks for a burst: `[BURST, n]` → `n` notifications `[i]`.
-pub const BURST: u8 = 0xB0;
+pub(crate) const BURST: u8 = 0xB0;
 /// A write request starting with this byte is rejected with Write Not Permitted.
-pub const REJECT: u8 = 0xEE;
+pub(crate) const REJECT: u8 = 0xEE;
 /// A write of exactly this byte is answered with a zero-length notification.
-pub const EMPTY: u8 = 0xE0;
+pub(crate) const EMPTY: u8 = 0xE0;
 /// What reading [`ECHO_VERSION`] returns.
-pub const VERSION: &[u8] = b"echo-1.0";
+pub(crate) const VERSION: &[u8] = b"echo-1.0";
 
 /// What the echo peripheral saw, shared with the test.
 #[derive(Debug, Default)]
-pub struct EchoLog {
+pub(crate) struct EchoLog {
     pub connects: usize,
     pub disconnects: usize,
     pub writes: Vec<(Vec<u8>, WriteKind)>,
@@ -47,7 +47,7 @@ pub struct EchoLog {
 }
 
 /// A peripheral that echoes every write as a notification.
-pub struct Echo {
+pub(crate) struct Echo {
     address: BluezAddress,
     name: String,
     rssi: i16,
@@ -56,7 +56,7 @@ pub struct Echo {
 }
 
 impl Echo {
-    pub fn new(index: u8, rssi: i16) -> Self {
+    pub(crate) fn new(index: u8, rssi: i16) -> Self {
         Echo {
             address: echo_address(index),
             name: format!("Echo-{index}"),
@@ -76,7 +76,7 @@ impl Echo {
 }
 
 /// The address of echo device `index`.
-pub fn echo_address(index: u8) -> BluezAddress {
+pub(crate) fn echo_address(index: u8) -> BluezAddress {
     BluezAddress::new([0xD5, 0x1A, 0x00, 0x00, 0x00, index])
 }
 
@@ -143,12 +143,12 @@ impl Peripheral for Echo {
 
 /// Upper bound for any single wait on the fake; generous for a loaded CI machine. Tests never
 /// assert how long something took, only that it happened.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
-pub type Events = Pin<Box<dyn Stream<Item = CentralEvent> + Send>>;
+pub(crate) type Events = Pin<Box<dyn Stream<Item = CentralEvent> + Send>>;
 
 /// The first adapter of a fresh btleplug manager (the fake's hci0) and its event stream.
-pub async fn central() -> (Adapter, Events) {
+pub(crate) async fn central() -> (Adapter, Events) {
     let manager = Manager::new().await.expect("btleplug manager");
     let adapter = manager
         .adapters()
@@ -162,7 +162,7 @@ pub async fn central() -> (Adapter, Events) {
 }
 
 /// Waits for an event `pick` accepts.
-pub async fn wait_for<T>(
+pub(crate) async fn wait_for<T>(
     events: &mut Events,
     mut pick: impl FnMut(CentralEvent) -> Option<T>,
 ) -> T {
@@ -179,7 +179,7 @@ pub async fn wait_for<T>(
 }
 
 /// Scans until the device with `address` is discovered; returns its peripheral.
-pub async fn discover(
+pub(crate) async fn discover(
     adapter: &Adapter,
     events: &mut Events,
     address: BluezAddress,
@@ -208,7 +208,7 @@ pub async fn discover(
 }
 
 /// Starts an unfiltered scan and discovers echo device `index`.
-pub async fn scan_for(adapter: &Adapter, events: &mut Events, index: u8) -> BlePeripheral {
+pub(crate) async fn scan_for(adapter: &Adapter, events: &mut Events, index: u8) -> BlePeripheral {
     adapter
         .start_scan(ScanFilter::default())
         .await
@@ -218,7 +218,7 @@ pub async fn scan_for(adapter: &Adapter, events: &mut Events, index: u8) -> BleP
 
 /// Connects, discovers services and subscribes to [`ECHO_NOTIFY`]; returns the write
 /// characteristic.
-pub async fn connect_and_subscribe(p: &BlePeripheral) -> Characteristic {
+pub(crate) async fn connect_and_subscribe(p: &BlePeripheral) -> Characteristic {
     tokio::time::timeout(WAIT, p.connect())
         .await
         .expect("connect in time")
@@ -231,7 +231,7 @@ pub async fn connect_and_subscribe(p: &BlePeripheral) -> Characteristic {
 }
 
 /// The characteristic with this UUID.
-pub fn find(chars: &BTreeSet<Characteristic>, uuid: Uuid) -> Characteristic {
+pub(crate) fn find(chars: &BTreeSet<Characteristic>, uuid: Uuid) -> Characteristic {
     chars
         .iter()
         .find(|c| c.uuid == uuid)
@@ -240,7 +240,7 @@ pub fn find(chars: &BTreeSet<Characteristic>, uuid: Uuid) -> Characteristic {
 }
 
 /// Waits for the `DeviceDisconnected` event of `id`.
-pub async fn wait_disconnected(events: &mut Events, id: &PeripheralId) {
+pub(crate) async fn wait_disconnected(events: &mut Events, id: &PeripheralId) {
     wait_for(events, |e| match e {
         CentralEvent::DeviceDisconnected(got) if &got == id => Some(()),
         _ => None,

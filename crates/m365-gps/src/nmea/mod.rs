@@ -10,7 +10,7 @@
 //! sentences of one epoch together, and its `Nmea` state machine carries altitude over from older
 //! epochs. gpsd-compatible epoch combination is the part that matters here, and it needs the raw
 //! fields, so the sentence layer is written out in [`sentence`] (a few hundred lines of field
-//! access on top of the strict decoders in [`crate::fields`]).
+//! access on top of the crate's strict field decoders).
 
 pub mod epoch;
 pub mod reader;

@@ -1,7 +1,7 @@
 //! Typed decoding of the sentences that carry a fix: RMC, GGA, GNS, GSA, VTG, GLL and ZDA, from
 //! any talker (GP, GN, GL, GA, GB, BD, ...).
 //!
-//! Every field is decoded strictly (see [`crate::fields`]); a sentence with a malformed field is
+//! Every field is decoded strictly (see [`FieldError`]); a sentence with a malformed field is
 //! rejected as a whole rather than half-used. Fields after the ones we need are ignored, so
 //! NMEA 4.10 additions (RMC navigational status, GSA system id) and vendor extras are accepted.
 

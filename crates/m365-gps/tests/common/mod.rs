@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// One CSV row as column name → text.
-pub type Row = HashMap<String, String>;
+pub(crate) type Row = HashMap<String, String>;
 
 /// Reads a simple CSV (no quoting: the shared files never quote).
-pub fn read_csv(path: &Path) -> Vec<Row> {
+pub(crate) fn read_csv(path: &Path) -> Vec<Row> {
     let text = std::fs::read_to_string(path).expect("read csv");
     let mut lines = text.lines();
     let header: Vec<String> = lines
@@ -32,7 +32,7 @@ pub fn read_csv(path: &Path) -> Vec<Row> {
 }
 
 /// Parses an optional float cell.
-pub fn cell_f64(row: &Row, col: &str) -> Option<f64> {
+pub(crate) fn cell_f64(row: &Row, col: &str) -> Option<f64> {
     let v = row.get(col).unwrap_or_else(|| panic!("column {col}"));
     if v.is_empty() {
         None
@@ -42,7 +42,7 @@ pub fn cell_f64(row: &Row, col: &str) -> Option<f64> {
 }
 
 /// Asserts two optional floats agree within `tol`.
-pub fn assert_close(what: &str, got: Option<f64>, want: Option<f64>, tol: f64) {
+pub(crate) fn assert_close(what: &str, got: Option<f64>, want: Option<f64>, tol: f64) {
     match (got, want) {
         (Some(g), Some(w)) => assert!((g - w).abs() <= tol, "{what}: got {g}, want {w}"),
         (None, None) => {}

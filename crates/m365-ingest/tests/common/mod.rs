@@ -22,13 +22,13 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
 
 /// Where the machine's PostgreSQL listens; `M365_TEST_PG` overrides (a key=value string).
-pub fn admin_conninfo() -> String {
+pub(crate) fn admin_conninfo() -> String {
     std::env::var("M365_TEST_PG")
         .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=postgres".into())
 }
 
 /// Connects with `conninfo`; the connection is driven by a spawned task.
-pub async fn connect(conninfo: &str) -> Result<Client, tokio_postgres::Error> {
+pub(crate) async fn connect(conninfo: &str) -> Result<Client, tokio_postgres::Error> {
     let (client, conn) = tokio_postgres::connect(conninfo, NoTls).await?;
     tokio::spawn(async move {
         let _ = conn.await;
@@ -37,16 +37,16 @@ pub async fn connect(conninfo: &str) -> Result<Client, tokio_postgres::Error> {
 }
 
 /// A database for one test, dropped (with its connections) when this is dropped.
-pub struct TestDb {
-    pub name: String,
-    pub admin: Client,
-    pub client: Client,
+pub(crate) struct TestDb {
+    pub(crate) name: String,
+    pub(crate) admin: Client,
+    pub(crate) client: Client,
 }
 
 impl TestDb {
     /// Creates the database, or returns `None` (with a notice) when PostgreSQL is unreachable
     /// outside CI.
-    pub async fn create(test: &str) -> Option<TestDb> {
+    pub(crate) async fn create(test: &str) -> Option<TestDb> {
         let admin = match connect(&admin_conninfo()).await {
             Ok(c) => c,
             Err(e) => {
@@ -82,12 +82,12 @@ impl TestDb {
     }
 
     /// `postgresql://` URL of the database.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("postgresql://postgres@127.0.0.1:5432/{}", self.name)
     }
 
     /// A single `bigint` result.
-    pub async fn count(&self, sql: &str) -> i64 {
+    pub(crate) async fn count(&self, sql: &str) -> i64 {
         self.client
             .query_one(sql, &[])
             .await
@@ -96,7 +96,7 @@ impl TestDb {
     }
 
     /// Whether the PostGIS extension can be created on this server.
-    pub async fn postgis_available(&self) -> bool {
+    pub(crate) async fn postgis_available(&self) -> bool {
         self.admin
             .query_opt(
                 "SELECT 1 FROM pg_available_extensions WHERE name = 'postgis'",
@@ -132,7 +132,12 @@ impl Drop for TestDb {
 }
 
 /// The configuration text of a worker.
-pub fn config_text(db_url: &str, broker_port: u16, batch: usize, postgis: PostgisMode) -> String {
+pub(crate) fn config_text(
+    db_url: &str,
+    broker_port: u16,
+    batch: usize,
+    postgis: PostgisMode,
+) -> String {
     format!(
         "[mqtt]\nbroker = \"tcp://127.0.0.1:{broker_port}\"\nkeep_alive = \"5s\"\n\
          reconnect_min = \"100ms\"\nreconnect_max = \"1s\"\nin_flight = 200\n\
@@ -146,7 +151,7 @@ pub fn config_text(db_url: &str, broker_port: u16, batch: usize, postgis: Postgi
 }
 
 /// The parsed configuration of a worker.
-pub fn config(db_url: &str, broker_port: u16, batch: usize, postgis: PostgisMode) -> Config {
+pub(crate) fn config(db_url: &str, broker_port: u16, batch: usize, postgis: PostgisMode) -> Config {
     config::parse(
         "test.toml",
         &config_text(db_url, broker_port, batch, postgis),
@@ -155,8 +160,8 @@ pub fn config(db_url: &str, broker_port: u16, batch: usize, postgis: PostgisMode
 }
 
 /// A worker run in-process.
-pub struct Worker {
-    pub id: String,
+pub(crate) struct Worker {
+    pub(crate) id: String,
     trigger: ShutdownTrigger,
     state: tokio::sync::watch::Receiver<LinkState>,
     task: JoinHandle<Result<Totals, m365_ingest::RunError>>,
@@ -164,7 +169,7 @@ pub struct Worker {
 
 impl Worker {
     /// Starts it and returns once its subscriptions are in place.
-    pub async fn start(cfg: Config, id: &str) -> Worker {
+    pub(crate) async fn start(cfg: Config, id: &str) -> Worker {
         let (trigger, stop) = Shutdown::new();
         let (tx, mut state) = tokio::sync::watch::channel(LinkState::Connecting);
         let task = tokio::spawn(m365_ingest::run_observed(cfg, id.to_owned(), stop, tx));
@@ -184,7 +189,7 @@ impl Worker {
     }
 
     /// Stops it and returns its totals.
-    pub async fn stop(self) -> Totals {
+    pub(crate) async fn stop(self) -> Totals {
         self.trigger.trigger();
         tokio::time::timeout(Duration::from_secs(20), self.task)
             .await
@@ -195,13 +200,13 @@ impl Worker {
 }
 
 /// The real binary as a child process, its standard error kept.
-pub struct Process {
-    pub child: Child,
-    pub log: Arc<Mutex<String>>,
+pub(crate) struct Process {
+    pub(crate) child: Child,
+    pub(crate) log: Arc<Mutex<String>>,
 }
 
 impl Process {
-    pub fn start(config_path: &Path, client_id: &str) -> Process {
+    pub(crate) fn start(config_path: &Path, client_id: &str) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_m365-ingest"))
             .arg("--config")
             .arg(config_path)
@@ -226,13 +231,13 @@ impl Process {
     }
 
     /// SIGKILL.
-    pub fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// SIGTERM, then the exit status.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -240,7 +245,7 @@ impl Process {
         self.child.wait().expect("wait for m365-ingest")
     }
 
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 }
@@ -253,13 +258,13 @@ impl Drop for Process {
 }
 
 /// An MQTT 5 publisher (QoS 1) that returns once each message is acknowledged by the broker.
-pub struct Publisher {
+pub(crate) struct Publisher {
     client: AsyncClient,
     acks: tokio::sync::mpsc::UnboundedReceiver<()>,
 }
 
 impl Publisher {
-    pub async fn connect(port: u16) -> Publisher {
+    pub(crate) async fn connect(port: u16) -> Publisher {
         let mut o = MqttOptions::new(m365_testkit::broker::client_id("pub"), "127.0.0.1", port);
         o.set_keep_alive(Duration::from_secs(5))
             .set_max_packet_size(Some(16 * 1024 * 1024));
@@ -291,13 +296,13 @@ impl Publisher {
     }
 
     /// Publishes and waits for the PUBACK.
-    pub async fn send(&mut self, topic: &str, payload: Vec<u8>, content_type: Option<&str>) {
+    pub(crate) async fn send(&mut self, topic: &str, payload: Vec<u8>, content_type: Option<&str>) {
         self.send_many(std::iter::once((topic.to_owned(), payload, content_type)))
             .await;
     }
 
     /// Publishes all, then waits for every PUBACK.
-    pub async fn send_many<'a>(
+    pub(crate) async fn send_many<'a>(
         &mut self,
         msgs: impl IntoIterator<Item = (String, Vec<u8>, Option<&'a str>)>,
     ) {
@@ -323,7 +328,7 @@ impl Publisher {
 }
 
 /// Waits up to `timeout` for `sql` (a count) to reach `want`; returns the last value.
-pub async fn wait_count(db: &TestDb, sql: &str, want: i64, timeout: Duration) -> i64 {
+pub(crate) async fn wait_count(db: &TestDb, sql: &str, want: i64, timeout: Duration) -> i64 {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let n = db.count(sql).await;

@@ -11,14 +11,14 @@ use std::path::Path;
 use m365_pipeline::{
     Encoding, MqttConfig, MqttProtocol, OutputConfig, PipelineConfig, SpoolConfig, SyncPolicy,
 };
-pub use m365_testkit::broker::{
+pub(crate) use m365_testkit::broker::{
     Broker, BrokerOptions, Inbox, MqttVersion, SubscriberOptions, client_id, have_mosquitto,
     publish, require_mosquitto, subscribe, subscribe_with,
 };
-pub use m365_testkit::net::ReservedPort;
+pub(crate) use m365_testkit::net::ReservedPort;
 
 /// The testkit's protocol versions as the pipeline's configuration names them.
-pub trait PipelineBroker {
+pub(crate) trait PipelineBroker {
     /// Protocols a publisher may use with the test subscriber, the preferred one first.
     fn protocols(&self) -> Vec<MqttProtocol>;
     /// Port for a client of `protocol`.
@@ -45,7 +45,7 @@ impl PipelineBroker for Broker {
 }
 
 /// What the pipeline's `json` encoding carries, read back from a subscriber's messages.
-pub trait JsonSeqs {
+pub(crate) trait JsonSeqs {
     /// `(seq, record_id)` of every `json` message on `topic`.
     fn json_seqs(&self, topic: &str) -> Vec<(u64, String)>;
 }
@@ -66,7 +66,7 @@ impl JsonSeqs for Inbox {
 }
 
 /// Waits (up to 20 s) until `n` distinct sequence numbers arrived on `topic`.
-pub async fn wait_delivered(inbox: &Inbox, topic: &str, n: u64) -> bool {
+pub(crate) async fn wait_delivered(inbox: &Inbox, topic: &str, n: u64) -> bool {
     inbox
         .wait_for(std::time::Duration::from_secs(20), |i| {
             let seqs: std::collections::BTreeSet<u64> =
@@ -77,7 +77,7 @@ pub async fn wait_delivered(inbox: &Inbox, topic: &str, n: u64) -> bool {
 }
 
 /// A pipeline configuration for tests: quick reconnects, one `json` output.
-pub fn config(
+pub(crate) fn config(
     spool_dir: &Path,
     broker_url: &str,
     topic: &str,
@@ -115,7 +115,7 @@ pub fn config(
 }
 
 /// Asserts that `seqs` covers exactly 1..=n and that every duplicate carries the same record id.
-pub fn assert_complete(seqs: &[(u64, String)], n: u64) -> usize {
+pub(crate) fn assert_complete(seqs: &[(u64, String)], n: u64) -> usize {
     let mut by_seq = std::collections::BTreeMap::new();
     let mut dups = 0;
     for (s, id) in seqs {
@@ -145,7 +145,7 @@ pub fn assert_complete(seqs: &[(u64, String)], n: u64) -> usize {
 
 /// Sequence numbers in arrival order with QoS 1 resends removed: a record id seen before is a
 /// resend, which is what a consumer deduplicating by `record_id` drops.
-pub fn first_arrivals(seqs: &[(u64, String)]) -> Vec<u64> {
+pub(crate) fn first_arrivals(seqs: &[(u64, String)]) -> Vec<u64> {
     let mut seen = std::collections::HashSet::new();
     seqs.iter()
         .filter(|(_, id)| seen.insert(id.clone()))
@@ -154,7 +154,7 @@ pub fn first_arrivals(seqs: &[(u64, String)]) -> Vec<u64> {
 }
 
 /// Asserts strictly ascending sequence numbers.
-pub fn assert_ascending(seqs: &[u64]) {
+pub(crate) fn assert_ascending(seqs: &[u64]) {
     if let Some(w) = seqs.windows(2).find(|w| w[0] >= w[1]) {
         panic!("{} before {}: {seqs:?}", w[0], w[1]);
     }
@@ -163,7 +163,7 @@ pub fn assert_ascending(seqs: &[u64]) {
 /// Asserts the order the schema promises while a backlog drains next to live records: there is
 /// a split `k` such that the records up to `k` (the backlog) arrive ascending and the records
 /// above `k` (live) arrive ascending. Returns the smallest such `k`.
-pub fn assert_two_ascending_runs(seqs: &[u64]) -> u64 {
+pub(crate) fn assert_two_ascending_runs(seqs: &[u64]) -> u64 {
     let ascending = |it: &mut dyn Iterator<Item = u64>| {
         let v: Vec<u64> = it.collect();
         v.windows(2).all(|w| w[0] < w[1])

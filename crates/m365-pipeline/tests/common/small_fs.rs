@@ -35,7 +35,7 @@ const MOUNT_THEN_EXEC: &str =
 
 /// In the child process: the mount point of an empty tmpfs of `size`. In the parent: `None`,
 /// after the test `test_name` ran in the child and passed (or was skipped, see the module).
-pub fn small_fs(test_name: &str, size: &str) -> Option<PathBuf> {
+pub(crate) fn small_fs(test_name: &str, size: &str) -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os(CHILD_ENV) {
         assert_eq!(
             std::env::var(CHILD_TEST_ENV).ok().as_deref(),
@@ -71,7 +71,7 @@ pub fn small_fs(test_name: &str, size: &str) -> Option<PathBuf> {
 
 /// Writes zeros into a new file `filler` in `dir` until the file system is full. Returns its
 /// path (remove it to free the space).
-pub fn fill(dir: &Path) -> PathBuf {
+pub(crate) fn fill(dir: &Path) -> PathBuf {
     let path = dir.join("filler");
     let mut f = std::fs::File::create(&path).expect("create the filler file");
     let chunk = vec![0u8; 64 * 1024];
@@ -89,7 +89,7 @@ pub fn fill(dir: &Path) -> PathBuf {
 }
 
 /// Remounts the child's tmpfs read-only (`ro`) or read-write (`rw`).
-pub fn remount(dir: &Path, mode: &str) {
+pub(crate) fn remount(dir: &Path, mode: &str) {
     let out = Command::new("mount")
         .arg("-o")
         .arg(format!("remount,{mode}"))

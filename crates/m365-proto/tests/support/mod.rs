@@ -13,7 +13,7 @@ use m365_proto::pairing::{ClientPairing, DevicePairing};
 use rand_core::{CryptoRng, RngCore};
 
 /// What the pair needs from a machine of either role.
-pub trait Endpoint {
+pub(crate) trait Endpoint {
     /// The machine's event type.
     type Event;
     /// Hands over one message from the peer.
@@ -76,7 +76,7 @@ endpoint!(
 
 /// One message on the link, as the test sees it afterwards.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
+pub(crate) struct Record {
     /// Who sent it.
     pub from: Role,
     /// What was sent (after any alteration).
@@ -86,7 +86,7 @@ pub struct Record {
 }
 
 /// What a filter decides for one message.
-pub enum Fate {
+pub(crate) enum Fate {
     Deliver,
     Drop,
 }
@@ -94,7 +94,7 @@ pub enum Fate {
 type Filter = Box<dyn FnMut(Role, &mut Transmit) -> Fate>;
 
 /// A client and a device joined by a lossless link (unless a filter says otherwise).
-pub struct Pair<C: Endpoint, D: Endpoint> {
+pub(crate) struct Pair<C: Endpoint, D: Endpoint> {
     pub client: C,
     pub device: D,
     pub now: Instant,
@@ -105,7 +105,7 @@ pub struct Pair<C: Endpoint, D: Endpoint> {
 }
 
 impl<C: Endpoint, D: Endpoint> Pair<C, D> {
-    pub fn new(client: C, device: D, now: Instant) -> Self {
+    pub(crate) fn new(client: C, device: D, now: Instant) -> Self {
         Pair {
             client,
             device,
@@ -118,7 +118,7 @@ impl<C: Endpoint, D: Endpoint> Pair<C, D> {
     }
 
     /// Lets `filter` see (and alter or drop) every message before delivery.
-    pub fn with_filter(
+    pub(crate) fn with_filter(
         mut self,
         filter: impl FnMut(Role, &mut Transmit) -> Fate + 'static,
     ) -> Self {
@@ -127,7 +127,7 @@ impl<C: Endpoint, D: Endpoint> Pair<C, D> {
     }
 
     /// Moves everything both sides queued; returns whether anything moved.
-    pub fn step(&mut self) -> bool {
+    pub(crate) fn step(&mut self) -> bool {
         let mut moved = false;
         while let Some(t) = self.client.transmit() {
             moved = true;
@@ -176,7 +176,11 @@ impl<C: Endpoint, D: Endpoint> Pair<C, D> {
 
     /// Runs until `stop` holds (returns true), or until the link is quiet and no deadline is
     /// left within `limit` of the current time (returns false).
-    pub fn run_until(&mut self, limit: Duration, mut stop: impl FnMut(&Self) -> bool) -> bool {
+    pub(crate) fn run_until(
+        &mut self,
+        limit: Duration,
+        mut stop: impl FnMut(&Self) -> bool,
+    ) -> bool {
         let end = self.now + limit;
         loop {
             if stop(self) {
@@ -206,12 +210,12 @@ impl<C: Endpoint, D: Endpoint> Pair<C, D> {
     }
 
     /// Runs until nothing more happens within a minute of fake time.
-    pub fn run(&mut self) {
+    pub(crate) fn run(&mut self) {
         self.run_until(Duration::from_secs(60), |_| false);
     }
 
     /// The messages one side sent, in order.
-    pub fn sent_by(&self, from: Role) -> Vec<Vec<u8>> {
+    pub(crate) fn sent_by(&self, from: Role) -> Vec<Vec<u8>> {
         self.transcript
             .iter()
             .filter(|r| r.from == from)
@@ -220,7 +224,7 @@ impl<C: Endpoint, D: Endpoint> Pair<C, D> {
     }
 
     /// Splits the pair back into its machines (e.g. to reconnect the device to a new client).
-    pub fn into_parts(self) -> (C, D, Instant) {
+    pub(crate) fn into_parts(self) -> (C, D, Instant) {
         (self.client, self.device, self.now)
     }
 }

@@ -20,7 +20,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 /// A client-role protocol machine the bench can drive.
-pub trait ClientMachine {
+pub(crate) trait ClientMachine {
     /// What it reports.
     type Event;
     /// A notification arrived.
@@ -75,7 +75,7 @@ impl ClientMachine for ClientLogin {
 
 /// When the bench presses the scooter's power button after a beep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Button {
+pub(crate) enum Button {
     /// Never.
     Never,
     /// This long after each beep.
@@ -84,7 +84,7 @@ pub enum Button {
 
 /// The client's UART side for one connection.
 #[derive(Debug)]
-pub struct UartClient {
+pub(crate) struct UartClient {
     pub generation: Generation,
     pub cipher: Option<UartCipher>,
     /// The session keys a Mi-auth client logged in with.
@@ -96,7 +96,7 @@ pub struct UartClient {
 
 impl UartClient {
     /// A client for `generation` with no keys yet.
-    pub fn new(generation: Generation) -> UartClient {
+    pub(crate) fn new(generation: Generation) -> UartClient {
         UartClient {
             generation,
             cipher: None,
@@ -108,7 +108,7 @@ impl UartClient {
     }
 
     /// A Mi-auth client with the session keys of a login.
-    pub fn miauth(keys: SessionKeys) -> UartClient {
+    pub(crate) fn miauth(keys: SessionKeys) -> UartClient {
         UartClient {
             cipher: Some(UartCipher::new(keys.clone(), Role::Client)),
             keys: Some(keys),
@@ -145,7 +145,7 @@ impl UartClient {
 }
 
 /// A scooter and a fake clock.
-pub struct Bench {
+pub(crate) struct Bench {
     pub scooter: Scooter,
     pub start: Instant,
     pub now: Instant,
@@ -159,13 +159,13 @@ pub struct Bench {
 
 impl Bench {
     /// A bench around a scooter built from `config`.
-    pub fn new(config: ScooterConfig) -> Bench {
+    pub(crate) fn new(config: ScooterConfig) -> Bench {
         let scooter = Scooter::new(config).unwrap_or_else(|e| panic!("scooter: {e}"));
         Bench::with_scooter(scooter)
     }
 
     /// A bench around an existing scooter.
-    pub fn with_scooter(scooter: Scooter) -> Bench {
+    pub(crate) fn with_scooter(scooter: Scooter) -> Bench {
         let start = Instant::now();
         Bench {
             scooter,
@@ -180,7 +180,7 @@ impl Bench {
     }
 
     /// Connect, panicking on refusal.
-    pub fn connect(&mut self) {
+    pub(crate) fn connect(&mut self) {
         let now = self.now;
         self.scooter
             .connect(now)
@@ -189,7 +189,7 @@ impl Bench {
     }
 
     /// Disconnect.
-    pub fn disconnect(&mut self) {
+    pub(crate) fn disconnect(&mut self) {
         let now = self.now;
         self.scooter.disconnect(now);
         self.collect_events();
@@ -203,14 +203,14 @@ impl Bench {
     }
 
     /// Put a fault into force now.
-    pub fn fault(&mut self, fault: m365_sim::Fault) {
+    pub(crate) fn fault(&mut self, fault: m365_sim::Fault) {
         let now = self.now;
         self.scooter.apply_fault(now, fault);
         self.collect_events();
     }
 
     /// Press the power button now.
-    pub fn press(&mut self) {
+    pub(crate) fn press(&mut self) {
         let now = self.now;
         self.scooter.press_button(now);
         self.collect_events();
@@ -218,7 +218,7 @@ impl Bench {
 
     /// Let `d` pass, firing every scooter deadline on the way (notifications that fall due are
     /// discarded: nobody listens).
-    pub fn advance(&mut self, d: Duration) {
+    pub(crate) fn advance(&mut self, d: Duration) {
         let end = self.now + d;
         // Every deadline is cleared by handling it; the bound only guards a broken machine.
         for _ in 0..100_000 {
@@ -258,14 +258,14 @@ impl Bench {
     }
 
     /// Write one transmit to the scooter.
-    pub fn write(&mut self, char: Char, data: &[u8]) {
+    pub(crate) fn write(&mut self, char: Char, data: &[u8]) {
         let now = self.now;
         self.scooter.handle_write(now, char, data);
         self.collect_events();
     }
 
     /// Drive `machine` against the scooter until it reports an event or `limit` passes.
-    pub fn drive<M: ClientMachine>(
+    pub(crate) fn drive<M: ClientMachine>(
         &mut self,
         machine: &mut M,
         limit: Duration,
@@ -311,7 +311,7 @@ impl Bench {
     }
 
     /// Run a whole registration.
-    pub fn register(&mut self) -> Result<Registration, PairingError> {
+    pub(crate) fn register(&mut self) -> Result<Registration, PairingError> {
         let mut client = ClientPairing::new(self.now, &mut self.rng, ClientConfig::default());
         loop {
             match self.drive(&mut client, Duration::from_secs(30)) {
@@ -324,7 +324,7 @@ impl Bench {
     }
 
     /// Run a whole login with `token`.
-    pub fn login(&mut self, token: &Token) -> Result<SessionKeys, LoginError> {
+    pub(crate) fn login(&mut self, token: &Token) -> Result<SessionKeys, LoginError> {
         let mut client = ClientLogin::new(
             self.now,
             &mut self.rng,
@@ -339,7 +339,7 @@ impl Bench {
     }
 
     /// Send `frame` over the UART and wait up to 2 s for one answer.
-    pub fn request(&mut self, client: &mut UartClient, frame: &Frame) -> Option<Frame> {
+    pub(crate) fn request(&mut self, client: &mut UartClient, frame: &Frame) -> Option<Frame> {
         let wire = client.encode(frame);
         for chunk in wire.chunks(ATT_PAYLOAD) {
             self.write(Char::UartWrite, chunk);
@@ -348,7 +348,11 @@ impl Bench {
     }
 
     /// Collect UART notifications until one frame decodes or `limit` passes.
-    pub fn await_answer(&mut self, client: &mut UartClient, limit: Duration) -> Option<Frame> {
+    pub(crate) fn await_answer(
+        &mut self,
+        client: &mut UartClient,
+        limit: Duration,
+    ) -> Option<Frame> {
         let end = self.now + limit;
         loop {
             while let Some(t) = self.take() {
@@ -381,7 +385,11 @@ impl Bench {
 
     /// Send `frame` over the UART and return the lengths of the UART notifications that came
     /// back within 1 s, in order (the frames are also fed to the client's reassembler).
-    pub fn notification_lengths(&mut self, client: &mut UartClient, frame: &Frame) -> Vec<usize> {
+    pub(crate) fn notification_lengths(
+        &mut self,
+        client: &mut UartClient,
+        frame: &Frame,
+    ) -> Vec<usize> {
         let wire = client.encode(frame);
         for chunk in wire.chunks(ATT_PAYLOAD) {
             self.write(Char::UartWrite, chunk);
@@ -415,7 +423,7 @@ impl Bench {
     }
 
     /// Read `len` bytes at `attr` of `unit`; the answer's payload.
-    pub fn read(
+    pub(crate) fn read(
         &mut self,
         client: &mut UartClient,
         unit: Unit,
@@ -427,7 +435,7 @@ impl Bench {
 
     /// Register with the button pressed 1 s after the beep, then log in on a fresh
     /// connection; a ready Mi-auth UART client.
-    pub fn paired_session(&mut self) -> (Token, UartClient) {
+    pub(crate) fn paired_session(&mut self) -> (Token, UartClient) {
         self.button = Button::After(Duration::from_secs(1));
         self.connect();
         let registration = self.register().unwrap_or_else(|e| panic!("register: {e}"));
@@ -441,7 +449,7 @@ impl Bench {
     }
 
     /// A generation-B client: KEY characteristic plus key recovery from BMS 0x50.
-    pub fn xor_client(&mut self) -> UartClient {
+    pub(crate) fn xor_client(&mut self) -> UartClient {
         let key = self
             .scooter
             .read_characteristic(CHAR_KEY)
@@ -478,13 +486,17 @@ impl Bench {
 }
 
 /// The little-endian word at byte offset `i` of `payload`.
-pub fn word(payload: &[u8], i: usize) -> u16 {
+pub(crate) fn word(payload: &[u8], i: usize) -> u16 {
     u16::from_le_bytes([payload[i], payload[i + 1]])
 }
 
 /// A config with the link model off (answers leave at once) for tests about behaviour, not
 /// timing.
-pub fn instant_config(model: m365_sim::Model, generation: Generation, seed: u64) -> ScooterConfig {
+pub(crate) fn instant_config(
+    model: m365_sim::Model,
+    generation: Generation,
+    seed: u64,
+) -> ScooterConfig {
     let mut c = ScooterConfig::new(model, seed).with_generation(generation);
     c.link = None;
     c.processing = m365_sim::scooter::Processing::NONE;

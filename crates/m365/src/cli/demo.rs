@@ -1,5 +1,6 @@
 //! `m365 demo`: the whole product on one machine with nothing to set up, simulated scooters,
-//! an embedded broker and a live view of what arrives there. See [`crate::demo`].
+//! an embedded broker and a live view of what arrives there. The demo itself lives in the
+//! crate's `demo` module.
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;

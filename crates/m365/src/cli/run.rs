@@ -24,9 +24,9 @@ pub fn run(_args: RunArgs, global_config: Option<&Path>) -> anyhow::Result<ExitC
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        // The Pi has four cores, but the work is I/O: two workers keep the footprint small.
-        .worker_threads(2)
+    // One thread: the work is I/O at a few hertz, and one scheduler thread is the smallest
+    // footprint (BlueZ's D-Bus traffic has a thread of its own, in the BLE transport).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .thread_name("m365")
         .enable_all()
         .build()

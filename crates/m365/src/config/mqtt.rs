@@ -12,7 +12,7 @@
 
 use super::reader::{Located, Refusal, Section};
 use m365_pipeline::Secret;
-pub use m365_pipeline::encoding::NoFix;
+pub(crate) use m365_pipeline::encoding::NoFix;
 use m365_pipeline::mqtt::credentials::read_password_file;
 pub use m365_pipeline::{BrokerUrl, Encoding, MqttProtocol};
 use std::path::{Path, PathBuf};

@@ -12,14 +12,14 @@ const MAX_CONNECTIONS: usize = 64;
 
 /// A running embedded broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EmbeddedBroker {
+pub(crate) struct EmbeddedBroker {
     /// Where it listens (127.0.0.1).
     pub addr: SocketAddr,
 }
 
 impl EmbeddedBroker {
     /// Starts the broker and waits until it accepts connections.
-    pub async fn start() -> anyhow::Result<EmbeddedBroker> {
+    pub(crate) async fn start() -> anyhow::Result<EmbeddedBroker> {
         // rumqttd takes a fixed address: ask the system for a free port, then hand it over.
         let addr = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|l| l.local_addr())

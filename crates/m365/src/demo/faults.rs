@@ -14,19 +14,19 @@ use tokio::time::Instant;
 use super::gate::Gate;
 
 /// When, in each cycle, the radio drops.
-pub const LINK_DROP_AT: Duration = Duration::from_secs(4);
+pub(crate) const LINK_DROP_AT: Duration = Duration::from_secs(4);
 /// How long the radio stays down.
-pub const LINK_DROP_FOR: Duration = Duration::from_secs(2);
+pub(crate) const LINK_DROP_FOR: Duration = Duration::from_secs(2);
 /// When, in each cycle, the broker becomes unreachable.
-pub const OUTAGE_AT: Duration = Duration::from_secs(8);
+pub(crate) const OUTAGE_AT: Duration = Duration::from_secs(8);
 /// How long the broker stays unreachable.
-pub const OUTAGE_FOR: Duration = Duration::from_secs(3);
+pub(crate) const OUTAGE_FOR: Duration = Duration::from_secs(3);
 /// Length of one cycle.
-pub const CYCLE: Duration = Duration::from_secs(20);
+pub(crate) const CYCLE: Duration = Duration::from_secs(20);
 
 /// A fault being played, for the view.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FaultEvent {
+pub(crate) enum FaultEvent {
     /// The radio link of a scooter dropped.
     LinkDrop {
         /// Scooter id.
@@ -62,7 +62,7 @@ impl std::fmt::Display for FaultEvent {
 }
 
 /// Plays the schedule from `start` on `scooter` and `gate` until dropped.
-pub async fn play(
+pub(crate) async fn play(
     start: Instant,
     scooter_id: String,
     scooter: SimScooter,

@@ -43,7 +43,7 @@ const BUTTON_DELAY: Duration = Duration::from_millis(200);
 
 /// One simulated scooter, registered, with its GPS.
 #[derive(Debug)]
-pub struct DemoScooter {
+pub(crate) struct DemoScooter {
     /// Names it in topics and records: its address as 12 hex digits, as in `m365 run`.
     pub id: String,
     /// Model, for the view.
@@ -58,7 +58,7 @@ pub struct DemoScooter {
 
 impl DemoScooter {
     /// Creates scooter number `index` and registers with it (token in `dir`).
-    pub async fn prepare(index: usize, dir: &Path) -> anyhow::Result<DemoScooter> {
+    pub(crate) async fn prepare(index: usize, dir: &Path) -> anyhow::Result<DemoScooter> {
         let model = MODELS
             .get(index % MODELS.len())
             .copied()
@@ -101,7 +101,10 @@ impl DemoScooter {
         };
         link_config.reconnect.scan_timeout = Duration::from_secs(10);
         let gps = match start_gps(&sim) {
-            Ok((emulator, source)) => DemoGps::Pty { source, emulator },
+            Ok((emulator, source)) => DemoGps::Pty {
+                source,
+                _emulator: emulator,
+            },
             Err(e) => {
                 tracing::warn!(error = %e, "no pseudo-terminal for the emulated GPS: NMEA fed to the decoder directly");
                 feed_gps(sim.clone())
@@ -118,13 +121,13 @@ impl DemoScooter {
 
     /// Waits (at most `limit`) for the GPS source to hold a first fix, so the first records
     /// already carry a position.
-    pub async fn first_fix(&self, limit: Duration) {
+    pub(crate) async fn first_fix(&self, limit: Duration) {
         let mut state = self.gps.state();
         let _ = tokio::time::timeout(limit, state.wait_for(|s| s.last_fix.is_some())).await;
     }
 
     /// Opens the link (scan, connect, login) over its own in-process transport.
-    pub async fn open(&self) -> anyhow::Result<ScooterLink<InProcessTransport>> {
+    pub(crate) async fn open(&self) -> anyhow::Result<ScooterLink<InProcessTransport>> {
         ScooterLink::open(
             InProcessTransport::new(vec![self.sim.clone()]),
             self.link_config.clone(),
@@ -136,15 +139,15 @@ impl DemoScooter {
 
 /// Where a demo scooter's positions come from.
 #[derive(Debug)]
-pub enum DemoGps {
+pub(crate) enum DemoGps {
     /// An emulated receiver on a pty, read by the serial source `m365 run` uses.
     Pty {
         /// The source reading its device. Declared first so it is dropped (stopped) before the
         /// receiver: a source outliving its receiver would retry the `/dev/pts/N` the receiver
         /// freed, which the next terminal opened on the machine may have got.
         source: GpsHandle,
-        /// The receiver.
-        emulator: EmulatorHandle,
+        /// The receiver, held (never read) so it runs until the scooter's GPS is dropped.
+        _emulator: EmulatorHandle,
     },
     /// No pty: the receiver's sentences go straight into the NMEA decoder.
     Fed {
@@ -157,7 +160,7 @@ pub enum DemoGps {
 
 impl DemoGps {
     /// The source state the sampler reads the latest fix from.
-    pub fn state(&self) -> watch::Receiver<SourceState> {
+    pub(crate) fn state(&self) -> watch::Receiver<SourceState> {
         match self {
             DemoGps::Pty { source, .. } => source.subscribe(),
             DemoGps::Fed { state, .. } => state.clone(),
@@ -191,7 +194,7 @@ fn route_point(
 
 /// Once a second, the receiver's sentences for the scooter's position, decoded by the real
 /// NMEA decoder, published like a source task's state.
-pub fn feed_gps(sim: SimScooter) -> DemoGps {
+pub(crate) fn feed_gps(sim: SimScooter) -> DemoGps {
     let (tx, state) = watch::channel(SourceState::default());
     let task = tokio::spawn(async move {
         let mut decoder = NmeaDecoder::new();

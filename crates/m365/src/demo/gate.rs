@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 
 /// The relay. Dropping it stops accepting; relayed connections end with their peers.
 #[derive(Debug)]
-pub struct Gate {
+pub(crate) struct Gate {
     addr: SocketAddr,
     open: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -19,7 +19,7 @@ pub struct Gate {
 
 impl Gate {
     /// Relays a free loopback port to `upstream`.
-    pub async fn start(upstream: SocketAddr) -> anyhow::Result<Gate> {
+    pub(crate) async fn start(upstream: SocketAddr) -> anyhow::Result<Gate> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
             .context("no free loopback port for the relay")?;
@@ -30,17 +30,17 @@ impl Gate {
     }
 
     /// Where clients connect.
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// Cuts every relayed connection and refuses new ones until [`Gate::restore`].
-    pub fn cut(&self) {
+    pub(crate) fn cut(&self) {
         self.open.send_replace(false);
     }
 
     /// Lets connections through again.
-    pub fn restore(&self) {
+    pub(crate) fn restore(&self) {
         self.open.send_replace(true);
     }
 }

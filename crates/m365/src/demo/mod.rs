@@ -19,14 +19,14 @@
 //!   [`terminal`]: drawing the table in place, at the terminal's size.
 //! - [`faults`]: the `--faults` schedule; [`summary`]: the closing counters.
 
-pub mod broker;
-pub mod faults;
-pub mod fleet;
-pub mod gate;
-pub mod render;
-pub mod summary;
-pub mod terminal;
-pub mod view;
+pub(crate) mod broker;
+pub(crate) mod faults;
+pub(crate) mod fleet;
+pub(crate) mod gate;
+pub(crate) mod render;
+pub(crate) mod summary;
+pub(crate) mod terminal;
+pub(crate) mod view;
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -50,7 +50,7 @@ use view::{Live, ViewEvent};
 
 /// How the demo runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DemoOptions {
+pub(crate) struct DemoOptions {
     /// Simulated scooters.
     pub scooters: u16,
     /// Stop after this long (`None`: until Ctrl-C).
@@ -81,7 +81,7 @@ struct Running {
 }
 
 /// Runs the demo and prints its summary; returns the summary.
-pub async fn run(options: DemoOptions) -> anyhow::Result<Summary> {
+pub(crate) async fn run(options: DemoOptions) -> anyhow::Result<Summary> {
     // Before anything else: no serial client may open the terminal while the demo shows on it.
     let _terminals = terminal::lock_terminals();
     let mut signals = Signals::watch().context("cannot watch Ctrl-C")?;

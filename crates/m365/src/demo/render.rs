@@ -7,7 +7,7 @@ use m365_pipeline::encoding::json::JsonV1;
 use super::view::Live;
 
 /// A record as one plain line: `rec scooter=… seq=… speed=…km/h …`.
-pub fn record_line(r: &JsonV1) -> String {
+pub(crate) fn record_line(r: &JsonV1) -> String {
     let num = |v: Option<f64>, digits: usize, unit: &str| {
         v.map_or_else(|| "none".to_owned(), |v| format!("{v:.digits$}{unit}"))
     };
@@ -38,7 +38,7 @@ pub fn record_line(r: &JsonV1) -> String {
 
 /// A column of the terminal table, left to right as in [`Column::ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Column {
+pub(crate) enum Column {
     /// The scooter's id; never dropped.
     Scooter,
     /// Its model.
@@ -66,7 +66,7 @@ const COLUMNS: usize = 10;
 
 impl Column {
     /// Every column, left to right.
-    pub const ALL: [Column; COLUMNS] = [
+    pub(crate) const ALL: [Column; COLUMNS] = [
         Column::Scooter,
         Column::Model,
         Column::Seq,
@@ -80,7 +80,7 @@ impl Column {
     ];
 
     /// Its heading.
-    pub fn header(self) -> &'static str {
+    pub(crate) fn header(self) -> &'static str {
         match self {
             Column::Scooter => "scooter",
             Column::Model => "model",
@@ -118,7 +118,7 @@ impl Column {
 /// last what shows the data moving (speed, position). With the demo's usual values, an
 /// 80-column terminal shows everything but the voltage and the odometer. The scooter id is never
 /// dropped; when even it does not fit, lines are cut.
-pub const DROP_ORDER: [Column; COLUMNS - 1] = [
+pub(crate) const DROP_ORDER: [Column; COLUMNS - 1] = [
     Column::Voltage,
     Column::Odometer,
     Column::Temp,
@@ -136,7 +136,7 @@ const WAITING: &str = "waiting for the first record";
 /// One scooter's row: its cells in [`Column::ALL`] order, or only its id and model while no
 /// record has arrived.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
+pub(crate) struct Row {
     cells: [String; COLUMNS],
     waiting: bool,
 }
@@ -149,7 +149,7 @@ impl Row {
 
 /// The rows of the terminal view, one per scooter in `scooters` (id, model), from what the view
 /// received.
-pub fn rows(live: &Live, scooters: &[(String, &str)]) -> Vec<Row> {
+pub(crate) fn rows(live: &Live, scooters: &[(String, &str)]) -> Vec<Row> {
     scooters
         .iter()
         .map(|(id, model)| {
@@ -204,12 +204,12 @@ pub fn rows(live: &Live, scooters: &[(String, &str)]) -> Vec<Row> {
 /// Columns on screen, as counted here: one per `char`. Everything the view prints is ASCII but
 /// for `°` and `…`, which take one column in Western locales; the caller keeps one column spare
 /// for terminals where they take two.
-pub fn text_width(text: &str) -> usize {
+pub(crate) fn text_width(text: &str) -> usize {
     text.chars().count()
 }
 
 /// `text` cut to at most `width` columns, a cut marked with `…`.
-pub fn fit(text: &str, width: usize) -> String {
+pub(crate) fn fit(text: &str, width: usize) -> String {
     if text_width(text) <= width {
         return text.to_owned();
     }
@@ -231,7 +231,7 @@ fn gap(column: Column) -> usize {
 /// and whatever still does not fit (a long footer, a terminal narrower than a scooter id) is
 /// cut. When there are more scooters than lines, the last rows give way to a line saying how
 /// many are not shown; the footer stays.
-pub fn layout(rows: &[Row], footer: &[String], width: usize, height: usize) -> Vec<String> {
+pub(crate) fn layout(rows: &[Row], footer: &[String], width: usize, height: usize) -> Vec<String> {
     // Header, blank line and footer are always there; rows get what is left.
     let room = height.saturating_sub(2 + footer.len());
     let (shown, hidden) = if rows.len() <= room {
@@ -322,7 +322,7 @@ pub fn layout(rows: &[Row], footer: &[String], width: usize, height: usize) -> V
 /// The screen rows that lines `widths` columns wide take on a terminal `columns` wide that
 /// wraps them: after a terminal is narrowed, terminals that reflow their contents wrap the lines
 /// drawn for the wider one, and erasing them means going up this many rows.
-pub fn screen_rows(widths: &[usize], columns: usize) -> usize {
+pub(crate) fn screen_rows(widths: &[usize], columns: usize) -> usize {
     let columns = columns.max(1);
     widths.iter().map(|&w| w.div_ceil(columns).max(1)).sum()
 }

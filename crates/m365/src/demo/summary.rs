@@ -6,7 +6,7 @@ use std::fmt;
 
 /// Totals over every scooter of the demo.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Simulated scooters.
     pub scooters: u64,
     /// Whole seconds the demo sampled.
@@ -35,7 +35,7 @@ pub struct Summary {
 
 impl Summary {
     /// "published 120, acknowledged 120, lost 0".
-    pub fn sentence(&self) -> String {
+    pub(crate) fn sentence(&self) -> String {
         format!(
             "published {}, acknowledged {}, lost {}",
             self.published, self.acknowledged, self.lost

@@ -29,7 +29,7 @@ use super::render;
 const FALLBACK_SIZE: (usize, usize) = (80, 24);
 
 /// The terminal's width and height; [`FALLBACK_SIZE`] where unknown.
-pub fn size() -> (usize, usize) {
+pub(crate) fn size() -> (usize, usize) {
     match terminal::size() {
         Ok((columns, lines)) => (
             nonzero_or(columns, FALLBACK_SIZE.0),
@@ -50,12 +50,12 @@ fn nonzero_or(value: u16, fallback: usize) -> usize {
 /// What the live view may use of a terminal `columns` × `lines`: the last column stays free,
 /// because terminals differ on whether writing it wraps at once (and on how wide `°` is), and
 /// the last line stays free for the cursor, so the table never scrolls its own top away.
-pub fn usable((columns, lines): (usize, usize)) -> (usize, usize) {
+pub(crate) fn usable((columns, lines): (usize, usize)) -> (usize, usize) {
     (columns.saturating_sub(1), lines.saturating_sub(1))
 }
 
 /// Window size changes (`SIGWINCH`), to re-lay the view out at once rather than at the next tick.
-pub fn resizes() -> Option<Signal> {
+pub(crate) fn resizes() -> Option<Signal> {
     match signal(SignalKind::window_change()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -66,7 +66,7 @@ pub fn resizes() -> Option<Signal> {
 }
 
 /// The next resize, or never without notifications.
-pub async fn next_resize(resizes: &mut Option<Signal>) {
+pub(crate) async fn next_resize(resizes: &mut Option<Signal>) {
     match resizes {
         Some(s) => {
             if s.recv().await.is_none() {
@@ -79,7 +79,7 @@ pub async fn next_resize(resizes: &mut Option<Signal>) {
 
 /// The lines the view last drew, at the bottom of the output, so they can be redrawn in place.
 #[derive(Debug, Default)]
-pub struct Screen {
+pub(crate) struct Screen {
     /// Width of each line drawn, in columns.
     drawn: Vec<usize>,
 }
@@ -89,7 +89,7 @@ impl Screen {
     /// since, `columns` wide, lines may have been re-wrapped over several rows: going up as many
     /// rows as they now take may, on terminals that cut lines instead, clear a few lines above
     /// the table too, which is better than leaving pieces of the old table on screen.
-    pub fn erase(&mut self, out: &mut impl Write, columns: usize) -> io::Result<()> {
+    pub(crate) fn erase(&mut self, out: &mut impl Write, columns: usize) -> io::Result<()> {
         self.up(out, columns)?;
         out.queue(Clear(ClearType::FromCursorDown))?;
         Ok(())
@@ -97,7 +97,7 @@ impl Screen {
 
     /// Draws `lines` over the previous ones. Each line ends with an explicit carriage return
     /// and line feed: the view does not depend on the terminal turning `\n` into both.
-    pub fn draw(
+    pub(crate) fn draw(
         &mut self,
         out: &mut impl Write,
         lines: &[String],
@@ -115,12 +115,12 @@ impl Screen {
     }
 
     /// Leaves what was drawn on screen; the next drawing starts below it.
-    pub fn forget(&mut self) {
+    pub(crate) fn forget(&mut self) {
         self.drawn.clear();
     }
 
     /// Whether anything is on screen.
-    pub fn is_drawn(&self) -> bool {
+    pub(crate) fn is_drawn(&self) -> bool {
         !self.drawn.is_empty()
     }
 
@@ -142,7 +142,7 @@ impl Screen {
 /// description, and the inherited ones are shared with the shell, which would keep the lock
 /// after the demo ends; a description of our own is closed, and its lock released, when the
 /// process ends, however it ends.
-pub fn lock_terminals() -> Vec<File> {
+pub(crate) fn lock_terminals() -> Vec<File> {
     let mut held: Vec<File> = Vec::new();
     let mut devices = Vec::new();
     let stdin = io::stdin();

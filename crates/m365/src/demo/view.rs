@@ -13,13 +13,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// Telemetry topic of every scooter (the demo publishes the `json` encoding there).
-pub const TELEMETRY_FILTER: &str = "m365/+/telemetry";
+pub(crate) const TELEMETRY_FILTER: &str = "m365/+/telemetry";
 /// Availability topic of every scooter.
-pub const AVAILABILITY_FILTER: &str = "m365/+/availability";
+pub(crate) const AVAILABILITY_FILTER: &str = "m365/+/availability";
 
 /// What the subscriber saw.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ViewEvent {
+pub(crate) enum ViewEvent {
     /// A telemetry record.
     Record(Box<JsonV1>),
     /// A scooter's client went online or offline (the `offline` is the broker's last will).
@@ -33,7 +33,7 @@ pub enum ViewEvent {
 
 /// The subscriber task; dropping it stops the task.
 #[derive(Debug)]
-pub struct Subscriber {
+pub(crate) struct Subscriber {
     task: JoinHandle<()>,
 }
 
@@ -45,7 +45,7 @@ impl Drop for Subscriber {
 
 /// Connects to `broker`, subscribes, and returns once the broker confirmed the subscription,
 /// so nothing published afterwards can be missed.
-pub async fn subscribe(
+pub(crate) async fn subscribe(
     broker: SocketAddr,
 ) -> anyhow::Result<(Subscriber, mpsc::UnboundedReceiver<ViewEvent>)> {
     let mut options = MqttOptions::new("m365-demo-view", broker.ip().to_string(), broker.port());
@@ -98,7 +98,7 @@ pub async fn subscribe(
 }
 
 /// Decodes one message of the subscribed topics.
-pub fn parse(topic: &str, payload: &[u8]) -> Option<ViewEvent> {
+pub(crate) fn parse(topic: &str, payload: &[u8]) -> Option<ViewEvent> {
     let mut parts = topic.split('/');
     let (Some("m365"), Some(id), Some(kind), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -123,7 +123,7 @@ pub fn parse(topic: &str, payload: &[u8]) -> Option<ViewEvent> {
 
 /// What the view knows of one scooter.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ScooterView {
+pub(crate) struct ScooterView {
     /// The latest record.
     pub last: Option<JsonV1>,
     /// Its client is connected to the broker (retained availability).
@@ -136,14 +136,14 @@ pub struct ScooterView {
 
 /// Everything received so far, per scooter id.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Live {
+pub(crate) struct Live {
     /// By scooter id.
     pub scooters: BTreeMap<String, ScooterView>,
 }
 
 impl Live {
     /// Takes an event into account.
-    pub fn apply(&mut self, event: &ViewEvent) {
+    pub(crate) fn apply(&mut self, event: &ViewEvent) {
         match event {
             ViewEvent::Record(record) => {
                 let view = self.scooters.entry(record.scooter_id.clone()).or_default();
@@ -161,7 +161,7 @@ impl Live {
     }
 
     /// Distinct records received from `scooter_id`.
-    pub fn received(&self, scooter_id: &str) -> u64 {
+    pub(crate) fn received(&self, scooter_id: &str) -> u64 {
         self.scooters
             .get(scooter_id)
             .map_or(0, |v| v.seqs.len() as u64)
