@@ -8,7 +8,7 @@ use tokio_postgres::error::SqlState;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// An error from the PostgreSQL client or server.
-    #[error("database: {}", crate::schema::db_message(.0))]
+    #[error("database: {}", db_message(.0))]
     Db(#[from] tokio_postgres::Error),
     /// The schema cannot be brought up to date or is not what the ingest needs.
     #[error("schema: {0}")]
@@ -80,6 +80,14 @@ impl StoreError {
             // so keep the messages and retry.
             _ => Disposition::Outage,
         }
+    }
+}
+
+/// The server's message of a database error (with its SQLSTATE), or the error itself.
+pub fn db_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{} ({})", d.message(), d.code().code()),
+        None => e.to_string(),
     }
 }
 

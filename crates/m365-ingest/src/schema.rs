@@ -8,7 +8,7 @@ use tokio_postgres::Client;
 use tracing::{info, warn};
 
 use crate::config::{PostgisMode, TimescaleMode};
-use crate::error::StoreError;
+use crate::error::{StoreError, db_message};
 
 /// Key of the advisory lock held while migrating ("m365" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6d33_3635;
@@ -235,12 +235,4 @@ pub async fn migrate(
         location,
         hypertables,
     })
-}
-
-/// The server's message of a database error (with its SQLSTATE), or the error itself.
-pub fn db_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(d) => format!("{} ({})", d.message(), d.code().code()),
-        None => e.to_string(),
-    }
 }
