@@ -484,6 +484,7 @@ impl<T: Transport> ScooterLink<T> {
     /// Connects and opens (or resumes) a session, under the reconnection policy.
     async fn ensure_online(&mut self) -> Result<(), BleError> {
         let mut repeat_login = false;
+        let mut retried_login = false;
         while !self.online {
             self.connect().await?;
             let has_session = self.uart.is_some() && self.reuse_sessions;
@@ -513,6 +514,19 @@ impl<T: Transport> ScooterLink<T> {
                                 "the scooter reports a login on this connection already (E2): reconnecting"
                             );
                             repeat_login = true;
+                            self.uart = None;
+                            self.drop_link().await;
+                        }
+                        // A failure one damaged notification can cause (a proof that does not
+                        // match, a `21` that reads `23` or `22`, a parcel cut short, an answer
+                        // that never came) is tried once more on a new connection: only a
+                        // second failure in a row is taken at its word, so one bad frame never
+                        // asks for pairing again (exit 77, which systemd does not restart).
+                        Err(e @ (BleError::TokenRejected { .. } | BleError::Login(_)))
+                            if !retried_login =>
+                        {
+                            tracing::warn!(error = %e, "login failed: trying once more on a new connection");
+                            retried_login = true;
                             self.uart = None;
                             self.drop_link().await;
                         }

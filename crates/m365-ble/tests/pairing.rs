@@ -265,6 +265,37 @@ async fn a_token_the_scooter_calls_invalid_asks_for_pairing() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn one_login_answer_damaged_on_the_way_does_not_ask_for_pairing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = pro2(11);
+    let path = registered(&sim, dir.path()).await;
+    // The first `21` arrives as `23`, as one corrupted notification can make it; the next
+    // login, on a new connection, is answered normally.
+    let mut damaged = 0;
+    let transport = Tampered::new(
+        InProcessTransport::new(vec![sim.clone()]),
+        pass_writes(),
+        Box::new(move |event| match event {
+            TransportEvent::Notification {
+                char: Char::Upnp,
+                ref data,
+            } if data[..] == [0x21, 0, 0, 0] && damaged == 0 => {
+                damaged += 1;
+                vec![control(0x23)]
+            }
+            other => vec![other],
+        }),
+    );
+    let mut link = ScooterLink::open(transport, config(&sim, path))
+        .await
+        .expect("the second login succeeds");
+    link.sample().await.unwrap();
+    let c = link.counters();
+    assert_eq!((c.logins, c.link_losses), (1, 1), "{c:?}");
+    assert_eq!(sim.counters().logins, 2, "the scooter saw both logins");
+}
+
+#[tokio::test(start_paused = true)]
 async fn e1_and_e3_restart_registration_with_the_button_prompt() {
     for (refusal, seed) in [(0xE1u8, 11u64), (0xE3, 12)] {
         let dir = tempfile::tempdir().unwrap();

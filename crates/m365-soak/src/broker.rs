@@ -22,7 +22,7 @@ const PROBE: Duration = Duration::from_millis(20);
 
 /// A mosquitto of the soak's own.
 #[derive(Debug)]
-pub struct Mosquitto {
+pub(crate) struct Mosquitto {
     binary: PathBuf,
     config: PathBuf,
     log: PathBuf,
@@ -33,7 +33,7 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     /// Writes its configuration into `dir` (persistence there too) and reserves a port.
-    pub fn new(binary: &Path, dir: &Path) -> anyhow::Result<Mosquitto> {
+    pub(crate) fn new(binary: &Path, dir: &Path) -> anyhow::Result<Mosquitto> {
         let socket = TcpSocket::new_v4()?;
         socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
         socket.set_reuseaddr(true)?;
@@ -65,17 +65,12 @@ impl Mosquitto {
     }
 
     /// The port it listens on.
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.port
     }
 
-    /// Whether it is running.
-    pub fn running(&self) -> bool {
-        self.child.is_some()
-    }
-
     /// Starts it and returns once it accepts connections.
-    pub async fn start(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn start(&mut self) -> anyhow::Result<()> {
         if self.child.is_some() {
             return Ok(());
         }
@@ -117,7 +112,7 @@ impl Mosquitto {
     }
 
     /// Stops it cleanly (SIGTERM: it saves its sessions) and waits for the exit.
-    pub async fn stop(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(&mut self) -> anyhow::Result<()> {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };

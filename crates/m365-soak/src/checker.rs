@@ -20,22 +20,22 @@ use chrono::{DateTime, TimeZone as _, Utc};
 
 /// One telemetry message as received.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     /// Its sequence number.
-    pub seq: u64,
+    pub(crate) seq: u64,
     /// Its record id (UUID v7).
-    pub record_id: String,
+    pub(crate) record_id: String,
     /// When it arrived, from the start of the soak.
-    pub at: Duration,
+    pub(crate) at: Duration,
     /// Its timestamp.
-    pub ts: Option<DateTime<Utc>>,
+    pub(crate) ts: Option<DateTime<Utc>>,
     /// `system`, `gps` or `untrusted_system`.
-    pub ts_source: String,
+    pub(crate) ts_source: String,
 }
 
 /// Something the subscriber saw for one scooter.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Observation {
+pub(crate) enum Observation {
     /// A record.
     Record(Delivery),
     /// `online` on the availability topic: the client (re)connected.
@@ -51,20 +51,20 @@ pub enum Observation {
 
 /// The spool's state at the end of the run (after the client stopped).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SpoolEnd {
+pub(crate) struct SpoolEnd {
     /// The next sequence number it would hand out: `1..next_seq` were sampled.
-    pub next_seq: u64,
+    pub(crate) next_seq: u64,
     /// Sequence numbers still waiting in it.
-    pub pending: BTreeSet<u64>,
+    pub(crate) pending: BTreeSet<u64>,
 }
 
 /// Limits the checks use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// A duplicate is explained by a disruption that came at most this long before it.
-    pub dup_window: Duration,
+    pub(crate) dup_window: Duration,
     /// `[spool] max_bytes` of the clients.
-    pub max_bytes: u64,
+    pub(crate) max_bytes: u64,
 }
 
 /// A second (or later) delivery of a sequence number.
@@ -91,7 +91,7 @@ struct ScooterLog {
 
 /// Collects observations and judges them.
 #[derive(Debug, Default)]
-pub struct Checker {
+pub(crate) struct Checker {
     scooters: HashMap<String, ScooterLog>,
     /// Disruptions of every scooter (broker starts, the checker's own reconnections).
     global: Vec<Duration>,
@@ -99,35 +99,35 @@ pub struct Checker {
 
 /// The verdict for one scooter.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     /// Sequence numbers handed out.
-    pub sampled: u64,
+    pub(crate) sampled: u64,
     /// Distinct sequence numbers delivered.
-    pub delivered: u64,
+    pub(crate) delivered: u64,
     /// Sampled, never delivered and not in the spool.
-    pub lost: Vec<u64>,
+    pub(crate) lost: Vec<u64>,
     /// Still in the spool at the end.
-    pub pending: u64,
+    pub(crate) pending: u64,
     /// Deliveries beyond the first.
-    pub duplicates: u64,
+    pub(crate) duplicates: u64,
     /// Connections seen (`online` messages).
-    pub connections: u64,
+    pub(crate) connections: u64,
     /// Largest `spool_bytes` reported.
-    pub max_spool_bytes: u64,
+    pub(crate) max_spool_bytes: u64,
     /// Records by timestamp source.
-    pub ts_sources: BTreeMap<String, u64>,
+    pub(crate) ts_sources: BTreeMap<String, u64>,
     /// Every broken rule, in words.
-    pub violations: Vec<String>,
+    pub(crate) violations: Vec<String>,
 }
 
 impl Checker {
     /// An empty checker.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Checker::default()
     }
 
     /// Records what the subscriber saw for `scooter`.
-    pub fn observe(&mut self, scooter: &str, observation: Observation) {
+    pub(crate) fn observe(&mut self, scooter: &str, observation: Observation) {
         let log = self.scooters.entry(scooter.to_owned()).or_default();
         match observation {
             Observation::Record(d) => log.record(d),
@@ -143,7 +143,7 @@ impl Checker {
     }
 
     /// A disruption at `at`: of one scooter's client, or of all (`None`: the broker).
-    pub fn disruption(&mut self, scooter: Option<&str>, at: Duration) {
+    pub(crate) fn disruption(&mut self, scooter: Option<&str>, at: Duration) {
         match scooter {
             Some(s) => self
                 .scooters
@@ -155,15 +155,8 @@ impl Checker {
         }
     }
 
-    /// The scooters seen so far.
-    pub fn scooters(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.scooters.keys().cloned().collect();
-        ids.sort();
-        ids
-    }
-
     /// Whether every sequence number below `next_seq` has been delivered to `scooter`.
-    pub fn delivered_below(&self, scooter: &str, next_seq: u64) -> bool {
+    pub(crate) fn delivered_below(&self, scooter: &str, next_seq: u64) -> bool {
         let Some(log) = self.scooters.get(scooter) else {
             return next_seq <= 1;
         };
@@ -171,7 +164,7 @@ impl Checker {
     }
 
     /// How many sequence numbers below `end.next_seq` are neither delivered nor pending.
-    pub fn undelivered(&self, scooter: &str, end: &SpoolEnd) -> u64 {
+    pub(crate) fn undelivered(&self, scooter: &str, end: &SpoolEnd) -> u64 {
         let log = self.scooters.get(scooter);
         (1..end.next_seq)
             .filter(|s| !end.pending.contains(s))
@@ -180,7 +173,7 @@ impl Checker {
     }
 
     /// The verdict for `scooter`, given its spool at the end (`None`: unreadable).
-    pub fn verdict(&self, scooter: &str, end: Option<&SpoolEnd>, limits: Limits) -> Verdict {
+    pub(crate) fn verdict(&self, scooter: &str, end: Option<&SpoolEnd>, limits: Limits) -> Verdict {
         let empty = ScooterLog::default();
         let log = self.scooters.get(scooter).unwrap_or(&empty);
         let mut v = Verdict {
@@ -323,7 +316,7 @@ fn trusted_from() -> DateTime<Utc> {
 /// That holds exactly when some threshold splits it into two ascending runs, i.e. when every
 /// number that arrived after a larger one (it must be backlog) is below every number that
 /// arrived before a smaller one (it must be live).
-pub fn backlog_and_live(seqs: &[u64]) -> Result<(), String> {
+pub(crate) fn backlog_and_live(seqs: &[u64]) -> Result<(), String> {
     let mut late_backlog: Option<(u64, u64)> = None; // (max such number, the larger one before it)
     let mut prefix_max = 0u64;
     for &s in seqs {
@@ -349,7 +342,7 @@ pub fn backlog_and_live(seqs: &[u64]) -> Result<(), String> {
 }
 
 /// `1-3, 7, 9-10` for `[1, 2, 3, 7, 9, 10]` (at most 12 ranges, then `…`).
-pub fn ranges(seqs: &[u64]) -> String {
+pub(crate) fn ranges(seqs: &[u64]) -> String {
     let mut sorted = seqs.to_vec();
     sorted.sort_unstable();
     sorted.dedup();

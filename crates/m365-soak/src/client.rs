@@ -37,10 +37,10 @@ use crate::resources::{self, Usage};
 use crate::schedule::ClockJump;
 
 /// Exit codes systemd does not restart (`RestartPreventExitStatus=` of the packaged unit).
-pub const RESTART_PREVENT: [i32; 5] = [64, 77, 78, 79, 80];
+pub(crate) const RESTART_PREVENT: [i32; 5] = [64, 77, 78, 79, 80];
 /// Exit codes that are the normal answer to a fault: scooter not found (69), spool unusable
 /// (73, disk full at start), GPS device missing (74, unplugged at start), scooter lost (75).
-pub const EXPECTED_EXITS: [i32; 4] = [69, 73, 74, 75];
+pub(crate) const EXPECTED_EXITS: [i32; 4] = [69, 73, 74, 75];
 /// `WatchdogSec` given to the client (it pings at half of it).
 const WATCHDOG: Duration = Duration::from_secs(10);
 /// How long a stopping client may take (`TimeoutStopSec` of the unit).
@@ -48,37 +48,37 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often resources are read.
 const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 /// Size of each client's spool file system.
-pub const DISK_SIZE: &str = "16m";
+pub(crate) const DISK_SIZE: &str = "16m";
 
 /// Everything one client needs.
 #[derive(Debug, Clone)]
-pub struct ClientSetup {
+pub(crate) struct ClientSetup {
     /// Index of the scooter, from 0.
-    pub index: usize,
+    pub(crate) index: usize,
     /// The scooter's address.
-    pub mac: String,
+    pub(crate) mac: String,
     /// Its id in topics and records (the address as 12 lower-case hex digits).
-    pub scooter_id: String,
+    pub(crate) scooter_id: String,
     /// This client's folder.
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// The `m365` binary.
-    pub m365: PathBuf,
+    pub(crate) m365: PathBuf,
     /// The fake BlueZ's bus.
-    pub bus: String,
+    pub(crate) bus: String,
     /// The broker's port.
-    pub broker_port: u16,
+    pub(crate) broker_port: u16,
     /// The GPS receiver's stable path.
-    pub gps: PathBuf,
+    pub(crate) gps: PathBuf,
     /// libfaketime, when installed.
-    pub faketime: Option<PathBuf>,
+    pub(crate) faketime: Option<PathBuf>,
     /// `[telemetry] interval`.
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// `[scooter] reconnect_window`.
-    pub reconnect_window: Duration,
+    pub(crate) reconnect_window: Duration,
     /// `[spool] max_bytes`.
-    pub max_bytes: u64,
+    pub(crate) max_bytes: u64,
     /// Pause before a restart (`RestartSec`).
-    pub restart_sec: Duration,
+    pub(crate) restart_sec: Duration,
 }
 
 impl ClientSetup {
@@ -99,12 +99,12 @@ impl ClientSetup {
     }
 
     /// Where the spool's file system is mounted (inside the holder's namespace).
-    pub fn mount(&self) -> PathBuf {
+    pub(crate) fn mount(&self) -> PathBuf {
         self.dir.join("spool")
     }
 
     /// Writes `martinete.toml` and the clock file.
-    pub fn write_files(&self) -> anyhow::Result<()> {
+    pub(crate) fn write_files(&self) -> anyhow::Result<()> {
         std::fs::create_dir_all(self.mount())?;
         let config = format!(
             r#"# Written by m365-soak for scooter {index}.
@@ -153,7 +153,7 @@ level = "info"
     }
 
     /// Pairs with the scooter (`m365 register`, the simulator presses the button).
-    pub async fn register(&self) -> anyhow::Result<()> {
+    pub(crate) async fn register(&self) -> anyhow::Result<()> {
         let mut last = String::new();
         for _ in 0..3 {
             let out = Command::new(&self.m365)
@@ -183,7 +183,7 @@ level = "info"
     }
 
     /// Sets the client's system clock: back to true time, or jumped.
-    pub fn set_clock(&self, jump: Option<ClockJump>) -> anyhow::Result<()> {
+    pub(crate) fn set_clock(&self, jump: Option<ClockJump>) -> anyhow::Result<()> {
         let text = match jump {
             None => "+0".to_owned(),
             Some(ClockJump::Offset(s)) => format!("{s:+}"),
@@ -196,7 +196,7 @@ level = "info"
 
 /// The spool's small file system, held by a sleeping process in a mount namespace of its own.
 #[derive(Debug)]
-pub struct SmallDisk {
+pub(crate) struct SmallDisk {
     holder: Child,
     pid: u32,
     mount: PathBuf,
@@ -204,7 +204,7 @@ pub struct SmallDisk {
 
 impl SmallDisk {
     /// Mounts a tmpfs of [`DISK_SIZE`] on `mount` in a new user and mount namespace.
-    pub async fn start(mount: &Path) -> anyhow::Result<SmallDisk> {
+    pub(crate) async fn start(mount: &Path) -> anyhow::Result<SmallDisk> {
         let mut holder = Command::new("unshare")
             .args(["-rm", "sh", "-c"])
             .arg(
@@ -242,19 +242,19 @@ impl SmallDisk {
     }
 
     /// `name` on the small file system, as the soak reaches it.
-    pub fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         let inside = self.mount.join(name);
         let relative = inside.strip_prefix("/").unwrap_or(&inside);
         PathBuf::from(format!("/proc/{}/root", self.pid)).join(relative)
     }
 
     /// The holder's pid (clients enter its namespaces).
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.pid
     }
 
     /// Fills the file system with a file of zeros; returns its size.
-    pub async fn fill(&self) -> anyhow::Result<u64> {
+    pub(crate) async fn fill(&self) -> anyhow::Result<u64> {
         let path = self.path("filler");
         tokio::task::spawn_blocking(move || {
             let mut file = std::fs::File::create(&path)?;
@@ -273,7 +273,7 @@ impl SmallDisk {
     }
 
     /// Removes the filler.
-    pub fn free(&self) -> anyhow::Result<()> {
+    pub(crate) fn free(&self) -> anyhow::Result<()> {
         match std::fs::remove_file(self.path("filler")) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -285,7 +285,7 @@ impl SmallDisk {
     ///
     /// Read by `soak` (this program) inside the holder's mount namespace: SQLite resolves the
     /// symbolic links of a path, and `/proc/<pid>/root` would lead it back to this namespace.
-    pub async fn spool_end(&self, soak: &Path, scooter_id: &str) -> Option<SpoolEnd> {
+    pub(crate) async fn spool_end(&self, soak: &Path, scooter_id: &str) -> Option<SpoolEnd> {
         let run = Command::new("nsenter")
             .arg("-t")
             .arg(self.pid.to_string())
@@ -321,14 +321,14 @@ impl SmallDisk {
     }
 
     /// Unmounts (the namespace goes with its holder).
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.holder.kill().await;
     }
 }
 
 /// What a supervisor is told.
 #[derive(Debug)]
-pub enum Order {
+pub(crate) enum Order {
     /// SIGKILL the client now (nothing happens if it is not running).
     Kill,
     /// Stop it cleanly (SIGTERM) and stop supervising; the answer comes once it exited.
@@ -337,7 +337,7 @@ pub enum Order {
 
 /// What a supervisor reports as it happens.
 #[derive(Debug, Clone)]
-pub enum ClientEvent {
+pub(crate) enum ClientEvent {
     /// A run of the client started.
     Started {
         /// Scooter index.
@@ -358,34 +358,34 @@ pub enum ClientEvent {
 
 /// What a supervisor counted over the run.
 #[derive(Debug, Clone, Default)]
-pub struct ClientStats {
+pub(crate) struct ClientStats {
     /// Runs started.
-    pub starts: u64,
+    pub(crate) starts: u64,
     /// Exits by code or signal name.
-    pub exits: BTreeMap<String, u64>,
+    pub(crate) exits: BTreeMap<String, u64>,
     /// Kills the schedule asked for while the client was not running (between restarts).
-    pub kills_skipped: u64,
+    pub(crate) kills_skipped: u64,
     /// Resource readings.
-    pub usage: Vec<Usage>,
+    pub(crate) usage: Vec<Usage>,
     /// Largest on-disk size of the spool (file, WAL and shared memory), bytes.
-    pub max_footprint: u64,
+    pub(crate) max_footprint: u64,
     /// Broken rules, in words.
-    pub violations: Vec<String>,
+    pub(crate) violations: Vec<String>,
     /// The `stopped …` line of the last clean stop.
-    pub stop_line: Option<String>,
+    pub(crate) stop_line: Option<String>,
 }
 
 /// A running supervisor.
 #[derive(Debug)]
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     orders: mpsc::UnboundedSender<Order>,
     /// What it counted (read at the end).
-    pub stats: Arc<Mutex<ClientStats>>,
+    pub(crate) stats: Arc<Mutex<ClientStats>>,
 }
 
 impl Supervisor {
     /// Starts supervising the client of `setup` on `disk`; `epoch` is the chaos phase's start.
-    pub fn start(
+    pub(crate) fn start(
         setup: ClientSetup,
         disk_pid: u32,
         disk_spool: PathBuf,
@@ -413,12 +413,12 @@ impl Supervisor {
     }
 
     /// SIGKILL the client now.
-    pub fn kill(&self) {
+    pub(crate) fn kill(&self) {
         let _ = self.orders.send(Order::Kill);
     }
 
     /// Stops the client cleanly and returns once it has exited.
-    pub async fn stop(&self) {
+    pub(crate) async fn stop(&self) {
         let (tx, rx) = oneshot::channel();
         if self.orders.send(Order::Stop(tx)).is_ok() {
             let _ = rx.await;
@@ -430,7 +430,7 @@ impl Supervisor {
     }
 
     /// A copy of what it counted.
-    pub fn snapshot(&self) -> ClientStats {
+    pub(crate) fn snapshot(&self) -> ClientStats {
         self.stats().clone()
     }
 }
@@ -712,7 +712,7 @@ impl Run {
 
 /// Reads the numbering of `scooter_id` and its records still in the spool at `path` (a missing
 /// file: nothing sampled).
-pub fn read_spool(path: &Path, scooter_id: &str) -> rusqlite::Result<SpoolEnd> {
+pub(crate) fn read_spool(path: &Path, scooter_id: &str) -> rusqlite::Result<SpoolEnd> {
     if !path.exists() {
         return Ok(SpoolEnd {
             next_seq: 1,
@@ -746,13 +746,13 @@ pub fn read_spool(path: &Path, scooter_id: &str) -> rusqlite::Result<SpoolEnd> {
 }
 
 /// `next_seq=N pending=1,2,3`: what the `spool-end` helper prints.
-pub fn format_spool_end(end: &SpoolEnd) -> String {
+pub(crate) fn format_spool_end(end: &SpoolEnd) -> String {
     let pending: Vec<String> = end.pending.iter().map(u64::to_string).collect();
     format!("next_seq={} pending={}", end.next_seq, pending.join(","))
 }
 
 /// The inverse of [`format_spool_end`].
-pub fn parse_spool_end(text: &str) -> Option<SpoolEnd> {
+pub(crate) fn parse_spool_end(text: &str) -> Option<SpoolEnd> {
     let line = text.lines().find(|l| l.starts_with("next_seq="))?;
     let mut words = line.split_whitespace();
     let next_seq = words.next()?.strip_prefix("next_seq=")?.parse().ok()?;

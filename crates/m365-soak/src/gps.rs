@@ -30,7 +30,7 @@ const SPEED: f64 = 5.0;
 
 /// A receiver helper, seen from the soak.
 #[derive(Debug)]
-pub struct Receiver {
+pub(crate) struct Receiver {
     path: PathBuf,
     child: Child,
     input: ChildStdin,
@@ -40,7 +40,11 @@ pub struct Receiver {
 impl Receiver {
     /// Starts a helper (`soak` is this program) keeping a receiver at `symlink`, riding north
     /// from a point that depends on `index`.
-    pub async fn start(soak: &Path, symlink: &Path, index: usize) -> anyhow::Result<Receiver> {
+    pub(crate) async fn start(
+        soak: &Path,
+        symlink: &Path,
+        index: usize,
+    ) -> anyhow::Result<Receiver> {
         let mut child = Command::new(soak)
             .arg("gps-receiver")
             .arg("--symlink")
@@ -65,22 +69,22 @@ impl Receiver {
     }
 
     /// The stable path clients open.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Unplugs the device; returns once it is gone.
-    pub async fn unplug(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn unplug(&mut self) -> anyhow::Result<()> {
         self.command("unplug", "unplugged").await
     }
 
     /// Plugs a new device in; returns once it is there.
-    pub async fn replug(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn replug(&mut self) -> anyhow::Result<()> {
         self.command("replug", "plugged").await
     }
 
     /// Stops the helper.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         drop(self.input);
         if tokio::time::timeout(ANSWER, self.child.wait())
             .await
@@ -112,7 +116,7 @@ impl Receiver {
 
 /// The helper process: runs the receiver and obeys `unplug`/`replug` lines on standard input,
 /// answering `unplugged`/`plugged`; ends when its input closes.
-pub async fn run_helper(symlink: PathBuf, index: usize) -> anyhow::Result<()> {
+pub(crate) async fn run_helper(symlink: PathBuf, index: usize) -> anyhow::Result<()> {
     let start = RoutePoint {
         time: Utc::now(),
         lat: 43.36 + 0.01 * index as f64,

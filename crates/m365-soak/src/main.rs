@@ -1,7 +1,28 @@
-//! `m365-soak`: the chaos soak's command line. Runs the real `m365 run` processes against
-//! simulated scooters and a real mosquitto under a seeded schedule of faults, and exits non-zero
-//! when a record was lost or another rule broke. See `docs/soak.md`.
+//! `m365-soak`, the chaos soak of `m365`: several simulated scooters behind the fake BlueZ,
+//! GPS receivers on ptys, a real mosquitto and the real `m365 run` processes (restarted the way
+//! systemd restarts the packaged unit), under a seeded random schedule of faults, while a
+//! checker subscribed to the broker verifies that nothing sampled is lost; the exit status is 1
+//! on any violation. A test tool: it never ships. See `docs/soak.md`.
+//!
+//! - [`schedule`]: the seeded fault schedule (pure).
+//! - [`checker`]: the delivery checks (pure).
+//! - [`resources`]: RSS and descriptors from `/proc`, and the flatness check.
+//! - [`broker`]: the soak's mosquitto; [`subscriber`]: the checker's MQTT session.
+//! - [`sim`]: `m365-sim serve` and `ctl`; [`gps`]: the receivers; [`client`]: one supervised
+//!   `m365 run` with its small disk and its clock.
+//! - [`soak`]: the run itself, from start to summary.
 #![forbid(unsafe_code)]
+
+mod broker;
+mod checker;
+mod client;
+mod gps;
+mod process;
+mod resources;
+mod schedule;
+mod sim;
+mod soak;
+mod subscriber;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,8 +30,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use m365_soak::schedule::{ScheduleConfig, generate};
-use m365_soak::soak::{self, SoakConfig};
+use schedule::{ScheduleConfig, generate};
+use soak::SoakConfig;
 
 /// Where Debian's libfaketime lives (the multi-threaded variant: `m365` runs several threads).
 const FAKETIME_LIBS: [&str; 2] = [
@@ -126,13 +147,13 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.helper {
             Some(Helper::GpsReceiver { symlink, index }) => {
-                m365_soak::gps::run_helper(symlink, index).await?;
+                gps::run_helper(symlink, index).await?;
                 Ok(true)
             }
             Some(Helper::SpoolEnd { spool, scooter_id }) => {
-                let end = m365_soak::client::read_spool(&spool, &scooter_id)
+                let end = client::read_spool(&spool, &scooter_id)
                     .with_context(|| format!("reading {}", spool.display()))?;
-                println!("{}", m365_soak::client::format_spool_end(&end));
+                println!("{}", client::format_spool_end(&end));
                 Ok(true)
             }
             None => run(cli).await,
@@ -229,9 +250,12 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     let passed = outcome.as_ref().is_ok_and(|o| o.violations.is_empty());
     if !passed && let Some(dir) = temp {
         // Keep the logs of a failed run.
-        eprintln!("m365-soak: logs kept in {}", dir.keep().display());
+        println!("logs kept in {}", dir.keep().display());
     }
-    outcome.map(|_| passed)
+    let outcome = outcome?;
+    // The last line.
+    println!("{}", outcome.summary);
+    Ok(passed)
 }
 
 /// `90s`, `1500ms`: one word, as `--duration` takes it back.

@@ -4,7 +4,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 /// Sends `signal` to process `pid`; a process that is already gone is not an error.
-pub fn signal(pid: u32, signal: Signal) {
+pub(crate) fn signal(pid: u32, signal: Signal) {
     // 0 would mean the whole process group.
     let Ok(raw) = i32::try_from(pid) else {
         return;

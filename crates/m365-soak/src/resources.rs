@@ -13,23 +13,23 @@ use std::time::Duration;
 
 /// Slack for resident memory: 8 MiB (the client's RSS is about 25 MiB, so a leak of a few
 /// hundred bytes per record shows within an hour).
-pub const RSS_SLACK_KIB: u64 = 8 * 1024;
+pub(crate) const RSS_SLACK_KIB: u64 = 8 * 1024;
 /// Slack for open file descriptors.
-pub const FD_SLACK: u64 = 4;
+pub(crate) const FD_SLACK: u64 = 4;
 
 /// One reading of one process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Usage {
+pub(crate) struct Usage {
     /// When, from the start of the chaos phase.
-    pub at: Duration,
+    pub(crate) at: Duration,
     /// Resident set size, KiB.
-    pub rss_kib: u64,
+    pub(crate) rss_kib: u64,
     /// Open file descriptors.
-    pub fds: u64,
+    pub(crate) fds: u64,
 }
 
 /// Reads process `pid`'s usage now; `None` when it is gone.
-pub fn read(pid: u32, at: Duration) -> Option<Usage> {
+pub(crate) fn read(pid: u32, at: Duration) -> Option<Usage> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let rss_kib = status
         .lines()
@@ -40,7 +40,7 @@ pub fn read(pid: u32, at: Duration) -> Option<Usage> {
 }
 
 /// Size in bytes of a file and its SQLite companions (`-wal`, `-shm`), 0 for missing ones.
-pub fn spool_footprint(path: &Path) -> u64 {
+pub(crate) fn spool_footprint(path: &Path) -> u64 {
     ["", "-wal", "-shm"]
         .iter()
         .map(|suffix| {
@@ -53,23 +53,23 @@ pub fn spool_footprint(path: &Path) -> u64 {
 
 /// The first and last quarter's medians of one quantity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Trend {
+pub(crate) struct Trend {
     /// Median in the first quarter of the run.
-    pub first: u64,
+    pub(crate) first: u64,
     /// Median in the last quarter.
-    pub last: u64,
+    pub(crate) last: u64,
 }
 
 impl Trend {
     /// Whether the last quarter stays within `slack` of the first.
-    pub fn flat(&self, slack: u64) -> bool {
+    pub(crate) fn flat(&self, slack: u64) -> bool {
         self.last <= self.first + slack
     }
 }
 
 /// The RSS and descriptor trends over a run of length `run`, or `None` when either quarter has
 /// no reading (a process that was down the whole quarter).
-pub fn trends(samples: &[Usage], run: Duration) -> Option<(Trend, Trend)> {
+pub(crate) fn trends(samples: &[Usage], run: Duration) -> Option<(Trend, Trend)> {
     let quarter = run / 4;
     let first: Vec<&Usage> = samples.iter().filter(|u| u.at < quarter).collect();
     let last: Vec<&Usage> = samples.iter().filter(|u| u.at >= run - quarter).collect();

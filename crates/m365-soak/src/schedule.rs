@@ -20,7 +20,7 @@ use rand_chacha::ChaCha8Rng;
 
 /// Who a fault hits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Target {
+pub(crate) enum Target {
     /// The MQTT broker (every scooter at once).
     Broker,
     /// One scooter and its `m365 run` process (index from 0).
@@ -29,7 +29,7 @@ pub enum Target {
 
 /// Where a clock jump sends the client's system clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClockJump {
+pub(crate) enum ClockJump {
     /// Forward or back by this many seconds (NTP correcting a drifted clock).
     Offset(i64),
     /// Back to before 2020, as a Pi without a real-time clock boots: an untrusted clock.
@@ -47,7 +47,7 @@ impl fmt::Display for ClockJump {
 
 /// One kind of fault, with its parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaultKind {
+pub(crate) enum FaultKind {
     /// The BLE link drops; reconnects fail for this long.
     BleDrop(Duration),
     /// The scooter is switched off for this long: the session is gone, a new login follows.
@@ -73,7 +73,7 @@ pub enum FaultKind {
 }
 
 /// The names of every kind, in a fixed order (also the summary's column order).
-pub const KINDS: [&str; 11] = [
+pub(crate) const KINDS: [&str; 11] = [
     "ble-drop",
     "power-cycle",
     "out-of-range",
@@ -89,7 +89,7 @@ pub const KINDS: [&str; 11] = [
 
 impl FaultKind {
     /// Its name, one of [`KINDS`].
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             FaultKind::BleDrop(_) => KINDS[0],
             FaultKind::PowerCycle(_) => KINDS[1],
@@ -106,7 +106,7 @@ impl FaultKind {
     }
 
     /// How long it lasts (zero for instant ones).
-    pub fn length(&self) -> Duration {
+    pub(crate) fn length(&self) -> Duration {
         match *self {
             FaultKind::BleDrop(d)
             | FaultKind::PowerCycle(d)
@@ -145,18 +145,18 @@ impl fmt::Display for FaultKind {
 
 /// One scheduled fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fault {
+pub(crate) struct Fault {
     /// When, from the start of the chaos phase.
-    pub at: Duration,
+    pub(crate) at: Duration,
     /// Who.
-    pub target: Target,
+    pub(crate) target: Target,
     /// What.
-    pub kind: FaultKind,
+    pub(crate) kind: FaultKind,
 }
 
 impl Fault {
     /// When it is over.
-    pub fn end(&self) -> Duration {
+    pub(crate) fn end(&self) -> Duration {
         self.at + self.kind.length()
     }
 }
@@ -173,27 +173,27 @@ impl fmt::Display for Fault {
 
 /// What the schedule is made for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScheduleConfig {
+pub(crate) struct ScheduleConfig {
     /// Length of the chaos phase.
-    pub duration: Duration,
+    pub(crate) duration: Duration,
     /// Number of scooters.
-    pub scooters: usize,
+    pub(crate) scooters: usize,
     /// The clients' `[scooter] reconnect_window`: out-of-range faults last longer.
-    pub reconnect_window: Duration,
+    pub(crate) reconnect_window: Duration,
     /// Length of a broker outage.
-    pub outage: Duration,
+    pub(crate) outage: Duration,
     /// Mean time between two faults of one scooter.
-    pub scooter_every: Duration,
+    pub(crate) scooter_every: Duration,
     /// Mean time between two broker restarts.
-    pub broker_every: Duration,
+    pub(crate) broker_every: Duration,
     /// Mean time between two broker outages (at least one when the run is long enough).
-    pub outage_every: Duration,
+    pub(crate) outage_every: Duration,
 }
 
 impl ScheduleConfig {
     /// Defaults for `duration` and `scooters`: a fault per scooter every 8 s on average, a
     /// broker restart every 45 s, a 60 s outage every 20 minutes, a 5 s reconnect window.
-    pub fn new(duration: Duration, scooters: usize) -> Self {
+    pub(crate) fn new(duration: Duration, scooters: usize) -> Self {
         ScheduleConfig {
             duration,
             scooters,
@@ -225,7 +225,7 @@ const SCOOTER_KINDS: [(&str, u32); 9] = [
 ];
 
 /// The schedule for `seed`, sorted by time (then target).
-pub fn generate(seed: u64, config: &ScheduleConfig) -> Vec<Fault> {
+pub(crate) fn generate(seed: u64, config: &ScheduleConfig) -> Vec<Fault> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut faults = broker_faults(&mut rng, config);
     // Kinds not yet used anywhere go first, in a seeded order.

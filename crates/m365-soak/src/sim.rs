@@ -14,7 +14,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running `m365-sim serve`.
 #[derive(Debug)]
-pub struct Simulator {
+pub(crate) struct Simulator {
     binary: PathBuf,
     bus: String,
     scooters: Vec<String>,
@@ -24,7 +24,7 @@ pub struct Simulator {
 impl Simulator {
     /// Starts `serve` with `scooters` Pro 2s remembering their pairing in `dir`, and waits for
     /// `READY`.
-    pub async fn start(
+    pub(crate) async fn start(
         binary: &Path,
         dir: &Path,
         scooters: usize,
@@ -85,23 +85,23 @@ impl Simulator {
     }
 
     /// The private bus the fake BlueZ is on (`DBUS_SYSTEM_BUS_ADDRESS` for the clients).
-    pub fn bus(&self) -> &str {
+    pub(crate) fn bus(&self) -> &str {
         &self.bus
     }
 
     /// The scooters' addresses, in order.
-    pub fn scooters(&self) -> &[String] {
+    pub(crate) fn scooters(&self) -> &[String] {
         &self.scooters
     }
 
     /// What the scooter `mac` and the fake BlueZ counted (`ctl counters --json`).
-    pub async fn counters(&self, mac: &str) -> anyhow::Result<serde_json::Value> {
+    pub(crate) async fn counters(&self, mac: &str) -> anyhow::Result<serde_json::Value> {
         let out = self.ctl_output(&["counters", mac, "--json"]).await?;
         Ok(serde_json::from_str(&out)?)
     }
 
     /// Runs `m365-sim ctl ARGS` against this simulator.
-    pub async fn ctl(&self, args: &[&str]) -> anyhow::Result<()> {
+    pub(crate) async fn ctl(&self, args: &[&str]) -> anyhow::Result<()> {
         self.ctl_output(args).await.map(drop)
     }
 
@@ -131,7 +131,7 @@ impl Simulator {
     }
 
     /// Stops the simulator (its private bus goes with it).
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
             crate::process::signal(pid, nix::sys::signal::Signal::SIGTERM);
         }

@@ -23,33 +23,33 @@ use crate::subscriber::{self, Heard, TOPICS};
 
 /// Everything a run needs.
 #[derive(Debug, Clone)]
-pub struct SoakConfig {
+pub(crate) struct SoakConfig {
     /// The seed of the schedule.
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// The schedule's settings (duration, scooters, rates).
-    pub schedule: ScheduleConfig,
+    pub(crate) schedule: ScheduleConfig,
     /// The clients' sampling interval.
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// `RestartSec`.
-    pub restart_sec: Duration,
+    pub(crate) restart_sec: Duration,
     /// Longest wait for the clients to deliver their backlog after the chaos.
-    pub drain_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
     /// `[spool] max_bytes` of the clients.
-    pub max_bytes: u64,
+    pub(crate) max_bytes: u64,
     /// The `m365` binary.
-    pub m365: PathBuf,
+    pub(crate) m365: PathBuf,
     /// The `m365-sim` binary.
-    pub m365_sim: PathBuf,
+    pub(crate) m365_sim: PathBuf,
     /// This program (it runs the GPS helpers).
-    pub soak: PathBuf,
+    pub(crate) soak: PathBuf,
     /// The `mosquitto` binary.
-    pub mosquitto: PathBuf,
+    pub(crate) mosquitto: PathBuf,
     /// libfaketime, or `None` (clock jumps are then skipped, and said so).
-    pub faketime: Option<PathBuf>,
+    pub(crate) faketime: Option<PathBuf>,
     /// Where everything is kept.
-    pub work_dir: PathBuf,
+    pub(crate) work_dir: PathBuf,
     /// The command line that replays this run.
-    pub replay: String,
+    pub(crate) replay: String,
 }
 
 /// How long the clients get to publish their first record.
@@ -71,11 +71,11 @@ const SIM_COUNTERS: [(&str, &str); 6] = [
 
 /// What a run found.
 #[derive(Debug)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Every broken rule.
-    pub violations: Vec<String>,
-    /// Records lost, all scooters.
-    pub lost: u64,
+    pub(crate) violations: Vec<String>,
+    /// The summary line (`… lost=<n> … result=pass`), printed last by the caller.
+    pub(crate) summary: String,
 }
 
 /// The state shared by the tasks of a run.
@@ -112,14 +112,14 @@ struct Scooter {
     supervisor: Supervisor,
 }
 
-/// Runs the soak and prints its report; the summary line comes last.
-pub async fn run(config: SoakConfig) -> anyhow::Result<Outcome> {
+/// Runs the soak and prints its report; returns the summary line for the caller to print last.
+pub(crate) async fn run(config: SoakConfig) -> anyhow::Result<Outcome> {
     let schedule = crate::schedule::generate(config.seed, &config.schedule);
     let n = config.schedule.scooters;
     println!(
-        "m365-soak: seed={} duration={} scooters={n} faults={} work_dir={}",
+        "m365-soak: seed={} duration={}s scooters={n} faults={} work_dir={}",
         config.seed,
-        humantime::format_duration(config.schedule.duration),
+        config.schedule.duration.as_secs(),
         schedule.len(),
         config.work_dir.display()
     );
@@ -231,9 +231,9 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<Outcome> {
     let chaos_start = Instant::now();
     *shared.chaos_start.lock().unwrap_or_else(|p| p.into_inner()) = Some(chaos_start);
     println!(
-        "chaos: {} faults over {}",
+        "chaos: {} faults over {}s",
         schedule.len(),
-        humantime::format_duration(config.schedule.duration)
+        config.schedule.duration.as_secs()
     );
     let injection_errors = Arc::new(Mutex::new(Vec::<String>::new()));
     let applied = Arc::new(Mutex::new(BTreeMap::<&'static str, u64>::new()));
@@ -394,7 +394,7 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<Outcome> {
     let delivered: u64 = rows.iter().map(|r| r.2.delivered).sum();
     let duplicates: u64 = rows.iter().map(|r| r.2.duplicates).sum();
     let faults: u64 = applied.values().sum();
-    println!(
+    let summary = format!(
         "summary seed={} duration={}s scooters={n} faults={faults} sampled={sampled} \
          delivered={delivered} duplicates={duplicates} lost={lost} violations={} result={}",
         config.seed,
@@ -406,7 +406,10 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<Outcome> {
             "FAIL"
         }
     );
-    Ok(Outcome { violations, lost })
+    Ok(Outcome {
+        violations,
+        summary,
+    })
 }
 
 /// Waits until `done` holds or `limit` passes; returns whether it held.

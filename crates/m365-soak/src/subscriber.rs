@@ -12,11 +12,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// Topics the checker follows.
-pub const TOPICS: [&str; 3] = ["m365/+/telemetry", "m365/+/availability", "m365/+/status"];
+pub(crate) const TOPICS: [&str; 3] = ["m365/+/telemetry", "m365/+/availability", "m365/+/status"];
 
 /// What the subscriber reports.
 #[derive(Debug)]
-pub enum Heard {
+pub(crate) enum Heard {
     /// A message, and when it arrived.
     Message {
         /// Its topic.
@@ -41,7 +41,7 @@ pub enum Heard {
 const RETRY: Duration = Duration::from_millis(200);
 
 /// Runs the subscriber on `port` until the receiver is dropped.
-pub fn spawn(port: u16, client_id: &str) -> mpsc::UnboundedReceiver<Heard> {
+pub(crate) fn spawn(port: u16, client_id: &str) -> mpsc::UnboundedReceiver<Heard> {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
     options.set_clean_start(false);

@@ -1,5 +1,6 @@
 //! The command line as a user meets it, without running a soak: a seed prints the same schedule
 //! every time, and that schedule covers every kind of fault.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 
@@ -19,7 +20,19 @@ fn a_seed_prints_the_same_schedule_and_how_to_replay_it() {
     let first = schedule("7", "120s");
     assert_eq!(first, schedule("7", "120s"));
     assert_ne!(first, schedule("8", "120s"));
-    for kind in m365_soak::schedule::KINDS {
+    for kind in [
+        "ble-drop",
+        "power-cycle",
+        "out-of-range",
+        "corrupt",
+        "extra-empty",
+        "kill",
+        "disk-full",
+        "gps-unplug",
+        "clock-jump",
+        "broker-restart",
+        "broker-outage",
+    ] {
         assert!(first.contains(kind), "{kind} in\n{first}");
     }
     let replay = first.lines().last().expect("a last line");
