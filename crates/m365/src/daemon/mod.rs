@@ -216,7 +216,10 @@ fn sampler_outcome(
         }
         .into()),
         Ok(Err(error)) => {
-            let status = scooter_link::fatal_status(&error).unwrap_or(ExitStatus::Internal);
+            // The sampling loop ends only on a fatal error; anything else came from bringing the
+            // first connection up (a login that failed twice for a passing reason, a time-out):
+            // temporary, like a lost scooter, so systemd tries again.
+            let status = scooter_link::fatal_status(&error).unwrap_or(ExitStatus::ScooterLost);
             Err(Fatal {
                 status,
                 error: anyhow::Error::from(error),
@@ -251,4 +254,40 @@ async fn sample_scooter(
         _ = stop.wait_for(|s| *s) => return Ok(()),
     };
     sampler::run(link, config, gps, pipeline, state, stop).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_of(result: anyhow::Result<()>) -> ExitStatus {
+        let error = result.expect_err("the sampler's end is an error");
+        error
+            .downcast_ref::<Fatal>()
+            .map(|f| f.status)
+            .expect("a fatal error with a status")
+    }
+
+    #[test]
+    fn a_first_connection_that_failed_for_a_passing_reason_is_a_temporary_failure() {
+        let timeout = BleError::Timeout {
+            what: "login".into(),
+            after: std::time::Duration::from_secs(10),
+            attempts: 2,
+        };
+        assert_eq!(
+            status_of(sampler_outcome(Ok(Err(timeout)))),
+            ExitStatus::ScooterLost
+        );
+        assert_eq!(
+            status_of(sampler_outcome(Ok(Err(BleError::LinkLost)))),
+            ExitStatus::ScooterLost
+        );
+        let unsupported = BleError::Unsupported("NinebotCrypto".into());
+        assert_eq!(
+            status_of(sampler_outcome(Ok(Err(unsupported)))),
+            ExitStatus::Internal
+        );
+        assert_eq!(status_of(sampler_outcome(Ok(Ok(())))), ExitStatus::Internal);
+    }
 }
