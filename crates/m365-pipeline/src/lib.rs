@@ -16,6 +16,7 @@
 mod config;
 pub mod encoding;
 pub mod error;
+mod event;
 mod failure;
 mod health;
 pub mod mqtt;
@@ -29,6 +30,7 @@ mod window;
 
 pub use config::{MqttConfig, OutputConfig, PipelineConfig};
 pub use encoding::Encoding;
+pub use event::{EventKind, MoveEvidence};
 pub use failure::{ErrorKind, LastError, RefusalReason};
 pub use health::{BrokerState, HealthSnapshot};
 pub use mqtt::{BrokerUrl, MqttProtocol, PasswordSource};

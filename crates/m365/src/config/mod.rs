@@ -10,6 +10,7 @@
 //! directory, as they were for the earlier client; the systemd unit sets it to the state
 //! directory.
 
+mod commands;
 mod error;
 mod example;
 mod gps;

@@ -22,10 +22,12 @@
 //!   [`fix_freshness`]: a fix older than `[gps] max_age` is no position.
 //! - [`status`]: the `STATUS=` line; [`signals`]: SIGINT/SIGTERM.
 
+pub mod adaptive;
 pub mod fix_freshness;
 pub mod gps;
 pub mod pipeline;
 pub mod readings;
+pub mod ride_events;
 pub mod sampler;
 pub mod scooter_link;
 pub mod signals;

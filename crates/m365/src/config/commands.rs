@@ -1,0 +1,1 @@
+//! `[commands]`: which remote commands are allowed (none by default).

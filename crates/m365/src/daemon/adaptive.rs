@@ -1,0 +1,1 @@
+//! Adaptive sampling: fast while riding, slow while parked, a heartbeat when nothing changes.

@@ -1,0 +1,1 @@
+//! Ride events detected from successive samples.
