@@ -249,6 +249,101 @@ impl<T: Transport> ScooterLink<T> {
         .await
     }
 
+    /// Switches the scooter off (1 to ESC 0x79, protocol.md §6.5, §6.8); only its power button
+    /// brings it back. There is no register to read back, so the write is sent acknowledged
+    /// (RW 0x02, as py9b sends it) and confirmed by whatever comes first:
+    ///
+    /// - the acknowledgement (result `01`; any other result is
+    ///   [`BleError::WriteNotConfirmed`]);
+    /// - the link dropping, which is what a scooter going off does (the simulator drops it at
+    ///   once and stays off for its `power_off_hold`, then the simulated rider switches it on);
+    /// - with neither within [`ExchangeConfig::ack_timeout`], a motor-info read the scooter no
+    ///   longer answers (still answered: [`BleError::WriteNotConfirmed`], the scooter is on).
+    ///
+    /// Sent once, never repeated after a reconnect: the link is left down (or dropped) and the
+    /// next request reconnects under the usual policy, which finds the scooter only once
+    /// someone switches it on again.
+    pub async fn power_off(&mut self) -> Result<(), BleError> {
+        // A read first: it reconnects if needed and proves the session, so that the silence
+        // after the write can only mean the scooter went off.
+        self.request(&[esc::read_motor_info()]).await?;
+        let not_confirmed = BleError::WriteNotConfirmed {
+            reg: esc::REG_POWER_OFF,
+            wanted: 1,
+            found: 0,
+        };
+        let outcome = self
+            .exchange_once(&[write::power_off(WriteMode::Ack)])
+            .await;
+        match outcome {
+            Ok(answers) => {
+                if let Some(ack) = answers.into_iter().next().flatten() {
+                    match WriteAck::decode(&ack) {
+                        Ok(ack) if ack.accepted() => {
+                            tracing::info!("the scooter acknowledged the power-off");
+                            return Ok(());
+                        }
+                        Ok(ack) => {
+                            tracing::warn!(
+                                result = ack.result,
+                                "the scooter refused the power-off"
+                            );
+                            return Err(not_confirmed);
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "undecodable power-off acknowledgement");
+                        }
+                    }
+                }
+            }
+            Err(ExchangeError::LinkLost) => {
+                tracing::info!("the scooter dropped the link after the power-off");
+                self.lost();
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        // Neither an acknowledgement nor a lost link yet: a scooter that is off answers nothing.
+        match self.exchange_once(&[esc::read_motor_info()]).await {
+            Ok(_) => Err(not_confirmed),
+            Err(ExchangeError::LinkLost) => {
+                tracing::info!("the scooter dropped the link after the power-off");
+                self.lost();
+                Ok(())
+            }
+            Err(ExchangeError::Silent(_) | ExchangeError::Timeout(_)) => {
+                tracing::info!("the scooter went silent after the power-off");
+                self.drop_link().await;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One exchange on the current session, without reconnecting or logging in again when it
+    /// fails (for requests that must not be repeated on a new connection).
+    async fn exchange_once(
+        &mut self,
+        requests: &[Frame],
+    ) -> Result<Vec<Option<Frame>>, ExchangeError> {
+        let Some(uart) = self.uart.as_mut() else {
+            return Err(ExchangeError::LinkLost);
+        };
+        let outcome = exchange(
+            &mut self.transport,
+            uart,
+            requests,
+            self.config.exchange,
+            &mut self.counters,
+        )
+        .await;
+        self.unverified = false;
+        if outcome.is_ok() {
+            self.silent = 0;
+        }
+        outcome
+    }
+
     async fn read_settings(&mut self) -> Result<Settings, BleError> {
         let answers = self.request(&[esc::read_settings()]).await?;
         Ok(Settings::decode(

@@ -15,6 +15,8 @@ pub const DEFAULT_TELEMETRY: &str = "m365/+/telemetry";
 pub const DEFAULT_AVAILABILITY: &str = "m365/+/availability";
 /// Default status topic filter (retained counters).
 pub const DEFAULT_STATUS: &str = "m365/+/status";
+/// Default ride events topic filter (one event per message, in any of the three encodings).
+pub const DEFAULT_EVENTS: &str = "m365/+/events";
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +77,9 @@ pub struct MqttSettings {
     pub availability: Vec<TopicFilter>,
     /// Topic filters carrying the client's status counters (JSON).
     pub status: Vec<TopicFilter>,
+    /// Topic filters carrying ride events (`legacy`, `json` or `compact`, told apart per
+    /// message), stored in `m365_events`.
+    pub events: Vec<TopicFilter>,
     /// How long the broker keeps the session (and queues messages) while the worker is away.
     pub session_expiry: Seconds,
     /// MQTT keep-alive.
@@ -112,6 +117,7 @@ impl Default for MqttSettings {
             telemetry: vec![TopicFilter(DEFAULT_TELEMETRY.into())],
             availability: vec![TopicFilter(DEFAULT_AVAILABILITY.into())],
             status: vec![TopicFilter(DEFAULT_STATUS.into())],
+            events: vec![TopicFilter(DEFAULT_EVENTS.into())],
             session_expiry: Seconds(Duration::from_secs(7 * 24 * 3600)),
             keep_alive: Seconds(Duration::from_secs(30)),
             in_flight: InFlight(1000),
@@ -573,7 +579,11 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             "[mqtt] broker: ca_file / client_cert need a TLS broker (mqtts://)".into(),
         ));
     }
-    if m.telemetry.is_empty() && m.availability.is_empty() && m.status.is_empty() {
+    if m.telemetry.is_empty()
+        && m.availability.is_empty()
+        && m.status.is_empty()
+        && m.events.is_empty()
+    {
         return Err(invalid(
             table_span("mqtt", "telemetry"),
             "[mqtt] telemetry: nothing to subscribe to".into(),
@@ -673,6 +683,7 @@ mod tests {
         let c = parse("ingest.toml", MINIMAL).unwrap();
         assert_eq!(c.mqtt, MqttSettings::default());
         assert_eq!(c.mqtt.telemetry[0].0, "m365/+/telemetry");
+        assert_eq!(c.mqtt.events[0].0, "m365/+/events");
         assert_eq!(c.mqtt.broker.to_string(), "tcp://127.0.0.1:1883");
         assert_eq!(c.database.postgis, PostgisMode::Auto);
         assert_eq!(c.batch.size, BatchSize(500));

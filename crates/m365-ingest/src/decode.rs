@@ -2,16 +2,19 @@
 //! it to the dead-letter table). The encoding of a telemetry message is told apart per message,
 //! so one topic may carry any of the three: the MQTT 5 content type `application/zlib` or a
 //! zlib header means `compact`; JSON with `"schema": "m365.telemetry"` is `json`; other JSON is
-//! `legacy`. The decoders are `m365-pipeline`'s own types.
+//! `legacy`. Ride events on the events topics are told apart the same way (`"schema":
+//! "m365.event"` for `json`, the deflated `json` event for `compact`, a flat object with
+//! `event` and `timestamp` for `legacy`). The decoders are `m365-pipeline`'s own types.
 
 use chrono::{DateTime, TimeZone, Utc};
 use m365_pipeline::encoding::compact::{self, CompactBatch};
-use m365_pipeline::encoding::json::{self as json_enc, JsonV1};
-use m365_pipeline::encoding::legacy::LegacyTelemetry;
+use m365_pipeline::encoding::json::{self as json_enc, JsonEventV1, JsonGps, JsonV1};
+use m365_pipeline::encoding::legacy::{LegacyEvent, LegacyTelemetry};
 use m365_pipeline::{BatteryReadings, Encoding, ScooterReadings, TimeSource};
 use serde::Deserialize;
+use uuid::Uuid;
 
-use crate::record::{IngestRecord, KeySource, Position, legacy_key};
+use crate::record::{IngestRecord, KeySource, Position, legacy_event_key, legacy_key};
 use crate::topic::{TopicKind, TopicMatch};
 
 /// A decoded message.
@@ -21,7 +24,40 @@ pub enum Decoded {
     Records(Vec<IngestRecord>),
     /// An availability or status message.
     Event(Event),
+    /// A ride event.
+    RideEvent(RideEvent),
 }
+
+/// A ride event as the message described it, whatever its encoding. `legacy` carries no record
+/// id, sequence number, time source or scooter id (taken from the topic); those are derived or
+/// `None`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RideEvent {
+    /// The idempotency key: the record id, or the derived key of a `legacy` event
+    /// ([`legacy_event_key`]).
+    pub record_id: Uuid,
+    /// Where [`RideEvent::record_id`] came from.
+    pub key: KeySource,
+    /// Scooter id.
+    pub scooter_id: String,
+    /// The event's name, e.g. `trip_ended`.
+    pub event: String,
+    /// Per-scooter sequence number of events (not in `legacy`).
+    pub seq: Option<u64>,
+    /// Time of the event.
+    pub time: DateTime<Utc>,
+    /// Clock of the time (not in `legacy`).
+    pub ts_source: Option<TimeSource>,
+    /// Encoding of the message it came in.
+    pub encoding: Encoding,
+    /// The event's fields.
+    pub data: serde_json::Map<String, serde_json::Value>,
+    /// Where it happened, `None` without a usable fix.
+    pub gps: Option<Position>,
+}
+
+/// Longest event name accepted.
+const MAX_EVENT_NAME: usize = 64;
 
 /// An availability or status message.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,7 +136,101 @@ pub fn decode(
                 detail: Some(v),
             }))
         }
+        TopicKind::RideEvent => {
+            decode_ride_event(&topic.scooter_id, content_type, payload).map(Decoded::RideEvent)
+        }
     }
+}
+
+/// Decodes a ride event in any of the three encodings.
+fn decode_ride_event(
+    topic_scooter: &str,
+    content_type: Option<&str>,
+    payload: &[u8],
+) -> Result<RideEvent, Rejection> {
+    if content_type == Some(ZLIB_CONTENT_TYPE) || payload.first() == Some(&0x78) {
+        let m =
+            compact::decode_event(payload).map_err(|e| Rejection(format!("compact event: {e}")))?;
+        return from_json_event(m, Encoding::Compact);
+    }
+    #[derive(Deserialize)]
+    struct Probe {
+        schema: Option<String>,
+    }
+    match serde_json::from_slice::<Probe>(payload) {
+        Ok(Probe { schema: Some(s) }) if s == json_enc::EVENT_SCHEMA => {
+            let m: JsonEventV1 = serde_json::from_slice(payload)
+                .map_err(|e| Rejection(format!("json event: {e}")))?;
+            from_json_event(m, Encoding::Json)
+        }
+        Ok(Probe { schema: Some(s) }) => reject(format!("events: unknown schema {s:?}")),
+        Ok(Probe { schema: None }) => {
+            let m: LegacyEvent = serde_json::from_slice(payload)
+                .map_err(|e| Rejection(format!("legacy event: {e}")))?;
+            from_legacy_event(topic_scooter, m)
+        }
+        Err(e) => reject(format!("neither JSON nor a zlib stream ({e})")),
+    }
+}
+
+fn check_event_name(name: &str) -> Result<(), Rejection> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_EVENT_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        reject(format!("event: {name:?} is not an event name"))
+    }
+}
+
+fn from_json_event(m: JsonEventV1, encoding: Encoding) -> Result<RideEvent, Rejection> {
+    if m.v != json_enc::EVENT_VERSION {
+        return reject(format!("event: unsupported version {}", m.v));
+    }
+    if m.scooter_id.is_empty() {
+        return reject("event: empty scooter_id");
+    }
+    check_event_name(&m.event)?;
+    Ok(RideEvent {
+        record_id: m.record_id,
+        key: KeySource::RecordId,
+        time: parse_time(&m.ts)?,
+        scooter_id: m.scooter_id,
+        event: m.event,
+        seq: Some(m.seq),
+        ts_source: Some(m.ts_source),
+        encoding,
+        data: m.data,
+        gps: m.gps.map(position),
+    })
+}
+
+fn from_legacy_event(topic_scooter: &str, m: LegacyEvent) -> Result<RideEvent, Rejection> {
+    check_event_name(&m.event)?;
+    let time = parse_time(&m.timestamp)?;
+    let gps = match (finite(m.latitude), finite(m.longitude)) {
+        (Some(lat_deg), Some(lon_deg)) if !(lat_deg == 0.0 && lon_deg == 0.0) => Some(Position {
+            lat_deg,
+            lon_deg,
+            ..Position::default()
+        }),
+        _ => None,
+    };
+    Ok(RideEvent {
+        record_id: legacy_event_key(topic_scooter, &m.event, time),
+        key: KeySource::Derived,
+        scooter_id: topic_scooter.to_owned(),
+        event: m.event,
+        seq: None,
+        time,
+        ts_source: None,
+        encoding: Encoding::Legacy,
+        data: m.data,
+        gps,
+    })
 }
 
 fn parse_time(s: &str) -> Result<DateTime<Utc>, Rejection> {
@@ -254,23 +384,28 @@ fn from_json(m: JsonV1) -> Result<IngestRecord, Rejection> {
             temp2_c: b.temp2_c,
             cell_voltages_v: b.cell_voltages_v,
         },
-        gps: m.gps.map(|g| Position {
-            lat_deg: g.lat_deg,
-            lon_deg: g.lon_deg,
-            alt_msl_m: finite(g.alt_msl_m),
-            speed_kmh: finite(g.speed_kmh),
-            course_deg: finite(g.course_deg),
-            sats_used: g.sats_used,
-            hdop: finite(g.hdop),
-            pdop: finite(g.pdop),
-            vdop: finite(g.vdop),
-            mode: enum_name(&g.mode),
-            quality: enum_name(&g.quality),
-            source: enum_name(&g.source),
-            fix_time: g.fix_time,
-            age_ms: Some(g.age_ms),
-        }),
+        gps: m.gps.map(position),
     })
+}
+
+/// The position of a `json` `gps` block.
+fn position(g: JsonGps) -> Position {
+    Position {
+        lat_deg: g.lat_deg,
+        lon_deg: g.lon_deg,
+        alt_msl_m: finite(g.alt_msl_m),
+        speed_kmh: finite(g.speed_kmh),
+        course_deg: finite(g.course_deg),
+        sats_used: g.sats_used,
+        hdop: finite(g.hdop),
+        pdop: finite(g.pdop),
+        vdop: finite(g.vdop),
+        mode: enum_name(&g.mode),
+        quality: enum_name(&g.quality),
+        source: enum_name(&g.source),
+        fix_time: g.fix_time,
+        age_ms: Some(g.age_ms),
+    }
 }
 
 fn from_compact(b: &CompactBatch) -> Result<Vec<IngestRecord>, Rejection> {
@@ -600,6 +735,87 @@ mod tests {
                 assert_eq!(e.detail.unwrap()["sampled"], 3);
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    fn ride(id: &str) -> TopicMatch {
+        TopicMatch {
+            kind: TopicKind::RideEvent,
+            scooter_id: id.into(),
+        }
+    }
+
+    #[test]
+    fn ride_events_decode_in_all_three_encodings() {
+        let fix = records(1).remove(0).gps.unwrap();
+        let kind = m365_pipeline::EventKind::BatteryLow {
+            percent: 14,
+            threshold: 15,
+        };
+        let t = Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).unwrap();
+        let r = Record::from_sample(Sample::event("s1", t, kind, Some(fix.clone())), 4);
+        for encoding in [Encoding::Json, Encoding::Compact, Encoding::Legacy] {
+            let payload = encoding.encode_event(&r).unwrap();
+            let content_type = Some(encoding.content_type());
+            let got = match decode(&ride("topic-id"), content_type, &payload).unwrap() {
+                Decoded::RideEvent(e) => e,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(got.event, "battery_low", "{encoding:?}");
+            assert_eq!(got.time, r.timestamp, "{encoding:?}");
+            assert_eq!(got.data["percent"], 14, "{encoding:?}");
+            assert_eq!(got.data["threshold"], 15, "{encoding:?}");
+            assert_eq!(got.encoding, encoding);
+            let g = got.gps.unwrap();
+            assert!((g.lat_deg - fix.fix.lat).abs() < 1e-12, "{encoding:?}");
+            if encoding == Encoding::Legacy {
+                assert_eq!(got.key, KeySource::Derived);
+                assert_eq!(got.scooter_id, "topic-id");
+                assert_eq!(got.seq, None);
+                assert_eq!(
+                    got.record_id,
+                    legacy_event_key("topic-id", "battery_low", t)
+                );
+            } else {
+                assert_eq!(got.key, KeySource::RecordId);
+                assert_eq!(got.record_id, r.record_id);
+                assert_eq!(got.scooter_id, "s1");
+                assert_eq!(got.seq, Some(4));
+            }
+        }
+        // Without a fix, no position.
+        let bare = Record::from_sample(
+            Sample::event("s1", t, m365_pipeline::EventKind::Locked, None),
+            5,
+        );
+        let payload = Encoding::Legacy.encode_event(&bare).unwrap();
+        match decode(&ride("s1"), None, &payload).unwrap() {
+            Decoded::RideEvent(e) => {
+                assert!(e.gps.is_none());
+                assert!(e.data.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_ride_events_are_rejected() {
+        for (payload, why) in [
+            (&b"{\"schema\":\"m365.telemetry\"}"[..], "unknown schema"),
+            (
+                b"{\"timestamp\":\"2025-06-01T12:00:00Z\",\"event\":\"\"}",
+                "not an event name",
+            ),
+            (
+                b"{\"timestamp\":\"yesterday\",\"event\":\"locked\"}",
+                "RFC 3339",
+            ),
+            (b"{\"event\":\"locked\"}", "legacy event"),
+            (b"\x78\x9c garbage", "compact event"),
+            (b"\x00", "neither JSON"),
+        ] {
+            let e = decode(&ride("s1"), None, payload).unwrap_err();
+            assert!(e.0.contains(why), "{e} should mention {why}");
         }
     }
 }

@@ -39,6 +39,17 @@ pub fn legacy_key(scooter_id: &str, time: DateTime<Utc>) -> Uuid {
     Uuid::new_v5(&LEGACY_KEY_NAMESPACE, name.as_bytes())
 }
 
+/// The key of a `legacy` ride event, which carries no record id: a UUID v5 of the scooter id
+/// (from the topic), the event's name and its timestamp at microsecond resolution, so a
+/// redelivered message gets the same key and two events of one moment get two.
+pub fn legacy_event_key(scooter_id: &str, event: &str, time: DateTime<Utc>) -> Uuid {
+    let name = format!(
+        "{scooter_id}\n{event}\n{}",
+        time.to_rfc3339_opts(SecondsFormat::Micros, true)
+    );
+    Uuid::new_v5(&LEGACY_KEY_NAMESPACE, name.as_bytes())
+}
+
 /// A position as the message described it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Position {
@@ -119,5 +130,9 @@ mod tests {
         assert_eq!(a.get_version_num(), 5);
         assert_ne!(a, legacy_key("s2", t));
         assert_ne!(a, legacy_key("s1", t + chrono::Duration::milliseconds(1)));
+        let e = legacy_event_key("s1", "locked", t);
+        assert_eq!(e, legacy_event_key("s1", "locked", t));
+        assert_ne!(e, legacy_event_key("s1", "unlocked", t));
+        assert_ne!(e, a);
     }
 }

@@ -31,6 +31,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "m365 tables",
         sql: include_str!("../migrations/0002_m365_tables.sql"),
     },
+    Migration {
+        version: 3,
+        name: "ride events",
+        sql: include_str!("../migrations/0003_ride_events.sql"),
+    },
 ];
 
 /// Tables that become hypertables on `time` with TimescaleDB.

@@ -131,6 +131,11 @@ pub fn to_item(topics: &Topics, d: &Delivery) -> Item {
             content_type,
             content: Content::Event(e),
         },
+        Ok(Decoded::RideEvent(e)) => Item {
+            topic: topic.to_owned(),
+            content_type,
+            content: Content::RideEvent(e),
+        },
         Err(why) => dead(topic.to_owned(), why.0),
     }
 }

@@ -2,7 +2,8 @@
 //! idempotent: `m365_records` has the record id (and time) as its key and `ON CONFLICT DO
 //! NOTHING`, and only the records that insert returned as new give rows to the earlier tables,
 //! so a batch written twice (redelivered after a crash) stores every record once. Dead letters,
-//! status events and availability changes are idempotent the same way.
+//! status events and availability changes are idempotent the same way, and ride events by their
+//! record id.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -15,7 +16,7 @@ use uuid::Uuid;
 
 use crate::compat;
 use crate::config::DatabaseSettings;
-use crate::decode::Event;
+use crate::decode::{Event, RideEvent};
 use crate::error::StoreError;
 use crate::record::{IngestRecord, time_source_name};
 use crate::schema::{self, LocationStorage, SchemaInfo};
@@ -28,6 +29,8 @@ pub enum Content {
     Records(Vec<IngestRecord>),
     /// An availability or status message.
     Event(Event),
+    /// A ride event.
+    RideEvent(RideEvent),
     /// A message that cannot be stored: the reason and the payload, for the dead-letter table.
     Dead {
         /// Why.
@@ -193,6 +196,16 @@ impl Store {
             if let Content::Event(e) = &item.content {
                 outcome.events += insert_event(&tx, e).await?;
             }
+        }
+        // Ride events in key order, as the records (no deadlock between workers).
+        let mut rides: BTreeMap<(Uuid, DateTime<Utc>), &RideEvent> = BTreeMap::new();
+        for item in items {
+            if let Content::RideEvent(e) = &item.content {
+                rides.entry((e.record_id, e.time)).or_insert(e);
+            }
+        }
+        for e in rides.values() {
+            outcome.events += insert_ride_event(&tx, e).await?;
         }
 
         let dead: Vec<&Item> = items
@@ -453,6 +466,51 @@ async fn upsert_scooters(
     Ok(())
 }
 
+/// Stores a ride event once: `kind` is its name, `detail` its fields with what the message
+/// said about the record and the place; a redelivery (same record id and time) is skipped.
+/// Returns the events stored.
+async fn insert_ride_event(
+    tx: &tokio_postgres::Transaction<'_>,
+    e: &RideEvent,
+) -> Result<u64, StoreError> {
+    tx.execute(
+        "INSERT INTO m365_scooters (scooter_id) VALUES ($1) ON CONFLICT DO NOTHING",
+        &[&e.scooter_id],
+    )
+    .await?;
+    let gps = e.gps.as_ref().map(|g| {
+        serde_json::json!({
+            "lat_deg": g.lat_deg,
+            "lon_deg": g.lon_deg,
+            "alt_msl_m": g.alt_msl_m,
+            "speed_kmh": g.speed_kmh,
+            "course_deg": g.course_deg,
+            "sats_used": g.sats_used,
+            "hdop": g.hdop,
+            "mode": g.mode,
+            "quality": g.quality,
+            "source": g.source,
+            "fix_time": g.fix_time,
+            "age_ms": g.age_ms,
+        })
+    });
+    let detail = serde_json::json!({
+        "data": e.data,
+        "seq": e.seq,
+        "ts_source": e.ts_source.map(time_source_name),
+        "encoding": e.encoding.name(),
+        "key": if e.key.is_derived() { "derived" } else { "record_id" },
+        "gps": gps,
+    });
+    Ok(tx
+        .execute(
+            "INSERT INTO m365_events (time, scooter_id, kind, detail, record_id) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            &[&e.time, &e.scooter_id, &e.event, &detail, &e.record_id],
+        )
+        .await?)
+}
+
 /// Stores an availability change or a status message; returns the events stored (0 for a
 /// repeated availability or a redelivered status).
 async fn insert_event(tx: &tokio_postgres::Transaction<'_>, e: &Event) -> Result<u64, StoreError> {
@@ -497,8 +555,11 @@ async fn insert_event(tx: &tokio_postgres::Transaction<'_>, e: &Event) -> Result
                 )
                 .await?)
         }
-        TopicKind::Telemetry => {
-            warn!("a telemetry message was handed over as an event");
+        TopicKind::Telemetry | TopicKind::RideEvent => {
+            warn!(
+                kind = e.kind.as_str(),
+                "a message was handed over as a status event"
+            );
             Ok(0)
         }
     }

@@ -13,6 +13,8 @@ pub enum TopicKind {
     Availability,
     /// The client's status counters.
     Status,
+    /// Ride events, one per message.
+    RideEvent,
 }
 
 impl TopicKind {
@@ -22,6 +24,7 @@ impl TopicKind {
             TopicKind::Telemetry => "telemetry",
             TopicKind::Availability => "availability",
             TopicKind::Status => "status",
+            TopicKind::RideEvent => "event",
         }
     }
 }
@@ -54,6 +57,7 @@ impl Topics {
         add(TopicKind::Telemetry, &m.telemetry);
         add(TopicKind::Availability, &m.availability);
         add(TopicKind::Status, &m.status);
+        add(TopicKind::RideEvent, &m.events);
         Topics {
             filters,
             group: m.group.0.clone(),
@@ -152,7 +156,15 @@ mod tests {
                 "$share/m365-ingest/vehicle/1/realtime",
                 "$share/m365-ingest/m365/+/availability",
                 "$share/m365-ingest/m365/+/status",
+                "$share/m365-ingest/m365/+/events",
             ]
+        );
+        assert_eq!(
+            t.classify("m365/abc/events"),
+            Some(TopicMatch {
+                kind: TopicKind::RideEvent,
+                scooter_id: "abc".into()
+            })
         );
         assert_eq!(
             t.classify("m365/abc/availability"),

@@ -1,6 +1,7 @@
 //! The ingest between a real broker (mosquitto) and a real PostgreSQL: the client's own
-//! pipeline publishing synthetic samples in all three encodings, two workers sharing one
-//! subscription, and bad input that must neither crash the worker nor block what follows.
+//! pipeline publishing synthetic samples and ride events in all three encodings, two workers
+//! sharing one subscription, and bad input that must neither crash the worker nor block what
+//! follows.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -13,8 +14,8 @@ use common::{Publisher, TestDb, Worker, wait_count};
 use m365_ingest::config::PostgisMode;
 use m365_pipeline::synthetic::SyntheticScooter;
 use m365_pipeline::{
-    Encoding, MqttConfig, MqttProtocol, OutputConfig, PipelineConfig, Record, Sample, SpoolConfig,
-    SyncPolicy,
+    Encoding, EventKind, MqttConfig, MqttProtocol, OutputConfig, PipelineConfig, Record, Sample,
+    SpoolConfig, SyncPolicy,
 };
 use m365_testkit::broker::{Broker, BrokerOptions, require_mosquitto};
 
@@ -249,6 +250,86 @@ async fn the_client_pipeline_in_all_three_encodings_lands_exactly_once() {
     let totals = worker.stop().await;
     assert_eq!(totals.outcome.inserted, total as u64);
     assert_eq!(totals.outcome.dead_letters, 0);
+}
+
+#[tokio::test]
+async fn ride_events_from_the_client_pipeline_land_once_in_every_encoding() {
+    if !require_mosquitto("ride events into the ingest") {
+        return;
+    }
+    let Some(db) = TestDb::create("ride_events_e2e").await else {
+        return;
+    };
+    let broker = Broker::start(BrokerOptions::default()).await;
+    let worker = Worker::start(
+        common::config(&db.url(), broker.port, 100, PostgisMode::Off),
+        "ingest-events",
+    )
+    .await;
+    let spool = tempfile::tempdir().unwrap();
+    const EVENTS: usize = 5;
+    let mut handles = Vec::new();
+    for (i, encoding) in [Encoding::Legacy, Encoding::Json, Encoding::Compact]
+        .into_iter()
+        .enumerate()
+    {
+        let id = format!("ev-{}", encoding.name());
+        let mut cfg = pipeline_config(spool.path(), broker.port, &id, encoding);
+        cfg.mqtt.events_topic = Some("m365/{scooter_id}/events".into());
+        let (handle, task) = m365_pipeline::spawn(cfg, &id).unwrap();
+        let start = Utc::now() - chrono::Duration::hours(3 - i as i64);
+        let start = Utc.timestamp_millis_opt(start.timestamp_millis()).unwrap();
+        let mut sc = SyntheticScooter::new(&id, i as u64, start, Duration::from_millis(250));
+        for n in 0..EVENTS {
+            let sample = sc.next_sample();
+            let at = sample.system_time;
+            handle.submit(sample).await.unwrap();
+            let kind = EventKind::BatteryLow {
+                percent: 20 - n as u8,
+                threshold: 20,
+            };
+            handle
+                .submit(Sample::event(&id, at, kind, None))
+                .await
+                .unwrap();
+        }
+        handles.push((handle, task));
+    }
+    let want = (3 * EVENTS) as i64;
+    let got = wait_count(
+        &db,
+        "SELECT count(*) FROM m365_events WHERE kind = 'battery_low'",
+        want,
+        WAIT,
+    )
+    .await;
+    assert_eq!(got, want, "every event of every encoding");
+    assert_eq!(
+        wait_count(&db, "SELECT count(*) FROM m365_records", want, WAIT).await,
+        want,
+        "the telemetry beside them"
+    );
+    for (handle, task) in handles {
+        drop(handle);
+        task.await.unwrap();
+    }
+    let totals = worker.stop().await;
+    assert_eq!(totals.outcome.dead_letters, 0);
+    for encoding in [Encoding::Legacy, Encoding::Json, Encoding::Compact] {
+        let row = db
+            .client
+            .query_one(
+                "SELECT count(*), count(DISTINCT record_id), min((detail->'data'->>'percent')::int) \
+                 FROM m365_events WHERE kind = 'battery_low' AND scooter_id = $1 \
+                 AND detail->>'encoding' = $2",
+                &[&format!("ev-{}", encoding.name()), &encoding.name()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i64>(0), EVENTS as i64, "{encoding:?}");
+        assert_eq!(row.get::<_, i64>(1), EVENTS as i64, "{encoding:?}");
+        assert_eq!(row.get::<_, i32>(2), 16, "{encoding:?}");
+    }
 }
 
 /// `n` json messages of `scooters` scooters.

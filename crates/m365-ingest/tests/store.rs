@@ -1,6 +1,6 @@
 //! The database side against a real PostgreSQL: migrations (once, with and without PostGIS,
 //! adopting an earlier server's tables), idempotent batch writes, the earlier tables' values and
-//! units, rows skipped one table at a time, dead letters and events.
+//! units, rows skipped one table at a time, dead letters, status events and ride events.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -13,7 +13,7 @@ use m365_ingest::schema::LocationStorage;
 use m365_ingest::store::{Content, Item, Store};
 use m365_ingest::topic::{TopicKind, TopicMatch};
 use m365_pipeline::synthetic::SyntheticScooter;
-use m365_pipeline::{Encoding, Record};
+use m365_pipeline::{Encoding, EventKind, Record, Sample};
 
 fn settings(db: &TestDb, postgis: PostgisMode) -> config::DatabaseSettings {
     common::config(&db.url(), 1883, 100, postgis).database
@@ -67,7 +67,7 @@ async fn migrations_run_once_and_keep_the_earlier_schema() {
     let (_s, info) = Store::open(&settings(&db, PostgisMode::Off), "w1")
         .await
         .unwrap();
-    assert_eq!(info.applied, vec![1, 2]);
+    assert_eq!(info.applied, vec![1, 2, 3]);
     assert_eq!(info.location, LocationStorage::Point);
     assert!(!info.hypertables, "no TimescaleDB on this server");
     let (_s2, again) = Store::open(&settings(&db, PostgisMode::Off), "w2")
@@ -376,4 +376,104 @@ async fn an_earlier_server_database_is_adopted_with_its_rows() {
         .await
         .unwrap();
     assert_eq!(db.count("SELECT count(*) FROM general_info").await, 6);
+}
+
+/// Items as the service builds them from event records published in `encoding`.
+fn ride_items(events: &[Record], encoding: Encoding, scooter: &str) -> Vec<Item> {
+    let topic = format!("m365/{scooter}/events");
+    let m = TopicMatch {
+        kind: TopicKind::RideEvent,
+        scooter_id: scooter.into(),
+    };
+    events
+        .iter()
+        .map(|r| {
+            let payload = encoding.encode_event(r).unwrap();
+            let content = match m365_ingest::decode::decode(&m, None, &payload).unwrap() {
+                m365_ingest::decode::Decoded::RideEvent(e) => Content::RideEvent(e),
+                other => panic!("{other:?}"),
+            };
+            Item {
+                topic: topic.clone(),
+                content_type: None,
+                content,
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn ride_events_in_every_encoding_are_stored_once_by_record_id() {
+    let Some(db) = TestDb::create("ride_events").await else {
+        return;
+    };
+    let (mut s, _) = Store::open(&settings(&db, PostgisMode::Off), "w1")
+        .await
+        .unwrap();
+    let fix = records("r", 1).remove(0).gps.unwrap();
+    let t0 = Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).unwrap();
+    let events: Vec<Record> = [
+        EventKind::Unlocked,
+        EventKind::TripEnded {
+            distance_m: 1200,
+            duration_s: 300,
+            energy_wh: Some(9.5),
+            battery_used_percent: Some(3),
+            avg_speed_kmh: 14.4,
+            top_speed_kmh: 24.8,
+        },
+        EventKind::Locked,
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, kind)| {
+        let t = t0 + chrono::Duration::seconds(i as i64);
+        Record::from_sample(Sample::event("r", t, kind, Some(fix.clone())), i as u64 + 1)
+    })
+    .collect();
+    // The same events in the three encodings, each delivered twice: json and compact carry the
+    // record id and are one event each; legacy is keyed by scooter, name and time, and its
+    // rows coincide with those (same scooter, kind and time): stored once as well.
+    for encoding in [Encoding::Json, Encoding::Compact, Encoding::Legacy] {
+        let batch = ride_items(&events, encoding, "r");
+        let first = s.write(&batch).await.unwrap();
+        let again = s.write(&batch).await.unwrap();
+        assert_eq!(again.events, 0, "{encoding:?}: a redelivery stores nothing");
+        if encoding == Encoding::Json {
+            assert_eq!(first.events, 3);
+        }
+    }
+    assert_eq!(
+        db.count("SELECT count(*) FROM m365_events WHERE scooter_id = 'r'")
+            .await,
+        3
+    );
+    let row = db
+        .client
+        .query_one(
+            "SELECT kind, record_id, detail->'data'->>'distance_m', detail->>'seq', \
+             (detail->'gps'->>'lat_deg')::float8 \
+             FROM m365_events WHERE kind = 'trip_ended'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "trip_ended");
+    assert_eq!(row.get::<_, uuid::Uuid>(1), events[1].record_id);
+    assert_eq!(row.get::<_, String>(2), "1200");
+    assert_eq!(row.get::<_, String>(3), "2");
+    assert!((row.get::<_, f64>(4) - fix.fix.lat).abs() < 1e-9);
+
+    // Legacy events of a scooter seen only that way are stored once by their derived key.
+    let legacy = ride_items(&events, Encoding::Legacy, "legacy-only");
+    assert_eq!(s.write(&legacy).await.unwrap().events, 3);
+    assert_eq!(s.write(&legacy).await.unwrap().events, 0);
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM m365_events WHERE scooter_id = 'legacy-only' \
+                  AND detail->>'key' = 'derived'"
+        )
+        .await,
+        3
+    );
 }

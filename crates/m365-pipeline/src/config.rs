@@ -26,7 +26,12 @@ pub struct OutputConfig {
     pub encoding: Encoding,
     /// Records per message; `None` means 1 for `legacy`/`json` and 50 for `compact`.
     pub batch: Option<usize>,
-    /// How long a live record may wait for a batch to fill, milliseconds (default 5000).
+    /// How long a live record may wait for a batch to fill, milliseconds (default 5000). It
+    /// trades latency against bytes per record: a longer wait fills larger `compact` messages,
+    /// which cost fewer bytes per record on the wire (framing, PUBACK and the compressor's
+    /// shared context spread over more records), while a record may arrive up to this much
+    /// later; a full batch goes out at once. It matters only where a message carries several
+    /// records (`batch` above 1); a backlog is always sent in full batches without waiting.
     pub linger_ms: Option<u64>,
     /// What `legacy` sends for a record without a usable fix (zeros by default).
     pub legacy_no_fix: NoFix,
@@ -94,6 +99,11 @@ pub struct MqttConfig {
     pub status_topic: Option<String>,
     /// Status publish period, seconds.
     pub status_interval: u64,
+    /// Ride events, one per message, in the first output's encoding. `{scooter_id}` is
+    /// replaced. `None`: events are not published; they are acknowledged as soon as they are
+    /// committed, so they never pile up in the spool. Outputs after the first never carry
+    /// events.
+    pub events_topic: Option<String>,
     /// On shutdown, how long to keep publishing and waiting for acknowledgements before the
     /// retained `offline` and the DISCONNECT, seconds (fractions allowed; 0 skips the flush).
     pub shutdown_grace: f64,
@@ -122,6 +132,7 @@ impl Default for MqttConfig {
             availability_topic: Some("m365/{scooter_id}/availability".into()),
             status_topic: Some("m365/{scooter_id}/status".into()),
             status_interval: 60,
+            events_topic: None,
             shutdown_grace: 3.0,
         }
     }
@@ -193,7 +204,8 @@ impl MqttConfig {
     /// attempt with [`MqttConfig::credentials`], so a rotated password is picked up.
     ///
     /// Each client has its own `client_id` (a broker closes an older connection with the same
-    /// id), `max_in_flight` window and `last_will`.
+    /// id), `max_in_flight` window and `last_will`. The session is clean; a subscriber that
+    /// wants the broker to keep its session sets [`ConnectParams::clean_session`] to `false`.
     pub fn connect_params(
         &self,
         client_id: String,
@@ -222,6 +234,7 @@ impl MqttConfig {
             connect_timeout: Duration::from_secs(self.connect_timeout.max(1)),
             max_in_flight,
             last_will,
+            clean_session: true,
         })
     }
 

@@ -80,4 +80,10 @@ pub enum EncodeError {
     /// Nothing to encode.
     #[error("no records to encode")]
     Empty,
+    /// An event record among telemetry: events are encoded one per message.
+    #[error("an event record cannot be encoded as telemetry")]
+    EventInTelemetry,
+    /// A telemetry record given as an event.
+    #[error("the record carries no event")]
+    NotAnEvent,
 }

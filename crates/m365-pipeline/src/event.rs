@@ -1,7 +1,7 @@
 //! Ride events: what a person or a fleet wants told rather than read off raw samples (a trip
 //! ended, the battery is low, the scooter moved while locked). The daemon detects them from
 //! successive samples; they travel through the spool like records, so none is lost, and are
-//! published on the events topic in the topic's encoding.
+//! published one per message on the events topic in the first output's encoding.
 
 use serde::{Deserialize, Serialize};
 

@@ -2,15 +2,16 @@
 //! spool that commits every record before it is offered to the broker and deletes it only after
 //! the broker acknowledged it, the encodings, and the MQTT publisher.
 //!
-//! Layout: `record` (what a sample becomes: [`Record`]), [`spool`] (SQLite, durable, bounded,
-//! with its settings and errors), `window` (pure publish-window state), [`encoding`] (`legacy`,
-//! `json`, `compact`), [`mqtt`] (URL, TLS, credentials, one connection), `config` (the settings,
-//! [`PipelineConfig`], and the one way from them to a broker connection), `publisher` (the
-//! driver task started by [`spawn`], which reconnects with the workspace's back-off,
-//! `m365-backoff`), `health` (counters: [`HealthSnapshot`]), `secret` (a password that never
-//! prints: [`Secret`]), `failure` (the latest failure, typed: [`LastError`]), [`error`] (errors
-//! shared by several modules), `synthetic` (feature `synthetic`: a generator of plausible samples
-//! for tests, benchmarks and the demo).
+//! Layout: `record` (what a sample becomes: [`Record`]), `event` (ride events a record may
+//! carry instead of telemetry: [`EventKind`], published on their own topic), [`spool`] (SQLite,
+//! durable, bounded, with its settings and errors), `window` (pure publish-window state),
+//! [`encoding`] (`legacy`, `json`, `compact`), [`mqtt`] (URL, TLS, credentials, one connection,
+//! which also subscribes), `config` (the settings, [`PipelineConfig`], and the one way from them
+//! to a broker connection), `publisher` (the driver task started by [`spawn`], which reconnects
+//! with the workspace's back-off, `m365-backoff`), `health` (counters: [`HealthSnapshot`]),
+//! `secret` (a password that never prints: [`Secret`]), `failure` (the latest failure, typed:
+//! [`LastError`]), [`error`] (errors shared by several modules), `synthetic` (feature
+//! `synthetic`: a generator of plausible samples for tests, benchmarks and the demo).
 #![forbid(unsafe_code)]
 
 mod config;

@@ -7,6 +7,12 @@
 //! (`max_in_flight` messages), the live queue of the window, rumqttc's request queue (sized to
 //! the window) and the spool on disk (`max_records`, `max_bytes`, `max_age_s`). A stuck broker
 //! therefore never grows memory; it grows the spool up to its bounds.
+//!
+//! Ride events travel through the spool like telemetry, but are published one per message on
+//! the events topic, in the first (primary) output's encoding. Every other output, and every
+//! output when no events topic is configured, acknowledges them as soon as they are committed;
+//! a telemetry message never carries one. A planned batch that mixes the two is cut where they
+//! meet: the leading part is published and the rest handed back to the window.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -191,6 +197,7 @@ pub fn spawn(
         },
         availability_topic: cfg.mqtt.availability_topic.as_deref().map(resolve),
         status_topic: cfg.mqtt.status_topic.as_deref().map(resolve),
+        events_topic: cfg.mqtt.events_topic.as_deref().map(resolve),
         status_interval: Duration::from_secs(cfg.mqtt.status_interval.max(1)),
         scooter_id: scooter_id.to_owned(),
         cfg,
@@ -229,6 +236,8 @@ struct Driver {
     reconnect_at: Option<Instant>,
     availability_topic: Option<String>,
     status_topic: Option<String>,
+    /// Where the primary output's events go; `None`: events are not published.
+    events_topic: Option<String>,
     status_interval: Duration,
     status_at: Option<Instant>,
     status_dirty: bool,
@@ -391,12 +400,73 @@ impl Driver {
         match result {
             Ok(rows) if !rows.is_empty() => {
                 self.health.add(Counter::Spooled, rows.len() as u64);
-                let ids: Vec<i64> = rows.iter().map(|r| r.row).collect();
+                let events: Vec<i64> = rows
+                    .iter()
+                    .filter(|r| r.record.is_event())
+                    .map(|r| r.row)
+                    .collect();
+                if !events.is_empty() {
+                    // Outputs that never publish events acknowledge them now: they must not
+                    // wait in the spool for a connection that will not send them.
+                    // Should that fail, the backlog of the next connection acknowledges them.
+                    for output in 0..self.outputs.len() {
+                        if !self.publishes_events(output)
+                            && let Err(e) = self.spool.ack(output, &events)
+                        {
+                            self.on_spool_error(e);
+                            break;
+                        }
+                    }
+                }
+                let ids: Vec<i64> = rows
+                    .iter()
+                    .filter(|r| !r.record.is_event() || self.events_topic.is_some())
+                    .map(|r| r.row)
+                    .collect();
                 self.window.on_committed(&ids, Self::now_std());
             }
             Ok(_) => {}
             Err(e) => self.on_spool_error(e),
         }
+    }
+
+    /// Whether `output` publishes events: only the first, and only with an events topic.
+    fn publishes_events(&self, output: usize) -> bool {
+        output == 0 && self.events_topic.is_some()
+    }
+
+    /// Narrows the records of one plan to what one message carries. On an output that
+    /// publishes events: the leading event alone, or the leading run of telemetry; the rest is
+    /// handed back to the window. On the others: the telemetry, the events being acknowledged
+    /// without a message. Returns `None` when a spool error ended the round.
+    fn one_message(
+        &mut self,
+        output: usize,
+        kind: Kind,
+        mut records: Vec<StoredRecord>,
+    ) -> Option<Vec<StoredRecord>> {
+        if self.publishes_events(output) {
+            let cut = match records.first() {
+                Some(first) if first.record.is_event() => 1,
+                _ => records
+                    .iter()
+                    .position(|r| r.record.is_event())
+                    .unwrap_or(records.len()),
+            };
+            let rest: Vec<i64> = records.split_off(cut).iter().map(|r| r.row).collect();
+            self.window.give_back(output, kind, &rest);
+            return Some(records);
+        }
+        let (events, telemetry): (Vec<StoredRecord>, Vec<StoredRecord>) =
+            records.into_iter().partition(|r| r.record.is_event());
+        if !events.is_empty() {
+            let rows: Vec<i64> = events.iter().map(|r| r.row).collect();
+            if let Err(e) = self.spool.ack(output, &rows) {
+                self.on_spool_error(e);
+                return None;
+            }
+        }
+        Some(telemetry)
     }
 
     fn on_spool_error(&mut self, e: SpoolError) {
@@ -535,6 +605,8 @@ impl Driver {
             NetEvent::Closed(reason) => self.on_closed(reason),
             // Only asked for while shutting down, which waits for it itself.
             NetEvent::DisconnectSent => {}
+            // The publisher subscribes to nothing.
+            NetEvent::Subscribed(_) | NetEvent::Message { .. } => {}
         }
     }
 
@@ -622,6 +694,9 @@ impl Driver {
                     Err(e) => return self.on_spool_error(e),
                 },
             };
+            let Some(records) = self.one_message(output, kind, records) else {
+                return;
+            };
             if records.is_empty() {
                 continue;
             }
@@ -630,12 +705,21 @@ impl Driver {
             };
             let rows: Vec<i64> = records.iter().map(|r| r.row).collect();
             let recs: Vec<crate::record::Record> = records.into_iter().map(|r| r.record).collect();
-            let payload = match out.encoding.encode_with(&recs, out.legacy_no_fix) {
+            let event_topic = match recs.first() {
+                Some(r) if r.is_event() => self.events_topic.clone(),
+                _ => None,
+            };
+            let encoded = match (&event_topic, recs.first()) {
+                (Some(_), Some(r)) => out.encoding.encode_event(r),
+                _ => out.encoding.encode_with(&recs, out.legacy_no_fix),
+            };
+            let topic = event_topic.as_deref().unwrap_or(&out.topic);
+            let payload = match encoded {
                 Ok(p) => p,
                 Err(e) => {
                     // Never deleted, never blocking the queue: kept in the spool's quarantine
                     // and tried again at the next start.
-                    let reason = format!("{} encoding for {}: {e}", out.encoding.name(), out.topic);
+                    let reason = format!("{} encoding for {topic}: {e}", out.encoding.name());
                     let bad: Vec<(i64, String)> =
                         rows.iter().map(|r| (*r, reason.clone())).collect();
                     if let Err(e) = self.spool.quarantine(output, &bad) {
@@ -646,12 +730,7 @@ impl Driver {
                 }
             };
             let Some(conn) = &self.conn else { return };
-            if let Err(e) = conn.publish(
-                &out.topic,
-                payload,
-                false,
-                Some(out.encoding.content_type()),
-            ) {
+            if let Err(e) = conn.publish(topic, payload, false, Some(out.encoding.content_type())) {
                 warn!(error = %e, "publish queue refused; reconnecting");
                 self.on_closed(CloseReason::Other(e));
                 return;

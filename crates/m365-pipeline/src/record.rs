@@ -5,11 +5,17 @@
 //! fail). The spool turns it into a [`Record`] when it commits it: only the spool knows the next
 //! sequence number, and the record id is minted at that moment so it is stored with the record and
 //! every resend carries the same id.
+//!
+//! A sample may instead carry a ride event ([`EventKind`]): it then has empty readings, at most
+//! the GPS reading of where it happened, and its own per-scooter sequence, so telemetry
+//! sequence numbers stay gap-free.
 
 use chrono::{DateTime, TimeZone, Utc};
 use m365_gps::Fix;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::event::EventKind;
 
 /// Readings from the scooter's controller (ESC). Units are in the names; every field is `None`
 /// when its read failed or the model does not report it.
@@ -93,6 +99,40 @@ pub struct Sample {
     pub battery: BatteryReadings,
     /// Latest fix, `None` when there has been no fix.
     pub gps: Option<GpsReading>,
+    /// The ride event this sample reports, `None` for telemetry. An event sample has empty
+    /// readings and optionally the GPS reading of where it happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<EventKind>,
+}
+
+impl Sample {
+    /// A sample reporting `kind` for `scooter_id`, taken at `system_time` (the same timestamp
+    /// rule as telemetry applies), with the GPS reading of where it happened when there is one.
+    pub fn event(
+        scooter_id: impl Into<String>,
+        system_time: DateTime<Utc>,
+        kind: EventKind,
+        gps: Option<GpsReading>,
+    ) -> Self {
+        Sample {
+            scooter_id: scooter_id.into(),
+            system_time,
+            scooter: ScooterReadings::default(),
+            battery: BatteryReadings::default(),
+            gps,
+            event: Some(kind),
+        }
+    }
+}
+
+/// The key of the spool's per-scooter numbering: telemetry and events are numbered apart, so a
+/// telemetry sequence has no gaps where events were committed.
+pub(crate) fn seq_key(scooter_id: &str, is_event: bool) -> std::borrow::Cow<'_, str> {
+    if is_event {
+        std::borrow::Cow::Owned(format!("{scooter_id}#events"))
+    } else {
+        std::borrow::Cow::Borrowed(scooter_id)
+    }
 }
 
 /// Which clock the record's timestamp came from.
@@ -153,6 +193,7 @@ pub struct Record {
     /// Scooter identity.
     pub scooter_id: String,
     /// Per-scooter sequence number, strictly increasing across restarts (kept in the spool).
+    /// Events are numbered in a sequence of their own (see [`Record::event`]).
     pub seq: u64,
     /// UTC time of the sample: the system time when the clock is set (2020 or later), otherwise
     /// the GPS fix time plus the fix age when the fix has a time, otherwise the untrusted system
@@ -166,9 +207,19 @@ pub struct Record {
     pub battery: BatteryReadings,
     /// Latest fix and its age, `None` when there has been no fix.
     pub gps: Option<GpsReading>,
+    /// The ride event this record reports, `None` for telemetry. Rows written before events
+    /// existed decode with `None`. An event record is published on its own, on the events
+    /// topic, and its `seq` counts events only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<EventKind>,
 }
 
 impl Record {
+    /// Whether this record reports an event rather than telemetry.
+    pub fn is_event(&self) -> bool {
+        self.event.is_some()
+    }
+
     /// Builds the record for `sample` with the sequence number the spool assigned. The record
     /// id is a UUID v7 whose time part is the chosen timestamp and whose other 74 bits are random.
     pub fn from_sample(sample: Sample, seq: u64) -> Self {
@@ -185,6 +236,7 @@ impl Record {
             scooter: sample.scooter,
             battery: sample.battery,
             gps: sample.gps,
+            event: sample.event,
         }
     }
 }
@@ -253,11 +305,52 @@ mod tests {
             scooter: ScooterReadings::default(),
             battery: BatteryReadings::default(),
             gps: None,
+            event: None,
         };
         let a = Record::from_sample(sample.clone(), 1);
         let b = Record::from_sample(sample, 1);
         assert_ne!(a.record_id, b.record_id);
         assert_eq!(a.record_id.get_version_num(), 7);
+    }
+
+    #[test]
+    fn rows_without_an_event_still_decode_and_telemetry_writes_none() {
+        let sample = Sample {
+            scooter_id: "s1".into(),
+            system_time: Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).unwrap(),
+            scooter: ScooterReadings::default(),
+            battery: BatteryReadings::default(),
+            gps: None,
+            event: None,
+        };
+        let record = Record::from_sample(sample, 3);
+        let mut body = serde_json::to_value(&record).unwrap();
+        assert!(body.get("event").is_none(), "telemetry rows are unchanged");
+        // What an earlier version stored: no `event` key at all.
+        body.as_object_mut().unwrap().remove("event");
+        let back: Record = serde_json::from_value(body).unwrap();
+        assert_eq!(back, record);
+        assert!(!back.is_event());
+    }
+
+    #[test]
+    fn event_samples_carry_the_event_and_empty_readings_into_the_record() {
+        let t = Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).unwrap();
+        let kind = EventKind::BatteryLow {
+            percent: 14,
+            threshold: 15,
+        };
+        let sample = Sample::event("s1", t, kind.clone(), Some(fix_at(None)));
+        assert_eq!(sample.scooter, ScooterReadings::default());
+        assert_eq!(sample.battery, BatteryReadings::default());
+        let record = Record::from_sample(sample, 1);
+        assert_eq!(record.event, Some(kind));
+        assert!(record.is_event());
+        assert_eq!(record.gps, Some(fix_at(None)));
+        let stored = serde_json::to_vec(&record).unwrap();
+        assert_eq!(serde_json::from_slice::<Record>(&stored).unwrap(), record);
+        assert_eq!(seq_key("s1", true), "s1#events");
+        assert_eq!(seq_key("s1", false), "s1");
     }
 
     #[test]

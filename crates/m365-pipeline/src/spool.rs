@@ -46,7 +46,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use tracing::{error, warn};
 
-use crate::record::{Record, Sample, TimeSource};
+use crate::record::{Record, Sample, TimeSource, seq_key};
 
 mod config;
 mod error;
@@ -595,7 +595,9 @@ impl Spool {
         }
     }
 
-    /// Numbers `sample` and stores it. Under `always` it is committed now and returned; under
+    /// Numbers `sample` and stores it. Telemetry and events are numbered apart (the `seqs` key
+    /// of a scooter's events is `<scooter_id>#events`), so telemetry sequence numbers have no
+    /// gaps where events were committed. Under `always` it is committed now and returned; under
     /// `normal` it is buffered and all buffered records are returned once a commit happens
     /// (this call reaching `commit_every`, or [`Spool::flush`] after [`Spool::flush_deadline`]).
     /// Only returned records are durable and may be offered to MQTT.
@@ -604,7 +606,8 @@ impl Spool {
         sample: Sample,
         now: Instant,
     ) -> Result<Vec<StoredRecord>, SpoolError> {
-        let next = self.next_seq.entry(sample.scooter_id.clone()).or_insert(1);
+        let key = seq_key(&sample.scooter_id, sample.event.is_some()).into_owned();
+        let next = self.next_seq.entry(key).or_insert(1);
         let seq = *next;
         *next = next.saturating_add(1);
         self.buffer.push(Record::from_sample(sample, seq));
@@ -698,7 +701,7 @@ impl Spool {
                     record: r.clone(),
                 });
                 seqs.execute(params![
-                    r.scooter_id,
+                    seq_key(&r.scooter_id, r.is_event()),
                     i64::try_from(r.seq.saturating_add(1)).unwrap_or(i64::MAX)
                 ])?;
             }
@@ -1309,7 +1312,7 @@ fn salvage_into(
             ])
             .map_err(err)?;
             seqs.execute(params![
-                record.scooter_id,
+                seq_key(&record.scooter_id, record.is_event()),
                 i64::try_from(record.seq.saturating_add(1)).unwrap_or(i64::MAX)
             ])
             .map_err(err)?;

@@ -122,6 +122,7 @@ impl SyntheticScooter {
                 }),
             },
             gps,
+            event: None,
         };
         self.n += 1;
         self.t += ChronoDuration::milliseconds(self.step_ms);

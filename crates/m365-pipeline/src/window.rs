@@ -19,6 +19,10 @@
 //!   than the sampler), the live queue stops taking rows and the newer ones are left to the
 //!   backlog drain, which reaches every pending row in order; live queuing resumes once the
 //!   drain has caught up. Memory stays bounded and the order is kept.
+//! * **One plan, one message.** A plan may name rows the driver cannot put in one message (a
+//!   ride event and telemetry never share one); the driver publishes the leading part and hands
+//!   the rest back ([`PublishWindow::give_back`]), which is planned again first, so every
+//!   submission is still one publish and one PUBACK.
 //! * Packet ids are learnt in send order (the client library reports each outgoing publish), so
 //!   submissions wait in a FIFO until their packet id is known.
 //! * On disconnect, everything in flight and queued live is forgotten and the backlog cursor goes
@@ -95,6 +99,8 @@ struct OutputState {
     live: VecDeque<(RowId, Instant)>,
     /// The live queue overflowed: newer rows are left to the backlog until it catches up.
     live_paused: bool,
+    /// The rows (with their commit times) of the latest live plan, for [`PublishWindow::give_back`].
+    last_live: Vec<(RowId, Instant)>,
     in_flight_rows: HashSet<RowId>,
 }
 
@@ -138,6 +144,7 @@ impl PublishWindow {
                     caught_up: false,
                     live: VecDeque::new(),
                     live_paused: false,
+                    last_live: Vec::new(),
                     in_flight_rows: HashSet::new(),
                 })
                 .collect(),
@@ -171,6 +178,7 @@ impl PublishWindow {
             o.caught_up = false;
             o.live.clear();
             o.live_paused = false;
+            o.last_live.clear();
             o.in_flight_rows.clear();
         }
     }
@@ -266,8 +274,41 @@ impl PublishWindow {
         }
         // Oldest first, so one topic sees the live rows in commit order.
         let take = o.live.len().min(o.limits.batch);
-        let rows: Vec<RowId> = o.live.drain(..take).map(|(r, _)| r).collect();
+        o.last_live.clear();
+        o.last_live.extend(o.live.drain(..take));
+        let rows: Vec<RowId> = o.last_live.iter().map(|(r, _)| *r).collect();
         Some(Plan::Live { output: idx, rows })
+    }
+
+    /// The driver published only the leading part of the latest plan for `output` (of `kind`):
+    /// `rows`, the ascending tail it did not publish, are planned again before anything newer.
+    /// Live rows go back to the front of the live queue with their commit times (so a batch
+    /// whose linger is over still goes out at once); backlog rows are read again, the cursor
+    /// moving back to just before them.
+    pub(crate) fn give_back(&mut self, output: usize, kind: Kind, rows: &[RowId]) {
+        let (Some(&first), Some(o)) = (rows.first(), self.outputs.get_mut(output)) else {
+            return;
+        };
+        match kind {
+            Kind::Live => {
+                for &r in rows.iter().rev() {
+                    let committed = o
+                        .last_live
+                        .iter()
+                        .find(|(x, _)| *x == r)
+                        .or(o.last_live.first())
+                        .map(|(_, t)| *t);
+                    if let Some(t) = committed {
+                        o.live.push_front((r, t));
+                    }
+                }
+            }
+            Kind::Backlog => {
+                o.cursor = o.cursor.min(first.saturating_sub(1));
+                o.caught_up = false;
+            }
+            Kind::Control => {}
+        }
     }
 
     /// Filters rows read for a [`Plan::Backlog`]: skips rows already in flight on that output,
@@ -588,6 +629,64 @@ mod tests {
         assert_eq!(w.on_ack(1).unwrap().kind, Kind::Control);
         assert_eq!(w.on_ack(2).unwrap().rows, vec![7]);
         assert_eq!(w.in_flight(), 0);
+    }
+
+    #[test]
+    fn rows_given_back_are_planned_again_first() {
+        let t0 = Instant::now();
+        let mut w = PublishWindow::new(8, 2, &one(4));
+        w.on_connected();
+        // Backlog: rows 1..=6 pending, the driver publishes only 1 and 2 of the first plan.
+        let Some(Plan::Backlog {
+            output,
+            after,
+            limit,
+            batch,
+        }) = w.poll(t0)
+        else {
+            panic!("a backlog plan first");
+        };
+        let fetched: Vec<RowId> = (1..=6).filter(|r| *r > after).take(limit).collect();
+        let rows = w.take_backlog(output, &fetched, limit, batch);
+        assert_eq!(rows, vec![1, 2, 3, 4]);
+        w.give_back(0, Kind::Backlog, &[3, 4]);
+        w.on_submitted(Submitted {
+            output: 0,
+            rows: vec![1, 2],
+            kind: Kind::Backlog,
+        });
+        let sent = drive(&mut w, &[1, 2, 3, 4, 5, 6], t0);
+        assert_eq!(rows_of(&sent), vec![3, 4, 5, 6], "read again from row 3");
+        assert!(w.caught_up());
+
+        // Live: a full batch of four, of which only row 7 is published.
+        w.on_committed(&[7, 8, 9, 10], t0);
+        let later = t0 + Duration::from_millis(10);
+        assert_eq!(
+            w.poll(later),
+            Some(Plan::Live {
+                output: 0,
+                rows: vec![7, 8, 9, 10]
+            })
+        );
+        w.give_back(0, Kind::Live, &[8, 9, 10]);
+        w.on_submitted(Submitted {
+            output: 0,
+            rows: vec![7],
+            kind: Kind::Live,
+        });
+        w.on_committed(&[11], later);
+        // Three rows given back plus one new: a full batch again, oldest first.
+        assert_eq!(
+            w.poll(later),
+            Some(Plan::Live {
+                output: 0,
+                rows: vec![8, 9, 10, 11]
+            })
+        );
+        // Given back alone, they keep their commit time: due when its linger is over.
+        w.give_back(0, Kind::Live, &[9, 10, 11]);
+        assert_eq!(w.next_deadline(), Some(t0 + Duration::from_secs(5)));
     }
 
     fn rows_of(sent: &[Submitted]) -> Vec<RowId> {

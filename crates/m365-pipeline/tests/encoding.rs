@@ -1,14 +1,19 @@
 //! The three encodings against what their consumers expect: the earlier server's keys and JSON
-//! types for `legacy`, schema v1 for `json`, and size plus round trip for `compact`.
+//! types for `legacy`, schema v1 for `json`, and size plus round trip for `compact`; and ride
+//! events, one per message, in each of the three.
 // A test: a failing `unwrap`/`expect` is the test failing, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chrono::{DateTime, Utc};
 use m365_gps::{Fix, FixMode, FixQuality, FixSource};
-use m365_pipeline::encoding::NoFix;
-use m365_pipeline::encoding::compact;
+use m365_pipeline::encoding::json::JsonEventV1;
+use m365_pipeline::encoding::legacy::LegacyEvent;
+use m365_pipeline::encoding::{NoFix, compact};
+use m365_pipeline::error::EncodeError;
 use m365_pipeline::synthetic::SyntheticScooter;
-use m365_pipeline::{BatteryReadings, Encoding, GpsReading, Record, Sample, ScooterReadings};
+use m365_pipeline::{
+    BatteryReadings, Encoding, EventKind, GpsReading, MoveEvidence, Record, Sample, ScooterReadings,
+};
 use serde_json::Value;
 
 fn t(s: &str) -> DateTime<Utc> {
@@ -46,6 +51,7 @@ fn reference_record(gps: Option<GpsReading>) -> Record {
                 cell_voltages_v: None,
             },
             gps,
+            event: None,
         },
         42,
     )
@@ -354,4 +360,204 @@ fn compact_round_trips_and_describes_itself() {
         assert_eq!(cells.is_some(), r.battery.cell_voltages_v.is_some());
     }
     assert!(compact::decode(b"not zlib").is_err());
+}
+
+fn trip_ended() -> EventKind {
+    EventKind::TripEnded {
+        distance_m: 1200,
+        duration_s: 300,
+        energy_wh: Some(9.5),
+        battery_used_percent: Some(3),
+        avg_speed_kmh: 14.4,
+        top_speed_kmh: 24.8,
+    }
+}
+
+fn event_record(kind: EventKind, gps: Option<GpsReading>) -> Record {
+    Record::from_sample(
+        Sample::event("scooter-1", t("2025-06-01T12:05:00.000Z"), kind, gps),
+        7,
+    )
+}
+
+/// One of every event, with a fix or without.
+fn every_event() -> Vec<Record> {
+    let kinds = vec![
+        EventKind::TripStarted {
+            odometer_m: Some(2186),
+            battery_percent: None,
+        },
+        trip_ended(),
+        EventKind::BatteryLow {
+            percent: 14,
+            threshold: 15,
+        },
+        EventKind::ChargingStarted { percent: Some(40) },
+        EventKind::ChargingStopped { percent: None },
+        EventKind::ErrorRaised {
+            code: 21,
+            text: "battery communication".into(),
+        },
+        EventKind::ErrorCleared {
+            code: 21,
+            text: "battery communication".into(),
+        },
+        EventKind::WarningRaised {
+            code: 7,
+            text: "w".into(),
+        },
+        EventKind::WarningCleared {
+            code: 7,
+            text: "w".into(),
+        },
+        EventKind::Locked,
+        EventKind::Unlocked,
+        EventKind::MovedWhileLocked {
+            evidence: MoveEvidence::Gps,
+            distance_m: Some(42.5),
+            speed_kmh: None,
+        },
+        EventKind::ConnectionLost,
+        EventKind::ConnectionRestored { offline_s: 90 },
+    ];
+    assert_eq!(
+        kinds.len(),
+        EventKind::NAMES.len(),
+        "every event is covered"
+    );
+    kinds
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| event_record(k, (i % 2 == 0).then(fix)))
+        .collect()
+}
+
+#[test]
+fn json_events_carry_identity_time_place_and_data_and_read_back() {
+    let r = event_record(trip_ended(), Some(fix()));
+    let payload = Encoding::Json.encode_event(&r).unwrap();
+    let v: Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(
+        keys(&v),
+        vec![
+            "data",
+            "event",
+            "gps",
+            "record_id",
+            "schema",
+            "scooter_id",
+            "seq",
+            "ts",
+            "ts_source",
+            "v"
+        ]
+    );
+    assert_eq!(v["v"], 1);
+    assert_eq!(v["schema"], "m365.event");
+    assert_eq!(v["event"], "trip_ended");
+    assert_eq!(v["record_id"], r.record_id.to_string());
+    assert_eq!(v["scooter_id"], "scooter-1");
+    assert_eq!(v["seq"], 7);
+    assert_eq!(v["ts"], "2025-06-01T12:05:00.000Z");
+    assert_eq!(v["ts_source"], "system");
+    assert_eq!(v["gps"]["lat_deg"], 43.328_933_683);
+    assert_eq!(v["gps"]["lon_deg"], -8.408_309_566);
+    assert_eq!(v["data"]["distance_m"], 1200);
+    assert_eq!(v["data"]["energy_wh"], 9.5);
+    assert!(v["data"].get("type").is_none(), "the name is in `event`");
+    let back: JsonEventV1 = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(back.kind().unwrap(), trip_ended());
+    assert_eq!(back.record_id, r.record_id);
+
+    for r in every_event() {
+        let payload = Encoding::Json.encode_event(&r).unwrap();
+        let back: JsonEventV1 = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(Some(back.kind().unwrap()), r.event, "{back:?}");
+        assert_eq!(back.gps.is_some(), r.gps.is_some());
+    }
+    let locked: Value = serde_json::from_slice(
+        &Encoding::Json
+            .encode_event(&event_record(EventKind::Locked, None))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(locked["data"], serde_json::json!({}));
+    assert_eq!(locked["gps"], Value::Null);
+}
+
+#[test]
+fn legacy_events_are_flat_objects_in_the_earlier_style_and_read_back() {
+    let r = event_record(trip_ended(), Some(fix()));
+    let payload = Encoding::Legacy.encode_event(&r).unwrap();
+    let v: Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(
+        keys(&v),
+        vec![
+            "avg_speed_kmh",
+            "battery_used_percent",
+            "distance_m",
+            "duration_s",
+            "energy_wh",
+            "event",
+            "latitude",
+            "longitude",
+            "timestamp",
+            "top_speed_kmh"
+        ]
+    );
+    assert!(v.as_object().unwrap().values().all(|x| !x.is_object()));
+    assert_eq!(v["event"], "trip_ended");
+    assert_eq!(v["timestamp"], "2025-06-01T12:05:00.000+00:00");
+    assert_eq!(v["latitude"], 43.328_933_683);
+    let back: LegacyEvent = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(back.kind().unwrap(), trip_ended());
+
+    let no_fix: Value = serde_json::from_slice(
+        &Encoding::Legacy
+            .encode_event(&event_record(EventKind::Unlocked, None))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(keys(&no_fix), vec!["event", "timestamp"], "{no_fix}");
+    for r in every_event() {
+        let back: LegacyEvent =
+            serde_json::from_slice(&Encoding::Legacy.encode_event(&r).unwrap()).unwrap();
+        assert_eq!(Some(back.kind().unwrap()), r.event);
+    }
+}
+
+#[test]
+fn compact_events_are_the_json_event_deflated() {
+    for r in every_event() {
+        let payload = Encoding::Compact.encode_event(&r).unwrap();
+        let back = compact::decode_event(&payload).unwrap();
+        let json: JsonEventV1 =
+            serde_json::from_slice(&Encoding::Json.encode_event(&r).unwrap()).unwrap();
+        assert_eq!(back, json);
+        assert_eq!(Some(back.kind().unwrap()), r.event);
+    }
+    assert_eq!(Encoding::Compact.content_type(), "application/zlib");
+    assert!(compact::decode_event(b"not zlib").is_err());
+}
+
+#[test]
+fn events_and_telemetry_never_share_a_message() {
+    let telemetry = reference_record(Some(fix()));
+    let event = event_record(EventKind::Locked, None);
+    for encoding in [Encoding::Legacy, Encoding::Json, Encoding::Compact] {
+        assert!(matches!(
+            encoding.encode_event(&telemetry),
+            Err(EncodeError::NotAnEvent)
+        ));
+        assert!(
+            matches!(
+                encoding.encode(&[telemetry.clone(), event.clone()]),
+                Err(EncodeError::EventInTelemetry)
+            ) || encoding.max_batch() == 1
+        );
+        assert!(matches!(
+            encoding.encode(std::slice::from_ref(&event)),
+            Err(EncodeError::EventInTelemetry)
+        ));
+    }
 }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use m365_pipeline::error::SpoolError;
 use m365_pipeline::spool::{Spool, StoredRecord};
 use m365_pipeline::synthetic::SyntheticScooter;
-use m365_pipeline::{Record, SpoolConfig, SyncPolicy};
+use m365_pipeline::{EventKind, Record, Sample, SpoolConfig, SyncPolicy};
 
 #[path = "common/small_fs.rs"]
 mod small_fs;
@@ -64,6 +64,50 @@ fn always_commits_each_record_and_numbers_survive_restart() {
     let next = spool.append(sc.next_sample(), Instant::now()).unwrap();
     assert_eq!(next[0].record.seq, 4);
     assert!(next[0].row > rows[2], "row ids are never reused");
+}
+
+#[test]
+fn events_are_numbered_apart_so_telemetry_stays_gap_free_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(dir.path(), SyncPolicy::Always);
+    let mut sc = scooter();
+    let event = |kind| Sample::event("s1", Utc::now(), kind, None);
+    let mut seqs = Vec::new();
+    {
+        let (mut spool, _) = Spool::open(&c, &outputs(1)).unwrap();
+        for sample in [
+            sc.next_sample(),
+            event(EventKind::Unlocked),
+            sc.next_sample(),
+            event(EventKind::Locked),
+            sc.next_sample(),
+        ] {
+            let r = &spool.append(sample, Instant::now()).unwrap()[0].record;
+            seqs.push((r.is_event(), r.seq));
+        }
+    }
+    let (mut spool, _) = Spool::open(&c, &outputs(1)).unwrap();
+    for sample in [event(EventKind::ConnectionLost), sc.next_sample()] {
+        let r = &spool.append(sample, Instant::now()).unwrap()[0].record;
+        seqs.push((r.is_event(), r.seq));
+    }
+    assert_eq!(
+        seqs,
+        vec![
+            (false, 1),
+            (true, 1),
+            (false, 2),
+            (true, 2),
+            (false, 3),
+            (true, 3),
+            (false, 4)
+        ]
+    );
+    // Stored and read back with the event, in commit order.
+    let pending = spool.pending_after(0, 0, 100).unwrap();
+    assert_eq!(pending.len(), 7);
+    assert_eq!(pending[1].record.event, Some(EventKind::Unlocked));
+    assert!(pending[0].record.event.is_none());
 }
 
 #[test]

@@ -116,9 +116,10 @@ fn the_commented_out_keys_are_valid_when_uncommented() {
         .map(|l| l + "\n")
         .collect();
     let config = parse(&text);
-    assert_eq!(config.telemetry.scooter_id, "my-scooter");
-    assert_eq!(config.mqtt.topic, "m365/my-scooter/telemetry");
-    assert_eq!(config.mqtt.mirror.len(), 1);
+    assert_eq!(config.first().id, "my-scooter");
+    assert_eq!(config.first().mqtt.topic, "m365/my-scooter/telemetry");
+    assert_eq!(config.mqtt.topic, "m365/{id}/telemetry");
+    assert_eq!(config.first().mqtt.mirror.len(), 1);
     assert_eq!(config.mqtt.username.as_deref(), Some("scooter"));
 }
 

@@ -40,7 +40,7 @@ fn earlier_format_loads_without_warnings_and_keeps_its_meaning() {
         config::parse("martinete.toml", EARLIER_FORMAT, &no_env).expect("earlier format loads");
     assert!(warnings.is_empty(), "{warnings:?}");
 
-    let mqtt = &config.mqtt;
+    let mqtt = &config.first().mqtt;
     assert!(!mqtt.broker.tls);
     assert_eq!(mqtt.broker.host, "broker.lan");
     assert_eq!(mqtt.broker.port, 1883);
@@ -59,14 +59,14 @@ fn earlier_format_loads_without_warnings_and_keeps_its_meaning() {
     // send_interval was the time between two samples.
     assert_eq!(config.telemetry.interval, Duration::from_secs(3));
 
-    let scooter = &config.scooter;
+    let scooter = &config.first().link;
     assert_eq!(
         scooter.mac,
         Some(BdAddr([0xC7, 0xB8, 0xDC, 0x3B, 0xA1, 0xB2]))
     );
     assert_eq!(scooter.token_file.to_str(), Some("/home/scooter/.mi-token"));
     // With a MAC, the scooter id that fills {id} in the new default topics is the MAC.
-    assert_eq!(config.telemetry.scooter_id, "c7b8dc3ba1b2");
+    assert_eq!(config.first().id, "c7b8dc3ba1b2");
     assert_eq!(mqtt.availability_topic, "m365/c7b8dc3ba1b2/availability");
 
     // [serial] drove a SIM7600 modem with AT commands.
@@ -82,7 +82,7 @@ fn earlier_mac_spellings_are_all_accepted() {
         let text = format!("[scooter]\nmac = \"{mac}\"\n");
         let (config, _) = config::parse("m.toml", &text, &no_env).expect(mac);
         assert_eq!(
-            config.scooter.mac.map(|m| m.to_string()).as_deref(),
+            config.first().link.mac.map(|m| m.to_string()).as_deref(),
             Some("C7:B8:DC:3B:A1:B2")
         );
     }

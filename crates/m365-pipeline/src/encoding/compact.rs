@@ -17,6 +17,10 @@
 //! little from sample to sample, so deltas are small repeated digits that deflate compresses far
 //! better than per-record objects; JSON + zlib needs nothing exotic to decode (any language has
 //! both). Deflate is `miniz_oxide`, pure Rust.
+//!
+//! A ride event is one message of its own: the `json` event document (schema `m365.event`,
+//! [`super::json::JsonEventV1`]) as a zlib stream ([`encode_event`], [`decode_event`]). Events
+//! are rare and small, so columns would gain nothing; deflate still shortens the key names.
 
 use std::io::{Read, Write};
 
@@ -221,17 +225,35 @@ pub fn encode(records: &[Record]) -> Result<Vec<u8>, EncodeError> {
             })
             .collect(),
     };
-    let json = serde_json::to_vec(&batch)?;
+    deflate(&serde_json::to_vec(&batch)?)
+}
+
+/// Encodes one event record: its `json` event document, deflated.
+pub fn encode_event(record: &Record) -> Result<Vec<u8>, EncodeError> {
+    let json = serde_json::to_vec(&super::json::JsonEventV1::from_record(record)?)?;
+    deflate(&json)
+}
+
+/// Decodes a `compact` event message. Bounded like [`decode`].
+pub fn decode_event(payload: &[u8]) -> Result<super::json::JsonEventV1, EncodeError> {
+    Ok(serde_json::from_slice(&inflate(payload)?)?)
+}
+
+fn deflate(json: &[u8]) -> Result<Vec<u8>, EncodeError> {
     let mut z = ZlibEncoder::new(Vec::with_capacity(json.len() / 4), Compression::best());
-    z.write_all(&json)?;
+    z.write_all(json)?;
     Ok(z.finish()?)
 }
 
-/// Decodes a `compact` message. Bounded: refuses to inflate beyond 16 MiB.
-pub fn decode(payload: &[u8]) -> Result<CompactBatch, EncodeError> {
+fn inflate(payload: &[u8]) -> Result<Vec<u8>, EncodeError> {
     let mut json = Vec::new();
     ZlibDecoder::new(payload)
         .take(16 * 1024 * 1024)
         .read_to_end(&mut json)?;
-    Ok(serde_json::from_slice(&json)?)
+    Ok(json)
+}
+
+/// Decodes a `compact` message. Bounded: refuses to inflate beyond 16 MiB.
+pub fn decode(payload: &[u8]) -> Result<CompactBatch, EncodeError> {
+    Ok(serde_json::from_slice(&inflate(payload)?)?)
 }

@@ -2,19 +2,31 @@
 //! names, `null` for anything unknown, with the sequence number and record id for ordering and
 //! deduplication. The field list is in `docs/telemetry-schema.md`; changing a key or a unit
 //! means a new version.
+//!
+//! A ride event has its own message, schema `m365.event` version 1 ([`JsonEventV1`]): the same
+//! identity, time and `gps` keys as telemetry, the event's name in `event` and its details in
+//! `data`.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use m365_gps::{FixMode, FixQuality, FixSource};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::record::{Record, TimeSource};
+use crate::error::EncodeError;
+use crate::event::EventKind;
+use crate::record::{GpsReading, Record, TimeSource};
 
 /// Schema name carried in every message.
 pub const SCHEMA: &str = "m365.telemetry";
 
 /// Version of this schema.
 pub const VERSION: u32 = 1;
+
+/// Schema name carried in every event message.
+pub const EVENT_SCHEMA: &str = "m365.event";
+
+/// Version of the event schema.
+pub const EVENT_VERSION: u32 = 1;
 
 /// A `json` message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -149,22 +161,101 @@ impl JsonV1 {
                 temp2_c: b.temp2_c,
                 cell_voltages_v: b.cell_voltages_v.clone(),
             },
-            gps: r.gps.as_ref().map(|g| JsonGps {
-                lat_deg: g.fix.lat,
-                lon_deg: g.fix.lon,
-                alt_msl_m: g.fix.alt_msl_m,
-                speed_kmh: g.fix.speed_kmh(),
-                course_deg: g.fix.course_deg,
-                mode: g.fix.mode,
-                quality: g.fix.quality,
-                sats_used: g.fix.sats_used,
-                hdop: g.fix.hdop,
-                pdop: g.fix.pdop,
-                vdop: g.fix.vdop,
-                source: g.fix.source,
-                fix_time: g.fix.time,
-                age_ms: g.age_ms,
-            }),
+            gps: r.gps.as_ref().map(JsonGps::from_reading),
         }
+    }
+}
+
+impl JsonGps {
+    /// The `gps` block of a reading.
+    pub fn from_reading(g: &GpsReading) -> Self {
+        JsonGps {
+            lat_deg: g.fix.lat,
+            lon_deg: g.fix.lon,
+            alt_msl_m: g.fix.alt_msl_m,
+            speed_kmh: g.fix.speed_kmh(),
+            course_deg: g.fix.course_deg,
+            mode: g.fix.mode,
+            quality: g.fix.quality,
+            sats_used: g.fix.sats_used,
+            hdop: g.fix.hdop,
+            pdop: g.fix.pdop,
+            vdop: g.fix.vdop,
+            source: g.fix.source,
+            fix_time: g.fix.time,
+            age_ms: g.age_ms,
+        }
+    }
+}
+
+/// A `json` event message (schema `m365.event`, version 1): one event per message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JsonEventV1 {
+    /// Schema version, always 1.
+    pub v: u32,
+    /// Schema name, always `m365.event`.
+    pub schema: String,
+    /// The event's name ([`EventKind::name`]), e.g. `trip_ended`.
+    pub event: String,
+    /// Unique record id (UUID v7) for deduplication.
+    pub record_id: Uuid,
+    /// Scooter id.
+    pub scooter_id: String,
+    /// Per-scooter sequence number of events (telemetry is numbered apart).
+    pub seq: u64,
+    /// RFC 3339 UTC time of the event.
+    pub ts: String,
+    /// Clock the time came from.
+    pub ts_source: TimeSource,
+    /// Where it happened, `null` without a usable fix.
+    pub gps: Option<JsonGps>,
+    /// The event's details (its fields, units in the names); `{}` for events without any.
+    pub data: serde_json::Map<String, serde_json::Value>,
+}
+
+/// An event's details as a JSON object, without the `type` tag its stored form carries.
+pub(crate) fn event_data(
+    kind: &EventKind,
+) -> Result<serde_json::Map<String, serde_json::Value>, EncodeError> {
+    match serde_json::to_value(kind)? {
+        serde_json::Value::Object(mut fields) => {
+            fields.remove("type");
+            Ok(fields)
+        }
+        _ => Ok(serde_json::Map::new()),
+    }
+}
+
+/// The event named `name` with the details `data`: what [`event_data`] took apart.
+pub(crate) fn event_from_parts(
+    name: &str,
+    data: &serde_json::Map<String, serde_json::Value>,
+) -> Result<EventKind, serde_json::Error> {
+    let mut tagged = data.clone();
+    tagged.insert("type".into(), serde_json::Value::String(name.to_owned()));
+    serde_json::from_value(serde_json::Value::Object(tagged))
+}
+
+impl JsonEventV1 {
+    /// Maps an event record onto the event schema; [`EncodeError::NotAnEvent`] for telemetry.
+    pub fn from_record(r: &Record) -> Result<Self, EncodeError> {
+        let kind = r.event.as_ref().ok_or(EncodeError::NotAnEvent)?;
+        Ok(JsonEventV1 {
+            v: EVENT_VERSION,
+            schema: EVENT_SCHEMA.into(),
+            event: kind.name().into(),
+            record_id: r.record_id,
+            scooter_id: r.scooter_id.clone(),
+            seq: r.seq,
+            ts: r.timestamp.to_rfc3339_opts(SecondsFormat::Millis, true),
+            ts_source: r.time_source,
+            gps: r.gps.as_ref().map(JsonGps::from_reading),
+            data: event_data(kind)?,
+        })
+    }
+
+    /// The event this message reports, read back from `event` and `data`.
+    pub fn kind(&self) -> Result<EventKind, serde_json::Error> {
+        event_from_parts(&self.event, &self.data)
     }
 }

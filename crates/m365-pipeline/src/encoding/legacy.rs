@@ -20,10 +20,16 @@
 //! message and loses them. [`NoFix::Null`] sends `null` for servers that handle it. A fix without
 //! altitude (2D) or speed sends 0 for the missing value in the zeros form, for the same reason
 //! (the server's columns are `NOT NULL`).
+//!
+//! **Events** ([`LegacyEvent`]) are flat objects in the same style: `timestamp` as above, the
+//! event's name in `event`, its fields beside it, and `latitude`/`longitude` when there was a
+//! usable fix. They go to the events topic, which the earlier server does not read.
 
 use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
 
+use crate::error::EncodeError;
+use crate::event::EventKind;
 use crate::record::Record;
 
 /// The earlier client's top-level object.
@@ -148,5 +154,42 @@ impl LegacyTelemetry {
                 (None, NoFix::Null) => None,
             },
         }
+    }
+}
+
+/// A ride event in the earlier client's flat style.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LegacyEvent {
+    /// RFC 3339 time of the event (same form as [`LegacyTelemetry::timestamp`]).
+    pub timestamp: String,
+    /// The event's name ([`EventKind::name`]).
+    pub event: String,
+    /// The event's fields, at the top level beside `timestamp` and `event`.
+    #[serde(flatten)]
+    pub data: serde_json::Map<String, serde_json::Value>,
+    /// Where it happened, decimal degrees; absent without a usable fix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latitude: Option<f64>,
+    /// Where it happened, decimal degrees; absent without a usable fix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longitude: Option<f64>,
+}
+
+impl LegacyEvent {
+    /// Maps an event record onto the flat layout; [`EncodeError::NotAnEvent`] for telemetry.
+    pub fn from_record(r: &Record) -> Result<Self, EncodeError> {
+        let kind = r.event.as_ref().ok_or(EncodeError::NotAnEvent)?;
+        Ok(LegacyEvent {
+            timestamp: r.timestamp.to_rfc3339_opts(SecondsFormat::Millis, false),
+            event: kind.name().into(),
+            data: super::json::event_data(kind)?,
+            latitude: r.gps.as_ref().map(|g| g.fix.lat),
+            longitude: r.gps.as_ref().map(|g| g.fix.lon),
+        })
+    }
+
+    /// The event this message reports, read back from `event` and the fields beside it.
+    pub fn kind(&self) -> Result<EventKind, serde_json::Error> {
+        super::json::event_from_parts(&self.event, &self.data)
     }
 }

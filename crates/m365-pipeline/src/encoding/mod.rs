@@ -1,6 +1,10 @@
 //! Payload encodings, chosen per topic: `legacy` (what the earlier client published, for servers
 //! already deployed), `json` (the documented, versioned schema) and `compact` (batched,
 //! columnar, deflate-compressed, for metered mobile data). See `docs/telemetry-schema.md`.
+//!
+//! Telemetry goes through [`Encoding::encode`]/[`Encoding::encode_with`]; a record carrying a
+//! ride event goes alone through [`Encoding::encode_event`] (events never share a message with
+//! telemetry).
 
 pub mod compact;
 pub mod json;
@@ -32,8 +36,17 @@ impl Encoding {
         self.encode_with(records, NoFix::default())
     }
 
-    /// [`Encoding::encode`], with what `legacy` sends without a usable fix.
+    /// [`Encoding::encode`], with what `legacy` sends without a usable fix. A record carrying
+    /// an event is refused ([`EncodeError::EventInTelemetry`]): it goes through
+    /// [`Encoding::encode_event`].
     pub fn encode_with(self, records: &[Record], no_fix: NoFix) -> Result<Vec<u8>, EncodeError> {
+        let records = match self {
+            Encoding::Legacy | Encoding::Json => records.get(..1).unwrap_or_default(),
+            Encoding::Compact => records.get(..compact::MAX_RECORDS).unwrap_or(records),
+        };
+        if records.iter().any(Record::is_event) {
+            return Err(EncodeError::EventInTelemetry);
+        }
         match self {
             Encoding::Legacy => {
                 let r = records.first().ok_or(EncodeError::Empty)?;
@@ -46,6 +59,22 @@ impl Encoding {
                 Ok(serde_json::to_vec(&json::JsonV1::from_record(r))?)
             }
             Encoding::Compact => compact::encode(records),
+        }
+    }
+
+    /// Encodes one event record into its own message: `json` as schema `m365.event`
+    /// ([`json::JsonEventV1`]), `legacy` as a flat object ([`legacy::LegacyEvent`]), `compact` as
+    /// the `json` event deflated ([`compact::encode_event`]). The content type is
+    /// [`Encoding::content_type`], as for telemetry. [`EncodeError::NotAnEvent`] for telemetry.
+    pub fn encode_event(self, record: &Record) -> Result<Vec<u8>, EncodeError> {
+        match self {
+            Encoding::Legacy => Ok(serde_json::to_vec(&legacy::LegacyEvent::from_record(
+                record,
+            )?)?),
+            Encoding::Json => Ok(serde_json::to_vec(&json::JsonEventV1::from_record(
+                record,
+            )?)?),
+            Encoding::Compact => compact::encode_event(record),
         }
     }
 

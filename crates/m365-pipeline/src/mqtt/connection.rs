@@ -1,5 +1,5 @@
-//! One MQTT connection attempt over rumqttc, 3.1.1 or 5, seen through one small interface: a
-//! `publish` call and a stream of [`NetEvent`]s. A fresh rumqttc client and event loop are made
+//! One MQTT connection attempt over rumqttc, 3.1.1 or 5, seen through one small interface:
+//! `publish` and `subscribe` calls and a stream of [`NetEvent`]s (incoming messages included). A fresh rumqttc client and event loop are made
 //! for every attempt and thrown away when it ends, so nothing queued for a dead connection can be
 //! sent later behind the publish window's back; reconnecting (with back-off) is the publisher's
 //! decision, not rumqttc's.
@@ -73,6 +73,17 @@ pub enum NetEvent {
     Acked(u16, Result<(), String>),
     /// The DISCONNECT packet was written to the socket (after everything queued before it).
     DisconnectSent,
+    /// SUBACK for a [`Connection::subscribe`]; `Err` carries the broker's refusal.
+    Subscribed(Result<(), String>),
+    /// A message published to a topic this connection subscribed to. It is acknowledged to the
+    /// broker (QoS 1) as it arrives, before this event is handled: a consumer that must not
+    /// lose one across a crash stores it idempotently and relies on the publisher's resends.
+    Message {
+        /// The topic it was published to.
+        topic: String,
+        /// Its payload, as published.
+        payload: Vec<u8>,
+    },
     /// The connection ended (or never came up).
     Closed(CloseReason),
 }
@@ -139,6 +150,10 @@ pub struct ConnectParams {
     pub max_in_flight: u16,
     /// Retained last will: (topic, payload).
     pub last_will: Option<(String, Vec<u8>)>,
+    /// Start with a clean session (`true`, what the publisher uses) or resume the one the
+    /// broker kept for this client id (`false`: a subscriber then receives the QoS 1 messages
+    /// published while it was away; with MQTT 5 the session is asked never to expire).
+    pub clean_session: bool,
 }
 
 impl std::fmt::Debug for ConnectParams {
@@ -151,6 +166,7 @@ impl std::fmt::Debug for ConnectParams {
             .field("tls", &self.tls.is_some())
             .field("client_id", &self.client_id)
             .field("user", &self.credentials.as_ref().map(|c| &c.0))
+            .field("clean_session", &self.clean_session)
             .finish_non_exhaustive()
     }
 }
@@ -249,7 +265,7 @@ impl Connection {
             MqttProtocol::V311 => {
                 let mut o = rumqttc::MqttOptions::new(p.client_id.clone(), p.host.clone(), p.port);
                 o.set_keep_alive(p.protocol.keep_alive(p.keep_alive))
-                    .set_clean_session(true)
+                    .set_clean_session(p.clean_session)
                     .set_inflight(p.max_in_flight.max(1))
                     .set_request_channel_capacity(cap)
                     .set_max_packet_size(1024 * 1024, 1024 * 1024)
@@ -284,6 +300,23 @@ impl Connection {
                             Ok(rumqttc::Event::Outgoing(Outgoing::Disconnect)) => {
                                 NetEvent::DisconnectSent
                             }
+                            Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(a))) => {
+                                let refused = a
+                                    .return_codes
+                                    .iter()
+                                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure));
+                                NetEvent::Subscribed(if refused {
+                                    Err("the broker refused the subscription".into())
+                                } else {
+                                    Ok(())
+                                })
+                            }
+                            Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(m))) => {
+                                NetEvent::Message {
+                                    topic: m.topic,
+                                    payload: m.payload.to_vec(),
+                                }
+                            }
                             Ok(_) => continue,
                             Err(e) => {
                                 let _ = tx.send(NetEvent::Closed(classify_v4(e))).await;
@@ -301,15 +334,21 @@ impl Connection {
                 }
             }
             MqttProtocol::V5 => {
-                use rumqttc::v5::mqttbytes::v5::{LastWill, Packet, PubAckReason};
+                use rumqttc::v5::mqttbytes::v5::{
+                    LastWill, Packet, PubAckReason, SubscribeReasonCode,
+                };
                 let mut o =
                     rumqttc::v5::MqttOptions::new(p.client_id.clone(), p.host.clone(), p.port);
                 o.set_keep_alive(p.protocol.keep_alive(p.keep_alive))
-                    .set_clean_start(true)
+                    .set_clean_start(p.clean_session)
                     .set_outgoing_inflight_upper_limit(p.max_in_flight.max(1))
                     .set_request_channel_capacity(cap)
                     .set_connection_timeout(p.connect_timeout.as_secs().max(1))
                     .set_transport(transport(p));
+                if !p.clean_session {
+                    // MQTT 5 ends a session at disconnection unless told to keep it.
+                    o.set_session_expiry_interval(Some(u32::MAX));
+                }
                 if let Some((u, pw)) = &p.credentials {
                     o.set_credentials(u.clone(), pw.clone());
                 }
@@ -351,6 +390,22 @@ impl Connection {
                             Ok(rumqttc::v5::Event::Outgoing(Outgoing::Disconnect)) => {
                                 NetEvent::DisconnectSent
                             }
+                            Ok(rumqttc::v5::Event::Incoming(Packet::SubAck(a))) => {
+                                let refused = a
+                                    .return_codes
+                                    .iter()
+                                    .find(|c| !matches!(c, SubscribeReasonCode::Success(_)));
+                                NetEvent::Subscribed(match refused {
+                                    Some(code) => Err(format!("{code:?}")),
+                                    None => Ok(()),
+                                })
+                            }
+                            Ok(rumqttc::v5::Event::Incoming(Packet::Publish(m))) => {
+                                NetEvent::Message {
+                                    topic: String::from_utf8_lossy(&m.topic).into_owned(),
+                                    payload: m.payload.to_vec(),
+                                }
+                            }
                             Ok(_) => continue,
                             Err(e) => {
                                 let _ = tx.send(NetEvent::Closed(classify_v5(e))).await;
@@ -378,6 +433,22 @@ impl Connection {
         match &self.client {
             Client::V4(c) => c.try_disconnect().map_err(|e| e.to_string()),
             Client::V5(c) => c.try_disconnect().map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Queues a QoS 1 subscription to `topic` (a topic filter: `+` and `#` allowed) without
+    /// waiting; [`NetEvent::Subscribed`] reports the broker's answer and every matching message
+    /// then arrives as [`NetEvent::Message`]. Subscriptions belong to one connection: the caller
+    /// subscribes again after each [`NetEvent::Connected`] (a clean session forgets them, and a
+    /// new connection is a new [`Connection`]). Fails when the request queue is full or closed.
+    pub fn subscribe(&self, topic: &str) -> Result<(), String> {
+        match &self.client {
+            Client::V4(c) => c
+                .try_subscribe(topic, QoS::AtLeastOnce)
+                .map_err(|e| e.to_string()),
+            Client::V5(c) => c
+                .try_subscribe(topic, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+                .map_err(|e| e.to_string()),
         }
     }
 
@@ -456,6 +527,7 @@ mod tests {
                     connect_timeout: Duration::from_secs(1),
                     max_in_flight: 1,
                     last_will: None,
+                    clean_session: true,
                 };
                 let (conn, _events) = Connection::open(&params);
                 drop(conn);

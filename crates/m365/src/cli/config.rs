@@ -55,15 +55,22 @@ fn check(explicit: Option<&Path>) -> ExitCode {
             );
             print!("{}", config::render(&loaded.config));
             let n = loaded.warnings.len();
-            match check_token_file(&loaded.config.scooter) {
-                TokenCheck::Fine | TokenCheck::NotNeeded => {}
-                // Not a fault of the configuration: pairing comes after it.
-                TokenCheck::NotYet(note) => eprintln!("note: {note}"),
-                TokenCheck::Error(e) => {
-                    eprintln!("error: {e}");
-                    eprintln!("m365: invalid configuration: 1 error");
-                    return ExitStatus::Config.into();
+            let mut errors = 0;
+            for entry in &loaded.config.scooters {
+                match check_token_file(&entry.link) {
+                    TokenCheck::Fine | TokenCheck::NotNeeded => {}
+                    // Not a fault of the configuration: pairing comes after it.
+                    TokenCheck::NotYet(note) => eprintln!("note: {note}"),
+                    TokenCheck::Error(e) => {
+                        eprintln!("error: {e}");
+                        errors += 1;
+                    }
                 }
+            }
+            if errors > 0 {
+                let plural = if errors == 1 { "" } else { "s" };
+                eprintln!("m365: invalid configuration: {errors} error{plural}");
+                return ExitStatus::Config.into();
             }
             eprintln!(
                 "{}: valid, {n} warning{}",

@@ -14,7 +14,7 @@ use m365_ble::transport::btleplug::BtleplugTransport;
 use m365_ble::{BdAddr, BleError};
 use serde_json::json;
 
-use crate::config::{self, ConfigError, ScooterConfig};
+use crate::config::{self, Config, ConfigError, ScooterConfig, ScooterEntry};
 use crate::daemon::scooter_link::fatal_status;
 pub use crate::daemon::scooter_link::link_config;
 use crate::exit::{ExitStatus, Fatal};
@@ -25,21 +25,52 @@ pub struct InfoArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Which configured scooter: its id or its address (default: the first).
+    #[arg(long, value_name = "ID|MAC")]
+    pub scooter: Option<String>,
 }
 
-/// The `[scooter]` settings: from `--config`, else the first configuration file found, else
-/// the defaults (so the BLE commands work before a configuration exists).
-pub fn scooter_config(explicit: Option<&Path>) -> anyhow::Result<ScooterConfig> {
+/// A scooter's settings: the one named by `which` (its id or address) or else the first, from
+/// `--config`, else the first configuration file found, else the defaults (so the BLE commands
+/// work before a configuration exists).
+pub fn scooter_config(
+    explicit: Option<&Path>,
+    which: Option<&str>,
+) -> anyhow::Result<ScooterConfig> {
     let path = match config::locate(explicit) {
         Ok(path) => path,
-        Err(ConfigError::NotFound { .. }) => return Ok(ScooterConfig::default()),
+        Err(ConfigError::NotFound { .. }) if which.is_none() => {
+            return Ok(ScooterConfig::default());
+        }
         Err(e) => return Err(e.into()),
     };
     let loaded = config::load_file(&path, &|name| std::env::var(name).ok())?;
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");
     }
-    Ok(loaded.config.scooter)
+    select(&loaded.config, which).map(|entry| entry.link.clone())
+}
+
+/// The scooter named `which` (an id or an address), or the first one.
+pub fn select<'c>(config: &'c Config, which: Option<&str>) -> anyhow::Result<&'c ScooterEntry> {
+    let Some(which) = which else {
+        return Ok(config.first());
+    };
+    let by_mac = config::parse_mac(which).ok();
+    config
+        .scooters
+        .iter()
+        .find(|s| s.id == which || (by_mac.is_some() && s.link.mac == by_mac))
+        .ok_or_else(|| {
+            let known: Vec<&str> = config.scooters.iter().map(|s| s.id.as_str()).collect();
+            anyhow::Error::from(Fatal {
+                status: ExitStatus::Usage,
+                error: anyhow::anyhow!(
+                    "no configured scooter is named {which:?} (configured: {})",
+                    known.join(", ")
+                ),
+            })
+        })
 }
 
 /// The exit status a BLE failure maps to (`docs/exit-codes.md`); failures the daemon would
@@ -58,7 +89,7 @@ pub fn fatal(error: BleError) -> Fatal {
 
 /// Runs `m365 info`.
 pub fn run(args: InfoArgs, global_config: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let scooter = scooter_config(global_config)?;
+    let scooter = scooter_config(global_config, args.scooter.as_deref())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

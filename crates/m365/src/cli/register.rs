@@ -27,11 +27,22 @@ pub struct RegisterArgs {
     /// Replace an existing token file (the old token stops working).
     #[arg(long)]
     pub force: bool,
+    /// Which configured scooter the token is for (its id; default: the one configured with
+    /// this address, else the first).
+    #[arg(long, value_name = "ID")]
+    pub scooter: Option<String>,
 }
 
 /// Runs `m365 register`.
 pub fn run(args: RegisterArgs, global_config: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let scooter = scooter_config(global_config)?;
+    // The token goes where the scooter's own entry says: `--scooter`, else the entry with this
+    // address, else the first.
+    let mac = args.mac.to_string();
+    let scooter = match args.scooter.as_deref() {
+        Some(which) => scooter_config(global_config, Some(which))?,
+        None => scooter_config(global_config, Some(&mac))
+            .or_else(|_| scooter_config(global_config, None))?,
+    };
     let link = link_config(&scooter);
     let mut options = PairingOptions::new(args.token_file.unwrap_or(link.token_path));
     options.force = args.force;

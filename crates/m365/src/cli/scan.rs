@@ -27,6 +27,10 @@ pub struct ScanArgs {
     /// Print JSON Lines (one object per scooter) instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Look for scooters named like this configured one (its id or address; default: the
+    /// first).
+    #[arg(long, value_name = "ID|MAC")]
+    pub scooter: Option<String>,
 }
 
 /// Runs `m365 scan`; `global_config` is the `--config` option (the name prefix comes from
@@ -42,7 +46,7 @@ pub fn run(args: ScanArgs, global_config: Option<&Path>) -> anyhow::Result<ExitC
         }
         .into());
     }
-    let scooter = scooter_config(global_config)?;
+    let scooter = scooter_config(global_config, args.scooter.as_deref())?;
     let filter = ScanFilter {
         name_prefix: scooter.name_prefix,
         address: None,

@@ -14,7 +14,7 @@ use m365_ble::BdAddr;
 pub struct MacError(pub String);
 
 /// Parses the value of `[scooter] mac`.
-pub(crate) fn parse_mac(text: &str) -> Result<BdAddr, MacError> {
+pub fn parse_mac(text: &str) -> Result<BdAddr, MacError> {
     text.parse::<BdAddr>()
         .map_err(|_| MacError(text.to_owned()))
 }

@@ -12,6 +12,7 @@
 
 mod commands;
 mod error;
+mod events;
 mod example;
 mod gps;
 mod homeassistant;
@@ -22,11 +23,13 @@ mod mqtt;
 mod reader;
 mod render;
 mod scooter;
+mod scooters;
 mod spool;
 mod telemetry;
 pub mod units;
 
 pub use error::{ConfigError, KeyPath, Problem, Warning};
+pub use events::EventsConfig;
 pub use example::EXAMPLE;
 pub use gps::{GpsConfig, GpsKind, GpsSource};
 pub use homeassistant::HomeAssistantConfig;
@@ -34,15 +37,20 @@ pub use location::Location;
 pub use log::{LogConfig, LogFormat};
 pub use m365_pipeline::Secret;
 pub use m365_pipeline::mqtt::BrokerUrlError;
-pub use mac::MacError;
+pub use mac::{MacError, parse_mac};
 pub use mqtt::{
     BrokerUrl, Encoding, MqttConfig, MqttProtocol, PASSWORD_ENV, PasswordSource, TlsConfig,
     TopicEncoding, USERNAME_ENV,
 };
 pub use render::{MASK, render};
+pub use commands::{CommandName, CommandsConfig};
 pub use scooter::{ScooterConfig, ScooterProtocol};
+pub use scooters::ScooterEntry;
 pub use spool::{DEFAULT_STATE_DIR, SPOOL_FILE, SpoolConfig, SyncPolicy};
-pub use telemetry::{DEFAULT_INTERVAL, MAX_INTERVAL, MIN_INTERVAL, TelemetryConfig};
+pub use telemetry::{
+    DEFAULT_HEARTBEAT, DEFAULT_INTERVAL, DEFAULT_PARKED_INTERVAL, MAX_INTERVAL, MIN_INTERVAL,
+    TelemetryConfig,
+};
 
 use location::SourceMap;
 use reader::{Diagnostics, Section};
@@ -61,26 +69,49 @@ const TOP_KEYS: &[&str] = &[
     "telemetry",
     "spool",
     "homeassistant",
+    "commands",
+    "events",
     "log",
 ];
 
 /// The effective configuration: the file's values with defaults for the rest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// `[mqtt]`.
+    /// `[mqtt]` as written, `{id}` not yet replaced: [`ScooterEntry::mqtt`] is what applies to
+    /// each scooter.
     pub mqtt: MqttConfig,
-    /// `[scooter]`.
-    pub scooter: ScooterConfig,
+    /// The scooters served: the `[scooter]` table, or every `[[scooter]]` entry, in file order
+    /// (never empty).
+    pub scooters: Vec<ScooterEntry>,
     /// `[gps]` (or the earlier `[serial]`).
     pub gps: GpsConfig,
-    /// `[telemetry]` (the interval may come from the earlier `[mqtt] send_interval`).
+    /// `[telemetry]`: the sampling every scooter inherits (the interval may come from the
+    /// earlier `[mqtt] send_interval`).
     pub telemetry: TelemetryConfig,
-    /// `[spool]`.
+    /// `[spool]` (for several scooters, each has its file beside `path`).
     pub spool: SpoolConfig,
+    /// `[commands]`.
+    pub commands: CommandsConfig,
+    /// `[events]`.
+    pub events: EventsConfig,
     /// `[homeassistant]`.
     pub homeassistant: HomeAssistantConfig,
     /// `[log]`.
     pub log: LogConfig,
+}
+
+impl Config {
+    /// The first (or only) scooter: the one `m365 register`, `info` and `config check` act on
+    /// unless told otherwise.
+    pub fn first(&self) -> &ScooterEntry {
+        // `read` never builds a configuration without a scooter.
+        &self.scooters[0]
+    }
+
+    /// The scooter named `id`.
+    pub fn scooter(&self, id: &str) -> Option<&ScooterEntry> {
+        self.scooters.iter().find(|s| s.id == id)
+    }
 }
 
 /// A configuration read from a file, with the warnings (unknown keys) found on the way.
@@ -165,19 +196,13 @@ fn read<'a, 'i>(
 ) -> Config {
     let mut top = Section::new(diag, source, "", Some(document), TOP_KEYS);
 
-    let scooter = scooter::read(&mut top.table("scooter", scooter::KEYS));
-
     let mut telemetry_section = top.table("telemetry", telemetry::KEYS);
-    let scooter_id = telemetry::read_scooter_id(&mut telemetry_section).unwrap_or_else(|| {
-        scooter
-            .mac
-            .map_or_else(|| "scooter".to_owned(), |m| m.compact())
-    });
+    let single_id = telemetry::read_scooter_id(&mut telemetry_section, "scooter_id");
     let interval = telemetry::read_interval(&mut telemetry_section, "interval");
-    drop(telemetry_section);
 
+    // Templates: `{id}` is replaced per scooter.
     let mut mqtt_section = top.table("mqtt", mqtt::KEYS);
-    let mqtt = mqtt::read(&mut mqtt_section, &scooter_id, env);
+    let mqtt = mqtt::read(&mut mqtt_section, "{id}", env);
     // The earlier client's sampling interval lived in [mqtt]; it means [telemetry] interval.
     let send_interval = telemetry::read_interval(&mut mqtt_section, "send_interval");
     if let (Some(_), Some(legacy)) = (&interval, &send_interval) {
@@ -187,28 +212,128 @@ fn read<'a, 'i>(
             "both [telemetry] interval and this earlier-format key are set; keep only interval",
         );
     }
+    let interval = interval.or(send_interval).map(|i| i.value);
+    let telemetry =
+        telemetry::read_sampling(&mut telemetry_section, interval, TelemetryConfig::default());
+
+    let spool = spool::read(&mut top.table("spool", spool::KEYS), &spool::state_dir(env));
+    let commands = commands::read(&mut top.table("commands", commands::KEYS));
+    let events = events::read(&mut top.table("events", events::KEYS));
+
+    let several = top.is_array("scooter");
+    let raw: Vec<_> = if several {
+        let sections = top.tables("scooter", scooters::KEYS);
+        if sections.is_empty() && top.has("scooter") {
+            top.problem_here("scooter", "[[scooter]] needs at least one entry");
+        }
+        sections
+            .into_iter()
+            .map(|s| scooters::read_entry(s, telemetry))
+            .collect()
+    } else {
+        vec![scooters::read_entry(
+            top.table("scooter", scooters::KEYS),
+            telemetry,
+        )]
+    };
+    let several = raw.len() > 1;
+    if several {
+        if let Some(id) = &single_id {
+            telemetry_section.problem(
+                "scooter_id",
+                &id.span,
+                "with several scooters each [[scooter]] names its own id",
+            );
+        }
+        for (key, value) in mqtt.per_scooter_names() {
+            if !value.contains("{id}") {
+                mqtt_section.problem_here(
+                    key,
+                    format!(
+                        "with several scooters this must contain {{id}} (each scooter needs its \
+                         own), found {value:?}"
+                    ),
+                );
+            }
+        }
+    }
+    drop(telemetry_section);
     drop(mqtt_section);
-    let telemetry = TelemetryConfig {
-        interval: interval
-            .or(send_interval)
-            .map_or(telemetry::DEFAULT_INTERVAL, |i| i.value),
-        scooter_id,
+    let ids: Vec<String> = raw
+        .iter()
+        .map(|e| match (&e.id, &single_id) {
+            (Some(id), _) => id.value.clone(),
+            (None, Some(id)) if !several => id.value.clone(),
+            (None, _) => scooters::default_id(&e.link),
+        })
+        .collect();
+    if let (false, Some(entry), Some(_)) = (several, raw.first(), &single_id) {
+        if let Some(id) = &entry.id {
+            entry.section.problem(
+                "id",
+                &id.span,
+                "both [telemetry] scooter_id and this key are set; keep only one",
+            );
+        }
+    }
+    let mut raw = raw;
+    if several {
+        for (entry, id) in raw.iter_mut().zip(&ids) {
+            if !entry.section.has("token_file_path") {
+                // Each scooter pairs with its own token.
+                entry.link.token_file = PathBuf::from(format!(".mi-token-{id}"));
+            }
+        }
+        scooters::check_distinct(&raw, &ids);
+    }
+    let scooters = raw
+        .into_iter()
+        .zip(ids)
+        .map(|(entry, id)| {
+            let link = entry.link;
+            ScooterEntry {
+                mqtt: mqtt.for_scooter(&id),
+                spool_path: if several {
+                    scooters::spool_path_for(&spool.path, &id)
+                } else {
+                    spool.path.clone()
+                },
+                commands: entry.commands.unwrap_or_else(|| commands.allow.clone()),
+                telemetry: entry.telemetry,
+                link,
+                id,
+            }
+        })
+        .collect::<Vec<_>>();
+    let scooters = if scooters.is_empty() {
+        // An empty [[scooter]] list was reported above; a default keeps the reading going.
+        vec![ScooterEntry {
+            id: "scooter".to_owned(),
+            link: ScooterConfig::default(),
+            telemetry,
+            mqtt: mqtt.for_scooter("scooter"),
+            spool_path: spool.path.clone(),
+            commands: commands.allow.clone(),
+        }]
+    } else {
+        scooters
     };
 
     let gps = gps::read(
         &mut top.table("gps", gps::KEYS),
         &mut top.table("serial", gps::LEGACY_KEYS),
     );
-    let spool = spool::read(&mut top.table("spool", spool::KEYS), &spool::state_dir(env));
     let homeassistant = homeassistant::read(&mut top.table("homeassistant", homeassistant::KEYS));
     let log = log::read(&mut top.table("log", log::KEYS));
 
     Config {
         mqtt,
-        scooter,
+        scooters,
         gps,
         telemetry,
         spool,
+        commands,
+        events,
         homeassistant,
         log,
     }

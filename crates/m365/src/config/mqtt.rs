@@ -32,6 +32,8 @@ pub(crate) const KEYS: &[&str] = &[
     "legacy_no_fix",
     "mirror",
     "availability_topic",
+    "events_topic",
+    "batch_window",
     "protocol",
     "keep_alive",
     "reconnect_min",
@@ -112,6 +114,11 @@ pub struct MqttConfig {
     pub mirror: Vec<TopicEncoding>,
     /// Retained "online"/"offline" topic (also the last will).
     pub availability_topic: String,
+    /// Ride events (`{id}` replaced), in the encoding of `topic`; `None` when set to `""`.
+    pub events_topic: Option<String>,
+    /// How long a live record may wait for others to share its `compact` message: longer
+    /// windows send fewer, larger messages (fewer bytes per record), shorter ones arrive sooner.
+    pub batch_window: Duration,
     /// Protocol version.
     pub protocol: MqttProtocol,
     /// Keep-alive (1 s resolution; zero turns it off with MQTT 3.1.1, see
@@ -135,6 +142,42 @@ pub struct MqttConfig {
 }
 
 impl MqttConfig {
+    /// These settings as they apply to scooter `id`: `{id}` replaced in the client id and every
+    /// topic.
+    pub fn for_scooter(&self, id: &str) -> MqttConfig {
+        let put = |t: &str| t.replace("{id}", id);
+        MqttConfig {
+            client_id: put(&self.client_id),
+            topic: put(&self.topic),
+            mirror: self
+                .mirror
+                .iter()
+                .map(|m| TopicEncoding {
+                    topic: put(&m.topic),
+                    encoding: m.encoding,
+                })
+                .collect(),
+            availability_topic: put(&self.availability_topic),
+            events_topic: self.events_topic.as_deref().map(put),
+            ..self.clone()
+        }
+    }
+
+    /// The client id and topics that must name the scooter when one process serves several
+    /// (they would collide otherwise), as `(key, value)`.
+    pub(crate) fn per_scooter_names(&self) -> Vec<(&'static str, &str)> {
+        let mut names = vec![
+            ("client", self.client_id.as_str()),
+            ("topic", self.topic.as_str()),
+            ("availability_topic", self.availability_topic.as_str()),
+        ];
+        names.extend(self.mirror.iter().map(|m| ("mirror", m.topic.as_str())));
+        if let Some(events) = &self.events_topic {
+            names.push(("events_topic", events.as_str()));
+        }
+        names
+    }
+
     /// Every topic that receives records, with its encoding: `topic` first, then the mirrors.
     pub fn topics(&self) -> Vec<TopicEncoding> {
         let mut topics = vec![TopicEncoding {
@@ -161,6 +204,8 @@ pub(crate) mod defaults {
     pub(crate) const CLIENT: &str = "m365-{id}";
     pub(crate) const TOPIC: &str = "m365/{id}/telemetry";
     pub(crate) const AVAILABILITY_TOPIC: &str = "m365/{id}/availability";
+    pub(crate) const EVENTS_TOPIC: &str = "m365/{id}/events";
+    pub(crate) const BATCH_WINDOW_SECS: u64 = 5;
     pub(crate) const KEEP_ALIVE_SECS: u64 = 30;
     pub(crate) const RECONNECT_MIN_SECS: u64 = 1;
     pub(crate) const RECONNECT_MAX_SECS: u64 = 30;
@@ -293,6 +338,27 @@ pub(crate) fn read(
     );
     let availability_topic = read_topic(section, "availability_topic", id)
         .unwrap_or_else(|| defaults::AVAILABILITY_TOPIC.replace("{id}", id));
+    let default_events = || defaults::EVENTS_TOPIC.replace("{id}", id);
+    let events_topic = match section.string("events_topic") {
+        // Written empty: no events topic.
+        Some(t) if t.value.is_empty() => None,
+        Some(t) if t.value.contains(['+', '#']) => {
+            section.problem(
+                "events_topic",
+                &t.span,
+                format!(
+                    "a publish topic cannot contain the wildcards + or #, found {:?}",
+                    t.value
+                ),
+            );
+            Some(default_events())
+        }
+        Some(t) => Some(t.value.replace("{id}", id)),
+        None => Some(default_events()),
+    };
+    let batch_window = section
+        .duration("batch_window", Duration::ZERO..=Duration::from_secs(3600))
+        .map_or(Duration::from_secs(defaults::BATCH_WINDOW_SECS), |d| d.value);
     let in_flight = section
         .integer("in_flight", 1..=u64::from(u16::MAX))
         .and_then(|n| u16::try_from(n.value).ok())
@@ -306,6 +372,8 @@ pub(crate) fn read(
         legacy_no_fix,
         mirror,
         availability_topic,
+        events_topic,
+        batch_window,
         protocol,
         keep_alive,
         reconnect_min,

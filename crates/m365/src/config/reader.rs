@@ -107,6 +107,13 @@ impl<'a, 'i> Section<'a, 'i> {
         self.table.is_some_and(|t| t.get(key).is_some())
     }
 
+    /// Whether `key` was written as an array (`[[scooter]]` rather than `[scooter]`).
+    pub(crate) fn is_array(&self, key: &str) -> bool {
+        self.table
+            .and_then(|t| t.get(key))
+            .is_some_and(|v| matches!(v.get_ref(), DeValue::Array(_)))
+    }
+
     /// The sub-table `key` as its own section (e.g. `tls` inside `[mqtt]`).
     pub(crate) fn table(&mut self, key: &str, known: &'static [&'static str]) -> Section<'a, 'i> {
         let name = if self.name.is_empty() {
@@ -135,7 +142,11 @@ impl<'a, 'i> Section<'a, 'i> {
         key: &str,
         known: &'static [&'static str],
     ) -> Vec<Section<'a, 'i>> {
-        let name = format!("{}.{key}", self.name);
+        let name = if self.name.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.name)
+        };
         let Some(value) = self.raw(key) else {
             return Vec::new();
         };
@@ -228,6 +239,30 @@ impl<'a, 'i> Section<'a, 'i> {
                         range.end()
                     ))
                 })
+        })
+    }
+
+    /// A number (whole or not) within `range`.
+    pub(crate) fn number(
+        &mut self,
+        key: &str,
+        range: std::ops::RangeInclusive<f64>,
+    ) -> Option<Located<f64>> {
+        self.value(key, |v| {
+            let n = match v {
+                DeValue::Float(f) => f.as_str().parse::<f64>().ok(),
+                other => integer(other).map(|i| i as f64),
+            }
+            .ok_or(Refusal::Expected("a number"))?;
+            if range.contains(&n) {
+                Ok(n)
+            } else {
+                Err(Refusal::Invalid(format!(
+                    "must be between {} and {}, found {n}",
+                    range.start(),
+                    range.end()
+                )))
+            }
         })
     }
 

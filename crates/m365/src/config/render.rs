@@ -15,34 +15,66 @@ pub fn render(config: &Config) -> String {
     let mut out = Toml::default();
     let Config {
         mqtt,
-        scooter,
+        scooters,
         gps,
         telemetry,
         spool,
+        commands,
+        events,
         homeassistant,
         log,
     } = config;
 
-    out.header("[scooter]");
-    match &scooter.mac {
-        Some(mac) => out.string("mac", &mac.to_string()),
-        None => out.unset(
-            "mac",
-            &format!("the first scooter named {}…", scooter.name_prefix),
-        ),
+    let header = if scooters.len() > 1 {
+        "[[scooter]]"
+    } else {
+        "[scooter]"
+    };
+    for entry in scooters {
+        let scooter = &entry.link;
+        out.header(header);
+        out.string("id", &entry.id);
+        match &scooter.mac {
+            Some(mac) => out.string("mac", &mac.to_string()),
+            None => out.unset(
+                "mac",
+                &format!("the first scooter named {}…", scooter.name_prefix),
+            ),
+        }
+        out.path("token_file_path", &scooter.token_file);
+        out.string("name_prefix", &scooter.name_prefix);
+        out.string("protocol", scooter.protocol.as_str());
+        out.duration("scan_timeout", scooter.scan_timeout);
+        out.duration("reconnect_window", scooter.reconnect_window);
+        out.duration("session_reuse", scooter.session_reuse);
+        out.duration("request_timeout", scooter.request_timeout);
+        out.raw("read_cells", &scooter.read_cells.to_string());
+        out.duration("interval", entry.telemetry.interval);
+        out.duration("parked_interval", entry.telemetry.parked_interval);
+        out.duration("heartbeat", entry.telemetry.heartbeat);
+        out.raw("commands", &names(entry.commands.iter().map(|c| c.as_str())));
+        if scooters.len() > 1 {
+            out.comment(&format!("spool {}", entry.spool_path.display()));
+        }
     }
-    out.path("token_file_path", &scooter.token_file);
-    out.string("name_prefix", &scooter.name_prefix);
-    out.string("protocol", scooter.protocol.as_str());
-    out.duration("scan_timeout", scooter.scan_timeout);
-    out.duration("reconnect_window", scooter.reconnect_window);
-    out.duration("session_reuse", scooter.session_reuse);
-    out.duration("request_timeout", scooter.request_timeout);
-    out.raw("read_cells", &scooter.read_cells.to_string());
 
     out.header("[telemetry]");
     out.duration("interval", telemetry.interval);
-    out.string("scooter_id", &telemetry.scooter_id);
+    out.duration("parked_interval", telemetry.parked_interval);
+    out.duration("heartbeat", telemetry.heartbeat);
+
+    out.header("[events]");
+    out.raw("battery_low", &events.battery_low_percent.to_string());
+    out.raw("trip_start_speed", &float(events.trip_start_kmh));
+    out.duration("trip_end_after", events.trip_end_after);
+    out.raw("moved_radius", &float(events.moved_radius_m));
+    out.raw("moved_speed", &float(events.moved_wheel_kmh));
+
+    out.header("[commands]");
+    out.raw("allow", &names(commands.allow.iter().map(|c| c.as_str())));
+    out.string("topic", &commands.topic);
+    out.string("result_topic", &commands.result_topic);
+    out.duration("max_ttl", commands.max_ttl);
 
     out.header("[gps]");
     out.string("source", gps.source.as_str());
@@ -60,6 +92,8 @@ pub fn render(config: &Config) -> String {
     out.string("encoding", mqtt.encoding.name());
     out.string("legacy_no_fix", mqtt.legacy_no_fix.as_str());
     out.string("availability_topic", &mqtt.availability_topic);
+    out.string("events_topic", mqtt.events_topic.as_deref().unwrap_or(""));
+    out.duration("batch_window", mqtt.batch_window);
     out.duration("keep_alive", mqtt.keep_alive);
     out.duration("reconnect_min", mqtt.reconnect_min);
     out.duration("reconnect_max", mqtt.reconnect_max);
@@ -156,6 +190,22 @@ impl Toml {
     fn comment(&mut self, text: &str) {
         let _ = writeln!(self.text, "# ({text})");
     }
+}
+
+/// A TOML float (always with a decimal point, so it reads back as a number).
+fn float(value: f64) -> String {
+    let text = value.to_string();
+    if text.contains(['.', 'e', 'E']) {
+        text
+    } else {
+        format!("{text}.0")
+    }
+}
+
+/// A TOML array of strings.
+fn names<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    let quoted: Vec<String> = items.map(quote).collect();
+    format!("[{}]", quoted.join(", "))
 }
 
 /// A TOML basic string. JSON string escapes are a subset of TOML's, so serde_json does the

@@ -11,17 +11,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 use toml::de::DeValue;
 
-pub(crate) const KEYS: &[&str] = &[
-    "mac",
-    "token_file_path",
-    "name_prefix",
-    "protocol",
-    "scan_timeout",
-    "reconnect_window",
-    "session_reuse",
-    "request_timeout",
-    "read_cells",
-];
 
 /// Which protocol generation to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

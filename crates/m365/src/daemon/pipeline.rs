@@ -16,7 +16,7 @@ use m365_pipeline::{
     PipelineConfig, PipelineError, SpoolConfig as WireSpool,
 };
 
-use crate::config::{Config, PASSWORD_ENV, PasswordSource};
+use crate::config::{Config, PASSWORD_ENV, PasswordSource, ScooterEntry};
 use crate::exit::ExitStatus;
 
 /// Slots of the publish window kept for live records while a backlog drains.
@@ -29,9 +29,10 @@ pub struct PipelineSettings {
     pub config: PipelineConfig,
 }
 
-/// Maps the configuration onto the pipeline's (nothing in the mapping can fail).
-pub fn settings(config: &Config) -> PipelineSettings {
-    let mqtt = &config.mqtt;
+/// Maps the configuration of scooter `entry` onto its pipeline's (nothing in the mapping can
+/// fail).
+pub fn settings(config: &Config, entry: &ScooterEntry) -> PipelineSettings {
+    let mqtt = &entry.mqtt;
     let password = match (&mqtt.password, &mqtt.password_source) {
         (_, Some(PasswordSource::Env)) => Some(WirePassword::Env(PASSWORD_ENV.to_owned())),
         (_, Some(PasswordSource::File(path))) => Some(WirePassword::File(path.clone())),
@@ -51,7 +52,7 @@ pub fn settings(config: &Config) -> PipelineSettings {
             // `[spool] batch`: records per message where the encoding batches (`compact`); the
             // pipeline caps `legacy` and `json` at one record per message.
             batch: Some(config.spool.batch as usize),
-            linger_ms: None,
+            linger_ms: Some(u64::try_from(mqtt.batch_window.as_millis()).unwrap_or(u64::MAX)),
             legacy_no_fix: mqtt.legacy_no_fix,
         })
         .collect();
@@ -73,11 +74,12 @@ pub fn settings(config: &Config) -> PipelineSettings {
         live_reserved: LIVE_RESERVED.min(in_flight - 1),
         outputs,
         availability_topic: Some(mqtt.availability_topic.clone()),
+        events_topic: mqtt.events_topic.clone(),
         ..WireMqtt::default()
     };
     let spool = &config.spool;
     let spool = WireSpool {
-        path: spool.path.clone(),
+        path: entry.spool_path.clone(),
         max_bytes: spool.max_bytes,
         max_age_s: Some(spool.max_age.as_secs()),
         sync: spool.sync,
@@ -142,7 +144,7 @@ mod tests {
             sync = "always"
             "#,
         );
-        let s = settings(&config);
+        let s = settings(&config, config.first());
         let mqtt = &s.config.mqtt;
         assert_eq!(mqtt.broker, "tcp://127.0.0.1:1999");
         assert_eq!(mqtt.protocol, MqttProtocol::V311);
@@ -162,9 +164,9 @@ mod tests {
     #[test]
     fn an_inline_password_is_handed_over_as_a_value_that_never_prints() {
         let mut config = config("[mqtt]\nusername = \"u\"\n");
-        config.mqtt.password = Some(Secret::new("s3cret"));
-        config.mqtt.password_source = Some(PasswordSource::Inline);
-        let s = settings(&config);
+        config.scooters[0].mqtt.password = Some(Secret::new("s3cret"));
+        config.scooters[0].mqtt.password_source = Some(PasswordSource::Inline);
+        let s = settings(&config, config.first());
         let Some(WirePassword::Value(secret)) = s.config.mqtt.password.clone() else {
             panic!("{:?}", s.config.mqtt.password);
         };
@@ -183,7 +185,7 @@ mod tests {
              system_roots = false\n",
             ca.display()
         ));
-        let mqtt = settings(&tls).config.mqtt;
+        let mqtt = settings(&tls, tls.first()).config.mqtt;
         assert_eq!(mqtt.ca_file.as_deref(), Some(ca.as_path()));
         assert!(!mqtt.system_roots);
         let params = mqtt.connect_params("c".into(), 1, None).unwrap();
@@ -193,9 +195,8 @@ mod tests {
         );
         assert!(params.tls.is_some());
         // Without [mqtt.tls] a TLS broker is checked against the system's root CAs.
-        let plain = settings(&config("[mqtt]\nbroker = \"tcp://b\"\n"))
-            .config
-            .mqtt;
+        let plain_config = config("[mqtt]\nbroker = \"tcp://b\"\n");
+        let plain = settings(&plain_config, plain_config.first()).config.mqtt;
         assert!(plain.system_roots);
         assert!(
             plain
@@ -209,7 +210,7 @@ mod tests {
     #[test]
     fn spool_batch_sets_the_records_per_message() {
         let config = config("[mqtt]\ntopic = \"t\"\nencoding = \"compact\"\n[spool]\nbatch = 7\n");
-        let s = settings(&config);
+        let s = settings(&config, config.first());
         assert_eq!(s.config.mqtt.outputs[0].batch, Some(7));
         assert_eq!(s.config.mqtt.outputs[0].batch_size(), 7);
     }

@@ -50,5 +50,6 @@ pub fn sample(
             fix,
             age_ms: u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
         }),
+        event: None,
     }
 }

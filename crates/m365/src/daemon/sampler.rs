@@ -1,12 +1,18 @@
-//! The sampler: every `interval`, one pipelined telemetry read over the scooter link plus the
-//! latest GPS fix, handed to the pipeline without waiting. It never blocks on GPS (it takes
-//! whatever fix the source task holds) nor on the broker (a full pipeline channel drops the
-//! sample and counts it; the spool behind it absorbs outages). A slow read (the link is being
-//! re-established) delays the next sample instead of queueing a burst of them.
+//! The sampler: one pipelined telemetry read over the scooter link plus the latest GPS fix,
+//! handed to the pipeline without waiting, at an interval that adapts to what the scooter does
+//! ([`super::adaptive`]: fast while ridden, slow while parked, a heartbeat when nothing changes).
+//! Each sample also feeds the ride-event detector ([`super::ride_events`]), whose events go
+//! through the same pipeline. Between samples it carries out remote commands on the same link
+//! ([`crate::commands`]), so a command never races a read.
+//!
+//! It never blocks on GPS (it takes whatever fix the source task holds) nor on the broker (a full
+//! pipeline channel drops the sample and counts it; the spool behind it absorbs outages). A slow
+//! read (the link is being re-established) delays the next sample instead of queueing a burst.
 //!
 //! The same sampler runs in `m365 run` (btleplug) and in `m365 demo` (in-process simulator), so
 //! the demo shows the code path the daemon runs.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use m365_ble::error::BleError;
@@ -15,13 +21,16 @@ use m365_ble::{Counters, ScooterLink, Telemetry};
 use m365_gps::Fix;
 use m365_gps::chrono::Utc;
 use m365_gps::source::SourceState;
-use m365_pipeline::{PipelineHandle, SubmitError};
-use tokio::sync::watch;
-use tokio::time::{Instant, MissedTickBehavior};
+use m365_pipeline::{EventKind, PipelineHandle, Sample, SubmitError};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
+use super::adaptive::{Adaptive, AdaptiveConfig};
 use super::fix_freshness::FixFreshness;
 use super::readings;
+use super::ride_events::RideEvents;
 use super::scooter_link::fatal_status;
+use crate::commands::{Action, CommandRequest};
 
 /// What the sampler is doing, for `STATUS=` lines and the demo's view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -56,12 +65,20 @@ pub struct SamplerState {
     pub phase: SamplerPhase,
     /// Samples handed to the pipeline.
     pub submitted: u64,
+    /// Samples taken but not published: nothing changed while parked (adaptive sampling).
+    pub unchanged: u64,
+    /// Ride events handed to the pipeline.
+    pub events: u64,
+    /// Remote commands carried out (successfully or not).
+    pub commands: u64,
     /// Samples the pipeline refused because its channel was full.
     pub dropped: u64,
     /// Reads that failed without ending the link.
     pub failed_reads: u64,
     /// When the last sample was taken.
     pub last_sample: Option<Instant>,
+    /// Whether the last sample found the scooter parked (slow interval).
+    pub parked: bool,
     /// The last telemetry read.
     pub last: Option<Telemetry>,
     /// The link's counters (connections, logins, reused sessions, losses).
@@ -69,14 +86,35 @@ pub struct SamplerState {
 }
 
 /// How the sampler runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SamplerConfig {
     /// Names the scooter in records.
     pub scooter_id: String,
-    /// Time between two samples.
-    pub interval: Duration,
+    /// The sampling intervals (fast, parked, heartbeat).
+    pub adaptive: AdaptiveConfig,
     /// A fix older than this is no fix (`[gps] max_age`).
     pub gps_max_age: Duration,
+}
+
+impl SamplerConfig {
+    /// One sample every `interval`, every one published (no adaptation).
+    pub fn fixed(scooter_id: &str, interval: Duration, gps_max_age: Duration) -> SamplerConfig {
+        SamplerConfig {
+            scooter_id: scooter_id.to_owned(),
+            adaptive: AdaptiveConfig::fixed(interval),
+            gps_max_age,
+        }
+    }
+}
+
+/// What outlives one sampler run (a scooter that went away and came back): the event detector,
+/// so a trip or a lock period spans the outage, and the queue of remote commands.
+#[derive(Debug, Clone, Default)]
+pub struct SamplerShared {
+    /// The ride-event detector; `None`: no events.
+    pub events: Option<Arc<std::sync::Mutex<RideEvents>>>,
+    /// Remote commands for this scooter; `None`: none are allowed.
+    pub commands: Option<Arc<tokio::sync::Mutex<mpsc::Receiver<CommandRequest>>>>,
 }
 
 /// The latest fix of a GPS source task, read without waiting.
@@ -99,6 +137,210 @@ impl GpsLatest {
     }
 }
 
+/// Waits for the next command, or forever when there is no queue.
+async fn next_command(
+    queue: &mut Option<tokio::sync::MutexGuard<'_, mpsc::Receiver<CommandRequest>>>,
+) -> Option<CommandRequest> {
+    match queue {
+        Some(q) => q.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The loop's own state.
+struct Sampling<'a> {
+    config: &'a SamplerConfig,
+    gps: Option<&'a GpsLatest>,
+    pipeline: &'a PipelineHandle,
+    state: &'a watch::Sender<SamplerState>,
+    events: Option<&'a std::sync::Mutex<RideEvents>>,
+    adaptive: Adaptive,
+    freshness: FixFreshness,
+    warned_full: bool,
+    /// Set after a failed read: the next good one says the link is back.
+    down_since: Option<Instant>,
+}
+
+impl Sampling<'_> {
+    /// Hands `sample` to the pipeline; `false` when the pipeline is gone.
+    fn submit(&mut self, sample: Sample, is_event: bool) -> bool {
+        let outcome = self.pipeline.try_submit(sample);
+        self.state.send_modify(|s| match (&outcome, is_event) {
+            (Ok(()), true) => s.events += 1,
+            (Ok(()), false) => s.submitted += 1,
+            (Err(_), _) => s.dropped += 1,
+        });
+        match outcome {
+            Ok(()) => {
+                self.warned_full = false;
+                true
+            }
+            Err(SubmitError::Full) => {
+                if !self.warned_full {
+                    self.warned_full = true;
+                    tracing::warn!("the pipeline is behind: dropping samples until it catches up");
+                }
+                true
+            }
+            // The pipeline ended: the daemon's main loop notices and stops.
+            Err(SubmitError::Closed) => false,
+        }
+    }
+
+    /// Publishes `events` as event records at `gps` (the position of the sample that showed
+    /// them, if any).
+    fn submit_events(&mut self, events: Vec<EventKind>, gps: Option<m365_pipeline::GpsReading>) -> bool {
+        for event in events {
+            tracing::info!(scooter = %self.config.scooter_id, event = event.name(), "event");
+            let sample = Sample::event(&self.config.scooter_id, Utc::now(), event, gps.clone());
+            if !self.submit(sample, true) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn detect(&self, f: impl FnOnce(&mut RideEvents) -> Vec<EventKind>) -> Vec<EventKind> {
+        match self.events {
+            Some(events) => match events.lock() {
+                Ok(mut events) => f(&mut events),
+                Err(poisoned) => f(&mut poisoned.into_inner()),
+            },
+            None => Vec::new(),
+        }
+    }
+
+    /// Takes one sample; returns the time until the next one, or the error that ends the link
+    /// (`Ok(None)`: the pipeline is gone).
+    async fn sample<T: Transport>(
+        &mut self,
+        link: &mut ScooterLink<T>,
+        force_publish: bool,
+    ) -> Result<Option<Duration>, BleError> {
+        let losses = link.counters().link_losses;
+        let asked = Instant::now();
+        let read = link.sample().await;
+        let now = Instant::now();
+        let counters = link.counters();
+        match read {
+            Ok(telemetry) => {
+                let fix = self
+                    .gps
+                    .map(|g| self.freshness.take(g.latest()))
+                    .unwrap_or_default();
+                let sample = readings::sample(&self.config.scooter_id, Utc::now(), &telemetry, fix);
+                let mut events = Vec::new();
+                if let Some(since) = self.down_since.take() {
+                    events.extend(self.detect(|e| e.link_restored(now.into_std())));
+                    tracing::info!(scooter = %self.config.scooter_id, after = ?now - since, "answering again");
+                } else if counters.link_losses > losses {
+                    // Lost and back within this read.
+                    events.extend(self.detect(|e| e.link_lost(asked.into_std())));
+                    events.extend(self.detect(|e| e.link_restored(now.into_std())));
+                }
+                events.extend(self.detect(|e| e.observe(now.into_std(), &sample)));
+                let decision = self
+                    .adaptive
+                    .after_sample(now.into_std(), &sample, !events.is_empty());
+                let parked = self.adaptive.is_parked();
+                let gps = sample.gps.clone();
+                let publish = decision.publish || force_publish;
+                self.state.send_modify(|s| {
+                    s.phase = SamplerPhase::Online;
+                    s.last_sample = Some(now);
+                    s.last = Some(telemetry);
+                    s.link = counters;
+                    s.parked = parked;
+                    if !publish {
+                        s.unchanged += 1;
+                    }
+                });
+                if publish && !self.submit(sample, false) {
+                    return Ok(None);
+                }
+                if !self.submit_events(events, gps) {
+                    return Ok(None);
+                }
+                Ok(Some(decision.next_interval))
+            }
+            Err(error) if fatal_status(&error).is_some() => {
+                self.state.send_modify(|s| {
+                    s.phase = SamplerPhase::Stopped;
+                    s.link = counters;
+                });
+                if self.down_since.is_none() {
+                    let events = self.detect(|e| e.link_lost(now.into_std()));
+                    self.submit_events(events, None);
+                }
+                Err(error)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "telemetry read failed");
+                self.state.send_modify(|s| {
+                    s.phase = SamplerPhase::Failing;
+                    s.failed_reads += 1;
+                    s.link = counters;
+                });
+                if counters.link_losses > losses && self.down_since.is_none() {
+                    self.down_since = Some(asked);
+                    let events = self.detect(|e| e.link_lost(asked.into_std()));
+                    if !self.submit_events(events, None) {
+                        return Ok(None);
+                    }
+                }
+                Ok(Some(self.adaptive.config().fast))
+            }
+        }
+    }
+
+    /// Carries out one remote command between samples; returns like [`Sampling::sample`] when
+    /// the command was "sample now".
+    async fn command<T: Transport>(
+        &mut self,
+        link: &mut ScooterLink<T>,
+        request: CommandRequest,
+    ) -> Result<Option<Duration>, BleError> {
+        if !request.start() {
+            // Expired while waiting: it was refused as offline already.
+            return Ok(Some(Duration::ZERO));
+        }
+        let action = request.command().action.clone();
+        tracing::info!(
+            scooter = %self.config.scooter_id,
+            command = action.name().as_str(),
+            id = %request.command().id,
+            "carrying out a remote command"
+        );
+        self.state.send_modify(|s| s.commands += 1);
+        if action == Action::SampleNow {
+            let next = match self.sample(link, true).await {
+                Ok(next) => next,
+                Err(error) => {
+                    request.finish(Err(error.to_string()));
+                    return Err(error);
+                }
+            };
+            let outcome = crate::commands::read_state(link).await;
+            request.finish(outcome.map_err(|e| e.to_string()));
+            return Ok(next);
+        }
+        match crate::commands::execute(link, &action).await {
+            Ok(state) => {
+                request.finish(Ok(state));
+                // Lock, lights and the rest show in the next sample: take it soon.
+                Ok(Some(Duration::ZERO))
+            }
+            Err(error) => {
+                request.finish(Err(error.to_string()));
+                if fatal_status(&error).is_some() {
+                    return Err(error);
+                }
+                Ok(Some(Duration::ZERO))
+            }
+        }
+    }
+}
+
 /// Samples `link` until `stop` turns true (or its sender is dropped), then disconnects.
 ///
 /// Returns the error that ended the link for good (scooter lost, token rejected, …); reads
@@ -109,18 +351,48 @@ pub async fn run<T: Transport>(
     gps: Option<GpsLatest>,
     pipeline: PipelineHandle,
     state: watch::Sender<SamplerState>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<(), BleError> {
-    let mut ticker = tokio::time::interval(config.interval);
-    // After a long read (a reconnection), carry on at the normal pace rather than in a burst.
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut warned_full = false;
-    let mut freshness = FixFreshness::new(config.gps_max_age);
+    run_with(&mut link, &config, gps.as_ref(), &pipeline, &state, stop, SamplerShared::default())
+        .await?;
+    if let Err(error) = link.close().await {
+        tracing::debug!(%error, "disconnect at shutdown");
+    }
+    Ok(())
+}
+
+/// [`run`] with the parts that outlive one run: events and remote commands. Does not close the
+/// link.
+pub async fn run_with<T: Transport>(
+    link: &mut ScooterLink<T>,
+    config: &SamplerConfig,
+    gps: Option<&GpsLatest>,
+    pipeline: &PipelineHandle,
+    state: &watch::Sender<SamplerState>,
+    mut stop: watch::Receiver<bool>,
+    shared: SamplerShared,
+) -> Result<(), BleError> {
+    let mut queue = match &shared.commands {
+        Some(q) => Some(q.lock().await),
+        None => None,
+    };
+    let mut sampling = Sampling {
+        config,
+        gps,
+        pipeline,
+        state,
+        events: shared.events.as_deref(),
+        adaptive: Adaptive::new(config.adaptive),
+        freshness: FixFreshness::new(config.gps_max_age),
+        warned_full: false,
+        down_since: None,
+    };
+    let mut next_at = Instant::now();
     loop {
         if *stop.borrow() {
             break;
         }
-        tokio::select! {
+        let command = tokio::select! {
             biased;
             changed = stop.changed() => {
                 // A dropped sender means stop too; otherwise the check above decides.
@@ -129,9 +401,17 @@ pub async fn run<T: Transport>(
                 }
                 continue;
             }
-            _ = ticker.tick() => {}
-        }
-        let read = tokio::select! {
+            Some(request) = next_command(&mut queue) => Some(request),
+            () = tokio::time::sleep_until(next_at) => None,
+        };
+        let step = async {
+            match command {
+                Some(request) => sampling.command(link, request).await,
+                None => sampling.sample(link, false).await,
+            }
+        };
+        let started = Instant::now();
+        let outcome = tokio::select! {
             biased;
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
@@ -139,64 +419,19 @@ pub async fn run<T: Transport>(
                 }
                 continue;
             }
-            read = link.sample() => read,
+            outcome = step => outcome,
         };
-        match read {
-            Ok(telemetry) => {
-                let fix = gps
-                    .as_ref()
-                    .map(|g| freshness.take(g.latest()))
-                    .unwrap_or_default();
-                let sample = readings::sample(&config.scooter_id, Utc::now(), &telemetry, fix);
-                let outcome = pipeline.try_submit(sample);
-                let counters = link.counters();
-                state.send_modify(|s| {
-                    s.phase = SamplerPhase::Online;
-                    s.last_sample = Some(Instant::now());
-                    s.last = Some(telemetry);
-                    s.link = counters;
-                    match outcome {
-                        Ok(()) => s.submitted += 1,
-                        Err(_) => s.dropped += 1,
-                    }
-                });
-                match outcome {
-                    Ok(()) => warned_full = false,
-                    Err(SubmitError::Full) if !warned_full => {
-                        warned_full = true;
-                        tracing::warn!(
-                            "the pipeline is behind: dropping samples until it catches up"
-                        );
-                    }
-                    Err(SubmitError::Full) => {}
-                    // The pipeline ended: the daemon's main loop notices and stops; nothing
-                    // more to sample for.
-                    Err(SubmitError::Closed) => break,
-                }
+        match outcome? {
+            // After a command the next sample keeps its time unless the command asks sooner.
+            Some(next) if next.is_zero() => {
+                next_at = next_at.min(Instant::now() + Duration::from_millis(100));
             }
-            Err(error) if fatal_status(&error).is_some() => {
-                let counters = link.counters();
-                state.send_modify(|s| {
-                    s.phase = SamplerPhase::Stopped;
-                    s.link = counters;
-                });
-                return Err(error);
-            }
-            Err(error) => {
-                tracing::warn!(%error, "telemetry read failed");
-                let counters = link.counters();
-                state.send_modify(|s| {
-                    s.phase = SamplerPhase::Failing;
-                    s.failed_reads += 1;
-                    s.link = counters;
-                });
-            }
+            // A slow read (a reconnection) is followed by the normal pace, not a burst.
+            Some(next) => next_at = started + next,
+            None => break,
         }
     }
     state.send_modify(|s| s.phase = SamplerPhase::Stopped);
-    if let Err(error) = link.close().await {
-        tracing::debug!(%error, "disconnect at shutdown");
-    }
     Ok(())
 }
 
@@ -259,11 +494,8 @@ mod tests {
         let (handle, _task) = pipeline(dir.path());
         let (state_tx, state) = watch::channel(SamplerState::default());
         let (stop_tx, stop) = watch::channel(false);
-        let config = SamplerConfig {
-            scooter_id: "test".into(),
-            interval: Duration::from_secs(1),
-            gps_max_age: Duration::from_secs(5),
-        };
+        let config =
+            SamplerConfig::fixed("test", Duration::from_secs(1), Duration::from_secs(5));
         let sampler = tokio::spawn(run(link, config, None, handle.clone(), state_tx, stop));
         // Ticks at 0 s, 1 s, … 5 s; a pipelined read takes well under a second.
         tokio::time::sleep(Duration::from_millis(5_500)).await;
@@ -297,11 +529,8 @@ mod tests {
         let (handle, _task) = pipeline(dir.path());
         let (state_tx, state) = watch::channel(SamplerState::default());
         let (_stop_tx, stop) = watch::channel(false);
-        let config = SamplerConfig {
-            scooter_id: "test".into(),
-            interval: Duration::from_secs(1),
-            gps_max_age: Duration::from_secs(5),
-        };
+        let config =
+            SamplerConfig::fixed("test", Duration::from_secs(1), Duration::from_secs(5));
         let sampler = tokio::spawn(run(link, config, None, handle, state_tx, stop));
         tokio::time::sleep(Duration::from_millis(1_500)).await;
         sim.with(|s| {

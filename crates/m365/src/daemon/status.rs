@@ -29,6 +29,31 @@ pub fn daemon_status(
     }
 }
 
+/// The status of several scooters in one line: with one scooter exactly its
+/// [`DaemonStatus`]; with several, how many are logged in and each scooter's state, the broker
+/// connections and the backlog summed.
+pub fn fleet_status(parts: &[(String, DaemonStatus)]) -> String {
+    if let [(_, only)] = parts {
+        return only.to_string();
+    }
+    let connected = parts.iter().filter(|(_, s)| s.broker_connected).count();
+    let online = parts
+        .iter()
+        .filter(|(_, s)| s.scooter == SamplerPhase::Online.describe())
+        .count();
+    let backlog: u64 = parts.iter().map(|(_, s)| s.backlog).sum();
+    let plural = if backlog == 1 { "" } else { "s" };
+    let each: Vec<String> = parts
+        .iter()
+        .map(|(id, s)| format!("{id} {}", s.scooter))
+        .collect();
+    format!(
+        "scooters {online}/{n} logged in ({}); broker {connected}/{n} connected; backlog {backlog} record{plural}",
+        each.join(", "),
+        n = parts.len(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +110,29 @@ mod tests {
             None,
         );
         assert_eq!(scanning.scooter, "scanning");
+    }
+
+    #[test]
+    fn several_scooters_share_one_line() {
+        let part = |scooter: &str, broker_connected, backlog| DaemonStatus {
+            broker_connected,
+            scooter: scooter.to_owned(),
+            backlog,
+        };
+        let one = [("a".to_owned(), part("logged in", true, 1))];
+        assert_eq!(
+            fleet_status(&one),
+            "broker connected; scooter logged in; backlog 1 record"
+        );
+        let three = [
+            ("a".to_owned(), part("logged in", true, 2)),
+            ("b".to_owned(), part("out of reach", true, 5)),
+            ("c".to_owned(), part("logged in", false, 0)),
+        ];
+        assert_eq!(
+            fleet_status(&three),
+            "scooters 2/3 logged in (a logged in, b out of reach, c logged in); \
+             broker 2/3 connected; backlog 7 records"
+        );
     }
 }

@@ -129,11 +129,11 @@ pub(crate) async fn run(options: DemoOptions) -> anyhow::Result<Summary> {
         let gps = Some(GpsLatest::new(scooter.gps.state()));
         let sampler = tokio::spawn(sampler::run(
             link,
-            SamplerConfig {
-                scooter_id: scooter.id.clone(),
-                interval: options.interval,
-                gps_max_age: crate::config::GpsConfig::default().max_age,
-            },
+            SamplerConfig::fixed(
+                &scooter.id,
+                options.interval,
+                crate::config::GpsConfig::default().max_age,
+            ),
             gps,
             pipeline.clone(),
             state_tx,

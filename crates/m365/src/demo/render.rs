@@ -354,6 +354,7 @@ mod tests {
                 ..BatteryReadings::default()
             },
             gps: None,
+            event: None,
         };
         JsonV1::from_record(&Record::from_sample(sample, seq))
     }

@@ -1,12 +1,15 @@
-//! The Home Assistant entities of a scooter, as data: which entities exist, their units, device
-//! and state classes, and the templates that read each one's state from a telemetry topic the
-//! daemon already publishes. Pure: [`messages`] turns a [`Discovery`] into the retained
-//! discovery messages, with no I/O, so the same input always gives the same payloads.
+//! The Home Assistant entities of the gateway and its scooters, as data: which entities exist,
+//! their units, device and state classes, and the templates that read each one's state from a
+//! topic the daemon already publishes. Pure: [`messages_for`] turns plain descriptions into the
+//! retained discovery messages with no I/O, so the same input always gives the same payloads.
+//! The control entities (lock, selects, buttons, events) are in `controls`.
 
 use m365_proto::registers::codes::{ErrorCode, WarningCode};
 use serde_json::{Map, Value, json};
 
 use super::DiscoveryError;
+use super::controls;
+use super::description::{GatewayDiscovery, ScooterDiscovery, gateway_node_id, node_id};
 use crate::config::{Config, Encoding, GpsSource};
 
 /// Payload Home Assistant reads as "the scooter's client is connected"; the pipeline publishes
@@ -14,6 +17,12 @@ use crate::config::{Config, Encoding, GpsSource};
 pub const PAYLOAD_AVAILABLE: &str = "online";
 /// Payload of the pipeline's last will on the availability topic.
 pub const PAYLOAD_NOT_AVAILABLE: &str = "offline";
+
+/// What a text sensor's template renders for a reading that is missing. A text sensor stores
+/// whatever its template renders (Home Assistant turns `None` into "unknown" only for numeric
+/// sensors, and would show the word "None"), and `unknown` is the state Home Assistant itself
+/// gives an entity without a value.
+pub const TEXT_UNKNOWN: &str = "unknown";
 
 /// The encoding of the topic Home Assistant reads the state from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,10 +33,10 @@ pub enum StateEncoding {
     Legacy,
 }
 
-/// The scooter as Home Assistant's device registry shows it.
+/// The scooter as Home Assistant's device registry shows it (the single-scooter [`Discovery`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceInfo {
-    /// Stable scooter identity (`[telemetry] scooter_id`); unique ids derive from it.
+    /// Stable scooter identity; unique ids derive from it.
     pub scooter_id: String,
     /// BLE address, when configured (`AA:BB:CC:DD:EE:FF`).
     pub mac: Option<String>,
@@ -39,7 +48,8 @@ pub struct DeviceInfo {
     pub sw_version: Option<String>,
 }
 
-/// Everything [`messages`] needs.
+/// One scooter's discovery settings, read from the configuration (the first scooter's). The
+/// multi-scooter interface is [`ScooterDiscovery`] with [`messages_for`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Discovery {
     /// Home Assistant's discovery prefix (`homeassistant`).
@@ -59,32 +69,34 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    /// Reads the discovery settings from the configuration: the first `json` topic, else the
-    /// first `legacy` one. `status_topic` is the pipeline's status topic, if it publishes one.
+    /// Reads the discovery settings of the configuration's first scooter: its first `json`
+    /// topic, else its first `legacy` one. `status_topic` is the pipeline's status topic, if it
+    /// publishes one.
     pub fn from_config(
         config: &Config,
         status_topic: Option<String>,
     ) -> Result<Self, DiscoveryError> {
-        let topics = config.mqtt.topics();
+        let entry = config.first();
+        let topics = entry.mqtt.topics();
         let pick = |wanted: Encoding| topics.iter().find(|t| t.encoding == wanted);
         let (state_topic, state_encoding) = match (pick(Encoding::Json), pick(Encoding::Legacy)) {
             (Some(t), _) => (t.topic.clone(), StateEncoding::Json),
             (None, Some(t)) => (t.topic.clone(), StateEncoding::Legacy),
             (None, None) => return Err(DiscoveryError::NoReadableTopic),
         };
-        let scooter_id = config.telemetry.scooter_id.clone();
+        let scooter_id = entry.id.clone();
         Ok(Discovery {
             prefix: config.homeassistant.prefix.clone(),
             device: DeviceInfo {
                 name: format!("Scooter {scooter_id}"),
-                mac: config.scooter.mac.map(|m| m.to_string()),
+                mac: entry.link.mac.map(|m| m.to_string()),
                 scooter_id,
                 model: None,
                 sw_version: None,
             },
             state_topic,
             state_encoding,
-            availability_topic: Some(config.mqtt.availability_topic.clone()),
+            availability_topic: Some(entry.mqtt.availability_topic.clone()),
             status_topic,
             gps: config.gps.source != GpsSource::None,
         })
@@ -93,17 +105,24 @@ impl Discovery {
     /// The `<node_id>` of the discovery topics: the scooter id with every character Home
     /// Assistant does not accept there (anything but `A-Za-z0-9_-`) replaced by `_`.
     pub fn node_id(&self) -> String {
-        self.device
-            .scooter_id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
+        node_id(&self.device.scooter_id)
+    }
+
+    /// The same scooter as a [`ScooterDiscovery`] (no commands, no events topic).
+    pub fn scooter(&self) -> ScooterDiscovery {
+        let mut s = ScooterDiscovery::new(
+            self.device.scooter_id.clone(),
+            self.state_topic.clone(),
+            self.state_encoding,
+        );
+        s.name = self.device.name.clone();
+        s.mac = self.device.mac.clone();
+        s.availability_topic = self.availability_topic.clone();
+        s.status_topic = self.status_topic.clone();
+        s.gps = self.gps;
+        s.model = self.device.model.clone();
+        s.firmware = self.device.sw_version.clone();
+        s
     }
 }
 
@@ -118,26 +137,92 @@ pub struct DiscoveryMessage {
 
 /// Home Assistant entity platforms used here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Component {
+pub(super) enum Component {
     Sensor,
     BinarySensor,
+    DeviceTracker,
+    Lock,
+    Select,
+    Button,
+    Event,
 }
 
 impl Component {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Component::Sensor => "sensor",
             Component::BinarySensor => "binary_sensor",
+            Component::DeviceTracker => "device_tracker",
+            Component::Lock => "lock",
+            Component::Select => "select",
+            Component::Button => "button",
+            Component::Event => "event",
         }
     }
+}
+
+/// One device's part of every discovery message: where its topics go, its device block and the
+/// availability its entities follow.
+pub(super) struct Device<'a> {
+    prefix: &'a str,
+    node: String,
+    /// The device's identifier; unique ids are `<identifier>_<object_id>`.
+    identifier: String,
+    block: Value,
+    availability: Option<&'a str>,
+}
+
+impl Device<'_> {
+    /// The keys every entity carries: name, unique id, device, origin, availability.
+    pub(super) fn common(&self, object_id: &str, name: &str) -> Map<String, Value> {
+        let mut p = Map::new();
+        p.insert("name".into(), json!(name));
+        // Derived from the device's id alone: stable across restarts and configuration edits
+        // that do not change the device, so Home Assistant keeps the entity's history and
+        // settings.
+        p.insert(
+            "unique_id".into(),
+            json!(format!("{}_{object_id}", self.identifier)),
+        );
+        p.insert("device".into(), self.block.clone());
+        p.insert(
+            "origin".into(),
+            json!({
+                "name": "m365",
+                "sw_version": env!("CARGO_PKG_VERSION"),
+            }),
+        );
+        if let Some(topic) = self.availability {
+            p.insert("availability_topic".into(), json!(topic));
+            p.insert("payload_available".into(), json!(PAYLOAD_AVAILABLE));
+            p.insert("payload_not_available".into(), json!(PAYLOAD_NOT_AVAILABLE));
+        }
+        p
+    }
+
+    pub(super) fn message(
+        &self,
+        component: Component,
+        object_id: &str,
+        payload: Map<String, Value>,
+    ) -> DiscoveryMessage {
+        DiscoveryMessage {
+            topic: config_topic(self.prefix, component, &self.node, object_id),
+            payload: Value::Object(payload),
+        }
+    }
+}
+
+fn config_topic(prefix: &str, component: Component, node: &str, object_id: &str) -> String {
+    format!("{prefix}/{}/{node}/{object_id}/config", component.as_str())
 }
 
 /// How a reading becomes the entity's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Shape {
-    /// The value as it is (`null` renders `None`, which Home Assistant shows as unknown).
-    Number,
-    /// Metres on the wire, kilometres in Home Assistant.
+    /// The value rounded to this many decimals (0: a whole number); `None` when missing.
+    Number(u8),
+    /// Metres on the wire, kilometres (to the metre) in Home Assistant.
     MetresAsKm,
     /// `locked` boolean → lock binary sensor (`ON` means unlocked, Home Assistant's convention).
     Lock,
@@ -167,13 +252,15 @@ struct Spec {
     precision: Option<u8>,
 }
 
-/// What Home Assistant needs to know about a number: class, unit, default precision.
+/// What Home Assistant needs to know about a number: class, unit, default precision, and the
+/// decimals the state itself is rounded to (computed values such as power carry float noise).
 #[derive(Clone, Copy)]
 struct Class {
     device_class: Option<&'static str>,
     state_class: &'static str,
     unit: &'static str,
     precision: u8,
+    decimals: u8,
 }
 
 // State classes: `total_increasing` for counters that only grow until the scooter powers off
@@ -183,30 +270,33 @@ const fn class(
     state_class: &'static str,
     unit: &'static str,
     precision: u8,
+    decimals: u8,
 ) -> Class {
     Class {
         device_class: Some(device_class),
         state_class,
         unit,
         precision,
+        decimals,
     }
 }
-const SPEED: Class = class("speed", "measurement", "km/h", 1);
-const PERCENT: Class = class("battery", "measurement", "%", 0);
-const VOLTAGE: Class = class("voltage", "measurement", "V", 2);
-const CURRENT: Class = class("current", "measurement", "A", 2);
-const POWER: Class = class("power", "measurement", "W", 0);
+const SPEED: Class = class("speed", "measurement", "km/h", 1, 1);
+const PERCENT: Class = class("battery", "measurement", "%", 0, 0);
+const VOLTAGE: Class = class("voltage", "measurement", "V", 2, 2);
+const CURRENT: Class = class("current", "measurement", "A", 2, 2);
+const POWER: Class = class("power", "measurement", "W", 0, 1);
 const CHARGE: Class = Class {
     device_class: None,
     state_class: "measurement",
     unit: "mAh",
     precision: 0,
+    decimals: 0,
 };
-const TEMPERATURE: Class = class("temperature", "measurement", "°C", 1);
-const ODOMETER: Class = class("distance", "total_increasing", "km", 1);
-const TRIP: Class = class("distance", "total_increasing", "km", 2);
-const RANGE: Class = class("distance", "measurement", "km", 1);
-const SECONDS: Class = class("duration", "total_increasing", "s", 0);
+const TEMPERATURE: Class = class("temperature", "measurement", "°C", 1, 1);
+const ODOMETER: Class = class("distance", "total_increasing", "km", 1, 3);
+const TRIP: Class = class("distance", "total_increasing", "km", 2, 3);
+const RANGE: Class = class("distance", "measurement", "km", 1, 1);
+const SECONDS: Class = class("duration", "total_increasing", "s", 0, 0);
 
 /// A numeric sensor: `json` and `legacy` are the field paths in each encoding (`None` when
 /// `legacy` does not carry the reading).
@@ -222,7 +312,7 @@ const fn number(
         name,
         json,
         legacy,
-        shape: Shape::Number,
+        shape: Shape::Number(class.decimals),
         device_class: class.device_class,
         state_class: Some(class.state_class),
         unit: Some(class.unit),
@@ -373,19 +463,85 @@ const SPECS: &[Spec] = &[
     },
 ];
 
-/// The discovery messages for one scooter, in a fixed order. Pure: the same input gives the
-/// same messages, so unique ids stay stable across restarts.
+/// The device tracker and the backlog sensor, beside the table.
+const TRACKER: (Component, &str) = (Component::DeviceTracker, "location");
+const BACKLOG: (Component, &str) = (Component::Sensor, "spool_backlog");
+/// The gateway's one entity.
+const GATEWAY_CONNECTIVITY: (Component, &str) = (Component::BinarySensor, "connectivity");
+
+/// The discovery messages for one scooter without a gateway (the single-scooter interface), in
+/// a fixed order. Pure: the same input gives the same messages, so unique ids stay stable
+/// across restarts.
 pub fn messages(d: &Discovery) -> Vec<DiscoveryMessage> {
-    let node = d.node_id();
+    scooter_messages(&d.prefix, &d.scooter(), None)
+}
+
+/// Every discovery message for a gateway and the scooters it serves: the gateway's device (a
+/// connectivity sensor) first, then each scooter's entities, each scooter a device of its own
+/// attached to the gateway (`via_device`). Pure and in a fixed order.
+pub fn messages_for(
+    prefix: &str,
+    gateway: &GatewayDiscovery,
+    scooters: &[ScooterDiscovery],
+) -> Vec<DiscoveryMessage> {
+    let mut out = gateway_messages(prefix, gateway);
+    let via = gateway.node_id();
+    for s in scooters {
+        out.extend(scooter_messages(prefix, s, Some(&via)));
+    }
+    out
+}
+
+/// The gateway's messages: its device with a diagnostic connectivity sensor that reads the
+/// gateway's availability topic.
+pub fn gateway_messages(prefix: &str, gateway: &GatewayDiscovery) -> Vec<DiscoveryMessage> {
+    let node = gateway.node_id();
+    let block = json!({
+        "identifiers": [node],
+        "name": gateway.name,
+        "manufacturer": "m365",
+        "model": "m365 gateway",
+        "sw_version": gateway.sw_version,
+    });
+    let dev = Device {
+        prefix,
+        identifier: node.clone(),
+        node,
+        block,
+        availability: None,
+    };
+    let (component, object_id) = GATEWAY_CONNECTIVITY;
+    let mut p = dev.common(object_id, "Connectivity");
+    p.insert("state_topic".into(), json!(gateway.availability_topic));
+    p.insert("payload_on".into(), json!(PAYLOAD_AVAILABLE));
+    p.insert("payload_off".into(), json!(PAYLOAD_NOT_AVAILABLE));
+    p.insert("device_class".into(), json!("connectivity"));
+    p.insert("entity_category".into(), json!("diagnostic"));
+    vec![dev.message(component, object_id, p)]
+}
+
+/// One scooter's messages; `via` is the gateway's device identifier, if any.
+pub fn scooter_messages(
+    prefix: &str,
+    s: &ScooterDiscovery,
+    via: Option<&str>,
+) -> Vec<DiscoveryMessage> {
+    let dev = Device {
+        prefix,
+        node: s.node_id(),
+        identifier: scooter_identifier(s),
+        block: device_block(s, via),
+        availability: s.availability_topic.as_deref(),
+    };
     let mut out = Vec::new();
     for spec in SPECS {
-        let path = match d.state_encoding {
+        let path = match s.state_encoding {
             StateEncoding::Json => Some(spec.json),
             StateEncoding::Legacy => spec.legacy,
         };
         let Some(path) = path else { continue };
-        let mut p = common(d, &node, spec.object_id, spec.name);
-        p.insert("state_topic".into(), json!(d.state_topic));
+        let mut p = dev.common(spec.object_id, spec.name);
+        p.insert("state_topic".into(), json!(s.state_topic));
         p.insert(
             "value_template".into(),
             json!(state_template(spec.shape, path)),
@@ -397,113 +553,103 @@ pub fn messages(d: &Discovery) -> Vec<DiscoveryMessage> {
         if let Some(digits) = spec.precision {
             p.insert("suggested_display_precision".into(), json!(digits));
         }
-        out.push(message(
-            d,
-            spec.component.as_str(),
-            &node,
-            spec.object_id,
-            p,
-        ));
+        out.push(dev.message(spec.component, spec.object_id, p));
     }
-    if d.gps {
-        let mut p = common(d, &node, "location", "Location");
+    if s.gps {
+        let (component, object_id) = TRACKER;
+        let mut p = dev.common(object_id, "Location");
         p.insert("source_type".into(), json!("gps"));
-        p.insert("json_attributes_topic".into(), json!(d.state_topic));
+        p.insert("json_attributes_topic".into(), json!(s.state_topic));
         p.insert(
             "json_attributes_template".into(),
-            json!(location_template(d.state_encoding)),
+            json!(location_template(s.state_encoding)),
         );
         p.insert("icon".into(), json!("mdi:scooter"));
-        out.push(message(d, "device_tracker", &node, "location", p));
+        out.push(dev.message(component, object_id, p));
     }
-    if let Some(status) = &d.status_topic {
-        let mut p = common(d, &node, "spool_backlog", "Spool backlog");
+    if let Some(status) = &s.status_topic {
+        let (component, object_id) = BACKLOG;
+        let mut p = dev.common(object_id, "Spool backlog");
         p.insert("state_topic".into(), json!(status));
         p.insert(
             "value_template".into(),
-            json!(state_template(Shape::Number, "spool_records")),
+            json!(state_template(Shape::Number(0), "spool_records")),
         );
         p.insert("state_class".into(), json!("measurement"));
         p.insert("unit_of_measurement".into(), json!("records"));
         p.insert("entity_category".into(), json!("diagnostic"));
         p.insert("icon".into(), json!("mdi:tray-full"));
-        out.push(message(d, "sensor", &node, "spool_backlog", p));
+        out.push(dev.message(component, object_id, p));
     }
+    out.extend(controls::messages(&dev, s));
     out
 }
 
-fn message(
-    d: &Discovery,
-    component: &str,
-    node: &str,
-    object_id: &str,
-    payload: Map<String, Value>,
-) -> DiscoveryMessage {
-    DiscoveryMessage {
-        topic: format!("{}/{component}/{node}/{object_id}/config", d.prefix),
-        payload: Value::Object(payload),
-    }
+/// Every config topic an entity of scooter `scooter_id` could have used under `prefix`,
+/// whatever its encoding, topics and allowed commands: what has to be cleared when the scooter
+/// leaves the configuration.
+pub fn possible_config_topics(prefix: &str, scooter_id: &str) -> Vec<String> {
+    let node = node_id(scooter_id);
+    SPECS
+        .iter()
+        .map(|s| (s.component, s.object_id))
+        .chain([TRACKER, BACKLOG])
+        .chain(controls::ENTITIES.iter().copied())
+        .map(|(component, object_id)| config_topic(prefix, component, &node, object_id))
+        .collect()
 }
 
-/// The keys every entity carries: name, unique id, device, origin, availability.
-fn common(d: &Discovery, node: &str, object_id: &str, name: &str) -> Map<String, Value> {
-    let mut p = Map::new();
-    p.insert("name".into(), json!(name));
-    // Derived from the scooter id alone: stable across restarts and configuration edits that
-    // do not change the scooter, so Home Assistant keeps the entity's history and settings.
-    p.insert(
-        "unique_id".into(),
-        json!(format!("m365_{node}_{object_id}")),
-    );
-    p.insert("device".into(), device(&d.device, node));
-    p.insert(
-        "origin".into(),
-        json!({
-            "name": "m365",
-            "sw_version": env!("CARGO_PKG_VERSION"),
-        }),
-    );
-    if let Some(topic) = &d.availability_topic {
-        p.insert("availability_topic".into(), json!(topic));
-        p.insert("payload_available".into(), json!(PAYLOAD_AVAILABLE));
-        p.insert("payload_not_available".into(), json!(PAYLOAD_NOT_AVAILABLE));
-    }
-    p
+/// Every config topic the gateway `gateway_id` publishes under `prefix`.
+pub fn gateway_config_topics(prefix: &str, gateway_id: &str) -> Vec<String> {
+    let (component, object_id) = GATEWAY_CONNECTIVITY;
+    vec![config_topic(
+        prefix,
+        component,
+        &gateway_node_id(gateway_id),
+        object_id,
+    )]
 }
 
-fn device(info: &DeviceInfo, node: &str) -> Value {
+/// The scooter's device identifier, `m365_<node_id>`.
+fn scooter_identifier(s: &ScooterDiscovery) -> String {
+    format!("m365_{}", s.node_id())
+}
+
+fn device_block(s: &ScooterDiscovery, via: Option<&str>) -> Value {
     let mut dev = Map::new();
-    dev.insert("identifiers".into(), json!([format!("m365_{node}")]));
-    if let Some(mac) = &info.mac {
+    dev.insert("identifiers".into(), json!([scooter_identifier(s)]));
+    if let Some(mac) = &s.mac {
         dev.insert(
             "connections".into(),
             json!([["bluetooth", mac.to_ascii_lowercase()]]),
         );
     }
-    dev.insert("name".into(), json!(info.name));
+    dev.insert("name".into(), json!(s.name));
     dev.insert("manufacturer".into(), json!("Xiaomi"));
-    insert_opt(&mut dev, "model", info.model.as_deref());
-    insert_opt(&mut dev, "sw_version", info.sw_version.as_deref());
+    insert_opt(&mut dev, "model", s.model.as_deref());
+    insert_opt(&mut dev, "sw_version", s.firmware.as_deref());
+    insert_opt(&mut dev, "via_device", via);
     Value::Object(dev)
 }
 
-fn insert_opt(map: &mut Map<String, Value>, key: &str, value: Option<&str>) {
+pub(super) fn insert_opt(map: &mut Map<String, Value>, key: &str, value: Option<&str>) {
     if let Some(v) = value {
         map.insert(key.into(), json!(v));
     }
 }
 
 /// The value template: binds the field at `path` to `v` (`value_json.<path>`), then shapes it.
-/// A `null` reading renders `None`, which Home Assistant stores as "unknown" rather than a
-/// made-up value.
+/// A missing reading never becomes a made-up value: numeric and binary entities render `None`,
+/// which Home Assistant stores as "unknown", text sensors render [`TEXT_UNKNOWN`].
 fn state_template(shape: Shape, path: &str) -> String {
     let bind = format!("{{% set v = value_json.{path} %}}");
     let body = match shape {
-        Shape::Number => "{{ v }}".to_owned(),
+        Shape::Number(0) => "{{ v | round | int if v is number else None }}".to_owned(),
+        Shape::Number(digits) => format!("{{{{ v | round({digits}) if v is number else None }}}}"),
         Shape::MetresAsKm => "{{ (v / 1000) | round(3) if v is number else None }}".to_owned(),
         // Home Assistant's lock class: on = unlocked, off = locked.
-        Shape::Lock => "{{ None if v is none else ('OFF' if v else 'ON') }}".to_owned(),
-        Shape::Problem => "{{ None if v is none else ('ON' if v != 0 else 'OFF') }}".to_owned(),
+        Shape::Lock => "{{ ('OFF' if v else 'ON') if v is boolean else None }}".to_owned(),
+        Shape::Problem => "{{ ('ON' if v != 0 else 'OFF') if v is number else None }}".to_owned(),
         Shape::ErrorText => code_text(
             (0..=u16::from(u8::MAX))
                 .map(ErrorCode::from_raw)
@@ -523,13 +669,14 @@ fn state_template(shape: Shape, path: &str) -> String {
 }
 
 /// A lookup of the documented meanings (from `m365-proto`, the one table of them), with a
-/// fallback that still shows the code.
+/// fallback that still shows the code, and [`TEXT_UNKNOWN`] without a reading.
 fn code_text(known: impl Iterator<Item = (u16, String)>, unknown: &str) -> String {
     let entries: Vec<String> = known
         .map(|(code, text)| format!("{code}: '{}'", text.replace('\'', "")))
         .collect();
     format!(
-        "{{% set m = {{{}}} %}}{{{{ None if v is none else (m[v] if v in m else '{unknown} (' ~ v ~ ')') }}}}",
+        "{{% set m = {{{}}} %}}{{{{ (m[v] if v in m else '{unknown} (' ~ v ~ ')') if v is number \
+         else '{TEXT_UNKNOWN}' }}}}",
         entries.join(", ")
     )
 }
@@ -556,6 +703,7 @@ fn location_template(encoding: StateEncoding) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::homeassistant::Command;
 
     #[test]
     fn node_id_keeps_only_what_topics_accept() {
@@ -654,5 +802,37 @@ mod tests {
             "{% set v = value_json.total_distance_m %}\
              {{ (v / 1000) | round(3) if v is number else None }}"
         );
+    }
+
+    #[test]
+    fn computed_and_whole_values_are_rounded_in_the_template() {
+        assert_eq!(
+            state_template(Shape::Number(1), "battery.power_w"),
+            "{% set v = value_json.battery.power_w %}{{ v | round(1) if v is number else None }}"
+        );
+        assert_eq!(
+            state_template(Shape::Number(0), "uptime_sec"),
+            "{% set v = value_json.uptime_sec %}{{ v | round | int if v is number else None }}"
+        );
+    }
+
+    #[test]
+    fn every_published_topic_is_among_the_possible_ones() {
+        let mut s = discovery(StateEncoding::Json).scooter();
+        s.events_topic = Some("m365/d5014537edfd/events".into());
+        s.command_topic = Some("m365/d5014537edfd/command".into());
+        s.result_topic = Some("m365/d5014537edfd/command/result".into());
+        s.allowed = Command::ALL.into_iter().collect();
+        let possible = possible_config_topics("homeassistant", "d5014537edfd");
+        let published = scooter_messages("homeassistant", &s, None);
+        assert_eq!(published.len(), possible.len(), "every entity at once");
+        for m in &published {
+            assert!(possible.contains(&m.topic), "{}", m.topic);
+        }
+        let gateway = GatewayDiscovery::new("pi");
+        let gateway_possible = gateway_config_topics("homeassistant", "pi");
+        for m in gateway_messages("homeassistant", &gateway) {
+            assert!(gateway_possible.contains(&m.topic), "{}", m.topic);
+        }
     }
 }

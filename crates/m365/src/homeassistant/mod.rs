@@ -1,31 +1,45 @@
 //! Home Assistant MQTT discovery: the retained `…/config` messages that make Home Assistant
-//! create the scooter as a device with its sensors, and the short-lived client that publishes
-//! them at start-up.
+//! create the gateway and each scooter as devices with their sensors and controls, and the
+//! clients that publish them.
 //!
-//! - [`entities`] is the pure table: from a [`Discovery`] (built by [`Discovery::from_config`])
-//!   [`messages`] returns one [`DiscoveryMessage`] per entity. Entities read their state from a
-//!   telemetry topic the daemon already publishes, so nothing extra goes on the wire per record:
-//!   the `json` topic when one is configured (it carries every reading), else a `legacy` one
-//!   (fewer readings, and different key names). A configuration with only `compact` topics
-//!   cannot feed Home Assistant: its payload is compressed.
-//! - [`publisher`]: [`spawn_publisher`] publishes the messages retained with QoS 1 over a
-//!   connection of its own (same broker, credentials and TLS as the pipeline, set up by the same
-//!   function; its own client id), so the telemetry connection never waits for it. Failures are
-//!   logged once and retried with back-off until the broker has acknowledged every message; then
-//!   the client disconnects. Because the messages are retained, a restarted Home Assistant finds
-//!   them on its own: there is no need to watch its birth message.
+//! - [`description`]: the plain values discovery works from, [`GatewayDiscovery`] and one
+//!   [`ScooterDiscovery`] per scooter (topics, allowed [`Command`]s, model and firmware). The
+//!   daemon builds them from its configuration; nothing here reads it.
+//! - [`entities`] is the pure table: [`messages_for`] returns one [`DiscoveryMessage`] per
+//!   entity. Sensors read their state from a telemetry topic the daemon already publishes, so
+//!   nothing extra goes on the wire per record: the `json` topic when one is configured (it
+//!   carries every reading), else a `legacy` one (fewer readings, other key names). A
+//!   configuration with only `compact` topics cannot feed Home Assistant: its payload is
+//!   compressed. The controls (lock, KERS, cruise, tail light, buttons) and the event entity are
+//!   published only for the commands the scooter allows and the topics it has.
+//! - [`announcer`]: [`spawn_announcer`] keeps the configs in place over a connection of its own:
+//!   published on every connection, again when Home Assistant announces itself on
+//!   `<prefix>/status`, again for a scooter whose description changed; configs of scooters that
+//!   left the configuration are removed.
+//! - [`publisher`]: the earlier one-shot publisher behind [`start`], the single-scooter entry
+//!   point `m365 run` used before the announcer.
 
+pub mod announcer;
+mod controls;
+pub mod description;
 pub mod entities;
 pub mod publisher;
+mod state_file;
 
 use m365_pipeline::MqttConfig as WireMqtt;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
 
+pub use announcer::{AnnouncerSettings, STATE_FILE_NAME, spawn_announcer};
+pub use controls::{COMMAND_EXPIRY_S, KERS_LEVELS};
+pub use description::{
+    Command, GatewayDiscovery, ScooterDiscovery, UnknownCommand, node_id, update_device,
+};
 pub use entities::{
     DeviceInfo, Discovery, DiscoveryMessage, PAYLOAD_AVAILABLE, PAYLOAD_NOT_AVAILABLE,
-    StateEncoding, messages,
+    StateEncoding, TEXT_UNKNOWN, gateway_config_topics, messages, messages_for,
+    possible_config_topics,
 };
 pub use publisher::spawn_publisher;
 
@@ -43,15 +57,15 @@ pub enum DiscoveryError {
     Broker(#[from] m365_pipeline::error::ConfigError),
 }
 
-/// What `m365 run` calls once the pipeline is up: with `[homeassistant] discovery = true`,
-/// starts publishing the discovery messages for the configured scooter and returns the task
-/// (abort it at shutdown). A configuration Home Assistant cannot be fed from is said once, and
-/// telemetry goes on without discovery.
+/// The single-scooter entry point: with `[homeassistant] discovery = true`, publishes the
+/// discovery messages of the configuration's first scooter once and returns the task (abort it
+/// at shutdown). A configuration Home Assistant cannot be fed from is said once, and telemetry
+/// goes on without discovery. [`spawn_announcer`] replaces it for several scooters.
 pub fn start(config: &Config, mqtt: &WireMqtt) -> Option<JoinHandle<()>> {
     if !config.homeassistant.discovery {
         return None;
     }
-    let scooter_id = &config.telemetry.scooter_id;
+    let scooter_id = &config.first().id;
     let status_topic = mqtt
         .status_topic
         .as_deref()
