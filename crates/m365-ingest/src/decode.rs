@@ -24,8 +24,8 @@ pub enum Decoded {
     Records(Vec<IngestRecord>),
     /// An availability or status message.
     Event(Event),
-    /// A ride event.
-    RideEvent(RideEvent),
+    /// A ride event (boxed: larger than the other variants).
+    RideEvent(Box<RideEvent>),
 }
 
 /// A ride event as the message described it, whatever its encoding. `legacy` carries no record
@@ -136,9 +136,8 @@ pub fn decode(
                 detail: Some(v),
             }))
         }
-        TopicKind::RideEvent => {
-            decode_ride_event(&topic.scooter_id, content_type, payload).map(Decoded::RideEvent)
-        }
+        TopicKind::RideEvent => decode_ride_event(&topic.scooter_id, content_type, payload)
+            .map(|e| Decoded::RideEvent(Box::new(e))),
     }
 }
 

@@ -5,7 +5,7 @@
 //! is stored once.
 //!
 //! Layout: [`config`] (the TOML file), [`topic`] (filters and scooter ids), [`decode`] (message
-//! → records or an event), [`record`] (the decoded record), [`compat`] (rows of the earlier
+//! → records, a status event or a ride event), [`record`] (the decoded record), [`compat`] (rows of the earlier
 //! server's tables), [`schema`] (migrations), [`store`] (batched, idempotent writes),
 //! [`mqtt`] (the broker connection), [`service`] (the worker loop), [`error`]. Reconnect delays
 //! follow the workspace's one policy, `m365-backoff`.

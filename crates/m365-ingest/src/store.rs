@@ -29,8 +29,8 @@ pub enum Content {
     Records(Vec<IngestRecord>),
     /// An availability or status message.
     Event(Event),
-    /// A ride event.
-    RideEvent(RideEvent),
+    /// A ride event (boxed: larger than the other variants).
+    RideEvent(Box<RideEvent>),
     /// A message that cannot be stored: the reason and the payload, for the dead-letter table.
     Dead {
         /// Why.
@@ -201,7 +201,7 @@ impl Store {
         let mut rides: BTreeMap<(Uuid, DateTime<Utc>), &RideEvent> = BTreeMap::new();
         for item in items {
             if let Content::RideEvent(e) = &item.content {
-                rides.entry((e.record_id, e.time)).or_insert(e);
+                rides.entry((e.record_id, e.time)).or_insert(e.as_ref());
             }
         }
         for e in rides.values() {

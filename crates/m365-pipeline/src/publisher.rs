@@ -58,6 +58,7 @@ pub enum PipelineError {
 pub struct PipelineHandle {
     tx: mpsc::Sender<Sample>,
     health: Arc<Health>,
+    available: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// Reads the pipeline's counters without keeping it alive ([`PipelineHandle::monitor`]).
@@ -100,6 +101,14 @@ impl PipelineHandle {
     pub async fn submit(&self, sample: Sample) -> Result<(), SubmitError> {
         self.health.add(Counter::Sampled, 1);
         self.tx.send(sample).await.map_err(|_| SubmitError::Closed)
+    }
+
+    /// Says whether the scooter itself is reachable: the retained availability message becomes
+    /// `online` or `offline` (at once when connected, else at the next connection). It starts
+    /// `online`, so a pipeline whose owner never calls this reports the connection alone; the
+    /// last will still says `offline` when the connection is lost.
+    pub fn set_available(&self, available: bool) {
+        self.available.send_if_modified(|a| std::mem::replace(a, available) != available);
     }
 
     /// Current counters.
@@ -190,7 +199,9 @@ pub fn spawn(
             .map(|t| (resolve(t), b"offline".to_vec())),
     )?;
     let (tx, rx) = mpsc::channel(cfg.channel_capacity.max(1));
+    let (available_tx, available) = tokio::sync::watch::channel(true);
     let driver = Driver {
+        available,
         backoff: {
             let (min, max) = cfg.mqtt.reconnect_bounds();
             Backoff::new(min, max)
@@ -219,10 +230,19 @@ pub fn spawn(
         connected_once: false,
     };
     let task = tokio::spawn(driver.run());
-    Ok((PipelineHandle { tx, health }, task))
+    Ok((
+        PipelineHandle {
+            tx,
+            health,
+            available: Arc::new(available_tx),
+        },
+        task,
+    ))
 }
 
 struct Driver {
+    /// Whether the scooter is reachable ([`PipelineHandle::set_available`]).
+    available: tokio::sync::watch::Receiver<bool>,
     cfg: PipelineConfig,
     params: ConnectParams,
     outputs: Vec<Output>,
@@ -295,6 +315,11 @@ impl Driver {
                     Some(ev) => self.on_net(ev),
                     None => self.on_closed(CloseReason::Other("connection task ended".into())),
                 },
+                Ok(()) = self.available.changed() => {
+                    if self.window.is_connected() {
+                        self.publish_availability();
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline) => self.on_timer(),
             }
         }
@@ -563,6 +588,18 @@ impl Driver {
         self.schedule_reconnect();
     }
 
+    /// The retained availability: `online` while the scooter is reachable.
+    fn publish_availability(&mut self) {
+        if let Some(topic) = self.availability_topic.clone() {
+            let payload: &[u8] = if *self.available.borrow_and_update() {
+                b"online"
+            } else {
+                b"offline"
+            };
+            self.publish_control(&topic, payload.to_vec());
+        }
+    }
+
     fn on_net(&mut self, ev: NetEvent) {
         match ev {
             NetEvent::Connected => {
@@ -572,9 +609,7 @@ impl Driver {
                 self.health.set_last_error(None);
                 self.window.on_connected();
                 self.health.set_broker(BrokerState::Connected);
-                if let Some(topic) = self.availability_topic.clone() {
-                    self.publish_control(&topic, b"online".to_vec());
-                }
+                self.publish_availability();
                 self.status_dirty = true;
                 self.status_at = Some(Instant::now() + self.status_interval);
             }

@@ -1,8 +1,8 @@
 //! Remote commands end to end on a real broker: the listener subscribed to the command topics,
 //! a fake scooter side answering the requests it hands out, and the acknowledgements read back
 //! from the result topics. Every refusal and every success is acknowledged exactly once, the
-//! replay memory survives a restart, and acknowledgements made while the broker is away arrive
-//! once it is back.
+//! replay memory survives a restart, acknowledgements made while the broker is away arrive
+//! once it is back, and the Mosquitto ACL example lets only the right users command and answer.
 // A test: a failing `unwrap`/`expect` is the test failing, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -33,6 +33,14 @@ fn wire(broker: &Broker) -> m365_pipeline::MqttConfig {
             MqttVersion::V5 => m365_pipeline::MqttProtocol::V5,
             MqttVersion::V311 => m365_pipeline::MqttProtocol::V311,
         },
+        ..wire_defaults()
+    }
+}
+
+/// Settings with quick reconnects and a client id of the test's own.
+fn wire_defaults() -> m365_pipeline::MqttConfig {
+    m365_pipeline::MqttConfig {
+        protocol: m365_pipeline::MqttProtocol::V5,
         client: client_id("m365-commands"),
         reconnect_min: 0.05,
         reconnect_max: 0.2,
@@ -386,4 +394,223 @@ async fn an_acknowledgement_made_while_the_broker_is_away_arrives_once_it_is_bac
     assert_eq!(result["id"], json!("away"));
     assert_eq!(result["state"]["locked"], json!(true));
     listener.task.abort();
+}
+
+/// A mosquitto of the test's own, with the password file and the ACL example of
+/// `packaging/mosquitto/m365.acl`; killed when dropped.
+struct AclBroker {
+    child: std::process::Child,
+    port: m365_testkit::net::ReservedPort,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for AclBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const USERS: [(&str, &str); 3] = [
+    ("m365-gateway", "gateway-secret"),
+    ("homeassistant", "ha-secret"),
+    ("viewer", "viewer-secret"),
+];
+
+async fn acl_broker() -> AclBroker {
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    std::fs::write(&passwd, "").unwrap();
+    for (user, pass) in USERS {
+        let made = std::process::Command::new("mosquitto_passwd")
+            .arg("-b")
+            .arg(&passwd)
+            .arg(user)
+            .arg(pass)
+            .status()
+            .expect("mosquitto_passwd runs");
+        assert!(made.success());
+    }
+    let acl = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/mosquitto/m365.acl");
+    assert!(acl.is_file(), "{}", acl.display());
+    let port = m365_testkit::net::ReservedPort::new();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "user root\nlistener {} 127.0.0.1\nallow_anonymous false\npassword_file {}\n\
+             acl_file {}\npersistence false\nlog_dest none\n",
+            port.port(),
+            passwd.display(),
+            acl.display()
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new(m365_testkit::broker::mosquitto_path().unwrap())
+        .arg("-c")
+        .arg(&conf)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("mosquitto runs");
+    let broker = AclBroker {
+        child,
+        port,
+        _dir: dir,
+    };
+    assert!(m365_testkit::net::wait_listening(broker.port.port(), WAIT).await);
+    broker
+}
+
+/// Publishes one QoS 1 message as `user` with MQTT 5 and returns the broker's answer (its
+/// PUBACK's reason: a refusal is reported, where 3.1.1 would drop the message silently).
+async fn publish_as(
+    port: u16,
+    user: (&str, &str),
+    topic: &str,
+    payload: &str,
+) -> Result<(), String> {
+    use m365_pipeline::mqtt::{ConnectParams, Connection, NetEvent};
+    let params = ConnectParams {
+        protocol: m365_pipeline::MqttProtocol::V5,
+        host: "127.0.0.1".into(),
+        port,
+        tls: None,
+        client_id: client_id(user.0),
+        credentials: Some((user.0.to_owned(), user.1.to_owned())),
+        keep_alive: Duration::from_secs(30),
+        connect_timeout: Duration::from_secs(5),
+        max_in_flight: 1,
+        last_will: None,
+        clean_session: true,
+    };
+    let (conn, mut events) = Connection::open(&params);
+    let answered = tokio::time::timeout(WAIT, async {
+        while let Some(event) = events.recv().await {
+            match event {
+                NetEvent::Connected => conn
+                    .publish(topic, payload.as_bytes().to_vec(), false, None)
+                    .unwrap(),
+                NetEvent::Acked(_, answer) => return answer,
+                NetEvent::Closed(reason) => panic!("{}: {reason}", user.0),
+                _ => {}
+            }
+        }
+        panic!("{}: the connection ended", user.0)
+    })
+    .await;
+    answered.expect("the broker answers the publish")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_acl_example_lets_only_home_assistant_command_and_only_the_gateway_answer() {
+    if !require_mosquitto("the Mosquitto ACL example") {
+        return;
+    }
+    let broker = acl_broker().await;
+    let port = broker.port.port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = CommandsConfig::default();
+    let (ha, viewer) = (USERS[1], USERS[2]);
+    let inbox = m365_testkit::broker::subscribe_with(
+        port,
+        "m365/#",
+        &m365_testkit::broker::SubscriberOptions {
+            credentials: Some((viewer.0.to_owned(), viewer.1.to_owned())),
+            clean_session: true,
+        },
+    )
+    .await;
+
+    let (tx, rx) = mpsc::channel(8);
+    fake_scooter(rx);
+    let scooters = vec![ScooterCommands::new(
+        &config,
+        "s1",
+        allow(&[CommandName::Lock, CommandName::Unlock]),
+        tx,
+    )];
+    let gateway = m365_pipeline::MqttConfig {
+        broker: format!("mqtt://127.0.0.1:{port}"),
+        username: Some(USERS[0].0.to_owned()),
+        password: Some(m365_pipeline::PasswordSource::Value(
+            m365_pipeline::Secret::new(USERS[0].1),
+        )),
+        ..wire_defaults()
+    };
+    let mut listener = spawn(
+        &gateway,
+        scooters,
+        Duration::from_secs(300),
+        dir.path().join(REPLAY_FILE),
+    )
+    .unwrap();
+    subscribed(&mut listener.status).await;
+
+    // A reader cannot command, nor forge an acknowledgement.
+    let refused = publish_as(
+        port,
+        viewer,
+        "m365/s1/command",
+        r#"{"id":"forged","command":"unlock","ttl":30}"#,
+    )
+    .await;
+    assert!(refused.is_err(), "{refused:?}");
+    let refused = publish_as(
+        port,
+        viewer,
+        "m365/s1/command/result",
+        r#"{"id":"real","ok":false,"state":null,"error":{"code":"failed","message":"forged"}}"#,
+    )
+    .await;
+    assert!(refused.is_err(), "{refused:?}");
+    // Home Assistant can.
+    for command in [
+        r#"{"id":"real","command":"lock","ttl":30}"#,
+        r#"{"id":"marker","command":"unlock","ttl":30}"#,
+    ] {
+        publish_as(port, ha, "m365/s1/command", command)
+            .await
+            .unwrap();
+    }
+    assert!(
+        inbox
+            .wait_for(WAIT, |i| by_id(&results(i, "m365/s1/command/result"))
+                .contains_key("marker"))
+            .await
+    );
+    let received = results(&inbox, "m365/s1/command/result");
+    let verdicts = by_id(&received);
+    assert_eq!(
+        verdicts,
+        BTreeMap::from([
+            ("real".to_owned(), vec!["ok".to_owned()]),
+            ("marker".to_owned(), vec!["ok".to_owned()]),
+        ]),
+        "{received:#?}"
+    );
+    // The reader reads what the scooter reports, and not the commands.
+    assert!(inbox.on("m365/s1/command").is_empty());
+    listener.task.abort();
+}
+
+#[test]
+fn the_documentation_explains_every_refusal_code() {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/commands.md"),
+    )
+    .unwrap();
+    for code in m365::commands::Refusal::CODES {
+        assert!(
+            doc.contains(&format!("| `{code}` |")),
+            "docs/commands.md lacks {code}"
+        );
+    }
+    for name in CommandName::ALL {
+        assert!(
+            doc.contains(&format!("`{}`", name.as_str())),
+            "docs/commands.md lacks {name}"
+        );
+    }
 }

@@ -6,147 +6,18 @@
 // A test: a failing `unwrap`/`expect` is the test failing, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc as std_mpsc;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
-use m365_fakebluez::{FakeBluez, PrivateBus};
 use m365_proto::keys::Token;
-use m365_sim::bluez::{DEFAULT_PHYSICS_TICK, ServedScooter};
-use m365_sim::state_file::{self, PairingState};
-use m365_sim::{Fault, Model, Scooter, ScooterConfig};
-use m365_testkit::broker::{Broker, BrokerOptions, MqttVersion, subscribe_stream};
-
-const BIN: &str = env!("CARGO_BIN_EXE_m365");
-/// Upper bound of any wait; the tests assert what happened, not how fast.
-const WAIT: Duration = Duration::from_secs(40);
-
-/// Several simulated scooters on one fake BlueZ, driven from a thread of its own until dropped.
-struct Depot {
-    bus_address: String,
-    addresses: Vec<String>,
-    faults: tokio::sync::mpsc::UnboundedSender<(usize, Fault)>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Depot {
-    /// `None` (with a notice) when there is no dbus-daemon and `CI` is unset.
-    fn start(configs: Vec<ScooterConfig>) -> Option<Depot> {
-        if !m365_fakebluez::isolation::daemon_available() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "dbus-daemon is not installed"
-            );
-            eprintln!("skipping: dbus-daemon is not installed");
-            return None;
-        }
-        let (ready_tx, ready_rx) = std_mpsc::channel();
-        let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (faults, mut fault_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Fault)>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let bus = PrivateBus::start().expect("private bus");
-                let fake = FakeBluez::start(bus.address()).await.expect("fake BlueZ");
-                let mut served = Vec::new();
-                let mut addresses = Vec::new();
-                for config in configs {
-                    let scooter = Scooter::new(config).expect("scooter");
-                    addresses.push(scooter.profile().address_string());
-                    served.push(
-                        ServedScooter::start(&fake, scooter, DEFAULT_PHYSICS_TICK)
-                            .expect("served scooter"),
-                    );
-                }
-                ready_tx.send((bus.address().to_owned(), addresses)).unwrap();
-                loop {
-                    tokio::select! {
-                        _ = &mut stop_rx => break,
-                        Some((i, fault)) = fault_rx.recv() => served[i].apply_fault(fault).await,
-                    }
-                }
-                drop(served);
-                drop(fake);
-                drop(bus);
-            });
-        });
-        let (bus_address, addresses) = ready_rx.recv_timeout(WAIT).expect("the depot started");
-        Some(Depot {
-            bus_address,
-            addresses,
-            faults,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Depot {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// A Pro 2 whose pairing with `token` is already stored in `state_dir`.
-fn paired_scooter(state_dir: &Path, token: &Token, seed: u64) -> ScooterConfig {
-    let mut config = ScooterConfig::new(Model::Pro2, seed);
-    config.link = None;
-    config.state_dir = Some(state_dir.to_path_buf());
-    let address = Scooter::new(config.clone()).unwrap().profile().address;
-    state_file::save(
-        &state_file::path_for(state_dir, &address),
-        &PairingState {
-            token: Some(token.clone()),
-            did: None,
-        },
-    )
-    .unwrap();
-    config
-}
-
-/// The broker's port and the MQTT version to speak there (mosquitto speaks both; the embedded
-/// fallback broker one per port).
-fn broker_port(broker: &Broker) -> (u16, &'static str) {
-    let version = broker.versions()[0];
-    let protocol = match version {
-        MqttVersion::V5 => "5",
-        MqttVersion::V311 => "3.1.1",
-    };
-    (broker.port_of(version), protocol)
-}
-
-fn spawn_m365(config: &Path, bus: &str, notify: &Path, dir: &Path) -> Child {
-    let log = std::fs::File::create(dir.join("m365.log")).unwrap();
-    Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(config)
-        .current_dir(dir)
-        .env("DBUS_SYSTEM_BUS_ADDRESS", bus)
-        .env("NOTIFY_SOCKET", notify)
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("M365_MQTT_PASSWORD")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("m365 starts")
-}
-
-fn log_of(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("m365.log")).unwrap_or_default()
-}
+use m365_sim::Fault;
+use m365_testkit::broker::{Broker, BrokerOptions, subscribe_stream};
+use support::{Depot, WAIT, broker_port, log_of, paired_scooter, spawn_m365};
 
 /// Telemetry sequence numbers per scooter id, and the retained availability of each.
 #[derive(Debug, Default)]
@@ -253,15 +124,12 @@ level = "info"
         .unwrap_or_else(|_| panic!("{seen:?}; log:\n{}", log_of(dir.path())));
 
     // The roamer leaves radio range for good, past its 2 s window.
-    depot
-        .faults
-        .send((
-            1,
-            Fault::OutOfRange {
-                for_: Duration::from_secs(600),
-            },
-        ))
-        .unwrap();
+    depot.fault(
+        1,
+        Fault::OutOfRange {
+            for_: Duration::from_secs(600),
+        },
+    );
     let roamer_before = seen.count("roamer");
     let steady_before = seen.count("steady");
     // Meanwhile the steady scooter keeps sampling: over the next 8 s at 0.5 s, close to 16
@@ -382,15 +250,12 @@ async fn the_process_exits_when_every_scooter_is_out() {
         .await
         .unwrap_or_else(|_| panic!("{seen:?}; log:\n{}", log_of(dir.path())));
     // The paired one leaves for good; the other needs pairing: every scooter is out.
-    depot
-        .faults
-        .send((
-            1,
-            Fault::OutOfRange {
-                for_: Duration::from_secs(600),
-            },
-        ))
-        .unwrap();
+    depot.fault(
+        1,
+        Fault::OutOfRange {
+            for_: Duration::from_secs(600),
+        },
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let code = loop {
         if let Some(status) = child.try_wait().unwrap() {

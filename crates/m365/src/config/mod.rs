@@ -217,7 +217,8 @@ fn read<'a, 'i>(
         telemetry::read_sampling(&mut telemetry_section, interval, TelemetryConfig::default());
 
     let spool = spool::read(&mut top.table("spool", spool::KEYS), &spool::state_dir(env));
-    let commands = commands::read(&mut top.table("commands", commands::KEYS));
+    let mut commands_section = top.table("commands", commands::KEYS);
+    let commands = commands::read(&mut commands_section);
     let events = events::read(&mut top.table("events", events::KEYS));
 
     let several = top.is_array("scooter");
@@ -257,6 +258,23 @@ fn read<'a, 'i>(
             }
         }
     }
+    if several {
+        for (key, value) in [
+            ("topic", &commands.topic),
+            ("result_topic", &commands.result_topic),
+        ] {
+            if !value.contains("{id}") {
+                commands_section.problem_here(
+                    key,
+                    format!(
+                        "with several scooters this must contain {{id}} (each scooter needs its \
+                         own), found {value:?}"
+                    ),
+                );
+            }
+        }
+    }
+    drop(commands_section);
     drop(telemetry_section);
     drop(mqtt_section);
     let ids: Vec<String> = raw
@@ -267,14 +285,14 @@ fn read<'a, 'i>(
             (None, _) => scooters::default_id(&e.link),
         })
         .collect();
-    if let (false, Some(entry), Some(_)) = (several, raw.first(), &single_id) {
-        if let Some(id) = &entry.id {
-            entry.section.problem(
-                "id",
-                &id.span,
-                "both [telemetry] scooter_id and this key are set; keep only one",
-            );
-        }
+    if let (false, Some(entry), Some(_)) = (several, raw.first(), &single_id)
+        && let Some(id) = &entry.id
+    {
+        entry.section.problem(
+            "id",
+            &id.span,
+            "both [telemetry] scooter_id and this key are set; keep only one",
+        );
     }
     let mut raw = raw;
     if several {

@@ -96,7 +96,8 @@ pub(crate) fn check_distinct(entries: &[RawEntry<'_, '_>], ids: &[String]) {
     let mut seen_macs = HashSet::new();
     let mut seen_tokens = HashSet::new();
     for (entry, id) in entries.iter().zip(ids) {
-        if !seen_ids.insert(id.clone()) {
+        let repeated_id = !seen_ids.insert(id.clone());
+        if repeated_id {
             entry.section.problem_here(
                 "id",
                 format!("another [[scooter]] already has the id {id:?}; each needs its own"),
@@ -116,7 +117,9 @@ pub(crate) fn check_distinct(entries: &[RawEntry<'_, '_>], ids: &[String]) {
                  name could be any of them)",
             ),
         }
-        if !seen_tokens.insert(entry.link.token_file.clone()) {
+        // A default token file named after a repeated id says nothing new.
+        let derived = !entry.section.has("token_file_path");
+        if !seen_tokens.insert(entry.link.token_file.clone()) && !(repeated_id && derived) {
             entry.section.problem_here(
                 "token_file_path",
                 format!(

@@ -104,6 +104,7 @@ pub async fn run(config: Config, notifier: Notifier) -> anyhow::Result<()> {
     let gps_latest = gps.as_ref().map(|g| GpsLatest::new(g.subscribe()));
     let (stop_tx, stop_rx) = watch::channel(false);
 
+    let (discovery, devices) = homeassistant_announcer(&config);
     let mut served = Vec::with_capacity(config.scooters.len());
     let mut samplers = JoinSet::new();
     let mut command_routes = Vec::new();
@@ -128,6 +129,8 @@ pub async fn run(config: Config, notifier: Notifier) -> anyhow::Result<()> {
             broker = %entry.mqtt.broker,
             "pipeline started"
         );
+        // `offline` on the scooter's availability topic until it is logged in.
+        handle.set_available(false);
         let (state_tx, state_rx) = watch::channel(SamplerState::default());
         let template = SamplerRun {
             index,
@@ -146,6 +149,7 @@ pub async fn run(config: Config, notifier: Notifier) -> anyhow::Result<()> {
             state: state_tx,
             stop: stop_rx.clone(),
             delay: Duration::ZERO,
+            devices: devices.clone(),
             shared: SamplerShared {
                 events: Some(Arc::new(std::sync::Mutex::new(RideEvents::new(
                     event_config(&config.events),
@@ -167,7 +171,6 @@ pub async fn run(config: Config, notifier: Notifier) -> anyhow::Result<()> {
     }
     // Connections of their own: discovery and commands never delay telemetry.
     let first_mqtt = pipeline::settings(&config, config.first()).config.mqtt;
-    let discovery = crate::homeassistant::start(&config, &first_mqtt);
     let listener = start_commands(&config, &first_mqtt, command_routes)?;
 
     if let Err(e) = notifier.ready() {
@@ -301,14 +304,23 @@ async fn main_loop(
                     }
                 }
                 for s in served.iter_mut() {
+                    let phase = s.state.borrow().phase;
                     // A gone scooter that answers again is served again.
                     if matches!(s.standing, Standing::Gone(_))
-                        && s.state.borrow().phase == sampler::SamplerPhase::Online
+                        && phase == sampler::SamplerPhase::Online
                     {
                         tracing::info!(scooter = %s.id, "scooter back");
                         s.standing = Standing::Serving;
                         s.rescan.reset();
                     }
+                    // The availability topic follows the scooter, not only the connection.
+                    s.pipeline.set_available(
+                        s.standing == Standing::Serving
+                            && matches!(
+                                phase,
+                                sampler::SamplerPhase::Online | sampler::SamplerPhase::Failing
+                            ),
+                    );
                 }
                 let parts: Vec<(String, crate::notify::DaemonStatus)> = served
                     .iter()
@@ -342,6 +354,96 @@ async fn main_loop(
             }
         }
     }
+}
+
+/// With `[homeassistant] discovery = true`, starts the announcer that keeps every scooter's
+/// discovery configs on the broker (its own connection), and returns it with the descriptions
+/// it publishes (model and firmware are added once known). A configuration Home Assistant
+/// cannot be fed from is said once, and telemetry goes on without discovery.
+fn homeassistant_announcer(
+    config: &Config,
+) -> (
+    Option<tokio::task::JoinHandle<()>>,
+    Option<watch::Sender<Vec<crate::homeassistant::ScooterDiscovery>>>,
+) {
+    use crate::homeassistant::{
+        AnnouncerSettings, Command, GatewayDiscovery, STATE_FILE_NAME, ScooterDiscovery,
+        spawn_announcer, state_topic,
+    };
+    if !config.homeassistant.discovery {
+        return (None, None);
+    }
+    let mut scooters = Vec::new();
+    for entry in &config.scooters {
+        let wire = pipeline::settings(config, entry).config.mqtt;
+        let topics = entry.mqtt.topics();
+        let Some((topic, encoding)) =
+            state_topic(topics.iter().map(|t| (t.topic.as_str(), t.encoding)))
+        else {
+            tracing::warn!(
+                scooter = %entry.id,
+                "Home Assistant discovery needs a topic with encoding \"json\" or \"legacy\"; \
+                 every topic of this scooter is \"compact\""
+            );
+            continue;
+        };
+        let mut s = ScooterDiscovery::new(&entry.id, topic, encoding);
+        s.mac = entry.link.mac.map(|m| m.to_string());
+        s.availability_topic = Some(entry.mqtt.availability_topic.clone());
+        s.status_topic = wire
+            .status_topic
+            .as_deref()
+            .map(|t| t.replace("{scooter_id}", &entry.id));
+        // Events are readable by Home Assistant when they are JSON.
+        if entry.mqtt.encoding == crate::config::Encoding::Json {
+            s.events_topic = entry.mqtt.events_topic.clone();
+        }
+        if !entry.commands.is_empty() {
+            s.command_topic = Some(config.commands.topic_for(&entry.id));
+            s.result_topic = Some(config.commands.result_topic_for(&entry.id));
+        }
+        s.allowed = entry
+            .commands
+            .iter()
+            .filter_map(|c| c.as_str().parse::<Command>().ok())
+            .collect();
+        s.gps = config.gps.source != crate::config::GpsSource::None;
+        scooters.push(s);
+    }
+    let first = pipeline::settings(config, config.first()).config.mqtt;
+    let (tx, rx) = watch::channel(scooters);
+    let state_dir = config
+        .spool
+        .path
+        .parent()
+        .map_or_else(|| std::path::PathBuf::from("."), std::path::Path::to_path_buf);
+    let settings = AnnouncerSettings {
+        prefix: config.homeassistant.prefix.clone(),
+        gateway: GatewayDiscovery::new(gateway_id()),
+        state_file: Some(state_dir.join(STATE_FILE_NAME)),
+    };
+    match spawn_announcer(&first, settings, rx) {
+        Ok(task) => {
+            tracing::info!(prefix = %config.homeassistant.prefix, "publishing Home Assistant discovery");
+            (Some(task), Some(tx))
+        }
+        Err(error) => {
+            tracing::warn!(%error, "Home Assistant discovery is not published");
+            (None, None)
+        }
+    }
+}
+
+/// The gateway's id in Home Assistant: the host name (letters, digits, `_` and `-`), else
+/// `m365`.
+fn gateway_id() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let id: String = name
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .collect();
+    if id.is_empty() { "m365".to_owned() } else { id }
 }
 
 /// Starts the command listener when any scooter allows a command. Its replay memory lives

@@ -304,7 +304,7 @@ impl Sampling<'_> {
             // Expired while waiting: it was refused as offline already.
             return Ok(Some(Duration::ZERO));
         }
-        let action = request.command().action.clone();
+        let action = request.command().action;
         tracing::info!(
             scooter = %self.config.scooter_id,
             command = action.name().as_str(),

@@ -87,6 +87,8 @@ pub struct SamplerRun {
     pub delay: Duration,
     /// The event detector and the command queue, kept from one run to the next.
     pub shared: SamplerShared,
+    /// The Home Assistant descriptions, told the scooter's model and firmware once known.
+    pub devices: Option<watch::Sender<Vec<crate::homeassistant::ScooterDiscovery>>>,
 }
 
 /// Finds and opens the scooter over BlueZ, then samples it until stopped or gone. Returns the
@@ -102,6 +104,7 @@ pub async fn sample_scooter(run: SamplerRun) -> (usize, Result<(), BleError>) {
         mut stop,
         delay,
         shared,
+        devices,
     } = run;
     let outcome = async {
         if !delay.is_zero() {
@@ -121,6 +124,9 @@ pub async fn sample_scooter(run: SamplerRun) -> (usize, Result<(), BleError>) {
             // Stopped while still scanning: nothing to close.
             _ = stop.wait_for(|s| *s) => return Ok(()),
         };
+        if let Some(devices) = &devices {
+            describe_device(&mut link, devices, &id).await;
+        }
         sampler::run_with(&mut link, &config, gps.as_ref(), &pipeline, &state, stop, shared)
             .await?;
         if let Err(error) = link.close().await {
@@ -130,6 +136,24 @@ pub async fn sample_scooter(run: SamplerRun) -> (usize, Result<(), BleError>) {
     }
     .await;
     (index, outcome)
+}
+
+/// Tells Home Assistant the scooter's model and controller firmware (one read of the version
+/// registers; a failure only leaves them out).
+async fn describe_device<T: m365_ble::transport::Transport>(
+    link: &mut ScooterLink<T>,
+    devices: &watch::Sender<Vec<crate::homeassistant::ScooterDiscovery>>,
+    id: &str,
+) {
+    let model = link.model().map(|m| m.to_string());
+    let firmware = match link.info().await {
+        Ok(info) => Some(format!("ESC {} / BMS {}", info.esc_version, info.bms_version)),
+        Err(error) => {
+            tracing::debug!(%error, "cannot read the firmware versions");
+            None
+        }
+    };
+    crate::homeassistant::update_device(devices, id, model.as_deref(), firmware.as_deref());
 }
 
 #[cfg(test)]

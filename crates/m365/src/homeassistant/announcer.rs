@@ -133,6 +133,8 @@ struct State {
     watching: bool,
     /// The configs as they should be, in publishing order.
     desired: Vec<Item>,
+    /// The ids of the scooters in `desired`.
+    ids: BTreeSet<String>,
     /// Config topics to empty, until a connection had every one acknowledged.
     to_clear: BTreeSet<String>,
     /// What the state file says now.
@@ -174,11 +176,13 @@ impl State {
         for item in &desired {
             to_clear.remove(&item.topic);
         }
+        let ids = current.iter().map(|s| s.scooter_id.clone()).collect();
         State {
             settings,
             scooters,
             watching: true,
             desired,
+            ids,
             to_clear,
             recorded,
             announced_once: false,
@@ -203,6 +207,7 @@ impl State {
             }
         }
         self.desired = desired;
+        self.ids = current.into_iter().map(|s| s.scooter_id).collect();
     }
 
     /// Queues every config (and the pending removals, first).
@@ -235,13 +240,11 @@ impl State {
         let Some(path) = self.settings.state_file.as_deref() else {
             return;
         };
-        let ids = self
-            .scooters
-            .borrow()
-            .iter()
-            .map(|s| s.scooter_id.clone())
-            .collect();
-        let now = Announced::new(&self.settings.prefix, &self.settings.gateway.id, ids);
+        let now = Announced::new(
+            &self.settings.prefix,
+            &self.settings.gateway.id,
+            self.ids.clone(),
+        );
         if self.recorded.as_ref() == Some(&now) {
             return;
         }
@@ -404,4 +407,81 @@ fn items(settings: &AnnouncerSettings, scooters: &[ScooterDiscovery]) -> Vec<Ite
             json: true,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::homeassistant::{Command, StateEncoding};
+
+    fn scooter(id: &str) -> ScooterDiscovery {
+        let mut s = ScooterDiscovery::new(id, format!("m365/{id}/telemetry"), StateEncoding::Json);
+        s.command_topic = Some(format!("m365/{id}/command"));
+        s.allowed = [Command::Lock, Command::Unlock].into_iter().collect();
+        s
+    }
+
+    /// The removals a start queues, given what the state file says.
+    fn removals(
+        last: Option<Announced>,
+        prefix: &str,
+        scooters: Vec<ScooterDiscovery>,
+    ) -> BTreeSet<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE_NAME);
+        if let Some(last) = &last {
+            state_file::write(&path, last).unwrap();
+        }
+        let settings = AnnouncerSettings {
+            prefix: prefix.into(),
+            gateway: GatewayDiscovery::new("pi"),
+            state_file: Some(path),
+        };
+        let (_tx, rx) = watch::channel(scooters);
+        State::new(settings, rx).to_clear
+    }
+
+    fn ids(list: &[&str]) -> BTreeSet<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_start_removes_departed_scooters_and_entities_no_longer_offered() {
+        let first = removals(None, "homeassistant", vec![scooter("a")]);
+        let offered: Vec<String> = messages_for(
+            "homeassistant",
+            &GatewayDiscovery::new("pi"),
+            &[scooter("a")],
+        )
+        .into_iter()
+        .map(|m| m.topic)
+        .collect();
+        let possible = possible_config_topics("homeassistant", "a");
+        assert_eq!(first.len(), possible.len() - (offered.len() - 1));
+        assert!(first.iter().all(|t| !offered.contains(t)));
+        assert!(first.contains("homeassistant/select/a/kers/config"));
+
+        let last = Announced::new("homeassistant", "pi", ids(&["a", "b"]));
+        let second = removals(Some(last), "homeassistant", vec![scooter("a")]);
+        for topic in possible_config_topics("homeassistant", "b") {
+            assert!(second.contains(&topic), "{topic}");
+        }
+        assert!(second.iter().all(|t| !offered.contains(t)));
+    }
+
+    #[test]
+    fn a_new_prefix_or_gateway_id_removes_the_old_topics() {
+        let last = Announced::new("ha", "old", ids(&["a"]));
+        let gone = removals(Some(last), "homeassistant", vec![scooter("a")]);
+        for topic in possible_config_topics("ha", "a")
+            .into_iter()
+            .chain(gateway_config_topics("ha", "old"))
+        {
+            assert!(gone.contains(&topic), "{topic}");
+        }
+        let last = Announced::new("homeassistant", "old", ids(&["a"]));
+        let gone = removals(Some(last), "homeassistant", vec![scooter("a")]);
+        assert!(gone.contains("homeassistant/binary_sensor/m365_gateway_old/connectivity/config"));
+        assert!(!gone.contains("homeassistant/binary_sensor/m365_gateway_pi/connectivity/config"));
+    }
 }

@@ -211,6 +211,26 @@ pub fn node_id(scooter_id: &str) -> String {
         .collect()
 }
 
+/// Picks the topic a scooter's sensors read, from its telemetry topics with their encodings (the
+/// main topic first, then the mirrors): the first `json` one, else the first `legacy` one;
+/// `None` when every topic is `compact`, which Home Assistant cannot read (that scooter then has
+/// no discovery).
+pub fn state_topic<'a>(
+    topics: impl IntoIterator<Item = (&'a str, m365_pipeline::Encoding)>,
+) -> Option<(String, StateEncoding)> {
+    let mut legacy = None;
+    for (topic, encoding) in topics {
+        match encoding {
+            m365_pipeline::Encoding::Json => return Some((topic.to_owned(), StateEncoding::Json)),
+            m365_pipeline::Encoding::Legacy if legacy.is_none() => {
+                legacy = Some((topic.to_owned(), StateEncoding::Legacy));
+            }
+            _ => {}
+        }
+    }
+    legacy
+}
+
 /// Records that a scooter reported its model and firmware: updates that scooter's description in
 /// the announcer's channel and returns whether anything changed (only then is the announcer
 /// woken, and only then does it republish that scooter's configs). `None` leaves a value as it
@@ -255,6 +275,20 @@ mod tests {
     fn node_ids_keep_only_what_topics_accept() {
         assert_eq!(node_id("my scooter/1+#"), "my_scooter_1__");
         assert_eq!(gateway_node_id("pi.local"), "m365_gateway_pi_local");
+    }
+
+    #[test]
+    fn sensors_read_the_first_json_topic_else_the_first_legacy_one() {
+        use m365_pipeline::Encoding::{Compact, Json, Legacy};
+        assert_eq!(
+            state_topic([("l1", Legacy), ("c", Compact), ("l2", Legacy), ("j", Json)]),
+            Some(("j".to_owned(), StateEncoding::Json))
+        );
+        assert_eq!(
+            state_topic([("c", Compact), ("l1", Legacy), ("l2", Legacy)]),
+            Some(("l1".to_owned(), StateEncoding::Legacy))
+        );
+        assert_eq!(state_topic([("c", Compact)]), None);
     }
 
     #[test]

@@ -9,8 +9,10 @@ use serde_json::{Map, Value, json};
 
 use super::DiscoveryError;
 use super::controls;
-use super::description::{GatewayDiscovery, ScooterDiscovery, gateway_node_id, node_id};
-use crate::config::{Config, Encoding, GpsSource};
+use super::description::{
+    GatewayDiscovery, ScooterDiscovery, gateway_node_id, node_id, state_topic,
+};
+use crate::config::{Config, GpsSource};
 
 /// Payload Home Assistant reads as "the scooter's client is connected"; the pipeline publishes
 /// it retained on the availability topic after each connection.
@@ -78,12 +80,9 @@ impl Discovery {
     ) -> Result<Self, DiscoveryError> {
         let entry = config.first();
         let topics = entry.mqtt.topics();
-        let pick = |wanted: Encoding| topics.iter().find(|t| t.encoding == wanted);
-        let (state_topic, state_encoding) = match (pick(Encoding::Json), pick(Encoding::Legacy)) {
-            (Some(t), _) => (t.topic.clone(), StateEncoding::Json),
-            (None, Some(t)) => (t.topic.clone(), StateEncoding::Legacy),
-            (None, None) => return Err(DiscoveryError::NoReadableTopic),
-        };
+        let (state_topic, state_encoding) =
+            state_topic(topics.iter().map(|t| (t.topic.as_str(), t.encoding)))
+                .ok_or(DiscoveryError::NoReadableTopic)?;
         let scooter_id = entry.id.clone();
         Ok(Discovery {
             prefix: config.homeassistant.prefix.clone(),

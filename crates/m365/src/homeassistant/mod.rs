@@ -34,7 +34,8 @@ use crate::config::Config;
 pub use announcer::{AnnouncerSettings, STATE_FILE_NAME, spawn_announcer};
 pub use controls::{COMMAND_EXPIRY_S, KERS_LEVELS};
 pub use description::{
-    Command, GatewayDiscovery, ScooterDiscovery, UnknownCommand, node_id, update_device,
+    Command, GatewayDiscovery, ScooterDiscovery, UnknownCommand, node_id, state_topic,
+    update_device,
 };
 pub use entities::{
     DeviceInfo, Discovery, DiscoveryMessage, PAYLOAD_AVAILABLE, PAYLOAD_NOT_AVAILABLE,
