@@ -71,7 +71,9 @@ impl Depot {
                             .expect("served scooter"),
                     );
                 }
-                ready_tx.send((bus.address().to_owned(), addresses)).unwrap();
+                ready_tx
+                    .send((bus.address().to_owned(), addresses))
+                    .unwrap();
                 loop {
                     tokio::select! {
                         _ = &mut stop_rx => break,
@@ -168,7 +170,6 @@ pub fn spawn_m365(config: &Path, bus: &str, notify: &Path, dir: &Path) -> Child 
 pub fn log_of(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("m365.log")).unwrap_or_default()
 }
-
 
 impl Depot {
     /// Runs `f` on scooter `i`'s model and returns what it returns (what the simulator shows).
