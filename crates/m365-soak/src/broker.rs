@@ -69,6 +69,11 @@ impl Mosquitto {
         self.port
     }
 
+    /// Its process id while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// Starts it and returns once it accepts connections.
     pub(crate) async fn start(&mut self) -> anyhow::Result<()> {
         if self.child.is_some() {

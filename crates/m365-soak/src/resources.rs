@@ -1,5 +1,5 @@
-//! Resident memory and open file descriptors of the `m365 run` processes, read from `/proc`,
-//! and the "flat over time" check.
+//! Resident memory, open file descriptors and CPU time of the `m365 run` processes (and of the
+//! broker and the simulators), read from `/proc`, and the "flat over time" check.
 //!
 //! Flat means: the median of the last quarter of the run is at most a fixed slack above the
 //! median of the first quarter ([`RSS_SLACK_KIB`], [`FD_SLACK`]). Medians, not peaks: a client
@@ -37,6 +37,101 @@ pub(crate) fn read(pid: u32, at: Duration) -> Option<Usage> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())?;
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
     Some(Usage { at, rss_kib, fds })
+}
+
+/// Clock ticks per second of `utime` and `stime` in `/proc/<pid>/stat`: `USER_HZ`, which the
+/// kernel fixes at 100 for user space on every architecture this project runs on.
+const USER_HZ: u64 = 100;
+
+/// What `/proc/<pid>/stat` says of a process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stat {
+    /// The command name (`comm`, at most 15 bytes).
+    pub(crate) comm: String,
+    /// The parent's pid.
+    pub(crate) ppid: u32,
+    /// User plus system CPU time of all its threads, in clock ticks.
+    pub(crate) cpu_ticks: u64,
+}
+
+impl Stat {
+    /// The CPU time.
+    pub(crate) fn cpu(&self) -> Duration {
+        Duration::from_millis(self.cpu_ticks * 1000 / USER_HZ)
+    }
+}
+
+/// Parses a `/proc/<pid>/stat` line: the name is between the first `(` and the last `)` (it may
+/// hold spaces and parentheses); the fields after it are state (3), ppid (4), …, utime (14) and
+/// stime (15).
+pub(crate) fn parse_stat(line: &str) -> Option<Stat> {
+    let open = line.find('(')?;
+    let close = line.rfind(')')?;
+    let comm = line.get(open + 1..close)?.to_owned();
+    let fields: Vec<&str> = line.get(close + 1..)?.split_whitespace().collect();
+    let ppid = fields.get(1)?.parse().ok()?;
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Stat {
+        comm,
+        ppid,
+        cpu_ticks: utime + stime,
+    })
+}
+
+/// Process `pid`'s `/proc/<pid>/stat`; `None` when it is gone.
+pub(crate) fn stat(pid: u32) -> Option<Stat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Memory and threads of a process, from `/proc/<pid>/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Memory {
+    /// Resident set size now, KiB.
+    pub(crate) rss_kib: u64,
+    /// Peak resident set size (`VmHWM`), KiB.
+    pub(crate) peak_kib: u64,
+    /// Threads.
+    pub(crate) threads: u64,
+}
+
+/// Reads process `pid`'s memory; `None` when it is gone.
+pub(crate) fn memory(pid: u32) -> Option<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    };
+    Some(Memory {
+        rss_kib: field("VmRSS:")?,
+        peak_kib: field("VmHWM:")?,
+        threads: field("Threads:").unwrap_or(0),
+    })
+}
+
+/// Every process below `root` (children, their children, …), with its command name.
+pub(crate) fn descendants(root: u32) -> Vec<(u32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut all: Vec<(u32, Stat)> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| Some((pid, stat(pid)?)))
+        .collect();
+    all.sort_by_key(|(pid, _)| *pid);
+    let mut found = Vec::new();
+    let mut parents = vec![root];
+    while let Some(parent) = parents.pop() {
+        for (pid, s) in &all {
+            if s.ppid == parent {
+                found.push((*pid, s.comm.clone()));
+                parents.push(*pid);
+            }
+        }
+    }
+    found
 }
 
 /// Size in bytes of a file and its SQLite companions (`-wal`, `-shm`), 0 for missing ones.
@@ -146,6 +241,34 @@ mod tests {
         let me = read(std::process::id(), Duration::ZERO).expect("our own /proc entry");
         assert!(me.rss_kib > 0 && me.fds >= 3, "{me:?}");
         assert_eq!(read(u32::MAX, Duration::ZERO), None);
+    }
+
+    #[test]
+    fn stat_lines_are_read_past_odd_names() {
+        let line = "4242 (m365 (run) x) S 17 4242 4242 0 -1 4194560 1 0 0 0 150 27 0 0 20 0 \
+                    3 0 100 1000 200 0 0";
+        let s = parse_stat(line).unwrap();
+        assert_eq!(s.comm, "m365 (run) x");
+        assert_eq!((s.ppid, s.cpu_ticks), (17, 177));
+        assert_eq!(s.cpu(), Duration::from_millis(1770));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn this_process_has_a_stat_memory_and_no_children_yet() {
+        let me = std::process::id();
+        let s = stat(me).expect("our own stat");
+        assert!(!s.comm.is_empty());
+        let m = memory(me).expect("our own status");
+        assert!(m.peak_kib >= m.rss_kib && m.rss_kib > 0 && m.threads >= 1, "{m:?}");
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let below = descendants(me);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            below.iter().any(|(pid, comm)| *pid == child.id() && comm == "sleep"),
+            "{below:?}"
+        );
     }
 
     #[test]

@@ -89,6 +89,11 @@ impl Simulator {
         &self.bus
     }
 
+    /// Its process id (`None` once it has exited).
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// The scooters' addresses, in order.
     pub(crate) fn scooters(&self) -> &[String] {
         &self.scooters

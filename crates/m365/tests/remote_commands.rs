@@ -10,235 +10,13 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use m365_proto::keys::Token;
 use m365_proto::registers::settings::KersLevel;
-use m365_sim::{Fault, ScooterConfig, Script};
-use m365_testkit::broker::{Broker, BrokerOptions, Inbox, publish, subscribe};
+use m365_sim::Fault;
+use m365_testkit::broker::Inbox;
 use serde_json::{Value, json};
-use support::{Depot, Reaper, WAIT, broker_port, log_of, paired_scooter, spawn_m365, terminate};
-
-/// Everything one test runs: the scooters, the broker, a subscriber to `m365/#`, and the
-/// process (started by [`Gateway::start`]).
-struct Gateway {
-    dir: tempfile::TempDir,
-    depot: Depot,
-    _broker: Broker,
-    port: u16,
-    inbox: Inbox,
-    config: PathBuf,
-    notify_path: PathBuf,
-    _notify: UnixDatagram,
-    child: Option<Reaper>,
-    /// Probes sent so far, so every probe id is new.
-    probes: usize,
-}
-
-impl Gateway {
-    /// Scooters `configs` (paired with one token) served as `ids`, each `[[scooter]]` entry with
-    /// its own extra lines, and `tail` (`[telemetry]`, `[commands]`, …) after `[mqtt]`. `None`
-    /// when there is no dbus-daemon.
-    async fn new(
-        configs: Vec<ScooterConfig>,
-        ids: &[&str],
-        entry_lines: &[&str],
-        tail: &str,
-    ) -> Option<Gateway> {
-        let dir = tempfile::tempdir().unwrap();
-        let sim_state = dir.path().join("sim");
-        let token = Token([7; 12]);
-        let configs = configs
-            .into_iter()
-            .map(|mut c| {
-                let paired = paired_scooter(&sim_state, &token, c.seed);
-                c.link = paired.link;
-                c.state_dir = paired.state_dir;
-                c
-            })
-            .collect();
-        let depot = Depot::start(configs)?;
-        let broker = Broker::start(BrokerOptions::default()).await;
-        let (port, protocol) = broker_port(&broker);
-        let inbox = subscribe(port, "m365/#").await;
-        let mut entries = String::new();
-        for ((id, mac), lines) in ids.iter().zip(&depot.addresses).zip(entry_lines) {
-            m365_ble::token_file::write(&dir.path().join(format!(".mi-token-{id}")), &token, false)
-                .unwrap();
-            entries += &format!(
-                "[[scooter]]\nid = \"{id}\"\nmac = \"{mac}\"\ntoken_file_path = \".mi-token-{id}\"\n{lines}\n\n"
-            );
-        }
-        let config = dir.path().join("martinete.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"{entries}
-[mqtt]
-broker = "tcp://127.0.0.1:{port}"
-protocol = "{protocol}"
-encoding = "json"
-reconnect_min = "500ms"
-
-[spool]
-path = "{spool}"
-
-[log]
-level = "info"
-
-{tail}
-"#,
-                spool = dir.path().join("spool.sqlite").display(),
-            ),
-        )
-        .unwrap();
-        let notify_path = dir.path().join("notify.sock");
-        let notify = UnixDatagram::bind(&notify_path).unwrap();
-        Some(Gateway {
-            dir,
-            depot,
-            _broker: broker,
-            port,
-            inbox,
-            config,
-            notify_path,
-            _notify: notify,
-            child: None,
-            probes: 0,
-        })
-    }
-
-    /// Starts `m365 run` and waits until every scooter in `ids` published telemetry and the
-    /// command listener answers on `probe_scooter`'s command topic.
-    async fn start(&mut self, ids: &[&str], probe_scooter: &str) {
-        let before: Vec<usize> = ids.iter().map(|id| self.telemetry(id).len()).collect();
-        self.child = Some(Reaper(spawn_m365(
-            &self.config,
-            &self.depot.bus_address,
-            &self.notify_path,
-            self.dir.path(),
-        )));
-        for (id, before) in ids.iter().zip(before) {
-            let online = self
-                .inbox
-                .wait_for(WAIT, |i| {
-                    i.on(&format!("m365/{id}/telemetry")).len() > before
-                })
-                .await;
-            assert!(online, "{id} never published; log:\n{}", self.log());
-        }
-        self.listening(probe_scooter).await;
-    }
-
-    /// Stops the process with SIGTERM; it exits cleanly.
-    async fn stop(&mut self) {
-        let mut child = self.child.take().expect("m365 runs");
-        let code = terminate(&mut child.0).await;
-        assert_eq!(code, Some(0), "log:\n{}", self.log());
-    }
-
-    /// Publishes already-expired probes on `scooter`'s command topic until one is acknowledged:
-    /// then the listener is subscribed (a command published before that would be lost, as the
-    /// broker keeps nothing for a subscription that does not exist yet).
-    async fn listening(&mut self, scooter: &str) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            self.probes += 1;
-            let id = format!("probe-{}", self.probes);
-            self.command(scooter, json!({"id": id, "command": "lock", "ttl": 0}))
-                .await;
-            let answered = self
-                .inbox
-                .wait_for(Duration::from_millis(500), |i| {
-                    results(i, scooter).iter().any(|r| r["id"] == json!(id))
-                })
-                .await;
-            if answered {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the command listener never answered; log:\n{}",
-                self.log()
-            );
-        }
-    }
-
-    /// Publishes `command` (QoS 1, not retained) on `scooter`'s command topic.
-    async fn command(&self, scooter: &str, command: Value) {
-        self.publish_raw(scooter, command.to_string()).await;
-    }
-
-    async fn publish_raw(&self, scooter: &str, payload: impl Into<Vec<u8>>) {
-        publish(
-            self.port,
-            &format!("m365/{scooter}/command"),
-            payload,
-            false,
-        )
-        .await;
-    }
-
-    /// Waits for the acknowledgement of command `id` on `scooter`'s result topic.
-    async fn ack(&self, scooter: &str, id: &str) -> Value {
-        let arrived = self
-            .inbox
-            .wait_for(WAIT, |i| {
-                results(i, scooter).iter().any(|r| r["id"] == json!(id))
-            })
-            .await;
-        assert!(
-            arrived,
-            "no acknowledgement of {id}; received {:#?}; log:\n{}",
-            results(&self.inbox, scooter),
-            self.log()
-        );
-        results(&self.inbox, scooter)
-            .into_iter()
-            .find(|r| r["id"] == json!(id))
-            .unwrap()
-    }
-
-    /// Publishes `command` and returns its acknowledgement.
-    async fn send(&self, scooter: &str, command: Value) -> Value {
-        let id = command["id"].as_str().unwrap().to_owned();
-        self.command(scooter, command).await;
-        self.ack(scooter, &id).await
-    }
-
-    /// `scooter`'s telemetry records so far, parsed.
-    fn telemetry(&self, scooter: &str) -> Vec<Value> {
-        parsed(&self.inbox, &format!("m365/{scooter}/telemetry"))
-    }
-
-    /// `scooter`'s events so far, parsed.
-    fn events(&self, scooter: &str) -> Vec<Value> {
-        parsed(&self.inbox, &format!("m365/{scooter}/events"))
-    }
-
-    fn log(&self) -> String {
-        log_of(self.dir.path())
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-fn parsed(inbox: &Inbox, topic: &str) -> Vec<Value> {
-    inbox
-        .on(topic)
-        .iter()
-        .map(|p| serde_json::from_slice(p).expect("JSON"))
-        .collect()
-}
-
-/// The acknowledgements on `scooter`'s result topic, parsed.
-fn results(inbox: &Inbox, scooter: &str) -> Vec<Value> {
-    parsed(inbox, &format!("m365/{scooter}/command/result"))
-}
+use support::{Depot, Harness, WAIT, parsed, results, standing};
 
 /// What an acknowledgement says in short: `ok` or its refusal code; checks its shape.
 fn verdict(result: &Value) -> String {
@@ -290,13 +68,6 @@ async fn sim_controls(depot: &Depot, i: usize) -> Value {
         .await
 }
 
-/// A simulated scooter standing still (no scripted ride), seeded with `seed`.
-fn standing(seed: u64) -> ScooterConfig {
-    let mut config = ScooterConfig::new(m365_sim::Model::Pro2, seed);
-    config.script = Script::Parked;
-    config
-}
-
 /// Every ack of the expected ids, and only those (probes aside), exactly once each.
 fn assert_exactly_once(inbox: &Inbox, scooter: &str, expected: &[(&str, &str)]) {
     let received = results(inbox, scooter);
@@ -314,7 +85,7 @@ fn assert_exactly_once(inbox: &Inbox, scooter: &str, expected: &[(&str, &str)]) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_command_is_carried_out_on_the_scooter_and_acknowledged_once() {
-    let Some(mut gw) = Gateway::new(
+    let Some(mut gw) = Harness::new(
         vec![standing(701)],
         &["s0"],
         &[""],
@@ -334,7 +105,7 @@ allow = ["lock", "unlock", "tail_light", "cruise", "kers", "sample_now"]
     else {
         return;
     };
-    gw.start(&["s0"], "s0").await;
+    gw.start(&["s0"], Some("s0")).await;
     let initial = sim_controls(&gw.depot, 0).await;
     assert_eq!(
         initial,
@@ -360,7 +131,6 @@ allow = ["lock", "unlock", "tail_light", "cruise", "kers", "sample_now"]
 
     // Sample now: parked and locked, nothing else would publish for an hour.
     let before = gw.telemetry("s0").len();
-    let asked = tokio::time::Instant::now();
     let ack = gw
         .send(
             "s0",
@@ -380,7 +150,6 @@ allow = ["lock", "unlock", "tail_light", "cruise", "kers", "sample_now"]
         "sample_now published no telemetry within 5 s; log:\n{}",
         gw.log()
     );
-    let waited = asked.elapsed();
     let record = gw.telemetry("s0")[before].clone();
     assert_eq!(record["locked"], json!(true), "{record}");
     assert!(record["record_id"].is_string() && record["ts"].is_string());
@@ -480,7 +249,6 @@ allow = ["lock", "unlock", "tail_light", "cruise", "kers", "sample_now"]
         gw.log()
     );
     gw.stop().await;
-    eprintln!("sample_now: telemetry {waited:?} after the command");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -488,7 +256,7 @@ async fn power_off_switches_the_scooter_off_and_the_daemon_finds_it_again() {
     let mut config = standing(711);
     // The simulated rider presses the power button 3 s after the scooter went off.
     config.power_off_hold = Duration::from_secs(3);
-    let Some(mut gw) = Gateway::new(
+    let Some(mut gw) = Harness::new(
         vec![config],
         &["s0"],
         &["reconnect_window = \"30s\"\ncommands = [\"cruise\", \"power_off\"]"],
@@ -498,7 +266,7 @@ async fn power_off_switches_the_scooter_off_and_the_daemon_finds_it_again() {
     else {
         return;
     };
-    gw.start(&["s0"], "s0").await;
+    gw.start(&["s0"], Some("s0")).await;
     let ack = gw
         .send(
             "s0",
@@ -559,18 +327,12 @@ async fn power_off_switches_the_scooter_off_and_the_daemon_finds_it_again() {
         "s0",
         &[("cruise-on", "ok"), ("off-1", "ok"), ("marker", "ok")],
     );
-    let events: Vec<String> = gw
-        .events("s0")
-        .iter()
-        .map(|e| e["event"].as_str().unwrap_or("").to_owned())
-        .collect();
-    eprintln!("events around power_off: {events:?}");
     gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_is_acknowledged_once_and_replays_are_refused_across_a_restart() {
-    let Some(mut gw) = Gateway::new(
+    let Some(mut gw) = Harness::new(
         vec![standing(721), standing(722)],
         &["near", "far"],
         &[
@@ -593,24 +355,17 @@ max_ttl = "1m"
     else {
         return;
     };
-    gw.start(&["near", "far"], "near").await;
+    gw.start(&["near", "far"], Some("near")).await;
 
-    // The far scooter leaves radio range; the daemon notices (connection_lost).
+    // The far scooter leaves radio range; the daemon's sampler waits inside a read for the
+    // link to come back (the status says "reconnecting" then).
     gw.depot.fault(
         1,
         Fault::OutOfRange {
             for_: Duration::from_secs(600),
         },
     );
-    let lost = gw
-        .inbox
-        .wait_for(WAIT, |i| {
-            parsed(i, "m365/far/events")
-                .iter()
-                .any(|e| e["event"] == json!("connection_lost"))
-        })
-        .await;
-    assert!(lost, "no connection_lost for far; log:\n{}", gw.log());
+    gw.wait_status("far reconnecting").await;
     let sent_offline = tokio::time::Instant::now();
     gw.command(
         "far",
@@ -742,7 +497,7 @@ max_ttl = "1m"
         gw.path().join(m365::commands::REPLAY_FILE).is_file(),
         "the replay memory is kept in the state directory"
     );
-    gw.start(&["near"], "near").await;
+    gw.start(&["near"], Some("near")).await;
     let before = results(&gw.inbox, "near").len();
     gw.command(
         "near",
@@ -778,4 +533,57 @@ max_ttl = "1m"
     );
     assert!(gw.depot.read(0, |s| s.ride().locked()).await);
     gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_for_a_scooter_whose_link_just_dropped_is_refused_as_offline_at_its_expiry() {
+    let Some(mut gw) = Harness::new(
+        vec![standing(731)],
+        &["s0"],
+        // A slow interval: the command arrives while the sampler waits for its next sample.
+        &["interval = \"5s\"\nreconnect_window = \"10s\"\ncommands = [\"lock\"]"],
+        "",
+    )
+    .await
+    else {
+        return;
+    };
+    gw.start(&["s0"], Some("s0")).await;
+    // Right after a sample, the scooter leaves radio range.
+    let n = gw.telemetry("s0").len();
+    assert!(
+        gw.inbox
+            .wait_for(WAIT, |i| parsed(i, "m365/s0/telemetry").len() > n)
+            .await
+    );
+    gw.depot.fault(
+        0,
+        Fault::OutOfRange {
+            for_: Duration::from_secs(600),
+        },
+    );
+    let gone = tokio::time::timeout(WAIT, async {
+        while gw.depot.read(0, |s| s.is_connected()).await {
+            // Polling the simulator's state until it shows the drop.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "the simulated scooter never disconnected");
+    let sent = tokio::time::Instant::now();
+    gw.command(
+        "s0",
+        json!({"id": "lock-away", "command": "lock", "ttl": 3}),
+    )
+    .await;
+    let ack = gw.ack("s0", "lock-away").await;
+    let waited = sent.elapsed();
+    assert!(
+        verdict(&ack) == "offline" && waited < Duration::from_secs(6),
+        "the scooter's link was down when the command arrived: it should wait until its expiry \
+         (3 s) and be refused as offline then (docs/commands.md, \"Offline scooters and \
+         expiry\"), but it was acknowledged after {waited:?} with {ack}; log:\n{}",
+        gw.log()
+    );
+    assert_exactly_once(&gw.inbox, "s0", &[("lock-away", "offline")]);
 }

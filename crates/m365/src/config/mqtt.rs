@@ -34,6 +34,7 @@ pub(crate) const KEYS: &[&str] = &[
     "availability_topic",
     "events_topic",
     "batch_window",
+    "status_interval",
     "protocol",
     "keep_alive",
     "reconnect_min",
@@ -119,6 +120,9 @@ pub struct MqttConfig {
     /// How long a live record may wait for others to share its `compact` message: longer
     /// windows send fewer, larger messages (fewer bytes per record), shorter ones arrive sooner.
     pub batch_window: Duration,
+    /// How often the retained health message is refreshed on `m365/{id}/status` (it is also
+    /// sent at each connection and when samples start being dropped).
+    pub status_interval: Duration,
     /// Protocol version.
     pub protocol: MqttProtocol,
     /// Keep-alive (1 s resolution; zero turns it off with MQTT 3.1.1, see
@@ -206,6 +210,7 @@ pub(crate) mod defaults {
     pub(crate) const AVAILABILITY_TOPIC: &str = "m365/{id}/availability";
     pub(crate) const EVENTS_TOPIC: &str = "m365/{id}/events";
     pub(crate) const BATCH_WINDOW_SECS: u64 = 5;
+    pub(crate) const STATUS_INTERVAL_SECS: u64 = 300;
     pub(crate) const KEEP_ALIVE_SECS: u64 = 30;
     pub(crate) const RECONNECT_MIN_SECS: u64 = 1;
     pub(crate) const RECONNECT_MAX_SECS: u64 = 30;
@@ -359,6 +364,12 @@ pub(crate) fn read(
     let batch_window = section
         .duration("batch_window", Duration::ZERO..=Duration::from_secs(3600))
         .map_or(Duration::from_secs(defaults::BATCH_WINDOW_SECS), |d| d.value);
+    let status_interval = section
+        .duration(
+            "status_interval",
+            Duration::from_secs(10)..=Duration::from_secs(86_400),
+        )
+        .map_or(Duration::from_secs(defaults::STATUS_INTERVAL_SECS), |d| d.value);
     let in_flight = section
         .integer("in_flight", 1..=u64::from(u16::MAX))
         .and_then(|n| u16::try_from(n.value).ok())
@@ -374,6 +385,7 @@ pub(crate) fn read(
         availability_topic,
         events_topic,
         batch_window,
+        status_interval,
         protocol,
         keep_alive,
         reconnect_min,

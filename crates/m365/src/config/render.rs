@@ -94,6 +94,7 @@ pub fn render(config: &Config) -> String {
     out.string("availability_topic", &mqtt.availability_topic);
     out.string("events_topic", mqtt.events_topic.as_deref().unwrap_or(""));
     out.duration("batch_window", mqtt.batch_window);
+    out.duration("status_interval", mqtt.status_interval);
     out.duration("keep_alive", mqtt.keep_alive);
     out.duration("reconnect_min", mqtt.reconnect_min);
     out.duration("reconnect_max", mqtt.reconnect_max);

@@ -75,6 +75,7 @@ pub fn settings(config: &Config, entry: &ScooterEntry) -> PipelineSettings {
         outputs,
         availability_topic: Some(mqtt.availability_topic.clone()),
         events_topic: mqtt.events_topic.clone(),
+        status_interval: mqtt.status_interval.as_secs(),
         ..WireMqtt::default()
     };
     let spool = &config.spool;

@@ -12,8 +12,9 @@
 use m365_pipeline::EventKind;
 use serde_json::{Map, Value, json};
 
-use super::description::{Command, ScooterDiscovery};
-use super::entities::{Component, Device, DiscoveryMessage, StateEncoding, insert_opt};
+use super::description::{ScooterDiscovery, StateEncoding};
+use super::message::{Component, Device, DiscoveryMessage, insert_opt};
+use crate::config::CommandName;
 
 /// How far ahead of the moment Home Assistant sends it a command expires, in seconds.
 pub const COMMAND_EXPIRY_S: u32 = 30;
@@ -38,24 +39,24 @@ pub(super) const ENTITIES: &[(Component, &str)] = &[
 pub(super) fn messages(dev: &Device<'_>, s: &ScooterDiscovery) -> Vec<DiscoveryMessage> {
     let mut out = Vec::new();
     if let Some(command_topic) = s.command_topic.as_deref() {
-        if s.can(Command::Lock) && s.can(Command::Unlock) {
+        if s.can(CommandName::Lock) && s.can(CommandName::Unlock) {
             out.push(lock(dev, s, command_topic));
         }
         let selects = [
             (
-                Command::Kers,
+                CommandName::Kers,
                 "KERS",
                 &KERS_LEVELS[..],
                 Some("mdi:car-brake-alert"),
             ),
             (
-                Command::Cruise,
+                CommandName::Cruise,
                 "Cruise control",
                 &ON_OFF[..],
                 Some("mdi:speedometer"),
             ),
             (
-                Command::TailLight,
+                CommandName::TailLight,
                 "Tail light",
                 &ON_OFF[..],
                 Some("mdi:car-light-dimmed"),
@@ -68,20 +69,20 @@ pub(super) fn messages(dev: &Device<'_>, s: &ScooterDiscovery) -> Vec<DiscoveryM
         }
         let buttons = [
             (
-                Command::SampleNow,
+                CommandName::SampleNow,
                 "Sample now",
                 "mdi:refresh",
                 Some("diagnostic"),
             ),
-            (Command::PowerOff, "Power off", "mdi:power", None),
+            (CommandName::PowerOff, "Power off", "mdi:power", None),
         ];
         for (command, name, icon, category) in buttons {
             if s.can(command) {
-                let object_id = command.name();
+                let object_id = command.as_str();
                 let mut p = control(dev, object_id, name, command_topic);
                 p.insert(
                     "command_template".into(),
-                    json!(command_template(&quoted(command.name()), None)),
+                    json!(command_template(&quoted(command.as_str()), None)),
                 );
                 p.insert("icon".into(), json!(icon));
                 insert_opt(&mut p, "entity_category", category);
@@ -123,8 +124,8 @@ fn lock(dev: &Device<'_>, s: &ScooterDiscovery, command_topic: &str) -> Discover
     let object_id = "lock_control";
     let mut p = control(dev, object_id, "Lock", command_topic);
     // The command's name is the payload the template receives as `value`.
-    p.insert("payload_lock".into(), json!(Command::Lock.name()));
-    p.insert("payload_unlock".into(), json!(Command::Unlock.name()));
+    p.insert("payload_lock".into(), json!(CommandName::Lock.as_str()));
+    p.insert("payload_unlock".into(), json!(CommandName::Unlock.as_str()));
     p.insert(
         "command_template".into(),
         json!(command_template("value", None)),
@@ -153,24 +154,24 @@ fn select(
     dev: &Device<'_>,
     s: &ScooterDiscovery,
     command_topic: &str,
-    command: Command,
+    command: CommandName,
     name: &str,
     options: &[&str],
     icon: Option<&str>,
 ) -> DiscoveryMessage {
-    let object_id = command.name();
+    let object_id = command.as_str();
     let mut p = control(dev, object_id, name, command_topic);
     p.insert("options".into(), json!(options));
     p.insert(
         "command_template".into(),
-        json!(command_template(&quoted(command.name()), Some("value"))),
+        json!(command_template(&quoted(command.as_str()), Some("value"))),
     );
     match s.result_topic.as_deref() {
         Some(results) => {
             p.insert("state_topic".into(), json!(results));
             p.insert(
                 "value_template".into(),
-                json!(result_state_template(command.name(), options)),
+                json!(result_state_template(command.as_str(), options)),
             );
         }
         None => {
@@ -178,7 +179,7 @@ fn select(
         }
     }
     insert_opt(&mut p, "icon", icon);
-    if command == Command::Kers {
+    if command == CommandName::Kers {
         p.insert("entity_category".into(), json!("config"));
     }
     dev.message(Component::Select, object_id, p)
@@ -251,7 +252,7 @@ mod tests {
     use super::*;
     use crate::homeassistant::entities::scooter_messages;
 
-    fn scooter(allowed: &[Command]) -> ScooterDiscovery {
+    fn scooter(allowed: &[CommandName]) -> ScooterDiscovery {
         let mut s = ScooterDiscovery::new("s1", "m365/s1/telemetry", StateEncoding::Json);
         s.command_topic = Some("m365/s1/command".into());
         s.result_topic = Some("m365/s1/command/result".into());
@@ -276,15 +277,15 @@ mod tests {
     fn each_control_needs_its_command_allowed() {
         assert!(object_ids(&scooter(&[])).is_empty());
         assert!(
-            object_ids(&scooter(&[Command::Lock])).is_empty(),
+            object_ids(&scooter(&[CommandName::Lock])).is_empty(),
             "a lock needs both lock and unlock"
         );
         assert_eq!(
-            object_ids(&scooter(&[Command::Lock, Command::Unlock])),
+            object_ids(&scooter(&[CommandName::Lock, CommandName::Unlock])),
             ["lock_control"]
         );
-        assert_eq!(object_ids(&scooter(&Command::ALL)).len(), 6);
-        let mut no_topic = scooter(&Command::ALL);
+        assert_eq!(object_ids(&scooter(&CommandName::ALL)).len(), 6);
+        let mut no_topic = scooter(&CommandName::ALL);
         no_topic.command_topic = None;
         assert!(object_ids(&no_topic).is_empty(), "nowhere to send commands");
     }

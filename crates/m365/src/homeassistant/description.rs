@@ -1,83 +1,19 @@
 //! What discovery needs to know about the gateway (the `m365 run` process) and each scooter it
-//! serves, as plain values. Nothing here reads the configuration: the daemon fills these in from
-//! its `[[scooter]]` entries (and later from what a scooter reports about itself), so the entity
-//! table can be built and tested without one.
+//! serves, as plain values. Nothing here reads the configuration: `setup` fills these in from
+//! its `[[scooter]]` entries, and the daemon later adds what a scooter reports about itself
+//! ([`update_device`]), so the entity table can be built and tested without a configuration.
 
 use std::collections::BTreeSet;
-use std::fmt;
-use std::str::FromStr;
 
-use super::entities::StateEncoding;
+use crate::config::CommandName;
 
-/// A remote command a scooter may accept, as named in the configuration's allow list and in the
-/// `"command"` field of a command message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Command {
-    /// `lock`.
-    Lock,
-    /// `unlock`.
-    Unlock,
-    /// `tail_light` (`on` / `off`).
-    TailLight,
-    /// `cruise` (`on` / `off`).
-    Cruise,
-    /// `kers` (`weak` / `medium` / `strong`).
-    Kers,
-    /// `sample_now`.
-    SampleNow,
-    /// `power_off`.
-    PowerOff,
-}
-
-impl Command {
-    /// Every command, in the documented order.
-    pub const ALL: [Command; 7] = [
-        Command::Lock,
-        Command::Unlock,
-        Command::TailLight,
-        Command::Cruise,
-        Command::Kers,
-        Command::SampleNow,
-        Command::PowerOff,
-    ];
-
-    /// The command's name on the wire and in the configuration.
-    pub fn name(self) -> &'static str {
-        match self {
-            Command::Lock => "lock",
-            Command::Unlock => "unlock",
-            Command::TailLight => "tail_light",
-            Command::Cruise => "cruise",
-            Command::Kers => "kers",
-            Command::SampleNow => "sample_now",
-            Command::PowerOff => "power_off",
-        }
-    }
-}
-
-impl fmt::Display for Command {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A name that is not one of the commands.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "unknown command {0:?}; expected one of lock, unlock, tail_light, cruise, kers, sample_now, \
-     power_off"
-)]
-pub struct UnknownCommand(pub String);
-
-impl FromStr for Command {
-    type Err = UnknownCommand;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Command::ALL
-            .into_iter()
-            .find(|c| c.name() == s)
-            .ok_or_else(|| UnknownCommand(s.to_owned()))
-    }
+/// The encoding of the topic Home Assistant reads a scooter's state from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateEncoding {
+    /// `json` (schema `m365.telemetry` v1): every reading.
+    Json,
+    /// `legacy`: the earlier client's keys; no lock, error, average speed or trip time.
+    Legacy,
 }
 
 /// The gateway: the `m365 run` process every scooter device is attached to (Home Assistant's
@@ -148,7 +84,7 @@ pub struct ScooterDiscovery {
     /// `"state"`); the KERS, cruise and tail light entities read their state from it.
     pub result_topic: Option<String>,
     /// Commands the configuration allows for this scooter.
-    pub allowed: BTreeSet<Command>,
+    pub allowed: BTreeSet<CommandName>,
     /// Whether a GPS source is configured (adds the device tracker).
     pub gps: bool,
     /// Model, once known (e.g. `Pro 2`).
@@ -191,7 +127,7 @@ impl ScooterDiscovery {
     }
 
     /// Whether `command` is allowed and there is a topic to send it on.
-    pub fn can(&self, command: Command) -> bool {
+    pub fn can(&self, command: CommandName) -> bool {
         self.command_topic.is_some() && self.allowed.contains(&command)
     }
 }
@@ -261,15 +197,6 @@ pub fn update_device(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn command_names_read_back() {
-        for c in Command::ALL {
-            assert_eq!(c.name().parse(), Ok(c));
-            assert_eq!(c.to_string(), c.name());
-        }
-        assert!("open".parse::<Command>().is_err());
-    }
 
     #[test]
     fn node_ids_keep_only_what_topics_accept() {

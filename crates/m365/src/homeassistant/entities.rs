@@ -7,214 +7,20 @@
 use m365_proto::registers::codes::{ErrorCode, WarningCode};
 use serde_json::{Map, Value, json};
 
-use super::DiscoveryError;
 use super::controls;
 use super::description::{
-    GatewayDiscovery, ScooterDiscovery, gateway_node_id, node_id, state_topic,
+    GatewayDiscovery, ScooterDiscovery, StateEncoding, gateway_node_id, node_id,
 };
-use crate::config::{Config, GpsSource};
-
-/// Payload Home Assistant reads as "the scooter's client is connected"; the pipeline publishes
-/// it retained on the availability topic after each connection.
-pub const PAYLOAD_AVAILABLE: &str = "online";
-/// Payload of the pipeline's last will on the availability topic.
-pub const PAYLOAD_NOT_AVAILABLE: &str = "offline";
+use super::message::{
+    Component, Device, DiscoveryMessage, PAYLOAD_AVAILABLE, PAYLOAD_NOT_AVAILABLE, config_topic,
+    insert_opt,
+};
 
 /// What a text sensor's template renders for a reading that is missing. A text sensor stores
 /// whatever its template renders (Home Assistant turns `None` into "unknown" only for numeric
 /// sensors, and would show the word "None"), and `unknown` is the state Home Assistant itself
 /// gives an entity without a value.
 pub const TEXT_UNKNOWN: &str = "unknown";
-
-/// The encoding of the topic Home Assistant reads the state from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StateEncoding {
-    /// `json` (schema `m365.telemetry` v1): every reading.
-    Json,
-    /// `legacy`: the earlier client's keys; no lock, error, average speed or trip time.
-    Legacy,
-}
-
-/// The scooter as Home Assistant's device registry shows it (the single-scooter [`Discovery`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceInfo {
-    /// Stable scooter identity; unique ids derive from it.
-    pub scooter_id: String,
-    /// BLE address, when configured (`AA:BB:CC:DD:EE:FF`).
-    pub mac: Option<String>,
-    /// Display name.
-    pub name: String,
-    /// Model, when known.
-    pub model: Option<String>,
-    /// Firmware versions, when known (e.g. `ESC 1.3.4, BMS 1.1.5`).
-    pub sw_version: Option<String>,
-}
-
-/// One scooter's discovery settings, read from the configuration (the first scooter's). The
-/// multi-scooter interface is [`ScooterDiscovery`] with [`messages_for`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Discovery {
-    /// Home Assistant's discovery prefix (`homeassistant`).
-    pub prefix: String,
-    /// The device.
-    pub device: DeviceInfo,
-    /// Topic the entities read their state from.
-    pub state_topic: String,
-    /// Encoding on `state_topic`.
-    pub state_encoding: StateEncoding,
-    /// Retained `online`/`offline` topic of the pipeline.
-    pub availability_topic: Option<String>,
-    /// The pipeline's retained status topic (counters), for the diagnostic backlog sensor.
-    pub status_topic: Option<String>,
-    /// Whether a GPS source is configured (adds the device tracker).
-    pub gps: bool,
-}
-
-impl Discovery {
-    /// Reads the discovery settings of the configuration's first scooter: its first `json`
-    /// topic, else its first `legacy` one. `status_topic` is the pipeline's status topic, if it
-    /// publishes one.
-    pub fn from_config(
-        config: &Config,
-        status_topic: Option<String>,
-    ) -> Result<Self, DiscoveryError> {
-        let entry = config.first();
-        let topics = entry.mqtt.topics();
-        let (state_topic, state_encoding) =
-            state_topic(topics.iter().map(|t| (t.topic.as_str(), t.encoding)))
-                .ok_or(DiscoveryError::NoReadableTopic)?;
-        let scooter_id = entry.id.clone();
-        Ok(Discovery {
-            prefix: config.homeassistant.prefix.clone(),
-            device: DeviceInfo {
-                name: format!("Scooter {scooter_id}"),
-                mac: entry.link.mac.map(|m| m.to_string()),
-                scooter_id,
-                model: None,
-                sw_version: None,
-            },
-            state_topic,
-            state_encoding,
-            availability_topic: Some(entry.mqtt.availability_topic.clone()),
-            status_topic,
-            gps: config.gps.source != GpsSource::None,
-        })
-    }
-
-    /// The `<node_id>` of the discovery topics: the scooter id with every character Home
-    /// Assistant does not accept there (anything but `A-Za-z0-9_-`) replaced by `_`.
-    pub fn node_id(&self) -> String {
-        node_id(&self.device.scooter_id)
-    }
-
-    /// The same scooter as a [`ScooterDiscovery`] (no commands, no events topic).
-    pub fn scooter(&self) -> ScooterDiscovery {
-        let mut s = ScooterDiscovery::new(
-            self.device.scooter_id.clone(),
-            self.state_topic.clone(),
-            self.state_encoding,
-        );
-        s.name = self.device.name.clone();
-        s.mac = self.device.mac.clone();
-        s.availability_topic = self.availability_topic.clone();
-        s.status_topic = self.status_topic.clone();
-        s.gps = self.gps;
-        s.model = self.device.model.clone();
-        s.firmware = self.device.sw_version.clone();
-        s
-    }
-}
-
-/// One retained discovery message.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DiscoveryMessage {
-    /// `<prefix>/<component>/<node_id>/<object_id>/config`.
-    pub topic: String,
-    /// The entity's configuration.
-    pub payload: Value,
-}
-
-/// Home Assistant entity platforms used here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Component {
-    Sensor,
-    BinarySensor,
-    DeviceTracker,
-    Lock,
-    Select,
-    Button,
-    Event,
-}
-
-impl Component {
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            Component::Sensor => "sensor",
-            Component::BinarySensor => "binary_sensor",
-            Component::DeviceTracker => "device_tracker",
-            Component::Lock => "lock",
-            Component::Select => "select",
-            Component::Button => "button",
-            Component::Event => "event",
-        }
-    }
-}
-
-/// One device's part of every discovery message: where its topics go, its device block and the
-/// availability its entities follow.
-pub(super) struct Device<'a> {
-    prefix: &'a str,
-    node: String,
-    /// The device's identifier; unique ids are `<identifier>_<object_id>`.
-    identifier: String,
-    block: Value,
-    availability: Option<&'a str>,
-}
-
-impl Device<'_> {
-    /// The keys every entity carries: name, unique id, device, origin, availability.
-    pub(super) fn common(&self, object_id: &str, name: &str) -> Map<String, Value> {
-        let mut p = Map::new();
-        p.insert("name".into(), json!(name));
-        // Derived from the device's id alone: stable across restarts and configuration edits
-        // that do not change the device, so Home Assistant keeps the entity's history and
-        // settings.
-        p.insert(
-            "unique_id".into(),
-            json!(format!("{}_{object_id}", self.identifier)),
-        );
-        p.insert("device".into(), self.block.clone());
-        p.insert(
-            "origin".into(),
-            json!({
-                "name": "m365",
-                "sw_version": env!("CARGO_PKG_VERSION"),
-            }),
-        );
-        if let Some(topic) = self.availability {
-            p.insert("availability_topic".into(), json!(topic));
-            p.insert("payload_available".into(), json!(PAYLOAD_AVAILABLE));
-            p.insert("payload_not_available".into(), json!(PAYLOAD_NOT_AVAILABLE));
-        }
-        p
-    }
-
-    pub(super) fn message(
-        &self,
-        component: Component,
-        object_id: &str,
-        payload: Map<String, Value>,
-    ) -> DiscoveryMessage {
-        DiscoveryMessage {
-            topic: config_topic(self.prefix, component, &self.node, object_id),
-            payload: Value::Object(payload),
-        }
-    }
-}
-
-fn config_topic(prefix: &str, component: Component, node: &str, object_id: &str) -> String {
-    format!("{prefix}/{}/{node}/{object_id}/config", component.as_str())
-}
 
 /// How a reading becomes the entity's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -468,16 +274,10 @@ const BACKLOG: (Component, &str) = (Component::Sensor, "spool_backlog");
 /// The gateway's one entity.
 const GATEWAY_CONNECTIVITY: (Component, &str) = (Component::BinarySensor, "connectivity");
 
-/// The discovery messages for one scooter without a gateway (the single-scooter interface), in
-/// a fixed order. Pure: the same input gives the same messages, so unique ids stay stable
-/// across restarts.
-pub fn messages(d: &Discovery) -> Vec<DiscoveryMessage> {
-    scooter_messages(&d.prefix, &d.scooter(), None)
-}
-
 /// Every discovery message for a gateway and the scooters it serves: the gateway's device (a
 /// connectivity sensor) first, then each scooter's entities, each scooter a device of its own
-/// attached to the gateway (`via_device`). Pure and in a fixed order.
+/// attached to the gateway (`via_device`). Pure and in a fixed order: the same input gives the
+/// same messages, so unique ids stay stable across restarts.
 pub fn messages_for(
     prefix: &str,
     gateway: &GatewayDiscovery,
@@ -502,13 +302,7 @@ pub fn gateway_messages(prefix: &str, gateway: &GatewayDiscovery) -> Vec<Discove
         "model": "m365 gateway",
         "sw_version": gateway.sw_version,
     });
-    let dev = Device {
-        prefix,
-        identifier: node.clone(),
-        node,
-        block,
-        availability: None,
-    };
+    let dev = Device::new(prefix, node.clone(), node, block, None);
     let (component, object_id) = GATEWAY_CONNECTIVITY;
     let mut p = dev.common(object_id, "Connectivity");
     p.insert("state_topic".into(), json!(gateway.availability_topic));
@@ -525,13 +319,13 @@ pub fn scooter_messages(
     s: &ScooterDiscovery,
     via: Option<&str>,
 ) -> Vec<DiscoveryMessage> {
-    let dev = Device {
+    let dev = Device::new(
         prefix,
-        node: s.node_id(),
-        identifier: scooter_identifier(s),
-        block: device_block(s, via),
-        availability: s.availability_topic.as_deref(),
-    };
+        s.node_id(),
+        scooter_identifier(s),
+        device_block(s, via),
+        s.availability_topic.as_deref(),
+    );
     let mut out = Vec::new();
     for spec in SPECS {
         let path = match s.state_encoding {
@@ -631,12 +425,6 @@ fn device_block(s: &ScooterDiscovery, via: Option<&str>) -> Value {
     Value::Object(dev)
 }
 
-pub(super) fn insert_opt(map: &mut Map<String, Value>, key: &str, value: Option<&str>) {
-    if let Some(v) = value {
-        map.insert(key.into(), json!(v));
-    }
-}
-
 /// The value template: binds the field at `path` to `v` (`value_json.<path>`), then shapes it.
 /// A missing reading never becomes a made-up value: numeric and binary entities render `None`,
 /// which Home Assistant stores as "unknown", text sensors render [`TEXT_UNKNOWN`].
@@ -702,52 +490,34 @@ fn location_template(encoding: StateEncoding) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::homeassistant::Command;
+    use crate::config::CommandName;
 
     #[test]
     fn node_id_keeps_only_what_topics_accept() {
-        let d = Discovery {
-            prefix: "homeassistant".into(),
-            device: DeviceInfo {
-                scooter_id: "my scooter/1+#".into(),
-                mac: None,
-                name: "x".into(),
-                model: None,
-                sw_version: None,
-            },
-            state_topic: "t".into(),
-            state_encoding: StateEncoding::Json,
-            availability_topic: None,
-            status_topic: None,
-            gps: false,
-        };
-        assert_eq!(d.node_id(), "my_scooter_1__");
-        for m in messages(&d) {
+        let s = ScooterDiscovery::new("my scooter/1+#", "t", StateEncoding::Json);
+        assert_eq!(s.node_id(), "my_scooter_1__");
+        for m in scooter_messages("homeassistant", &s, None) {
             assert!(!m.topic.contains(['+', '#', ' ']), "{}", m.topic);
         }
     }
 
-    fn discovery(encoding: StateEncoding) -> Discovery {
-        Discovery {
-            prefix: "homeassistant".into(),
-            device: DeviceInfo {
-                scooter_id: "d5014537edfd".into(),
-                mac: Some("D5:01:45:37:ED:FD".into()),
-                name: "Scooter d5014537edfd".into(),
-                model: None,
-                sw_version: None,
-            },
-            state_topic: "m365/d5014537edfd/telemetry".into(),
-            state_encoding: encoding,
-            availability_topic: Some("m365/d5014537edfd/availability".into()),
-            status_topic: Some("m365/d5014537edfd/status".into()),
-            gps: true,
-        }
+    fn scooter(encoding: StateEncoding) -> ScooterDiscovery {
+        let mut s =
+            ScooterDiscovery::new("d5014537edfd", "m365/d5014537edfd/telemetry", encoding);
+        s.mac = Some("D5:01:45:37:ED:FD".into());
+        s.availability_topic = Some("m365/d5014537edfd/availability".into());
+        s.status_topic = Some("m365/d5014537edfd/status".into());
+        s.gps = true;
+        s
+    }
+
+    fn messages(s: &ScooterDiscovery) -> Vec<DiscoveryMessage> {
+        scooter_messages("homeassistant", s, None)
     }
 
     #[test]
     fn every_entity_of_the_table_is_published_once_with_its_class_and_unit() {
-        let msgs = messages(&discovery(StateEncoding::Json));
+        let msgs = messages(&scooter(StateEncoding::Json));
         // The table, the device tracker and the backlog sensor.
         assert_eq!(msgs.len(), SPECS.len() + 2);
         let mut ids: Vec<&str> = msgs
@@ -787,7 +557,7 @@ mod tests {
 
     #[test]
     fn a_legacy_topic_feeds_only_the_readings_it_carries() {
-        let msgs = messages(&discovery(StateEncoding::Legacy));
+        let msgs = messages(&scooter(StateEncoding::Legacy));
         let with_legacy = SPECS.iter().filter(|s| s.legacy.is_some()).count();
         assert_eq!(msgs.len(), with_legacy + 2);
         let lock = msgs.iter().find(|m| m.topic.contains("/lock/"));
@@ -817,11 +587,11 @@ mod tests {
 
     #[test]
     fn every_published_topic_is_among_the_possible_ones() {
-        let mut s = discovery(StateEncoding::Json).scooter();
+        let mut s = scooter(StateEncoding::Json);
         s.events_topic = Some("m365/d5014537edfd/events".into());
         s.command_topic = Some("m365/d5014537edfd/command".into());
         s.result_topic = Some("m365/d5014537edfd/command/result".into());
-        s.allowed = Command::ALL.into_iter().collect();
+        s.allowed = CommandName::ALL.into_iter().collect();
         let possible = possible_config_topics("homeassistant", "d5014537edfd");
         let published = scooter_messages("homeassistant", &s, None);
         assert_eq!(published.len(), possible.len(), "every entity at once");

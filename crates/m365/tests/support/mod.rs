@@ -217,3 +217,288 @@ impl Drop for Reaper {
         }
     }
 }
+
+/// The JSON payloads received on `topic`, parsed.
+pub fn parsed(inbox: &m365_testkit::broker::Inbox, topic: &str) -> Vec<serde_json::Value> {
+    inbox
+        .on(topic)
+        .iter()
+        .map(|p| serde_json::from_slice(p).expect("JSON"))
+        .collect()
+}
+
+/// The command acknowledgements on `scooter`'s result topic (the default one), parsed.
+pub fn results(inbox: &m365_testkit::broker::Inbox, scooter: &str) -> Vec<serde_json::Value> {
+    parsed(inbox, &format!("m365/{scooter}/command/result"))
+}
+
+/// A simulated Pro 2 standing still (no scripted ride), unlocked, seeded with `seed`.
+pub fn standing(seed: u64) -> ScooterConfig {
+    let mut config = ScooterConfig::new(Model::Pro2, seed);
+    config.script = m365_sim::Script::Parked;
+    config
+}
+
+/// One `m365 run` end to end, as the remote-command and ride-event tests drive it: scooters on
+/// the fake BlueZ, a real broker, a subscriber to `m365/#`, systemd's notify socket, and the
+/// process (started by [`Harness::start`], killed when dropped).
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub depot: Depot,
+    pub broker: Broker,
+    /// The broker's port for the test's clients (MQTT 3.1.1).
+    pub port: u16,
+    /// Everything published under `m365/#` since the harness started, in arrival order.
+    pub inbox: m365_testkit::broker::Inbox,
+    pub config: std::path::PathBuf,
+    notify_path: std::path::PathBuf,
+    /// systemd's side of `NOTIFY_SOCKET`: the daemon's `STATUS=` lines.
+    notify: tokio::net::UnixDatagram,
+    child: Option<Reaper>,
+    /// Probes sent so far, so every probe id is new.
+    probes: usize,
+}
+
+impl Harness {
+    /// Scooters `configs` (each paired with the test's token) served as `ids`, each
+    /// `[[scooter]]` entry with its own extra lines (`entry_lines`), then `[mqtt]` (JSON),
+    /// `[spool]`, `[log]` and `tail` (`[telemetry]`, `[commands]`, `[events]`, …). `None` when
+    /// there is no dbus-daemon.
+    pub async fn new(
+        configs: Vec<ScooterConfig>,
+        ids: &[&str],
+        entry_lines: &[&str],
+        tail: &str,
+    ) -> Option<Harness> {
+        assert_eq!(configs.len(), ids.len());
+        assert_eq!(configs.len(), entry_lines.len());
+        let dir = tempfile::tempdir().unwrap();
+        let sim_state = dir.path().join("sim");
+        let token = Token([7; 12]);
+        let configs = configs
+            .into_iter()
+            .map(|mut c| {
+                let paired = paired_scooter(&sim_state, &token, c.seed);
+                assert_eq!(c.model, paired.model, "paired_scooter pairs a Pro 2");
+                c.link = paired.link;
+                c.state_dir = paired.state_dir;
+                c
+            })
+            .collect();
+        let depot = Depot::start(configs)?;
+        let broker = Broker::start(m365_testkit::broker::BrokerOptions::default()).await;
+        let (port, protocol) = broker_port(&broker);
+        let inbox = m365_testkit::broker::subscribe(port, "m365/#").await;
+        let mut entries = String::new();
+        for ((id, mac), lines) in ids.iter().zip(&depot.addresses).zip(entry_lines) {
+            m365_ble::token_file::write(&dir.path().join(format!(".mi-token-{id}")), &token, false)
+                .unwrap();
+            entries += &format!(
+                "[[scooter]]\nid = \"{id}\"\nmac = \"{mac}\"\n\
+                 token_file_path = \".mi-token-{id}\"\n{lines}\n\n"
+            );
+        }
+        let config = dir.path().join("martinete.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "{entries}\n[mqtt]\nbroker = \"tcp://127.0.0.1:{port}\"\n\
+                 protocol = \"{protocol}\"\nencoding = \"json\"\nreconnect_min = \"500ms\"\n\n\
+                 [spool]\npath = \"{spool}\"\n\n[log]\nlevel = \"info\"\n\n{tail}\n",
+                spool = dir.path().join("spool.sqlite").display(),
+            ),
+        )
+        .unwrap();
+        let notify_path = dir.path().join("notify.sock");
+        let notify = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
+        Some(Harness {
+            dir,
+            depot,
+            broker,
+            port,
+            inbox,
+            config,
+            notify_path,
+            notify,
+            child: None,
+            probes: 0,
+        })
+    }
+
+    /// Starts `m365 run` and waits until every scooter in `ids` published telemetry, and, with
+    /// `probe`, until the command listener answers on that scooter's command topic.
+    pub async fn start(&mut self, ids: &[&str], probe: Option<&str>) {
+        let before: Vec<usize> = ids.iter().map(|id| self.telemetry(id).len()).collect();
+        self.child = Some(Reaper(spawn_m365(
+            &self.config,
+            &self.depot.bus_address,
+            &self.notify_path,
+            self.dir.path(),
+        )));
+        for (id, before) in ids.iter().zip(before) {
+            let topic = format!("m365/{id}/telemetry");
+            let online = self
+                .inbox
+                .wait_for(WAIT, |i| i.on(&topic).len() > before)
+                .await;
+            assert!(online, "{id} never published; log:\n{}", self.log());
+        }
+        if let Some(scooter) = probe {
+            self.listening(scooter).await;
+        }
+    }
+
+    /// Stops the process with SIGTERM; it exits cleanly.
+    pub async fn stop(&mut self) {
+        let mut child = self.child.take().expect("m365 runs");
+        let code = terminate(&mut child.0).await;
+        assert_eq!(code, Some(0), "log:\n{}", self.log());
+    }
+
+    /// Publishes already-expired probes (`probe-N`) on `scooter`'s command topic until one is
+    /// acknowledged: the listener is subscribed then (a command published before that would be
+    /// lost, as the broker keeps nothing for a subscription that does not exist yet).
+    pub async fn listening(&mut self, scooter: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            self.probes += 1;
+            let id = format!("probe-{}", self.probes);
+            self.command(
+                scooter,
+                serde_json::json!({"id": id, "command": "lock", "ttl": 0}),
+            )
+            .await;
+            let answered = self
+                .inbox
+                .wait_for(Duration::from_millis(500), |i| {
+                    results(i, scooter).iter().any(|r| r["id"] == id.as_str())
+                })
+                .await;
+            if answered {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the command listener never answered; log:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// Publishes `command` (QoS 1, not retained) on `scooter`'s command topic.
+    pub async fn command(&self, scooter: &str, command: serde_json::Value) {
+        self.publish_raw(scooter, command.to_string()).await;
+    }
+
+    /// Publishes `payload` as is on `scooter`'s command topic.
+    pub async fn publish_raw(&self, scooter: &str, payload: impl Into<Vec<u8>>) {
+        m365_testkit::broker::publish(
+            self.port,
+            &format!("m365/{scooter}/command"),
+            payload,
+            false,
+        )
+        .await;
+    }
+
+    /// Waits for the acknowledgement of command `id` on `scooter`'s result topic.
+    pub async fn ack(&self, scooter: &str, id: &str) -> serde_json::Value {
+        let arrived = self
+            .inbox
+            .wait_for(WAIT, |i| results(i, scooter).iter().any(|r| r["id"] == id))
+            .await;
+        assert!(
+            arrived,
+            "no acknowledgement of {id}; received {:#?}; log:\n{}",
+            results(&self.inbox, scooter),
+            self.log()
+        );
+        results(&self.inbox, scooter)
+            .into_iter()
+            .find(|r| r["id"] == id)
+            .unwrap()
+    }
+
+    /// Publishes `command` and returns its acknowledgement.
+    pub async fn send(&self, scooter: &str, command: serde_json::Value) -> serde_json::Value {
+        let id = command["id"].as_str().unwrap().to_owned();
+        self.command(scooter, command).await;
+        self.ack(scooter, &id).await
+    }
+
+    /// Waits for a `STATUS=` line from the daemon that contains `needle`.
+    pub async fn wait_status(&self, needle: &str) {
+        let mut seen = Vec::new();
+        let found = tokio::time::timeout(WAIT, async {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let n = self.notify.recv(&mut buf).await.unwrap();
+                let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let hit = line.starts_with("STATUS=") && line.contains(needle);
+                seen.push(line);
+                if hit {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(
+            found.is_ok(),
+            "no status with {needle:?}; saw {seen:?}; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// `scooter`'s telemetry records so far, parsed.
+    pub fn telemetry(&self, scooter: &str) -> Vec<serde_json::Value> {
+        parsed(&self.inbox, &format!("m365/{scooter}/telemetry"))
+    }
+
+    /// `scooter`'s events so far, parsed.
+    pub fn events(&self, scooter: &str) -> Vec<serde_json::Value> {
+        parsed(&self.inbox, &format!("m365/{scooter}/events"))
+    }
+
+    /// Waits until `scooter` published an event named `name` after its first `skip` events,
+    /// and returns the first such event.
+    pub async fn event(&self, scooter: &str, name: &str, skip: usize) -> serde_json::Value {
+        let topic = format!("m365/{scooter}/events");
+        let arrived = self
+            .inbox
+            .wait_for(WAIT, |i| {
+                parsed(i, &topic)
+                    .iter()
+                    .skip(skip)
+                    .any(|e| e["event"] == name)
+            })
+            .await;
+        assert!(
+            arrived,
+            "no {name} event; events: {:#?}; log:\n{}",
+            self.events(scooter),
+            self.log()
+        );
+        self.events(scooter)
+            .into_iter()
+            .skip(skip)
+            .find(|e| e["event"] == name)
+            .unwrap()
+    }
+
+    /// The names of `scooter`'s events so far, in arrival order.
+    pub fn event_names(&self, scooter: &str) -> Vec<String> {
+        self.events(scooter)
+            .iter()
+            .map(|e| e["event"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// The process's log so far.
+    pub fn log(&self) -> String {
+        log_of(self.dir.path())
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
