@@ -11,11 +11,14 @@
 //! - [`sim`]: `m365-sim serve` and `ctl`; [`gps`]: the receivers; [`client`]: one supervised
 //!   `m365 run` with its small disk and its clock.
 //! - [`soak`]: the run itself, from start to summary.
+//! - [`fleet`]: `m365-soak fleet`, the load test: many scooters at a fixed rate over several
+//!   `m365 run` processes, measured and checked for lost records, without faults.
 #![forbid(unsafe_code)]
 
 mod broker;
 mod checker;
 mod client;
+mod fleet;
 mod gps;
 mod process;
 mod resources;
@@ -46,7 +49,7 @@ const FAKETIME_LIBS: [&str; 2] = [
 #[command(name = "m365-soak", version)]
 struct Cli {
     #[command(subcommand)]
-    helper: Option<Helper>,
+    mode: Option<Mode>,
     /// Length of the chaos phase (`90s`, `2h`); warm-up and drain come on top.
     #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
     duration: Duration,
@@ -99,7 +102,11 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Helper {
+enum Mode {
+    /// The fleet load test: many simulated scooters at a fixed rate, several per `m365 run`
+    /// process, against one mosquitto; prints CPU and memory per process, the broker's delivered
+    /// rate, and exits 1 when a record was lost.
+    Fleet(fleet::FleetArgs),
     /// (internal) One emulated GPS receiver, driven through standard input.
     #[command(hide = true)]
     GpsReceiver {
@@ -145,12 +152,13 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.helper {
-            Some(Helper::GpsReceiver { symlink, index }) => {
+        match cli.mode {
+            Some(Mode::Fleet(args)) => run_fleet(args).await,
+            Some(Mode::GpsReceiver { symlink, index }) => {
                 gps::run_helper(symlink, index).await?;
                 Ok(true)
             }
-            Some(Helper::SpoolEnd { spool, scooter_id }) => {
+            Some(Mode::SpoolEnd { spool, scooter_id }) => {
                 let end = client::read_spool(&spool, &scooter_id)
                     .with_context(|| format!("reading {}", spool.display()))?;
                 println!("{}", client::format_spool_end(&end));
@@ -169,6 +177,66 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Runs the fleet load test; `Ok(false)` when a record was lost or a process failed.
+async fn run_fleet(mut args: fleet::FleetArgs) -> anyhow::Result<bool> {
+    let here = std::env::current_exe()
+        .context("cannot find this program")?
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let bins = fleet::Binaries {
+        m365: existing(
+            args.m365.take().unwrap_or_else(|| here.join("m365")),
+            "--m365",
+        )?,
+        m365_sim: existing(
+            args.m365_sim
+                .take()
+                .unwrap_or_else(|| here.join("m365-sim")),
+            "--m365-sim",
+        )?,
+        mosquitto: match args.mosquitto.take() {
+            Some(p) => existing(p, "--mosquitto")?,
+            None => find_mosquitto().context(
+                "mosquitto is not installed (apt-get install mosquitto), or pass --mosquitto",
+            )?,
+        },
+    };
+    if !on_path("dbus-daemon") {
+        bail!("dbus-daemon is not installed");
+    }
+    let (work_dir, temp) = match args.work_dir.take() {
+        Some(dir) => {
+            if dir.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+                bail!("--work-dir {} is not empty", dir.display());
+            }
+            std::fs::create_dir_all(&dir)?;
+            (dir, None)
+        }
+        None => {
+            let temp = tempfile::Builder::new().prefix("m365-fleet-").tempdir()?;
+            (temp.path().to_path_buf(), Some(temp))
+        }
+    };
+    // The processes run in folders of their own: absolute paths.
+    let absolute = |p: &Path| std::fs::canonicalize(p).with_context(|| p.display().to_string());
+    let bins = fleet::Binaries {
+        m365: absolute(&bins.m365)?,
+        m365_sim: absolute(&bins.m365_sim)?,
+        mosquitto: absolute(&bins.mosquitto)?,
+    };
+    let work_dir = absolute(&work_dir)?;
+    let outcome = fleet::run(args, bins, work_dir).await;
+    let passed = outcome.as_ref().is_ok_and(|o| o.passed);
+    if !passed && let Some(dir) = temp {
+        // Keep the logs of a failed run.
+        println!("logs kept in {}", dir.keep().display());
+    }
+    // The last line.
+    println!("{}", outcome?.summary);
+    Ok(passed)
 }
 
 /// Runs the soak; `Ok(false)` when it found a violation.

@@ -260,13 +260,21 @@ mod tests {
         let s = stat(me).expect("our own stat");
         assert!(!s.comm.is_empty());
         let m = memory(me).expect("our own status");
-        assert!(m.peak_kib >= m.rss_kib && m.rss_kib > 0 && m.threads >= 1, "{m:?}");
-        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        assert!(
+            m.peak_kib >= m.rss_kib && m.rss_kib > 0 && m.threads >= 1,
+            "{m:?}"
+        );
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
         let below = descendants(me);
         let _ = child.kill();
         let _ = child.wait();
         assert!(
-            below.iter().any(|(pid, comm)| *pid == child.id() && comm == "sleep"),
+            below
+                .iter()
+                .any(|(pid, comm)| *pid == child.id() && comm == "sleep"),
             "{below:?}"
         );
     }

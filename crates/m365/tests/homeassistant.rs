@@ -1,7 +1,8 @@
 //! Home Assistant discovery: the payloads Home Assistant reads (keys, units, stable ids), their
 //! templates rendered with a Jinja engine against what the pipeline's encoders really produce
-//! (with Home Assistant's template functions and its handling of what a template renders), and
-//! the publisher and the announcer against a real broker on a loopback port.
+//! (with Home Assistant's template functions and its handling of what a template renders), the
+//! descriptions `m365 run` builds from its configuration, and the announcer against a real broker
+//! on a loopback port.
 // A test: a failing `unwrap`/`expect` is the test failing, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,11 +11,11 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use m365::config::Config;
+use m365::config::{CommandName, Config};
 use m365::homeassistant::{
-    AnnouncerSettings, COMMAND_EXPIRY_S, Command, Discovery, DiscoveryError, DiscoveryMessage,
-    GatewayDiscovery, PAYLOAD_AVAILABLE, PAYLOAD_NOT_AVAILABLE, ScooterDiscovery, StateEncoding,
-    TEXT_UNKNOWN, messages, messages_for, possible_config_topics, spawn_announcer, spawn_publisher,
+    AnnouncerSettings, COMMAND_EXPIRY_S, DiscoveryError, DiscoveryMessage, GatewayDiscovery,
+    PAYLOAD_AVAILABLE, PAYLOAD_NOT_AVAILABLE, STATE_FILE_NAME, ScooterDiscovery, StateEncoding,
+    TEXT_UNKNOWN, descriptions, gateway_id, messages_for, possible_config_topics, spawn_announcer,
     update_device,
 };
 use m365_gps::chrono::{DateTime, TimeZone as _, Utc};
@@ -65,9 +66,36 @@ fn config(text: &str) -> Config {
         .0
 }
 
-fn discovery(text: &str) -> Discovery {
-    Discovery::from_config(&config(text), Some("m365/d5014537edfd/status".into()))
-        .expect("discovery settings")
+/// The pipeline's status topic (with `{scooter_id}`), as `m365 run` hands it to discovery: from
+/// the settings it gives the pipeline.
+fn status_topic(config: &Config) -> Option<String> {
+    m365::daemon::pipeline::settings(config, config.first())
+        .config
+        .mqtt
+        .status_topic
+}
+
+/// The description `m365 run` builds for the one scooter of configuration `text`.
+fn discovery(text: &str) -> ScooterDiscovery {
+    let config = config(text);
+    let mut all = descriptions(&config, status_topic(&config).as_deref()).expect("descriptions");
+    assert_eq!(all.len(), 1, "one scooter");
+    all.remove(0)
+}
+
+/// The messages of scooter `d` under `prefix` as the announcer publishes them, the gateway's
+/// left out.
+fn scooter_messages(prefix: &str, d: &ScooterDiscovery) -> Vec<DiscoveryMessage> {
+    let gateway_only = messages_for(prefix, &gateway(), &[]).len();
+    let mut msgs = messages_for(prefix, &gateway(), std::slice::from_ref(d));
+    msgs.drain(..gateway_only);
+    msgs
+}
+
+/// The messages of the one scooter of configuration `text`, under its prefix.
+fn messages(text: &str) -> Vec<DiscoveryMessage> {
+    let prefix = config(text).homeassistant.prefix;
+    scooter_messages(&prefix, &discovery(text))
 }
 
 fn by_object_id(msgs: &[DiscoveryMessage]) -> BTreeMap<String, &DiscoveryMessage> {
@@ -292,7 +320,8 @@ fn every_entity_has_the_keys_home_assistant_needs() {
     let d = discovery(JSON_CONFIG);
     assert_eq!(d.state_topic, "m365/d5014537edfd/telemetry");
     assert_eq!(d.state_encoding, StateEncoding::Json);
-    let msgs = messages(&d);
+    let msgs = messages(JSON_CONFIG);
+    assert!(!msgs.is_empty());
     for m in &msgs {
         let parts: Vec<&str> = m.topic.split('/').collect();
         assert_eq!(parts.len(), 5, "{}", m.topic);
@@ -322,6 +351,7 @@ fn every_entity_has_the_keys_home_assistant_needs() {
         assert_eq!(device["connections"][0][0], "bluetooth");
         assert_eq!(device["connections"][0][1], "d5:01:45:37:ed:fd");
         assert!(device.get("sw_version").is_none(), "not known at start-up");
+        assert_eq!(device["via_device"], "m365_gateway_pi");
         if parts[1] != "device_tracker" {
             assert!(m.payload.get("state_topic").is_some(), "{}", m.topic);
             assert!(m.payload.get("value_template").is_some(), "{}", m.topic);
@@ -331,7 +361,7 @@ fn every_entity_has_the_keys_home_assistant_needs() {
 
 #[test]
 fn units_device_and_state_classes_are_home_assistants() {
-    let msgs = messages(&discovery(JSON_CONFIG));
+    let msgs = messages(JSON_CONFIG);
     let e = by_object_id(&msgs);
     let expect = [
         ("speed", "speed", "measurement", "km/h"),
@@ -377,8 +407,8 @@ fn units_device_and_state_classes_are_home_assistants() {
 
 #[test]
 fn unique_ids_are_stable_across_restarts_and_distinct() {
-    let first = messages(&discovery(JSON_CONFIG));
-    let again = messages(&discovery(JSON_CONFIG));
+    let first = messages(JSON_CONFIG);
+    let again = messages(JSON_CONFIG);
     assert_eq!(
         first, again,
         "the same configuration gives the same messages"
@@ -394,7 +424,7 @@ fn unique_ids_are_stable_across_restarts_and_distinct() {
     assert!(ids.contains(&"m365_d5014537edfd_speed"));
 
     let other = JSON_CONFIG.replace("D5:01:45:37:ED:FD", "D5:01:45:37:ED:FE");
-    let other = messages(&discovery(&other));
+    let other = messages(&other);
     let other_ids: Vec<&str> = other
         .iter()
         .map(|m| m.payload["unique_id"].as_str().unwrap())
@@ -408,7 +438,7 @@ fn json_templates_read_what_the_json_encoder_writes() {
     let payload = Encoding::Json
         .encode(std::slice::from_ref(&record))
         .unwrap();
-    let msgs = messages(&discovery(JSON_CONFIG));
+    let msgs = messages(JSON_CONFIG);
     let e = by_object_id(&msgs);
     let value = |id: &str| render(template_of(e[id], "value_template"), &payload);
     let s = &record.scooter;
@@ -479,7 +509,7 @@ fn unlocked_and_error_free_scooters_read_as_such() {
     let payload = Encoding::Json
         .encode(std::slice::from_ref(&record))
         .unwrap();
-    let msgs = messages(&discovery(JSON_CONFIG));
+    let msgs = messages(JSON_CONFIG);
     let e = by_object_id(&msgs);
     assert_eq!(value_of(e["lock"], &payload).trim(), "ON", "unlocked");
     assert_eq!(value_of(e["error"], &payload).trim(), "OFF");
@@ -495,7 +525,7 @@ fn failed_readings_are_unknown_not_zero() {
     let payload = Encoding::Json
         .encode(std::slice::from_ref(&empty_record()))
         .unwrap();
-    let msgs = messages(&discovery(JSON_CONFIG));
+    let msgs = messages(JSON_CONFIG);
     let mut checked = 0;
     for m in msgs
         .iter()
@@ -528,7 +558,7 @@ fn text_sensors_without_a_reading_are_unknown_not_the_word_none() {
     let payload = Encoding::Json
         .encode(std::slice::from_ref(&empty_record()))
         .unwrap();
-    let msgs = messages(&discovery(JSON_CONFIG));
+    let msgs = messages(JSON_CONFIG);
     let e = by_object_id(&msgs);
     for id in ["error_code", "warning_code"] {
         let m = e[id];
@@ -560,7 +590,7 @@ fn computed_values_are_rounded_to_sensible_decimals() {
     let payload = Encoding::Json
         .encode(std::slice::from_ref(&record))
         .unwrap();
-    let msgs = messages(&discovery(JSON_CONFIG));
+    let msgs = messages(JSON_CONFIG);
     let e = by_object_id(&msgs);
     let value = |id: &str| value_of(e[id], &payload).trim().to_owned();
     assert_eq!(value("battery_power"), "149.1");
@@ -577,7 +607,7 @@ fn computed_values_are_rounded_to_sensible_decimals() {
     let legacy = Encoding::Legacy
         .encode(std::slice::from_ref(&record))
         .unwrap();
-    let msgs = messages(&discovery(LEGACY_CONFIG));
+    let msgs = messages(LEGACY_CONFIG);
     let e = by_object_id(&msgs);
     assert_eq!(value_of(e["uptime"], &legacy).trim(), "636");
     assert_eq!(value_of(e["battery_current"], &legacy).trim(), "3.87");
@@ -588,7 +618,7 @@ fn legacy_only_configs_template_the_legacy_keys() {
     let d = discovery(LEGACY_CONFIG);
     assert_eq!(d.state_topic, "vehicle/1/realtime");
     assert_eq!(d.state_encoding, StateEncoding::Legacy);
-    let msgs = messages(&d);
+    let msgs = messages(LEGACY_CONFIG);
     assert!(msgs.iter().all(|m| m.topic.starts_with("ha/")));
     let e = by_object_id(&msgs);
     for absent in [
@@ -656,7 +686,7 @@ fn legacy_only_configs_template_the_legacy_keys() {
 #[test]
 fn without_gps_there_is_no_tracker() {
     let text = JSON_CONFIG.replace("source = \"gpsd\"", "source = \"none\"");
-    let msgs = messages(&discovery(&text));
+    let msgs = messages(&text);
     assert!(!msgs.iter().any(|m| m.topic.contains("device_tracker")));
     assert!(msgs.iter().any(|m| m.topic.ends_with("/speed/config")));
 }
@@ -670,154 +700,109 @@ fn compact_only_topics_cannot_feed_home_assistant() {
         [homeassistant]
         discovery = true
     "#;
-    let err = Discovery::from_config(&config(text), None).unwrap_err();
+    let err = descriptions(&config(text), None).unwrap_err();
     assert!(matches!(err, DiscoveryError::NoReadableTopic));
     assert!(err.to_string().contains("\"json\" or \"legacy\""));
 }
 
 #[tokio::test]
-async fn disabled_discovery_starts_nothing() {
-    let config = config("[mqtt]\ntopic = \"m365/{id}/telemetry\"\nencoding = \"json\"\n");
-    assert!(!config.homeassistant.discovery);
+async fn disabled_or_unreadable_discovery_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
     let wire = m365_pipeline::MqttConfig::default();
-    assert!(m365::homeassistant::start(&config, &wire).is_none());
-}
-
-/// Subscribes to `filter` and collects what arrives (topic, payload, retain flag) until `want`
-/// messages came (or [`WAIT`] passed: the caller's count check then says what is missing).
-async fn retained(port: u16, filter: &str, want: usize) -> Vec<(String, Vec<u8>, bool)> {
-    let inbox = subscribe(port, filter).await;
-    inbox.wait_for(WAIT, |i| i.len() >= want).await;
-    inbox
-        .messages()
-        .into_iter()
-        .map(|m| (m.topic, m.payload, m.retain))
-        .collect()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_publisher_retains_every_config_once_the_broker_is_up() {
-    if !require_mosquitto("discovery published before the broker is up") {
-        return;
-    }
-    // The broker's port is reserved now; the broker starts later.
-    let mut broker = Broker::stopped(BrokerOptions::default());
-    let port = broker.port;
-    let d = discovery(JSON_CONFIG);
-    let msgs = messages(&d);
-    let wire = m365_pipeline::MqttConfig {
-        broker: format!("tcp://127.0.0.1:{port}"),
-        protocol: MqttProtocol::V5,
-        client: "m365-d5014537edfd".into(),
-        reconnect_min: 0.1,
-        reconnect_max: 0.5,
-        connect_timeout: 2,
-        ..m365_pipeline::MqttConfig::default()
-    };
-    // Started before the broker: the first attempts fail and are retried. Until the broker
-    // starts, a listener on its port takes each attempt and hangs up at once.
-    let hang_up = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let task = spawn_publisher(&wire, msgs.clone()).unwrap();
-    for attempt in 1..=2 {
-        let (conn, _) = tokio::time::timeout(WAIT, hang_up.accept())
-            .await
-            .unwrap_or_else(|_| panic!("connection attempt {attempt} in time"))
-            .unwrap();
-        drop(conn);
-    }
-    assert!(!task.is_finished(), "nothing to publish to yet");
-    drop(hang_up);
-    broker.resume().await;
-    tokio::time::timeout(WAIT, task)
-        .await
-        .expect("published in time")
-        .expect("the task ends normally");
-
-    // A subscriber that comes later (as Home Assistant after a restart) gets them retained.
-    let got = retained(port, "homeassistant/#", msgs.len()).await;
-    assert_eq!(got.len(), msgs.len());
-    for m in &msgs {
-        let (_, payload, retain) = got
-            .iter()
-            .find(|(t, _, _)| *t == m.topic)
-            .unwrap_or_else(|| panic!("{} not retained", m.topic));
-        assert!(retain, "{}", m.topic);
-        let payload: Value = serde_json::from_slice(payload).unwrap();
-        assert_eq!(payload, m.payload);
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_3_1_1_brokers_get_them_too() {
-    let broker = Broker::start(BrokerOptions::default()).await;
-    let port = broker.port_of(MqttVersion::V311);
-    let msgs = messages(&discovery(LEGACY_CONFIG));
-    let wire = m365_pipeline::MqttConfig {
-        broker: format!("mqtt://127.0.0.1:{port}"),
-        protocol: MqttProtocol::V311,
-        ..m365_pipeline::MqttConfig::default()
-    };
-    let task = spawn_publisher(&wire, msgs.clone()).unwrap();
-    tokio::time::timeout(WAIT, task)
-        .await
-        .expect("published in time")
-        .expect("the task ends normally");
-    let got = retained(port, "ha/#", msgs.len()).await;
-    let mut topics: Vec<&str> = got.iter().map(|(t, _, _)| t.as_str()).collect();
-    topics.sort_unstable();
-    let mut expected: Vec<&str> = msgs.iter().map(|m| m.topic.as_str()).collect();
-    expected.sort_unstable();
-    assert_eq!(topics, expected);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_daemon_start_up_publishes_from_the_configuration() {
-    if !require_mosquitto("discovery from the daemon's settings (MQTT 5)") {
-        return;
-    }
-    let broker = Broker::start(BrokerOptions::default()).await;
-    let port = broker.port;
-    let text = JSON_CONFIG.replace(
-        "[mqtt]\n",
-        &format!("[mqtt]\nbroker = \"tcp://127.0.0.1:{port}\"\n"),
+    let off = config("[mqtt]\ntopic = \"m365/{id}/telemetry\"\nencoding = \"json\"\n");
+    assert!(!off.homeassistant.discovery);
+    let (task, scooters) = m365::homeassistant::start(&off, &wire, dir.path());
+    assert!(task.is_none() && scooters.is_none());
+    // Only `compact` topics: said once, and telemetry goes on without discovery.
+    let compact = config(
+        "[mqtt]\ntopic = \"m365/{id}/c\"\nencoding = \"compact\"\n\
+         [homeassistant]\ndiscovery = true\n",
     );
-    let config = config(&text);
-    // The same settings `m365 run` hands to the pipeline.
-    let settings = m365::daemon::pipeline::settings(&config, config.first());
-    let task = m365::homeassistant::start(&config, &settings.config.mqtt).expect("started");
-    tokio::time::timeout(WAIT, task)
-        .await
-        .expect("published in time")
-        .expect("the task ends normally");
-    let expected = messages(&discovery(&text));
-    let got = retained(port, "homeassistant/#", expected.len()).await;
-    assert_eq!(got.len(), expected.len());
-    let speed = got
-        .iter()
-        .find(|(t, _, _)| t == "homeassistant/sensor/d5014537edfd/speed/config")
-        .expect("the speed sensor");
-    let payload: Value = serde_json::from_slice(&speed.1).unwrap();
-    assert_eq!(payload["state_topic"], "m365/d5014537edfd/telemetry");
-    let backlog = got
-        .iter()
-        .find(|(t, _, _)| t.ends_with("/spool_backlog/config"))
-        .expect("the backlog sensor");
-    let payload: Value = serde_json::from_slice(&backlog.1).unwrap();
-    assert_eq!(payload["state_topic"], "m365/d5014537edfd/status");
+    let (task, scooters) = m365::homeassistant::start(&compact, &wire, dir.path());
+    assert!(task.is_none() && scooters.is_none());
+    assert!(
+        !dir.path().join(STATE_FILE_NAME).exists(),
+        "nothing announced"
+    );
+}
+
+#[test]
+fn every_scooter_is_described_from_the_configuration() {
+    let text = r#"
+        [[scooter]]
+        id = "blue"
+        mac = "D5:01:45:37:ED:FD"
+        [[scooter]]
+        id = "red"
+        mac = "C7:B8:DC:3B:A1:B2"
+        commands = ["lock", "unlock"]
+        [mqtt]
+        topic = "m365/{id}/telemetry"
+        encoding = "json"
+        [commands]
+        allow = ["kers"]
+        [gps]
+        source = "none"
+        [homeassistant]
+        discovery = true
+    "#;
+    let two = config(text);
+    let all = descriptions(&two, status_topic(&two).as_deref()).unwrap();
+    let ids: Vec<&str> = all.iter().map(|s| s.scooter_id.as_str()).collect();
+    assert_eq!(ids, ["blue", "red"], "in configuration order");
+    let (blue, red) = (&all[0], &all[1]);
+    assert_eq!(blue.name, "Scooter blue");
+    assert_eq!(blue.mac.as_deref(), Some("D5:01:45:37:ED:FD"));
+    assert_eq!(blue.state_topic, "m365/blue/telemetry");
+    assert_eq!(blue.state_encoding, StateEncoding::Json);
+    assert_eq!(
+        blue.availability_topic.as_deref(),
+        Some("m365/blue/availability")
+    );
+    assert_eq!(blue.status_topic.as_deref(), Some("m365/blue/status"));
+    assert_eq!(blue.events_topic.as_deref(), Some("m365/blue/events"));
+    assert_eq!(blue.command_topic.as_deref(), Some("m365/blue/command"));
+    assert_eq!(
+        blue.result_topic.as_deref(),
+        Some("m365/blue/command/result")
+    );
+    assert_eq!(blue.allowed, [CommandName::Kers].into_iter().collect());
+    assert_eq!(
+        red.allowed,
+        [CommandName::Lock, CommandName::Unlock]
+            .into_iter()
+            .collect(),
+        "an entry's own list replaces [commands] allow"
+    );
+    assert_eq!(red.state_topic, "m365/red/telemetry");
+    assert!(!blue.gps && !red.gps, "no GPS source");
+    assert!(
+        blue.model.is_none() && blue.firmware.is_none(),
+        "not known yet"
+    );
+
+    // No command allowed: no topic to send one on. Events of a `legacy` main topic cannot be
+    // read by Home Assistant.
+    let d = discovery(JSON_CONFIG);
+    assert!(d.allowed.is_empty());
+    assert!(d.command_topic.is_none() && d.result_topic.is_none());
+    assert!(d.events_topic.is_none(), "the main topic is legacy");
+    assert!(d.gps);
+    // Without a status topic from the pipeline there is no backlog sensor.
+    let without = descriptions(&config(JSON_CONFIG), None).unwrap();
+    assert!(without[0].status_topic.is_none());
 }
 
 #[test]
 fn model_and_firmware_appear_when_known() {
     let mut d = discovery(JSON_CONFIG);
-    d.device.model = Some("Pro 2".into());
-    d.device.sw_version = Some("ESC 1.3.4, BMS 1.1.5".into());
-    for m in messages(&d) {
+    d.model = Some("Pro 2".into());
+    d.firmware = Some("ESC 1.3.4, BMS 1.1.5".into());
+    for m in scooter_messages("homeassistant", &d) {
         assert_eq!(m.payload["device"]["model"], "Pro 2", "{}", m.topic);
         assert_eq!(m.payload["device"]["sw_version"], "ESC 1.3.4, BMS 1.1.5");
     }
-    let plain = messages(&discovery(JSON_CONFIG));
+    let plain = messages(JSON_CONFIG);
     assert!(
         plain
             .iter()
@@ -837,8 +822,9 @@ async fn availability_payloads_are_the_ones_the_pipeline_publishes() {
         &format!("[mqtt]\nbroker = \"tcp://127.0.0.1:{port}\"\n"),
     );
     let config = config(&text);
-    let d = Discovery::from_config(&config, None).unwrap();
-    let availability = d.availability_topic.clone().expect("an availability topic");
+    let availability = discovery(&text)
+        .availability_topic
+        .expect("an availability topic");
     // Returns once the broker acknowledged the subscription.
     let mut payloads = subscribe_stream(port, &availability).await;
 
@@ -879,7 +865,7 @@ fn full_scooter(id: &str) -> ScooterDiscovery {
     s.events_topic = Some(format!("m365/{id}/events"));
     s.command_topic = Some(format!("m365/{id}/command"));
     s.result_topic = Some(format!("m365/{id}/command/result"));
-    s.allowed = Command::ALL.into_iter().collect();
+    s.allowed = CommandName::ALL.into_iter().collect();
     s.gps = true;
     s
 }
@@ -972,7 +958,7 @@ fn model_and_firmware_are_in_the_device_block_once_known() {
 
 #[test]
 fn each_control_appears_only_when_its_command_is_allowed() {
-    let controls = |allowed: &[Command]| -> Vec<String> {
+    let controls = |allowed: &[CommandName]| -> Vec<String> {
         let mut s = full_scooter(SCOOTER);
         s.events_topic = None;
         s.allowed = allowed.iter().copied().collect();
@@ -986,17 +972,20 @@ fn each_control_appears_only_when_its_command_is_allowed() {
             .collect()
     };
     assert!(controls(&[]).is_empty());
-    assert!(controls(&[Command::Unlock]).is_empty(), "a lock needs both");
+    assert!(
+        controls(&[CommandName::Unlock]).is_empty(),
+        "a lock needs both"
+    );
     assert_eq!(
-        controls(&[Command::Lock, Command::Unlock]),
+        controls(&[CommandName::Lock, CommandName::Unlock]),
         ["lock_control"]
     );
-    assert_eq!(controls(&[Command::Kers]), ["kers"]);
-    assert_eq!(controls(&[Command::Cruise]), ["cruise"]);
-    assert_eq!(controls(&[Command::TailLight]), ["tail_light"]);
-    assert_eq!(controls(&[Command::SampleNow]), ["sample_now"]);
-    assert_eq!(controls(&[Command::PowerOff]), ["power_off"]);
-    assert_eq!(controls(&Command::ALL).len(), 6);
+    assert_eq!(controls(&[CommandName::Kers]), ["kers"]);
+    assert_eq!(controls(&[CommandName::Cruise]), ["cruise"]);
+    assert_eq!(controls(&[CommandName::TailLight]), ["tail_light"]);
+    assert_eq!(controls(&[CommandName::SampleNow]), ["sample_now"]);
+    assert_eq!(controls(&[CommandName::PowerOff]), ["power_off"]);
+    assert_eq!(controls(&CommandName::ALL).len(), 6);
 }
 
 /// Renders a control's command template for `value` and checks the command Home Assistant
@@ -1476,5 +1465,156 @@ async fn a_damaged_state_file_removes_nothing_and_is_replaced() {
         1,
     )
     .await;
+    task.abort();
+}
+
+/// Subscribes to `filter` and collects what arrives (topic, payload, retain flag) until `want`
+/// messages came (or [`WAIT`] passed: the caller's count check then says what is missing).
+async fn retained(port: u16, filter: &str, want: usize) -> Vec<(String, Vec<u8>, bool)> {
+    let inbox = subscribe(port, filter).await;
+    inbox.wait_for(WAIT, |i| i.len() >= want).await;
+    inbox
+        .messages()
+        .into_iter()
+        .map(|m| (m.topic, m.payload, m.retain))
+        .collect()
+}
+
+/// Checks that `got` holds every message of `expected` retained, with its payload.
+fn all_retained(got: &[(String, Vec<u8>, bool)], expected: &[DiscoveryMessage]) {
+    assert_eq!(got.len(), expected.len());
+    for m in expected {
+        let (_, payload, retain) = got
+            .iter()
+            .find(|(t, _, _)| *t == m.topic)
+            .unwrap_or_else(|| panic!("{} not retained", m.topic));
+        assert!(retain, "{}", m.topic);
+        let payload: Value = serde_json::from_slice(payload).unwrap();
+        assert_eq!(payload, m.payload);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_announcer_retries_until_the_broker_has_every_config() {
+    if !require_mosquitto("discovery announced before the broker is up") {
+        return;
+    }
+    // The broker's port is reserved now; the broker starts later.
+    let mut broker = Broker::stopped(BrokerOptions::default());
+    let port = broker.port;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join(STATE_FILE_NAME);
+    let scooters = vec![discovery(JSON_CONFIG)];
+    let expected = messages_for("homeassistant", &gateway(), &scooters);
+    // Started before the broker: the first attempts fail and are retried. Until the broker
+    // starts, a listener on its port takes each attempt and hangs up at once.
+    let hang_up = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (_tx, rx) = watch::channel(scooters);
+    let task = spawn_announcer(&wire(port), settings(Some(&state)), rx).unwrap();
+    for attempt in 1..=2 {
+        let (conn, _) = tokio::time::timeout(WAIT, hang_up.accept())
+            .await
+            .unwrap_or_else(|_| panic!("connection attempt {attempt} in time"))
+            .unwrap();
+        drop(conn);
+    }
+    assert!(!task.is_finished(), "it keeps trying");
+    assert!(!state.exists(), "nothing acknowledged yet");
+    drop(hang_up);
+    broker.resume().await;
+    // The state file is written once the broker acknowledged every config.
+    state_file_lists(&state, &[SCOOTER]).await;
+
+    // A subscriber that comes later (as Home Assistant after a restart) gets them retained.
+    let got = retained(port, "homeassistant/#", expected.len()).await;
+    all_retained(&got, &expected);
+    assert!(!task.is_finished(), "the announcer stays connected");
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_1_1_brokers_get_them_too() {
+    let broker = Broker::start(BrokerOptions::default()).await;
+    let port = broker.port_of(MqttVersion::V311);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join(STATE_FILE_NAME);
+    let scooters = vec![discovery(LEGACY_CONFIG)];
+    let expected = messages_for("ha", &gateway(), &scooters);
+    let wire = m365_pipeline::MqttConfig {
+        protocol: MqttProtocol::V311,
+        broker: format!("mqtt://127.0.0.1:{port}"),
+        ..wire(port)
+    };
+    let settings = AnnouncerSettings {
+        prefix: "ha".into(),
+        ..settings(Some(&state))
+    };
+    let (_tx, rx) = watch::channel(scooters);
+    let task = spawn_announcer(&wire, settings, rx).unwrap();
+    // Everything acknowledged, the removals of the entities it does not offer included.
+    state_file_lists(&state, &[SCOOTER]).await;
+    let got = retained(port, "ha/#", expected.len()).await;
+    all_retained(&got, &expected);
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_start_up_announces_from_the_configuration() {
+    if !require_mosquitto("discovery from the daemon's settings (MQTT 5)") {
+        return;
+    }
+    let broker = Broker::start(BrokerOptions::default()).await;
+    let port = broker.port;
+    let text = JSON_CONFIG.replace(
+        "[mqtt]\n",
+        &format!("[mqtt]\nbroker = \"tcp://127.0.0.1:{port}\"\n"),
+    );
+    let config = config(&text);
+    let dir = tempfile::tempdir().unwrap();
+    // The same settings `m365 run` hands to the pipeline.
+    let settings = m365::daemon::pipeline::settings(&config, config.first());
+    let (task, scooters) = m365::homeassistant::start(&config, &settings.config.mqtt, dir.path());
+    let (task, scooters) = (task.expect("started"), scooters.expect("the descriptions"));
+    assert_eq!(*scooters.borrow(), [discovery(&text)]);
+    // Its state file is in the state directory, written once everything was acknowledged.
+    state_file_lists(&dir.path().join(STATE_FILE_NAME), &[SCOOTER]).await;
+
+    let gateway = GatewayDiscovery::new(gateway_id());
+    let expected = messages_for("homeassistant", &gateway, &[discovery(&text)]);
+    let got = retained(port, "homeassistant/#", expected.len()).await;
+    all_retained(&got, &expected);
+    let speed = got
+        .iter()
+        .find(|(t, _, _)| t == "homeassistant/sensor/d5014537edfd/speed/config")
+        .expect("the speed sensor");
+    let payload: Value = serde_json::from_slice(&speed.1).unwrap();
+    assert_eq!(payload["state_topic"], "m365/d5014537edfd/telemetry");
+    assert_eq!(payload["device"]["via_device"], gateway.node_id());
+    let backlog = got
+        .iter()
+        .find(|(t, _, _)| t.ends_with("/spool_backlog/config"))
+        .expect("the backlog sensor");
+    let payload: Value = serde_json::from_slice(&backlog.1).unwrap();
+    assert_eq!(payload["state_topic"], "m365/d5014537edfd/status");
+
+    // What the daemon learns about the scooter goes out through the returned sender.
+    assert!(update_device(
+        &scooters,
+        SCOOTER,
+        Some("Pro 2"),
+        Some("ESC 1.3.4")
+    ));
+    let later = subscribe(port, "homeassistant/sensor/d5014537edfd/speed/config").await;
+    assert!(
+        later
+            .wait_for(WAIT, |i| i.messages().iter().any(|m| {
+                serde_json::from_slice::<Value>(&m.payload)
+                    .is_ok_and(|p| p["device"]["model"] == "Pro 2")
+            }))
+            .await,
+        "announced again with the model"
+    );
     task.abort();
 }

@@ -587,3 +587,56 @@ async fn a_command_for_a_scooter_whose_link_just_dropped_is_refused_as_offline_a
     );
     assert_exactly_once(&gw.inbox, "s0", &[("lock-away", "offline")]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_whose_expiry_passed_while_the_link_was_down_is_never_carried_out() {
+    let Some(mut gw) = Harness::new(
+        vec![standing(732)],
+        &["s0"],
+        &["interval = \"5s\"\nreconnect_window = \"30s\"\ncommands = [\"lock\"]"],
+        "",
+    )
+    .await
+    else {
+        return;
+    };
+    gw.start(&["s0"], Some("s0")).await;
+    // Right after a sample, the link drops for 5 s.
+    let n = gw.telemetry("s0").len();
+    assert!(
+        gw.inbox
+            .wait_for(WAIT, |i| parsed(i, "m365/s0/telemetry").len() > n)
+            .await
+    );
+    gw.depot.fault(
+        0,
+        Fault::DropLink {
+            down_for: Duration::from_secs(5),
+        },
+    );
+    let gone = tokio::time::timeout(WAIT, async {
+        while gw.depot.read(0, |s| s.is_connected()).await {
+            // Polling the simulator's state until it shows the drop.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "the simulated scooter never disconnected");
+    let sent = tokio::time::Instant::now();
+    gw.command(
+        "s0",
+        json!({"id": "lock-late", "command": "lock", "ttl": 2}),
+    )
+    .await;
+    let ack = gw.ack("s0", "lock-late").await;
+    let waited = sent.elapsed();
+    let locked = gw.depot.read(0, |s| s.ride().locked()).await;
+    assert!(
+        verdict(&ack) == "offline" && !locked,
+        "the command expired 2 s after it arrived, while the link was down: it must not be \
+         carried out once the scooter is back, but the scooter is {} and the acknowledgement, \
+         {waited:?} after the command, is {ack}; log:\n{}",
+        if locked { "locked" } else { "unlocked" },
+        gw.log()
+    );
+}

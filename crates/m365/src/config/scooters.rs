@@ -119,7 +119,7 @@ pub(crate) fn check_distinct(entries: &[RawEntry<'_, '_>], ids: &[String]) {
         }
         // A default token file named after a repeated id says nothing new.
         let derived = !entry.section.has("token_file_path");
-        if !seen_tokens.insert(entry.link.token_file.clone()) && !(repeated_id && derived) {
+        if !seen_tokens.insert(entry.link.token_file.clone()) && (!repeated_id || !derived) {
             entry.section.problem_here(
                 "token_file_path",
                 format!(

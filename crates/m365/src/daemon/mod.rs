@@ -356,94 +356,21 @@ async fn main_loop(
     }
 }
 
-/// With `[homeassistant] discovery = true`, starts the announcer that keeps every scooter's
-/// discovery configs on the broker (its own connection), and returns it with the descriptions
-/// it publishes (model and firmware are added once known). A configuration Home Assistant
-/// cannot be fed from is said once, and telemetry goes on without discovery.
+/// Starts Home Assistant discovery ([`crate::homeassistant::start`]) on the first scooter's
+/// broker settings, with its state file in the state directory (beside the spool).
 fn homeassistant_announcer(
     config: &Config,
 ) -> (
     Option<tokio::task::JoinHandle<()>>,
     Option<watch::Sender<Vec<crate::homeassistant::ScooterDiscovery>>>,
 ) {
-    use crate::homeassistant::{
-        AnnouncerSettings, Command, GatewayDiscovery, STATE_FILE_NAME, ScooterDiscovery,
-        spawn_announcer, state_topic,
-    };
-    if !config.homeassistant.discovery {
-        return (None, None);
-    }
-    let mut scooters = Vec::new();
-    for entry in &config.scooters {
-        let wire = pipeline::settings(config, entry).config.mqtt;
-        let topics = entry.mqtt.topics();
-        let Some((topic, encoding)) =
-            state_topic(topics.iter().map(|t| (t.topic.as_str(), t.encoding)))
-        else {
-            tracing::warn!(
-                scooter = %entry.id,
-                "Home Assistant discovery needs a topic with encoding \"json\" or \"legacy\"; \
-                 every topic of this scooter is \"compact\""
-            );
-            continue;
-        };
-        let mut s = ScooterDiscovery::new(&entry.id, topic, encoding);
-        s.mac = entry.link.mac.map(|m| m.to_string());
-        s.availability_topic = Some(entry.mqtt.availability_topic.clone());
-        s.status_topic = wire
-            .status_topic
-            .as_deref()
-            .map(|t| t.replace("{scooter_id}", &entry.id));
-        // Events are readable by Home Assistant when they are JSON.
-        if entry.mqtt.encoding == crate::config::Encoding::Json {
-            s.events_topic = entry.mqtt.events_topic.clone();
-        }
-        if !entry.commands.is_empty() {
-            s.command_topic = Some(config.commands.topic_for(&entry.id));
-            s.result_topic = Some(config.commands.result_topic_for(&entry.id));
-        }
-        s.allowed = entry
-            .commands
-            .iter()
-            .filter_map(|c| c.as_str().parse::<Command>().ok())
-            .collect();
-        s.gps = config.gps.source != crate::config::GpsSource::None;
-        scooters.push(s);
-    }
-    let first = pipeline::settings(config, config.first()).config.mqtt;
-    let (tx, rx) = watch::channel(scooters);
+    let mqtt = pipeline::settings(config, config.first()).config.mqtt;
     let state_dir = config
         .spool
         .path
         .parent()
         .map_or_else(|| std::path::PathBuf::from("."), std::path::Path::to_path_buf);
-    let settings = AnnouncerSettings {
-        prefix: config.homeassistant.prefix.clone(),
-        gateway: GatewayDiscovery::new(gateway_id()),
-        state_file: Some(state_dir.join(STATE_FILE_NAME)),
-    };
-    match spawn_announcer(&first, settings, rx) {
-        Ok(task) => {
-            tracing::info!(prefix = %config.homeassistant.prefix, "publishing Home Assistant discovery");
-            (Some(task), Some(tx))
-        }
-        Err(error) => {
-            tracing::warn!(%error, "Home Assistant discovery is not published");
-            (None, None)
-        }
-    }
-}
-
-/// The gateway's id in Home Assistant: the host name (letters, digits, `_` and `-`), else
-/// `m365`.
-fn gateway_id() -> String {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let id: String = name
-        .trim()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
-        .collect();
-    if id.is_empty() { "m365".to_owned() } else { id }
+    crate::homeassistant::start(config, &mqtt, &state_dir)
 }
 
 /// Starts the command listener when any scooter allows a command. Its replay memory lives

@@ -29,10 +29,8 @@ use tokio::task::JoinHandle;
 
 use super::DiscoveryError;
 use super::description::{GatewayDiscovery, ScooterDiscovery};
-use super::entities::{
-    PAYLOAD_AVAILABLE, PAYLOAD_NOT_AVAILABLE, gateway_config_topics, messages_for,
-    possible_config_topics,
-};
+use super::entities::{gateway_config_topics, messages_for, possible_config_topics};
+use super::message::{PAYLOAD_AVAILABLE, PAYLOAD_NOT_AVAILABLE};
 use super::state_file::{self, Announced};
 
 /// Publishes awaiting their acknowledgement at once.
@@ -412,12 +410,15 @@ fn items(settings: &AnnouncerSettings, scooters: &[ScooterDiscovery]) -> Vec<Ite
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::homeassistant::{Command, StateEncoding};
+    use crate::config::CommandName;
+    use crate::homeassistant::StateEncoding;
 
     fn scooter(id: &str) -> ScooterDiscovery {
         let mut s = ScooterDiscovery::new(id, format!("m365/{id}/telemetry"), StateEncoding::Json);
         s.command_topic = Some(format!("m365/{id}/command"));
-        s.allowed = [Command::Lock, Command::Unlock].into_iter().collect();
+        s.allowed = [CommandName::Lock, CommandName::Unlock]
+            .into_iter()
+            .collect();
         s
     }
 

@@ -502,8 +502,7 @@ mod tests {
     }
 
     fn scooter(encoding: StateEncoding) -> ScooterDiscovery {
-        let mut s =
-            ScooterDiscovery::new("d5014537edfd", "m365/d5014537edfd/telemetry", encoding);
+        let mut s = ScooterDiscovery::new("d5014537edfd", "m365/d5014537edfd/telemetry", encoding);
         s.mac = Some("D5:01:45:37:ED:FD".into());
         s.availability_topic = Some("m365/d5014537edfd/availability".into());
         s.status_topic = Some("m365/d5014537edfd/status".into());

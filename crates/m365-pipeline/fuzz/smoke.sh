@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every fuzz target of m365-pipeline for a bounded time (default 15 s each) and fails on
+# the first crash; see scripts/fuzz-smoke.sh. Seeds the corpora first with the checked-in
+# seeds/.
+#
+#   crates/m365-pipeline/fuzz/smoke.sh
+#   SECONDS_PER_TARGET=300 crates/m365-pipeline/fuzz/smoke.sh
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+for seeds in "$here"/seeds/*/; do
+    target="$(basename "$seeds")"
+    mkdir -p "$here/corpus/$target"
+    cp "$seeds"* "$here/corpus/$target/"
+done
+exec "$here/../../../scripts/fuzz-smoke.sh" "$here" 15
