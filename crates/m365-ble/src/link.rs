@@ -97,6 +97,9 @@ pub struct ScooterLink<T: Transport> {
     policy: Reconnect,
     counters: Counters,
     rng: StdRng,
+    /// Whether the link is up (connected and logged in), for those who watch it
+    /// ([`ScooterLink::online_watch`]).
+    up: tokio::sync::watch::Sender<bool>,
 }
 
 impl<T: Transport> ScooterLink<T> {
@@ -132,6 +135,7 @@ impl<T: Transport> ScooterLink<T> {
             policy,
             counters: Counters::default(),
             rng: StdRng::from_entropy(),
+            up: tokio::sync::watch::Sender::new(false),
         };
         link.ensure_online().await?;
         Ok(link)
@@ -549,6 +553,43 @@ impl<T: Transport> ScooterLink<T> {
         self.lost();
     }
 
+    /// Whether the link is up now (connected, logged in, no loss seen since).
+    pub fn is_online(&self) -> bool {
+        self.online
+    }
+
+    /// Follows the link: `true` once it is up, `false` as soon as a loss is seen (also in the
+    /// middle of a request that then reconnects), so a caller can tell the loss when it
+    /// happens rather than when the request returns.
+    pub fn online_watch(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.up.subscribe()
+    }
+
+    /// Listens to the radio between requests and returns when the link went down, marked as
+    /// lost (the next request reconnects). Notifications that arrive meanwhile answer nothing
+    /// and are dropped. Never returns while the link is already down. Cancel-safe: meant to be
+    /// raced against the caller's own timers.
+    pub async fn watch_radio(&mut self) {
+        if !self.online {
+            return std::future::pending().await;
+        }
+        loop {
+            match self.transport.next_event().await {
+                Some(crate::transport::TransportEvent::Disconnected) | None => {
+                    self.lost();
+                    return;
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Brings the link up again now if it is down (under the reconnection policy: it gives up
+    /// with [`BleError::Lost`] past the reconnect window).
+    pub async fn reconnect(&mut self) -> Result<(), BleError> {
+        self.ensure_online().await
+    }
+
     /// Disconnects.
     pub async fn close(mut self) -> Result<(), BleError> {
         self.online = false;
@@ -559,6 +600,7 @@ impl<T: Transport> ScooterLink<T> {
         if self.online {
             self.counters.link_losses += 1;
             self.online = false;
+            self.up.send_replace(false);
             self.policy.link_lost(Instant::now().into_std());
         }
     }
@@ -633,6 +675,7 @@ impl<T: Transport> ScooterLink<T> {
                 }
             }
         }
+        self.up.send_if_modified(|up| !std::mem::replace(up, true));
         Ok(())
     }
 

@@ -40,10 +40,15 @@ pub(crate) struct FleetArgs {
     /// Scooters per `m365 run` process (its `[[scooter]]` entries); the last one may have fewer.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=i64::from(SIM_MAX)))]
     per_process: u16,
-    /// Scooters per `m365-sim serve` (each has its own fake BlueZ and D-Bus daemon; a process's
-    /// scooters are always on one of them). At most 64, the simulator's limit.
-    #[arg(long, default_value_t = SIM_MAX, value_parser = clap::value_parser!(u16).range(1..=i64::from(SIM_MAX)))]
-    per_sim: u16,
+    /// Scooters per `m365-sim serve`, i.e. per fake BlueZ (default: `--per-process`, one
+    /// BlueZ per process as each gateway has its own adapter). More puts several processes on
+    /// one BlueZ; a process's scooters are never split. At most 64, the simulator's limit.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=i64::from(SIM_MAX)))]
+    per_sim: Option<u16>,
+    /// `[mqtt] encoding` of every scooter: `json` (one record per message) or `compact`
+    /// (batches of up to 5 s of records, `batch_window`'s default).
+    #[arg(long, value_enum, default_value_t = Encoding::Json)]
+    encoding: Encoding,
     /// Length of the measured phase, after the warm-up.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     duration: Duration,
@@ -64,11 +69,34 @@ pub(crate) struct FleetArgs {
     #[arg(long)]
     pub(crate) m365_sim: Option<PathBuf>,
     /// The `mosquitto` binary (default: /usr/sbin/mosquitto, else on PATH).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "broker_port")]
     pub(crate) mosquitto: Option<PathBuf>,
+    /// Use the broker already listening on 127.0.0.1:PORT (EMQX, VerneMQ, HiveMQ, a mosquitto
+    /// of your own) instead of starting mosquitto; its CPU and memory are then not measured.
+    /// Anonymous access, plain MQTT.
+    #[arg(long)]
+    pub(crate) broker_port: Option<u16>,
     /// Keep everything here (configurations, logs, spools); it must be empty or absent.
     #[arg(long)]
     pub(crate) work_dir: Option<PathBuf>,
+}
+
+/// The encodings the subscriber can read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Encoding {
+    /// One JSON record per message.
+    Json,
+    /// Deflated batches of records.
+    Compact,
+}
+
+impl Encoding {
+    fn name(self) -> &'static str {
+        match self {
+            Encoding::Json => "json",
+            Encoding::Compact => "compact",
+        }
+    }
 }
 
 /// The binaries a run needs, found.
@@ -78,8 +106,8 @@ pub(crate) struct Binaries {
     pub(crate) m365: PathBuf,
     /// `m365-sim`.
     pub(crate) m365_sim: PathBuf,
-    /// `mosquitto`.
-    pub(crate) mosquitto: PathBuf,
+    /// `mosquitto`, unless the broker is not the test's own.
+    pub(crate) mosquitto: Option<PathBuf>,
 }
 
 /// Which scooters each process serves and which simulator serves them.
@@ -166,29 +194,50 @@ impl SeqTally {
 }
 
 /// What the subscriber heard, per scooter.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Tally {
     scooters: HashMap<String, SeqTally>,
     /// Telemetry messages, every scooter.
     telemetry: u64,
+    /// Records in them (as many with `json`).
+    records: u64,
     /// Telemetry messages that could not be read (topic or payload).
     unreadable: u64,
     /// Connections of the subscriber (more than one: it reconnected).
     connections: u64,
 }
 
-/// `m365/<id>/telemetry` with a `json` payload: the scooter and the sequence number.
-pub(crate) fn telemetry_seq(topic: &str, payload: &[u8]) -> Option<Option<(String, u64)>> {
+/// A message on `m365/<id>/telemetry`: the scooter and the sequence numbers of its records
+/// (one for `json`, a batch for `compact`), or `Some(None)` when the payload cannot be read;
+/// `None` for other topics.
+pub(crate) fn telemetry_seqs(
+    topic: &str,
+    payload: &[u8],
+    encoding: Encoding,
+) -> Option<Option<(String, Vec<u64>)>> {
     let mut parts = topic.split('/');
     let (Some("m365"), Some(id), Some("telemetry"), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return None;
     };
-    let seq = serde_json::from_slice::<serde_json::Value>(payload)
-        .ok()
-        .and_then(|v| v["seq"].as_u64());
-    Some(seq.map(|s| (id.to_owned(), s)))
+    let seqs = match encoding {
+        Encoding::Json => serde_json::from_slice::<serde_json::Value>(payload)
+            .ok()
+            .and_then(|v| v["seq"].as_u64())
+            .map(|s| vec![s]),
+        Encoding::Compact => m365_pipeline::encoding::compact::decode(payload)
+            .ok()
+            .and_then(|batch| batch.column("seq"))
+            .and_then(|column| {
+                column
+                    .into_iter()
+                    .map(|v| v.filter(|s| *s >= 1.0).map(|s| s as u64))
+                    .collect::<Option<Vec<u64>>>()
+            })
+            .filter(|seqs| !seqs.is_empty()),
+    };
+    Some(seqs.map(|s| (id.to_owned(), s)))
 }
 
 /// A TOML basic string.
@@ -203,6 +252,7 @@ pub(crate) fn process_config(
     index: usize,
     port: u16,
     interval: Duration,
+    encoding: Encoding,
     dir: &Path,
     scooters: &[(String, String)],
 ) -> String {
@@ -216,7 +266,7 @@ pub(crate) fn process_config(
          heartbeat = \"0s\"\n\n\
          [mqtt]\n\
          broker = \"tcp://127.0.0.1:{port}\"\n\
-         encoding = \"json\"\n\
+         encoding = \"{encoding}\"\n\
          reconnect_min = \"500ms\"\n\
          reconnect_max = \"5s\"\n\n\
          [spool]\n\
@@ -224,6 +274,7 @@ pub(crate) fn process_config(
          [log]\n\
          level = \"info\"\n",
         spool = toml_string(&dir.join("spool.sqlite").display().to_string()),
+        encoding = encoding.name(),
     );
     for (id, mac) in scooters {
         text.push_str(&format!("\n[[scooter]]\nid = \"{id}\"\nmac = \"{mac}\"\n"));
@@ -278,9 +329,10 @@ struct CpuSnapshot {
     sims: Duration,
     buses: Duration,
     soak: Duration,
-    /// Telemetry messages per process so far.
-    messages: Vec<u64>,
+    /// Records delivered per process so far (duplicates included).
+    records: Vec<u64>,
     telemetry: u64,
+    all_records: u64,
 }
 
 /// The simulators' own pids and their D-Bus daemons'.
@@ -319,7 +371,7 @@ fn snapshot(
         sims: harness.sims.iter().map(|p| cpu_of(*p)).sum(),
         buses: harness.buses.iter().map(|p| cpu_of(*p)).sum(),
         soak: cpu_of(std::process::id()),
-        messages: processes
+        records: processes
             .iter()
             .map(|p| {
                 p.ids
@@ -330,6 +382,7 @@ fn snapshot(
             })
             .collect(),
         telemetry: tally.telemetry,
+        all_records: tally.records,
     }
 }
 
@@ -348,29 +401,47 @@ pub(crate) async fn run(
     bins: Binaries,
     work_dir: PathBuf,
 ) -> anyhow::Result<Outcome> {
+    let per_sim = args.per_sim.unwrap_or(args.per_process);
     let layout = Layout::new(
         usize::from(args.scooters),
         usize::from(args.per_process),
-        usize::from(args.per_sim),
+        usize::from(per_sim),
     )?;
     let t0 = Instant::now();
     let n = usize::from(args.scooters);
     println!(
-        "m365-soak fleet: scooters={n} processes={} per_process={} simulators={} interval={} \
-         duration={} work_dir={}",
+        "m365-soak fleet: scooters={n} processes={} per_process={} simulators={} encoding={} \
+         interval={} duration={} work_dir={}",
         layout.processes.len(),
         args.per_process,
         layout.sims.len(),
+        args.encoding.name(),
         humantime::format_duration(args.interval),
         humantime::format_duration(args.duration),
         work_dir.display()
     );
 
     // The broker and the subscriber.
-    let mut mosquitto = Mosquitto::new(&bins.mosquitto, &work_dir.join("broker"))?;
-    mosquitto.start().await?;
-    let port = mosquitto.port();
-    let mut heard = subscriber::spawn(port, "m365-soak-fleet");
+    let mut mosquitto = match (&bins.mosquitto, args.broker_port) {
+        (Some(binary), None) => {
+            let mut m = Mosquitto::new(binary, &work_dir.join("broker"))?;
+            m.start().await?;
+            Some(m)
+        }
+        (_, Some(_)) => None,
+        (None, None) => bail!("no broker: pass --broker-port or install mosquitto"),
+    };
+    let port = match (&mosquitto, args.broker_port) {
+        (Some(m), _) => m.port(),
+        (None, Some(port)) => port,
+        (None, None) => bail!("no broker"),
+    };
+    // A name of its own: another run's session on a broker that outlives it never mixes in.
+    let mut heard = subscriber::spawn(
+        port,
+        &format!("m365-soak-fleet-{}", std::process::id()),
+        false,
+    );
     let mut subscribed = 0;
     tokio::time::timeout(Duration::from_secs(20), async {
         while subscribed < TOPICS.len() {
@@ -387,24 +458,16 @@ pub(crate) async fn run(
         connections: 1,
         ..Tally::default()
     }));
-    let listener = tokio::spawn(listen(heard, tally.clone()));
-    let lock = |t: &Arc<Mutex<Tally>>| -> Tally {
-        let g = t.lock().unwrap_or_else(|p| p.into_inner());
-        Tally {
-            scooters: g.scooters.clone(),
-            telemetry: g.telemetry,
-            unreadable: g.unreadable,
-            connections: g.connections,
-        }
-    };
+    let listener = tokio::spawn(listen(heard, tally.clone(), args.encoding));
+    let lock = |t: &Arc<Mutex<Tally>>| t.lock().unwrap_or_else(|p| p.into_inner()).clone();
 
     // The scooters, paired by seeding both sides with a token.
     let sims = start_simulators(&args, &bins, &layout, &work_dir).await?;
     let harness = Harness::find(&sims);
     println!(
-        "simulators: {} ({} scooters each at most), paired in {:.1}s",
+        "simulators: {} ({} scooters each at most), started and paired within {:.1}s",
         sims.len(),
-        args.per_sim,
+        per_sim,
         t0.elapsed().as_secs_f64()
     );
 
@@ -427,7 +490,7 @@ pub(crate) async fn run(
         let config = dir.join("martinete.toml");
         std::fs::write(
             &config,
-            process_config(p, port, args.interval, &dir, &scooters),
+            process_config(p, port, args.interval, args.encoding, &dir, &scooters),
         )?;
         let log = std::fs::File::create(dir.join("m365.log"))?;
         let child = Command::new(&bins.m365)
@@ -488,7 +551,7 @@ pub(crate) async fn run(
     );
 
     // The measured phase.
-    let mosquitto_pid = mosquitto.pid();
+    let mosquitto_pid = mosquitto.as_ref().and_then(Mosquitto::pid);
     let before = snapshot(&processes, mosquitto_pid, &harness, &lock(&tally));
     let start = Instant::now();
     let mut per_second = Vec::new();
@@ -653,6 +716,7 @@ pub(crate) async fn run(
     // Report.
     let secs = window.as_secs_f64();
     let rate = (after.telemetry - before.telemetry) as f64 / secs;
+    let record_rate = (after.all_records - before.all_records) as f64 / secs;
     println!();
     println!(
         "measured {secs:.1}s after the warm-up; CPU = utime + stime from /proc/<pid>/stat, \
@@ -677,7 +741,7 @@ pub(crate) async fn run(
     let mut total_peak = 0u64;
     for (i, p) in processes.iter().enumerate() {
         let cpu = after.processes[i].saturating_sub(before.processes[i]);
-        let recs = after.messages[i] - before.messages[i];
+        let recs = after.records[i] - before.records[i];
         total_cpu += cpu;
         total_records += recs;
         let m = memory[i].unwrap_or_default();
@@ -722,11 +786,15 @@ pub(crate) async fn run(
             mib(peak_kib)
         );
     };
-    harness_row(
-        "mosquitto".to_owned(),
-        after.mosquitto.saturating_sub(before.mosquitto),
-        broker_memory.map_or(0, |m| m.peak_kib),
-    );
+    if mosquitto_pid.is_some() {
+        harness_row(
+            "mosquitto".to_owned(),
+            after.mosquitto.saturating_sub(before.mosquitto),
+            broker_memory.map_or(0, |m| m.peak_kib),
+        );
+    } else {
+        println!("{:<16} 127.0.0.1:{port}, not measured", "broker");
+    }
     harness_row(
         format!("m365-sim ×{}", harness.sims.len()),
         after.sims.saturating_sub(before.sims),
@@ -747,8 +815,8 @@ pub(crate) async fn run(
     let pick = |q: usize| sorted.get(q.min(sorted.len().saturating_sub(1))).copied();
     println!();
     println!(
-        "broker delivered to the subscriber: {rate:.1} telemetry messages/s (expected {:.1}); \
-         per second min {} median {} max {}",
+        "broker delivered to the subscriber: {rate:.1} telemetry messages/s, {record_rate:.1} \
+         records/s (expected {:.1}); messages per second min {} median {} max {}",
         n as f64 / args.interval.as_secs_f64(),
         pick(0).unwrap_or(0),
         pick(sorted.len() / 2).unwrap_or(0),
@@ -774,13 +842,16 @@ pub(crate) async fn run(
         }
     }
     println!(
-        "replay: m365-soak fleet --scooters {n} --per-process {} --per-sim {} --duration {} \
-         --interval {} --seed {}",
+        "replay: m365-soak fleet --scooters {n} --per-process {} --per-sim {per_sim} \
+         --encoding {} --duration {} --interval {} --seed {}{}",
         args.per_process,
-        args.per_sim,
+        args.encoding.name(),
         humantime::format_duration(args.duration),
         humantime::format_duration(args.interval),
-        args.seed
+        args.seed,
+        args.broker_port
+            .map(|p| format!(" --broker-port {p}"))
+            .unwrap_or_default()
     );
     println!("wall time: {:.1}s", t0.elapsed().as_secs_f64());
 
@@ -788,7 +859,9 @@ pub(crate) async fn run(
     for sim in sims {
         sim.stop().await;
     }
-    let _ = mosquitto.stop().await;
+    if let Some(m) = mosquitto.as_mut() {
+        let _ = m.stop().await;
+    }
 
     let summary = format!(
         "fleet: scooters={n} processes={} records={records} lost={lost_total} rate={rate:.1}/s",
@@ -887,18 +960,28 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// Feeds the tally from the subscriber.
-async fn listen(mut heard: mpsc::UnboundedReceiver<Heard>, tally: Arc<Mutex<Tally>>) {
+async fn listen(
+    mut heard: mpsc::UnboundedReceiver<Heard>,
+    tally: Arc<Mutex<Tally>>,
+    encoding: Encoding,
+) {
     while let Some(h) = heard.recv().await {
         let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
         match h {
-            Heard::Message { topic, payload, .. } => match telemetry_seq(&topic, &payload) {
-                Some(Some((id, seq))) => {
-                    t.telemetry += 1;
-                    t.scooters.entry(id).or_default().observe(seq);
+            Heard::Message { topic, payload, .. } => {
+                match telemetry_seqs(&topic, &payload, encoding) {
+                    Some(Some((id, seqs))) => {
+                        t.telemetry += 1;
+                        t.records += seqs.len() as u64;
+                        let scooter = t.scooters.entry(id).or_default();
+                        for seq in seqs {
+                            scooter.observe(seq);
+                        }
+                    }
+                    Some(None) => t.unreadable += 1,
+                    None => {}
                 }
-                Some(None) => t.unreadable += 1,
-                None => {}
-            },
+            }
             Heard::Connected { .. } => t.connections += 1,
             Heard::Subscribed => {}
         }
@@ -981,17 +1064,36 @@ mod tests {
 
     #[test]
     fn telemetry_topics_give_the_scooter_and_the_sequence() {
+        let json = Encoding::Json;
         let payload = br#"{"record_id":"x","scooter_id":"s007","seq":42}"#;
         assert_eq!(
-            telemetry_seq("m365/s007/telemetry", payload),
-            Some(Some(("s007".to_owned(), 42)))
+            telemetry_seqs("m365/s007/telemetry", payload, json),
+            Some(Some(("s007".to_owned(), vec![42])))
         );
         assert_eq!(
-            telemetry_seq("m365/s007/telemetry", b"\x01\x02"),
+            telemetry_seqs("m365/s007/telemetry", b"\x01\x02", json),
             Some(None)
         );
-        assert_eq!(telemetry_seq("m365/s007/status", payload), None);
-        assert_eq!(telemetry_seq("m365/s007/telemetry/x", payload), None);
+        assert_eq!(
+            telemetry_seqs("m365/s007/telemetry", payload, Encoding::Compact),
+            Some(None)
+        );
+        let mut scooter = m365_pipeline::synthetic::SyntheticScooter::new(
+            "s007",
+            1,
+            chrono::Utc::now(),
+            Duration::from_secs(1),
+        );
+        let records: Vec<m365_pipeline::Record> = (7..10)
+            .map(|seq| m365_pipeline::Record::from_sample(scooter.next_sample(), seq))
+            .collect();
+        let batch = m365_pipeline::encoding::compact::encode(&records).unwrap();
+        assert_eq!(
+            telemetry_seqs("m365/s007/telemetry", &batch, Encoding::Compact),
+            Some(Some(("s007".to_owned(), vec![7, 8, 9])))
+        );
+        assert_eq!(telemetry_seqs("m365/s007/status", payload, json), None);
+        assert_eq!(telemetry_seqs("m365/s007/telemetry/x", payload, json), None);
     }
 
     #[test]
@@ -1000,6 +1102,7 @@ mod tests {
             3,
             18830,
             Duration::from_secs(1),
+            Encoding::Compact,
             Path::new("/tmp/fleet \"x\"/process-03"),
             &[
                 ("s030".to_owned(), "AA:BB:CC:00:00:01".to_owned()),
@@ -1011,7 +1114,7 @@ mod tests {
             "parked_interval = \"1000ms\"",
             "heartbeat = \"0s\"",
             "broker = \"tcp://127.0.0.1:18830\"",
-            "encoding = \"json\"",
+            "encoding = \"compact\"",
             "path = \"/tmp/fleet \\\"x\\\"/process-03/spool.sqlite\"",
             "[[scooter]]\nid = \"s031\"\nmac = \"AA:BB:CC:00:00:02\"",
         ] {

@@ -197,11 +197,13 @@ async fn run_fleet(mut args: fleet::FleetArgs) -> anyhow::Result<bool> {
                 .unwrap_or_else(|| here.join("m365-sim")),
             "--m365-sim",
         )?,
-        mosquitto: match args.mosquitto.take() {
-            Some(p) => existing(p, "--mosquitto")?,
-            None => find_mosquitto().context(
-                "mosquitto is not installed (apt-get install mosquitto), or pass --mosquitto",
-            )?,
+        mosquitto: match (args.mosquitto.take(), args.broker_port) {
+            (_, Some(_)) => None,
+            (Some(p), None) => Some(existing(p, "--mosquitto")?),
+            (None, None) => Some(find_mosquitto().context(
+                "mosquitto is not installed (apt-get install mosquitto), or pass --mosquitto \
+                 or --broker-port",
+            )?),
         },
     };
     if !on_path("dbus-daemon") {
@@ -225,7 +227,7 @@ async fn run_fleet(mut args: fleet::FleetArgs) -> anyhow::Result<bool> {
     let bins = fleet::Binaries {
         m365: absolute(&bins.m365)?,
         m365_sim: absolute(&bins.m365_sim)?,
-        mosquitto: absolute(&bins.mosquitto)?,
+        mosquitto: bins.mosquitto.as_deref().map(absolute).transpose()?,
     };
     let work_dir = absolute(&work_dir)?;
     let outcome = fleet::run(args, bins, work_dir).await;

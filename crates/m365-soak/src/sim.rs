@@ -1,5 +1,7 @@
 //! The simulated scooters: one `m365-sim serve` (the fake BlueZ on its private D-Bus, with the
-//! real BlueZ defaults) serving every scooter, and `m365-sim ctl` to inject faults into it.
+//! real BlueZ defaults) serving every scooter of the chaos soak, or several of them for the
+//! fleet (one per `m365 run`, as each gateway has its own adapter; 64 scooters at most each),
+//! and `m365-sim ctl` to inject faults.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

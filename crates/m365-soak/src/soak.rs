@@ -134,7 +134,7 @@ pub(crate) async fn run(config: SoakConfig) -> anyhow::Result<Outcome> {
     mosquitto.start().await?;
     let port = mosquitto.port();
     let broker = Arc::new(tokio::sync::Mutex::new(mosquitto));
-    let mut heard = subscriber::spawn(port, "m365-soak-checker");
+    let mut heard = subscriber::spawn(port, "m365-soak-checker", true);
     let mut subscribed = 0;
     tokio::time::timeout(Duration::from_secs(20), async {
         while subscribed < TOPICS.len() {

@@ -1,7 +1,8 @@
 //! The checker's MQTT client: one persistent MQTT 5 session (clean start off, a day of session
 //! expiry) subscribed at QoS 1 to every scooter's telemetry, availability and status topics.
 //! Messages published while it is away (a broker restart) wait in its session, which mosquitto
-//! saves on a clean stop, so it misses nothing.
+//! saves on a clean stop, so it misses nothing. The fleet load test, which restarts no broker,
+//! asks for a clean session instead, so a broker of its own leaves nothing behind.
 
 use std::time::Duration;
 
@@ -40,12 +41,19 @@ pub(crate) enum Heard {
 /// Pause between reconnection attempts while the broker is away.
 const RETRY: Duration = Duration::from_millis(200);
 
-/// Runs the subscriber on `port` until the receiver is dropped.
-pub(crate) fn spawn(port: u16, client_id: &str) -> mpsc::UnboundedReceiver<Heard> {
+/// Runs the subscriber on `port` until the receiver is dropped; `persistent` keeps its session
+/// for a day while it is away, else the session ends with each connection.
+pub(crate) fn spawn(
+    port: u16,
+    client_id: &str,
+    persistent: bool,
+) -> mpsc::UnboundedReceiver<Heard> {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
-    options.set_clean_start(false);
-    options.set_session_expiry_interval(Some(86_400));
+    options.set_clean_start(!persistent);
+    if persistent {
+        options.set_session_expiry_interval(Some(86_400));
+    }
     options.set_keep_alive(Duration::from_secs(10));
     options.set_max_packet_size(Some(1 << 20));
     let (client, mut eventloop) = AsyncClient::new(options, 64);

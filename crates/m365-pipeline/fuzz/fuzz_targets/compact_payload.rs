@@ -16,9 +16,11 @@ use m365_pipeline::encoding::compact;
 fn check(payload: &[u8]) {
     if let Ok(batch) = compact::decode(payload) {
         for field in &batch.fields {
-            let column = batch
-                .column(&field.name)
-                .expect("a field of the header has a column");
+            // A header may name more fields than the document has columns.
+            let Some(column) = batch.column(&field.name) else {
+                assert!(batch.value(&field.name, 0).is_none());
+                continue;
+            };
             // `value` is quadratic over a column; the first entries and one past the end suffice.
             for index in (0..column.len().min(64)).chain([column.len(), usize::MAX]) {
                 let value = batch.value(&field.name, index);

@@ -217,9 +217,24 @@ impl Sampling<'_> {
         link: &mut ScooterLink<T>,
         force_publish: bool,
     ) -> Result<Option<Duration>, BleError> {
-        let losses = link.counters().link_losses;
-        let asked = Instant::now();
-        let read = link.sample().await;
+        // The link says when it goes down, also in the middle of this read (which then waits
+        // for the reconnection): the loss is told when it happens, not when the read returns.
+        let mut up = link.online_watch();
+        up.borrow_and_update();
+        let read = {
+            let read = link.sample();
+            tokio::pin!(read);
+            loop {
+                tokio::select! {
+                    read = &mut read => break read,
+                    Ok(()) = up.changed() => {
+                        if !*up.borrow_and_update() && !self.link_went_down(Instant::now()) {
+                            return Ok(None);
+                        }
+                    }
+                }
+            }
+        };
         let now = Instant::now();
         let counters = link.counters();
         match read {
@@ -233,10 +248,6 @@ impl Sampling<'_> {
                 if let Some(since) = self.down_since.take() {
                     events.extend(self.detect(|e| e.link_restored(now.into_std())));
                     tracing::info!(scooter = %self.config.scooter_id, after = ?now - since, "answering again");
-                } else if counters.link_losses > losses {
-                    // Lost and back within this read.
-                    events.extend(self.detect(|e| e.link_lost(asked.into_std())));
-                    events.extend(self.detect(|e| e.link_restored(now.into_std())));
                 }
                 events.extend(self.detect(|e| e.observe(now.into_std(), &sample)));
                 let decision = self
@@ -281,16 +292,20 @@ impl Sampling<'_> {
                     s.failed_reads += 1;
                     s.link = counters;
                 });
-                if counters.link_losses > losses && self.down_since.is_none() {
-                    self.down_since = Some(asked);
-                    let events = self.detect(|e| e.link_lost(asked.into_std()));
-                    if !self.submit_events(events, None) {
-                        return Ok(None);
-                    }
-                }
                 Ok(Some(self.adaptive.config().fast))
             }
         }
+    }
+
+    /// The link went down at `now`: tells it once per outage. `false` when the pipeline is gone.
+    fn link_went_down(&mut self, now: Instant) -> bool {
+        if self.down_since.is_some() {
+            return true;
+        }
+        self.down_since = Some(now);
+        tracing::info!(scooter = %self.config.scooter_id, "link lost");
+        let events = self.detect(|e| e.link_lost(now.into_std()));
+        self.submit_events(events, None)
     }
 
     /// Carries out one remote command between samples; returns like [`Sampling::sample`] when
@@ -300,6 +315,19 @@ impl Sampling<'_> {
         link: &mut ScooterLink<T>,
         request: CommandRequest,
     ) -> Result<Option<Duration>, BleError> {
+        if !link.is_online() {
+            // Nothing is started on a link that is down: it comes back first. A command that
+            // expires meanwhile is refused as `offline` by the listener (the request is dropped
+            // unstarted when the scooter does not come back).
+            if let Err(error) = link.reconnect().await {
+                drop(request);
+                return if fatal_status(&error).is_some() {
+                    Err(error)
+                } else {
+                    Ok(Some(Duration::ZERO))
+                };
+            }
+        }
         if !request.start() {
             // Expired while waiting: it was refused as offline already.
             return Ok(Some(Duration::ZERO));
@@ -402,6 +430,14 @@ pub async fn run_with<T: Transport>(
                 continue;
             }
             Some(request) = next_command(&mut queue) => Some(request),
+            () = link.watch_radio() => {
+                // Gone between samples: told now, and the next sample reconnects at once.
+                if !sampling.link_went_down(Instant::now()) {
+                    break;
+                }
+                next_at = Instant::now();
+                continue;
+            }
             () = tokio::time::sleep_until(next_at) => None,
         };
         let step = async {
