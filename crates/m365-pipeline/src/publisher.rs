@@ -108,7 +108,8 @@ impl PipelineHandle {
     /// `online`, so a pipeline whose owner never calls this reports the connection alone; the
     /// last will still says `offline` when the connection is lost.
     pub fn set_available(&self, available: bool) {
-        self.available.send_if_modified(|a| std::mem::replace(a, available) != available);
+        self.available
+            .send_if_modified(|a| std::mem::replace(a, available) != available);
     }
 
     /// Current counters.

@@ -65,7 +65,10 @@ fn each_scooter_gets_its_own_id_token_sampling_commands_topics_and_spool() {
     assert_eq!((blue.id.as_str(), red.id.as_str()), ("blue", "red"));
     // Tokens: the default is per scooter; an explicit one is kept.
     assert_eq!(blue.link.token_file, PathBuf::from(".mi-token-blue"));
-    assert_eq!(red.link.token_file, PathBuf::from("/var/lib/m365/red.token"));
+    assert_eq!(
+        red.link.token_file,
+        PathBuf::from("/var/lib/m365/red.token")
+    );
     // Sampling: inherited from [telemetry], or the entry's own.
     assert_eq!(blue.telemetry.interval, Duration::from_secs(1));
     assert_eq!(blue.telemetry.parked_interval, Duration::from_secs(30));
@@ -91,7 +94,10 @@ fn each_scooter_gets_its_own_id_token_sampling_commands_topics_and_spool() {
         blue.spool_path,
         PathBuf::from("/var/lib/m365/spool-blue.sqlite")
     );
-    assert_eq!(red.spool_path, PathBuf::from("/var/lib/m365/spool-red.sqlite"));
+    assert_eq!(
+        red.spool_path,
+        PathBuf::from("/var/lib/m365/spool-red.sqlite")
+    );
     // The rendered configuration reads back the same.
     let rendered = config::render(&config);
     assert_eq!(parse(&rendered), config, "{rendered}");
@@ -129,8 +135,10 @@ fn what_must_differ_between_scooters_is_checked_where_it_is_written() {
                         [[scooter]]\nmac = \"C7:B8:DC:3B:A1:B2\"\ntoken_file_path = \"t\"\n";
     assert_eq!(
         errors(shared_token),
-        ["m.toml:6:19: [scooter] token_file_path: t is the token file of another [[scooter]]; \
-          each scooter pairs with its own"]
+        [
+            "m.toml:6:19: [scooter] token_file_path: t is the token file of another [[scooter]]; \
+          each scooter pairs with its own"
+        ]
     );
 }
 
@@ -147,7 +155,8 @@ fn shared_topics_and_a_single_id_are_refused_with_several_scooters() {
         "{errors:?}"
     );
     assert!(
-        errors[1].starts_with("m.toml:8:9: [mqtt] topic: with several scooters this must contain {id}"),
+        errors[1]
+            .starts_with("m.toml:8:9: [mqtt] topic: with several scooters this must contain {id}"),
         "{errors:?}"
     );
     assert!(
@@ -164,10 +173,15 @@ fn sampling_values_are_checked() {
     );
     assert_eq!(
         errors("[[scooter]]\nid = \"a b\"\n"),
-        ["m.toml:2:6: [scooter] id: is used inside MQTT topics, so it cannot contain '/', '+', \
-          '#', braces or spaces, found \"a b\""]
+        [
+            "m.toml:2:6: [scooter] id: is used inside MQTT topics, so it cannot contain '/', '+', \
+          '#', braces or spaces, found \"a b\""
+        ]
     );
     // An inherited parked interval follows a longer interval.
     let config = parse("[telemetry]\ninterval = \"1m\"\n");
-    assert_eq!(config.first().telemetry.parked_interval, Duration::from_secs(60));
+    assert_eq!(
+        config.first().telemetry.parked_interval,
+        Duration::from_secs(60)
+    );
 }

@@ -37,10 +37,8 @@ impl Seen {
                 self.seqs.entry(id.to_owned()).or_default().push(seq);
             }
             "availability" => {
-                self.availability.insert(
-                    id.to_owned(),
-                    String::from_utf8_lossy(payload).into_owned(),
-                );
+                self.availability
+                    .insert(id.to_owned(), String::from_utf8_lossy(payload).into_owned());
             }
             _ => {}
         }
@@ -76,9 +74,8 @@ async fn one_process_serves_three_scooters_and_one_scooters_trouble_spares_the_o
     let mut stream = subscribe_stream(port, "m365/#").await;
     let mut entries = String::new();
     for (id, mac) in ids.iter().zip(&depot.addresses) {
-        entries += &format!(
-            "[[scooter]]\nid = \"{id}\"\nmac = \"{mac}\"\nreconnect_window = \"2s\"\n\n"
-        );
+        entries +=
+            &format!("[[scooter]]\nid = \"{id}\"\nmac = \"{mac}\"\nreconnect_window = \"2s\"\n\n");
     }
     let config_path: PathBuf = dir.path().join("martinete.toml");
     std::fs::write(
@@ -155,7 +152,11 @@ level = "info"
     );
     assert_eq!(seen.count("stranger"), 0, "{seen:?}");
     // Still running: one scooter serves.
-    assert!(child.try_wait().unwrap().is_none(), "{}", log_of(dir.path()));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "{}",
+        log_of(dir.path())
+    );
 
     // Each scooter's state is on the status line.
     let mut buf = [0u8; 4096];
@@ -176,7 +177,10 @@ level = "info"
         "{last}; all: {statuses:?}"
     );
     let log = log_of(dir.path());
-    assert!(log.contains("scooter stopped until the next start"), "{log}");
+    assert!(
+        log.contains("scooter stopped until the next start"),
+        "{log}"
+    );
 
     // SIGTERM: a clean stop.
     let pid = child.id().to_string();
@@ -221,9 +225,8 @@ async fn the_process_exits_when_every_scooter_is_out() {
             m365_ble::token_file::write(&dir.path().join(format!(".mi-token-s{i}")), &token, false)
                 .unwrap();
         }
-        entries += &format!(
-            "[[scooter]]\nid = \"s{i}\"\nmac = \"{mac}\"\nreconnect_window = \"2s\"\n\n"
-        );
+        entries +=
+            &format!("[[scooter]]\nid = \"s{i}\"\nmac = \"{mac}\"\nreconnect_window = \"2s\"\n\n");
     }
     let config_path = dir.path().join("martinete.toml");
     std::fs::write(

@@ -28,6 +28,7 @@ mod spool;
 mod telemetry;
 pub mod units;
 
+pub use commands::{CommandName, CommandsConfig};
 pub use error::{ConfigError, KeyPath, Problem, Warning};
 pub use events::EventsConfig;
 pub use example::EXAMPLE;
@@ -43,7 +44,6 @@ pub use mqtt::{
     TopicEncoding, USERNAME_ENV,
 };
 pub use render::{MASK, render};
-pub use commands::{CommandName, CommandsConfig};
 pub use scooter::{ScooterConfig, ScooterProtocol};
 pub use scooters::ScooterEntry;
 pub use spool::{DEFAULT_STATE_DIR, SPOOL_FILE, SpoolConfig, SyncPolicy};

@@ -363,13 +363,17 @@ pub(crate) fn read(
     };
     let batch_window = section
         .duration("batch_window", Duration::ZERO..=Duration::from_secs(3600))
-        .map_or(Duration::from_secs(defaults::BATCH_WINDOW_SECS), |d| d.value);
+        .map_or(Duration::from_secs(defaults::BATCH_WINDOW_SECS), |d| {
+            d.value
+        });
     let status_interval = section
         .duration(
             "status_interval",
             Duration::from_secs(10)..=Duration::from_secs(86_400),
         )
-        .map_or(Duration::from_secs(defaults::STATUS_INTERVAL_SECS), |d| d.value);
+        .map_or(Duration::from_secs(defaults::STATUS_INTERVAL_SECS), |d| {
+            d.value
+        });
     let in_flight = section
         .integer("in_flight", 1..=u64::from(u16::MAX))
         .and_then(|n| u16::try_from(n.value).ok())

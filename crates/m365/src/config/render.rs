@@ -52,7 +52,10 @@ pub fn render(config: &Config) -> String {
         out.duration("interval", entry.telemetry.interval);
         out.duration("parked_interval", entry.telemetry.parked_interval);
         out.duration("heartbeat", entry.telemetry.heartbeat);
-        out.raw("commands", &names(entry.commands.iter().map(|c| c.as_str())));
+        out.raw(
+            "commands",
+            &names(entry.commands.iter().map(|c| c.as_str())),
+        );
         if scooters.len() > 1 {
             out.comment(&format!("spool {}", entry.spool_path.display()));
         }

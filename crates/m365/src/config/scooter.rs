@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 use toml::de::DeValue;
 
-
 /// Which protocol generation to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScooterProtocol {

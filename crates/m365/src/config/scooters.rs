@@ -74,7 +74,8 @@ pub(crate) fn read_entry<'a, 'i>(
 
 /// The default id: the MAC as 12 hex digits, or `scooter` without one.
 pub(crate) fn default_id(link: &ScooterConfig) -> String {
-    link.mac.map_or_else(|| "scooter".to_owned(), |m| m.compact())
+    link.mac
+        .map_or_else(|| "scooter".to_owned(), |m| m.compact())
 }
 
 /// `spool.sqlite` → `spool-<id>.sqlite`, beside it: each scooter of several has its own file.

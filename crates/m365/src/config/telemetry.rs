@@ -64,7 +64,10 @@ pub(crate) fn read_sampling(
     base: TelemetryConfig,
 ) -> TelemetryConfig {
     let interval = interval.unwrap_or(base.interval);
-    let parked = section.duration("parked_interval", MIN_INTERVAL..=Duration::from_secs(86_400));
+    let parked = section.duration(
+        "parked_interval",
+        MIN_INTERVAL..=Duration::from_secs(86_400),
+    );
     let parked_interval = match parked {
         Some(p) if p.value < interval => {
             section.problem(

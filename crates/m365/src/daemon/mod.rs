@@ -365,11 +365,10 @@ fn homeassistant_announcer(
     Option<watch::Sender<Vec<crate::homeassistant::ScooterDiscovery>>>,
 ) {
     let mqtt = pipeline::settings(config, config.first()).config.mqtt;
-    let state_dir = config
-        .spool
-        .path
-        .parent()
-        .map_or_else(|| std::path::PathBuf::from("."), std::path::Path::to_path_buf);
+    let state_dir = config.spool.path.parent().map_or_else(
+        || std::path::PathBuf::from("."),
+        std::path::Path::to_path_buf,
+    );
     crate::homeassistant::start(config, &mqtt, &state_dir)
 }
 
@@ -378,7 +377,10 @@ fn homeassistant_announcer(
 fn start_commands(
     config: &Config,
     mqtt: &m365_pipeline::MqttConfig,
-    routes: Vec<(&crate::config::ScooterEntry, tokio::sync::mpsc::Sender<crate::commands::CommandRequest>)>,
+    routes: Vec<(
+        &crate::config::ScooterEntry,
+        tokio::sync::mpsc::Sender<crate::commands::CommandRequest>,
+    )>,
 ) -> anyhow::Result<Option<crate::commands::Listener>> {
     if routes.is_empty() {
         return Ok(None);
@@ -394,11 +396,10 @@ fn start_commands(
             )
         })
         .collect();
-    let dir = config
-        .spool
-        .path
-        .parent()
-        .map_or_else(|| std::path::PathBuf::from("."), std::path::Path::to_path_buf);
+    let dir = config.spool.path.parent().map_or_else(
+        || std::path::PathBuf::from("."),
+        std::path::Path::to_path_buf,
+    );
     let listener = crate::commands::spawn(
         mqtt,
         scooters,

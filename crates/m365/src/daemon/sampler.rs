@@ -189,7 +189,11 @@ impl Sampling<'_> {
 
     /// Publishes `events` as event records at `gps` (the position of the sample that showed
     /// them, if any).
-    fn submit_events(&mut self, events: Vec<EventKind>, gps: Option<m365_pipeline::GpsReading>) -> bool {
+    fn submit_events(
+        &mut self,
+        events: Vec<EventKind>,
+        gps: Option<m365_pipeline::GpsReading>,
+    ) -> bool {
         for event in events {
             tracing::info!(scooter = %self.config.scooter_id, event = event.name(), "event");
             let sample = Sample::event(&self.config.scooter_id, Utc::now(), event, gps.clone());
@@ -250,9 +254,9 @@ impl Sampling<'_> {
                     tracing::info!(scooter = %self.config.scooter_id, after = ?now - since, "answering again");
                 }
                 events.extend(self.detect(|e| e.observe(now.into_std(), &sample)));
-                let decision = self
-                    .adaptive
-                    .after_sample(now.into_std(), &sample, !events.is_empty());
+                let decision =
+                    self.adaptive
+                        .after_sample(now.into_std(), &sample, !events.is_empty());
                 let parked = self.adaptive.is_parked();
                 let gps = sample.gps.clone();
                 let publish = decision.publish || force_publish;
@@ -381,8 +385,16 @@ pub async fn run<T: Transport>(
     state: watch::Sender<SamplerState>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), BleError> {
-    run_with(&mut link, &config, gps.as_ref(), &pipeline, &state, stop, SamplerShared::default())
-        .await?;
+    run_with(
+        &mut link,
+        &config,
+        gps.as_ref(),
+        &pipeline,
+        &state,
+        stop,
+        SamplerShared::default(),
+    )
+    .await?;
     if let Err(error) = link.close().await {
         tracing::debug!(%error, "disconnect at shutdown");
     }
@@ -530,8 +542,7 @@ mod tests {
         let (handle, _task) = pipeline(dir.path());
         let (state_tx, state) = watch::channel(SamplerState::default());
         let (stop_tx, stop) = watch::channel(false);
-        let config =
-            SamplerConfig::fixed("test", Duration::from_secs(1), Duration::from_secs(5));
+        let config = SamplerConfig::fixed("test", Duration::from_secs(1), Duration::from_secs(5));
         let sampler = tokio::spawn(run(link, config, None, handle.clone(), state_tx, stop));
         // Ticks at 0 s, 1 s, … 5 s; a pipelined read takes well under a second.
         tokio::time::sleep(Duration::from_millis(5_500)).await;
@@ -565,8 +576,7 @@ mod tests {
         let (handle, _task) = pipeline(dir.path());
         let (state_tx, state) = watch::channel(SamplerState::default());
         let (_stop_tx, stop) = watch::channel(false);
-        let config =
-            SamplerConfig::fixed("test", Duration::from_secs(1), Duration::from_secs(5));
+        let config = SamplerConfig::fixed("test", Duration::from_secs(1), Duration::from_secs(5));
         let sampler = tokio::spawn(run(link, config, None, handle, state_tx, stop));
         tokio::time::sleep(Duration::from_millis(1_500)).await;
         sim.with(|s| {

@@ -37,7 +37,10 @@ impl Standing {
 /// Whether a scooter that ended with `status` is tried again (while others keep the process
 /// running): a scooter out of range comes back, a rejected token does not.
 pub fn is_temporary(status: ExitStatus) -> bool {
-    matches!(status, ExitStatus::ScooterLost | ExitStatus::ScooterNotFound)
+    matches!(
+        status,
+        ExitStatus::ScooterLost | ExitStatus::ScooterNotFound
+    )
 }
 
 /// The process's exit status once every scooter is out: temporary when any scooter may come
@@ -127,8 +130,16 @@ pub async fn sample_scooter(run: SamplerRun) -> (usize, Result<(), BleError>) {
         if let Some(devices) = &devices {
             describe_device(&mut link, devices, &id).await;
         }
-        sampler::run_with(&mut link, &config, gps.as_ref(), &pipeline, &state, stop, shared)
-            .await?;
+        sampler::run_with(
+            &mut link,
+            &config,
+            gps.as_ref(),
+            &pipeline,
+            &state,
+            stop,
+            shared,
+        )
+        .await?;
         if let Err(error) = link.close().await {
             tracing::debug!(%error, "disconnect at shutdown");
         }
@@ -147,7 +158,10 @@ async fn describe_device<T: m365_ble::transport::Transport>(
 ) {
     let model = link.model().map(|m| m.to_string());
     let firmware = match link.info().await {
-        Ok(info) => Some(format!("ESC {} / BMS {}", info.esc_version, info.bms_version)),
+        Ok(info) => Some(format!(
+            "ESC {} / BMS {}",
+            info.esc_version, info.bms_version
+        )),
         Err(error) => {
             tracing::debug!(%error, "cannot read the firmware versions");
             None
@@ -171,7 +185,11 @@ mod tests {
         assert_eq!(exit_status(&[Stopped(NeedsPairing)]), Some(NeedsPairing));
         // Any scooter that may come back makes the end temporary, so systemd restarts.
         assert_eq!(
-            exit_status(&[Stopped(NeedsPairing), Gone(ScooterNotFound), Gone(ScooterLost)]),
+            exit_status(&[
+                Stopped(NeedsPairing),
+                Gone(ScooterNotFound),
+                Gone(ScooterLost)
+            ]),
             Some(ScooterLost)
         );
         assert_eq!(
