@@ -20,7 +20,7 @@ use m365_ble::BleError;
 use m365_ble::link::{LinkConfig, ScooterLink};
 use m365_ble::pairing::{self, PairingOptions};
 use m365_ble::scanner::{ScanFilter, Scanner};
-use m365_ble::transport::btleplug::BtleplugTransport;
+use m365_ble::transport::btleplug::{BtleplugSession, BtleplugTransport};
 use m365_ble::{BdAddr, Transport as _};
 use m365_fakebluez::isolation::isolated_bus;
 use m365_fakebluez::{BluezAddress, FakeBluez, FakeConfig, HeartRateMonitor, PrivateBus};
@@ -519,4 +519,95 @@ async fn opt_in_session_reuse_against_a_scooter_that_drops_sessions_costs_one_lo
         "{c:?}"
     );
     assert_eq!(served.counters().logins, 3);
+}
+
+fn serve_xor(fake: &FakeBluez, seed: u64) -> ServedScooter {
+    let mut config = ScooterConfig::new(Model::M365, seed).with_generation(Generation::Xor);
+    config.link = None;
+    let scooter = Scooter::new(config).expect("scooter");
+    ServedScooter::start(fake, scooter, DEFAULT_PHYSICS_TICK).expect("served")
+}
+
+async fn open_on(
+    session: &BtleplugSession,
+    served: &ServedScooter,
+    dir: &std::path::Path,
+) -> ScooterLink<BtleplugTransport> {
+    let mut config = LinkConfig::new(dir.join("none"));
+    config.filter = ScanFilter {
+        address: Some(BdAddr(served.with_scooter(|s| s.profile().address))),
+        ..ScanFilter::default()
+    };
+    config.reconnect.scan_timeout = Duration::from_secs(20);
+    ScooterLink::open(session.transport(), config)
+        .await
+        .expect("link")
+}
+
+#[tokio::test]
+async fn one_session_serves_several_scooters_each_with_its_own_events() {
+    let Some(bus) = isolated_bus("one_session_serves_several_scooters_each_with_its_own_events")
+    else {
+        return;
+    };
+    let fake = FakeBluez::start(bus.address()).await.expect("fake BlueZ");
+    let (one, two) = (serve_xor(&fake, 1), serve_xor(&fake, 2));
+    let dir = tempfile::tempdir().unwrap();
+    let session = BtleplugSession::start().await.unwrap();
+    // Both scan at once (one adapter scan for both), then connect and log in.
+    let (mut a, mut b) = tokio::join!(
+        open_on(&session, &one, dir.path()),
+        open_on(&session, &two, dir.path())
+    );
+    for _ in 0..10 {
+        let (x, y) = tokio::join!(a.sample(), b.sample());
+        x.unwrap();
+        y.unwrap();
+    }
+    // Each handle saw its own scooter's notifications only.
+    assert_eq!(
+        a.counters().empty_notifications,
+        one.counters().empty_notifications
+    );
+    assert_eq!(
+        b.counters().empty_notifications,
+        two.counters().empty_notifications
+    );
+    // One scooter's link loss is that scooter's only.
+    one.control().drop_link(Duration::from_secs(1)).await;
+    for _ in 0..3 {
+        let (x, y) = tokio::join!(a.sample(), b.sample());
+        x.unwrap();
+        y.unwrap();
+    }
+    assert_eq!((a.counters().link_losses, a.counters().connects), (1, 2));
+    assert_eq!((b.counters().link_losses, b.counters().connects), (0, 1));
+    // A dropped handle frees its scooter and leaves the other alone.
+    drop(b);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while two.control().is_connected() {
+        assert!(tokio::time::Instant::now() < deadline, "still connected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..5 {
+        a.sample().await.unwrap();
+    }
+    assert_eq!(a.counters().link_losses, 1);
+    assert!(one.control().is_connected());
+    a.close().await.unwrap();
+    // A handle on a session whose clones are all dropped still works.
+    let lone = session.transport();
+    drop(session);
+    let mut c = ScooterLink::open(lone, {
+        let mut config = LinkConfig::new(dir.path().join("none"));
+        config.filter = ScanFilter {
+            address: Some(BdAddr(two.with_scooter(|s| s.profile().address))),
+            ..ScanFilter::default()
+        };
+        config
+    })
+    .await
+    .unwrap();
+    c.sample().await.unwrap();
+    c.close().await.unwrap();
 }

@@ -9,6 +9,16 @@
 //! on a multi-thread one, and should the worker die anyway the handle reports
 //! [`TransportError::Closed`] instead of taking the process down.
 //!
+//! One worker is one BlueZ session ([`BtleplugSession`]): one btleplug `Manager`, one D-Bus
+//! connection and one stream of the adapter's events, which match every `PropertiesChanged`
+//! under the adapter. A process serving several scooters shares one session: each handle
+//! ([`BtleplugSession::transport`]) is a slot of the worker, a task of its own on the worker's
+//! runtime with its own connection and notification stream (so one scooter's slow connect never
+//! holds up another's samples). One router task reads the adapter's events once for every slot:
+//! a link loss goes to the slot connected to that device, advertisements to the slots that
+//! scan. The adapter scans while at least one slot does. [`BtleplugTransport::new`] starts a
+//! session of its own for a single handle.
+//!
 //! Link loss is only visible on the adapter's event stream (`DeviceDisconnected`): the worker
 //! watches it and turns it into [`TransportEvent::Disconnected`]. BlueZ's `RemoveDevice`, which
 //! btleplug does not offer, is called directly over D-Bus.
@@ -16,10 +26,10 @@
 //! The bus is the system bus, so `DBUS_SYSTEM_BUS_ADDRESS` points the transport at another
 //! BlueZ (the simulator's fake one).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use btleplug::api::{
@@ -30,6 +40,7 @@ use btleplug::platform::{Adapter, Manager, Peripheral, PeripheralId};
 use futures::{Stream, StreamExt};
 use m365_proto::gatt::Char;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 
 use super::{Advertisement, Transport, TransportError, TransportEvent, WriteKind};
 use crate::address::BdAddr;
@@ -54,25 +65,25 @@ enum Command {
     Remove(BdAddr, Reply<()>),
 }
 
-/// A handle on the BLE worker thread.
-#[derive(Debug)]
-pub struct BtleplugTransport {
-    commands: mpsc::UnboundedSender<Command>,
-    events: mpsc::Receiver<TransportEvent>,
-    /// Advertisements taken off the queue while clearing it before a connect.
-    held: VecDeque<TransportEvent>,
-    /// Zero-length notifications the worker dropped.
+/// What the worker needs to serve a new handle.
+struct Open {
+    commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::Sender<TransportEvent>,
     empty: Arc<AtomicU64>,
 }
 
-impl BtleplugTransport {
+/// One BlueZ session on its worker thread, shared by any number of handles. Cloning it is
+/// cheap; the worker ends once every clone and every handle is dropped.
+#[derive(Debug, Clone)]
+pub struct BtleplugSession {
+    opens: mpsc::UnboundedSender<Open>,
+}
+
+impl BtleplugSession {
     /// Starts the worker thread on the first Bluetooth adapter of the system bus.
-    pub async fn new() -> Result<BtleplugTransport, TransportError> {
-        let (commands, command_rx) = mpsc::unbounded_channel();
-        let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
+    pub async fn start() -> Result<BtleplugSession, TransportError> {
+        let (opens, open_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel();
-        let empty = Arc::new(AtomicU64::new(0));
-        let worker_empty = empty.clone();
         std::thread::Builder::new()
             .name("m365-ble".into())
             .spawn(move || {
@@ -86,16 +97,55 @@ impl BtleplugTransport {
                         return;
                     }
                 };
-                runtime.block_on(worker(command_rx, event_tx, ready_tx, worker_empty));
+                // The slots are tasks of this thread only (btleplug's streams are not `Sync`).
+                tokio::task::LocalSet::new().block_on(&runtime, worker(open_rx, ready_tx));
             })
             .map_err(|e| TransportError::NoAdapter(e.to_string()))?;
         ready_rx.await.map_err(|_| TransportError::Closed)??;
-        Ok(BtleplugTransport {
+        Ok(BtleplugSession { opens })
+    }
+
+    /// A new handle on this session, with its own connection, events and counters. Should the
+    /// worker be gone, the handle answers [`TransportError::Closed`].
+    pub fn transport(&self) -> BtleplugTransport {
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let empty = Arc::new(AtomicU64::new(0));
+        let _ = self.opens.send(Open {
+            commands: command_rx,
+            events: event_tx,
+            empty: empty.clone(),
+        });
+        BtleplugTransport {
             commands,
             events,
             held: VecDeque::new(),
             empty,
-        })
+        }
+    }
+
+    /// Whether the worker is gone (its adapter's event stream ended): a new session is needed.
+    pub fn is_closed(&self) -> bool {
+        self.opens.is_closed()
+    }
+}
+
+/// A handle on the BLE worker thread: one slot of a [`BtleplugSession`].
+#[derive(Debug)]
+pub struct BtleplugTransport {
+    commands: mpsc::UnboundedSender<Command>,
+    events: mpsc::Receiver<TransportEvent>,
+    /// Advertisements taken off the queue while clearing it before a connect.
+    held: VecDeque<TransportEvent>,
+    /// Zero-length notifications the worker dropped for this handle.
+    empty: Arc<AtomicU64>,
+}
+
+impl BtleplugTransport {
+    /// Starts a worker thread of its own (a session with this one handle) on the first
+    /// Bluetooth adapter of the system bus.
+    pub async fn new() -> Result<BtleplugTransport, TransportError> {
+        Ok(BtleplugSession::start().await?.transport())
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, TransportError> {
@@ -172,76 +222,41 @@ impl Transport for BtleplugTransport {
 type Notifications = Pin<Box<dyn Stream<Item = ValueNotification> + Send>>;
 type CentralEvents = Pin<Box<dyn Stream<Item = CentralEvent> + Send>>;
 
-/// The connection the worker holds.
+/// The connection a slot holds.
 struct Connection {
     peripheral: Peripheral,
     chars: BTreeSet<Characteristic>,
     notifications: Option<Notifications>,
 }
 
-struct Worker {
+/// What the router knows of a slot.
+struct Route {
+    events: mpsc::Sender<TransportEvent>,
+    /// Link-down events of the device below.
+    link_down: mpsc::UnboundedSender<PeripheralId>,
+    scanning: bool,
+    /// The device the slot is connected to (or waits to hear disconnected).
+    watching: Option<PeripheralId>,
+}
+
+#[derive(Default)]
+struct Routes {
+    /// The adapter's events ended: no slot is served any more.
+    closed: bool,
+    slots: HashMap<u64, Route>,
+}
+
+/// The session every slot of a worker shares.
+struct Shared {
     adapter: Adapter,
     adapter_path: String,
-    central: CentralEvents,
-    events: mpsc::Sender<TransportEvent>,
-    scanning: bool,
-    connection: Option<Connection>,
-    empty: Arc<AtomicU64>,
+    routes: std::sync::Mutex<Routes>,
+    /// How many slots scan; held while the adapter's scan is started or stopped.
+    scanners: tokio::sync::Mutex<usize>,
 }
 
-async fn worker(
-    mut commands: mpsc::UnboundedReceiver<Command>,
-    events: mpsc::Sender<TransportEvent>,
-    ready: oneshot::Sender<Result<(), TransportError>>,
-    empty: Arc<AtomicU64>,
-) {
-    let mut worker = match Worker::start(events, empty).await {
-        Ok(w) => {
-            let _ = ready.send(Ok(()));
-            w
-        }
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
-    };
-    loop {
-        let notification = async {
-            match worker
-                .connection
-                .as_mut()
-                .and_then(|c| c.notifications.as_mut())
-            {
-                Some(stream) => stream.next().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            command = commands.recv() => match command {
-                Some(command) => worker.handle(command).await,
-                None => break,
-            },
-            event = worker.central.next() => match event {
-                Some(event) => worker.on_central_event(event).await,
-                None => break,
-            },
-            Some(note) = notification => worker.on_notification(note).await,
-        }
-    }
-    if let Some(c) = worker.connection.take() {
-        let _ = c.peripheral.disconnect().await;
-    }
-}
-
-fn bluez_error(e: btleplug::Error) -> String {
-    e.to_string()
-}
-
-impl Worker {
-    async fn start(
-        events: mpsc::Sender<TransportEvent>,
-        empty: Arc<AtomicU64>,
-    ) -> Result<Worker, TransportError> {
+impl Shared {
+    async fn start() -> Result<(Shared, CentralEvents), TransportError> {
         let no_adapter = |e: btleplug::Error| TransportError::NoAdapter(bluez_error(e));
         let manager = Manager::new().await.map_err(no_adapter)?;
         let adapter = manager
@@ -259,40 +274,218 @@ impl Worker {
         let adapter_path = format!("/org/bluez/{name}");
         let central = adapter.events().await.map_err(no_adapter)?;
         tracing::debug!(adapter = %info, "Bluetooth adapter ready");
-        Ok(Worker {
-            adapter,
-            adapter_path,
+        Ok((
+            Shared {
+                adapter,
+                adapter_path,
+                routes: std::sync::Mutex::new(Routes::default()),
+                scanners: tokio::sync::Mutex::new(0),
+            },
             central,
-            events,
+        ))
+    }
+
+    /// The routes (never held across an await).
+    fn routes(&self) -> MutexGuard<'_, Routes> {
+        self.routes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+async fn worker(
+    mut opens: mpsc::UnboundedReceiver<Open>,
+    ready: oneshot::Sender<Result<(), TransportError>>,
+) {
+    let (shared, central) = match Shared::start().await {
+        Ok(started) => {
+            let _ = ready.send(Ok(()));
+            started
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let shared = Arc::new(shared);
+    let mut router = tokio::task::spawn_local(route(shared.clone(), central));
+    let mut slots = JoinSet::new();
+    let mut next_id = 0u64;
+    let mut router_ended = false;
+    loop {
+        tokio::select! {
+            open = opens.recv() => match open {
+                Some(open) => {
+                    next_id += 1;
+                    let slot = Slot::open(shared.clone(), next_id, open);
+                    slots.spawn_local(slot.run());
+                }
+                None => break,
+            },
+            Some(_) = slots.join_next() => {}
+            _ = &mut router => {
+                router_ended = true;
+                break;
+            }
+        }
+    }
+    // No new handle from here on; the slots end when their handles are dropped, or at once
+    // when the adapter's events ended.
+    drop(opens);
+    if router_ended {
+        tracing::debug!("the adapter's event stream ended");
+        let mut routes = shared.routes();
+        routes.closed = true;
+        routes.slots.clear();
+    }
+    while slots.join_next().await.is_some() {}
+    router.abort();
+}
+
+/// Reads the adapter's events once for every slot of the session.
+async fn route(shared: Arc<Shared>, mut central: CentralEvents) {
+    while let Some(event) = central.next().await {
+        match event {
+            CentralEvent::DeviceDiscovered(id)
+            | CentralEvent::DeviceUpdated(id)
+            | CentralEvent::ManufacturerDataAdvertisement { id, .. }
+            | CentralEvent::ServicesAdvertisement { id, .. } => {
+                if !shared.routes().slots.values().any(|r| r.scanning) {
+                    continue;
+                }
+                let Ok(p) = shared.adapter.peripheral(&id).await else {
+                    continue;
+                };
+                let Some(advert) = advertisement(&p).await else {
+                    continue;
+                };
+                for route in shared.routes().slots.values().filter(|r| r.scanning) {
+                    let _ = route
+                        .events
+                        .try_send(TransportEvent::Advertisement(advert.clone()))
+                        .inspect_err(|_| {
+                            tracing::debug!("advertisement dropped: event queue full")
+                        });
+                }
+            }
+            CentralEvent::DeviceDisconnected(id) => {
+                for route in shared.routes().slots.values() {
+                    if route.watching.as_ref() == Some(&id) {
+                        let _ = route.link_down.send(id.clone());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn bluez_error(e: btleplug::Error) -> String {
+    e.to_string()
+}
+
+fn gatt_error(e: btleplug::Error) -> TransportError {
+    TransportError::Gatt(bluez_error(e))
+}
+
+/// One handle's part of the worker: a task of its own.
+struct Slot {
+    id: u64,
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    link_down: mpsc::UnboundedReceiver<PeripheralId>,
+    events: mpsc::Sender<TransportEvent>,
+    scanning: bool,
+    connection: Option<Connection>,
+    empty: Arc<AtomicU64>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shared.routes().slots.remove(&self.id);
+    }
+}
+
+impl Slot {
+    fn open(shared: Arc<Shared>, id: u64, open: Open) -> Slot {
+        let (link_down_tx, link_down) = mpsc::unbounded_channel();
+        {
+            let mut routes = shared.routes();
+            // Once the adapter's events ended the slot is not routed: it ends at once.
+            if !routes.closed {
+                routes.slots.insert(
+                    id,
+                    Route {
+                        events: open.events.clone(),
+                        link_down: link_down_tx,
+                        scanning: false,
+                        watching: None,
+                    },
+                );
+            }
+        }
+        Slot {
+            id,
+            shared,
+            commands: open.commands,
+            link_down,
+            events: open.events,
             scanning: false,
             connection: None,
-            empty,
-        })
+            empty: open.empty,
+        }
+    }
+
+    async fn run(mut self) {
+        loop {
+            let notification = async {
+                match self
+                    .connection
+                    .as_mut()
+                    .and_then(|c| c.notifications.as_mut())
+                {
+                    Some(stream) => stream.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(command) => self.handle(command).await,
+                    None => break,
+                },
+                id = self.link_down.recv() => match id {
+                    Some(id) => self.on_link_down(id).await,
+                    None => break,
+                },
+                Some(note) = notification => self.on_notification(note).await,
+            }
+        }
+        // The handle is gone: leave the other slots their scan, and free the scooter.
+        if self.scanning {
+            let _ = self.stop_scan().await;
+        }
+        if let Some(c) = self.connection.take() {
+            let _ = c.peripheral.disconnect().await;
+        }
+    }
+
+    fn route(&self, update: impl FnOnce(&mut Route)) {
+        if let Some(route) = self.shared.routes().slots.get_mut(&self.id) {
+            update(route);
+        }
+    }
+
+    /// Forgets the connection (the link is gone or given up).
+    fn drop_connection(&mut self) {
+        self.connection = None;
+        self.route(|r| r.watching = None);
     }
 
     async fn handle(&mut self, command: Command) {
         match command {
             Command::StartScan(tx) => {
-                let r = self
-                    .adapter
-                    .start_scan(ScanFilter::default())
-                    .await
-                    .map_err(|e| TransportError::Gatt(bluez_error(e)));
-                self.scanning = r.is_ok();
-                if r.is_ok() {
-                    // Devices BlueZ already knows produce no new discovery event: report them.
-                    self.report_known().await;
-                }
-                let _ = tx.send(r);
+                let _ = tx.send(self.start_scan().await);
             }
             Command::StopScan(tx) => {
-                self.scanning = false;
-                let r = self
-                    .adapter
-                    .stop_scan()
-                    .await
-                    .map_err(|e| TransportError::Gatt(bluez_error(e)));
-                let _ = tx.send(r);
+                let _ = tx.send(self.stop_scan().await);
             }
             Command::Connect(address, timeout, tx) => {
                 let _ = tx.send(self.connect(address, timeout).await);
@@ -302,10 +495,7 @@ impl Worker {
             }
             Command::Subscribe(char, tx) => {
                 let r = match self.characteristic(char) {
-                    Ok((p, c)) => p
-                        .subscribe(&c)
-                        .await
-                        .map_err(|e| TransportError::Gatt(bluez_error(e))),
+                    Ok((p, c)) => p.subscribe(&c).await.map_err(gatt_error),
                     Err(e) => Err(e),
                 };
                 let _ = tx.send(r);
@@ -323,10 +513,10 @@ impl Worker {
                             // UnknownObject before the adapter reports the loss: either way the
                             // link is gone.
                             Err(_) if !p.is_connected().await.unwrap_or(false) => {
-                                self.connection = None;
+                                self.drop_connection();
                                 Err(TransportError::NotConnected)
                             }
-                            Err(e) => Err(TransportError::Gatt(bluez_error(e))),
+                            Err(e) => Err(gatt_error(e)),
                         }
                     }
                     Err(e) => Err(e),
@@ -341,11 +531,7 @@ impl Worker {
                             "no characteristic {}",
                             uuid::Uuid::from_u128(uuid)
                         ))),
-                        Some(ch) => c
-                            .peripheral
-                            .read(ch)
-                            .await
-                            .map_err(|e| TransportError::Gatt(bluez_error(e))),
+                        Some(ch) => c.peripheral.read(ch).await.map_err(gatt_error),
                     },
                 };
                 let _ = tx.send(r);
@@ -358,6 +544,41 @@ impl Worker {
                 let _ = tx.send(self.remove(address).await);
             }
         }
+    }
+
+    /// Scans: the adapter's scan starts with the session's first scanning slot.
+    async fn start_scan(&mut self) -> Result<(), TransportError> {
+        let mut scanners = self.shared.scanners.lock().await;
+        if !self.scanning {
+            if *scanners == 0 {
+                self.shared
+                    .adapter
+                    .start_scan(ScanFilter::default())
+                    .await
+                    .map_err(gatt_error)?;
+            }
+            *scanners += 1;
+            self.scanning = true;
+            self.route(|r| r.scanning = true);
+        }
+        drop(scanners);
+        // Devices BlueZ already knows produce no new discovery event: report them.
+        self.report_known().await;
+        Ok(())
+    }
+
+    /// Stops scanning: the adapter's scan stops with the session's last scanning slot.
+    async fn stop_scan(&mut self) -> Result<(), TransportError> {
+        let mut scanners = self.shared.scanners.lock().await;
+        if self.scanning {
+            self.scanning = false;
+            self.route(|r| r.scanning = false);
+            *scanners = scanners.saturating_sub(1);
+        }
+        if *scanners > 0 {
+            return Ok(());
+        }
+        self.shared.adapter.stop_scan().await.map_err(gatt_error)
     }
 
     fn characteristic(&self, char: Char) -> Result<(Peripheral, Characteristic), TransportError> {
@@ -374,7 +595,7 @@ impl Worker {
     }
 
     async fn find(&self, address: BdAddr) -> Option<Peripheral> {
-        let peripherals = self.adapter.peripherals().await.ok()?;
+        let peripherals = self.shared.adapter.peripherals().await.ok()?;
         peripherals
             .into_iter()
             .find(|p| BdAddr(p.address().into_inner()) == address)
@@ -406,10 +627,9 @@ impl Worker {
         }
         // One notification stream per connection, kept until the link ends: dropping streams
         // in a loop is what upsets bluez-async.
-        let notifications = peripheral
-            .notifications()
-            .await
-            .map_err(|e| TransportError::Gatt(bluez_error(e)))?;
+        let notifications = peripheral.notifications().await.map_err(gatt_error)?;
+        let id = peripheral.id();
+        self.route(|r| r.watching = Some(id));
         self.connection = Some(Connection {
             peripheral,
             chars: BTreeSet::new(),
@@ -423,10 +643,7 @@ impl Worker {
             .connection
             .as_mut()
             .ok_or(TransportError::NotConnected)?;
-        c.peripheral
-            .discover_services()
-            .await
-            .map_err(|e| TransportError::Gatt(bluez_error(e)))?;
+        c.peripheral.discover_services().await.map_err(gatt_error)?;
         c.chars = c.peripheral.characteristics();
         Ok(c.chars.iter().map(|ch| ch.uuid.as_u128()).collect())
     }
@@ -436,19 +653,19 @@ impl Worker {
             return;
         };
         let id = c.peripheral.id();
-        if c.peripheral.disconnect().await.is_err() {
-            return;
-        }
-        // Take BlueZ's confirmation here so it is not reported as a link loss later.
-        let _ = tokio::time::timeout(DISCONNECT_CONFIRM, async {
-            while let Some(event) = self.central.next().await {
-                match event {
-                    CentralEvent::DeviceDisconnected(got) if got == id => break,
-                    other => self.on_central_event(other).await,
+        if c.peripheral.disconnect().await.is_ok() {
+            // Take BlueZ's confirmation here (the router still sends this device's link-down
+            // events to this slot) so it is not reported as a link loss later.
+            let _ = tokio::time::timeout(DISCONNECT_CONFIRM, async {
+                while let Some(got) = self.link_down.recv().await {
+                    if got == id {
+                        break;
+                    }
                 }
-            }
-        })
-        .await;
+            })
+            .await;
+        }
+        self.drop_connection();
     }
 
     async fn remove(&mut self, address: BdAddr) -> Result<(), TransportError> {
@@ -457,77 +674,45 @@ impl Worker {
             .as_ref()
             .is_some_and(|c| BdAddr(c.peripheral.address().into_inner()) == address)
         {
-            self.connection = None;
+            self.drop_connection();
         }
-        let adapter = self.adapter_path.clone();
+        let adapter = self.shared.adapter_path.clone();
         let device = format!("{adapter}/{}", address.bluez_segment());
         tokio::task::spawn_blocking(move || remove_device(&adapter, &device))
             .await
             .map_err(|e| TransportError::Gatt(e.to_string()))?
     }
 
+    /// Reports every device BlueZ knows to this slot only.
     async fn report_known(&mut self) {
-        let Ok(peripherals) = self.adapter.peripherals().await else {
+        let Ok(peripherals) = self.shared.adapter.peripherals().await else {
             return;
         };
         for p in peripherals {
-            self.report(&p).await;
+            let Some(advert) = advertisement(&p).await else {
+                continue;
+            };
+            let _ = self
+                .events
+                .try_send(TransportEvent::Advertisement(advert))
+                .inspect_err(|_| tracing::debug!("advertisement dropped: event queue full"));
         }
     }
 
-    async fn report(&mut self, p: &Peripheral) {
-        let Ok(Some(props)) = p.properties().await else {
+    async fn on_link_down(&mut self, id: PeripheralId) {
+        let Some(c) = self.connection.as_ref().filter(|c| c.peripheral.id() == id) else {
             return;
         };
-        let mut manufacturer_data: Vec<(u16, Vec<u8>)> =
-            props.manufacturer_data.into_iter().collect();
-        manufacturer_data.sort();
-        let advert = Advertisement {
-            address: BdAddr(props.address.into_inner()),
-            name: props.local_name,
-            rssi: props.rssi,
-            manufacturer_data,
-            services: props.services.iter().map(|u| u.as_u128()).collect(),
-        };
-        let _ = self
-            .events
-            .try_send(TransportEvent::Advertisement(advert))
-            .inspect_err(|_| tracing::debug!("advertisement dropped: event queue full"));
-    }
-
-    async fn on_central_event(&mut self, event: CentralEvent) {
-        match event {
-            CentralEvent::DeviceDiscovered(id)
-            | CentralEvent::DeviceUpdated(id)
-            | CentralEvent::ManufacturerDataAdvertisement { id, .. }
-            | CentralEvent::ServicesAdvertisement { id, .. }
-                if self.scanning =>
-            {
-                self.report_id(&id).await;
-            }
-            CentralEvent::DeviceDisconnected(id) => {
-                let Some(c) = self.connection.as_ref().filter(|c| c.peripheral.id() == id) else {
-                    return;
-                };
-                // The loss of the previous link can reach us only after a new connect to the
-                // same device completed (BlueZ's connect waited for the device while the event
-                // sat in the stream): ask BlueZ before taking the new link for dead.
-                if c.peripheral.is_connected().await.unwrap_or(false) {
-                    tracing::debug!("a stale link-down event of an earlier connection: ignored");
-                    return;
-                }
-                tracing::debug!("BlueZ reports the link down");
-                self.connection = None;
-                let _ = self.events.send(TransportEvent::Disconnected).await;
-            }
-            _ => {}
+        // The loss of the previous link can reach us only after a new connect to the same
+        // device completed (BlueZ's connect waited for the device while the event sat in the
+        // stream): ask BlueZ before taking the new link for dead.
+        if c.peripheral.is_connected().await.unwrap_or(false) {
+            tracing::debug!("a stale link-down event of an earlier connection: ignored");
+            return;
         }
-    }
-
-    async fn report_id(&mut self, id: &PeripheralId) {
-        if let Ok(p) = self.adapter.peripheral(id).await {
-            self.report(&p).await;
-        }
+        tracing::debug!("BlueZ reports the link down");
+        self.drop_connection();
+        let _ = self.events.send(TransportEvent::Disconnected).await;
     }
 
     async fn on_notification(&mut self, note: ValueNotification) {
@@ -547,6 +732,20 @@ impl Worker {
             })
             .await;
     }
+}
+
+/// What a device advertises, as BlueZ last heard it.
+async fn advertisement(p: &Peripheral) -> Option<Advertisement> {
+    let props = p.properties().await.ok()??;
+    let mut manufacturer_data: Vec<(u16, Vec<u8>)> = props.manufacturer_data.into_iter().collect();
+    manufacturer_data.sort();
+    Some(Advertisement {
+        address: BdAddr(props.address.into_inner()),
+        name: props.local_name,
+        rssi: props.rssi,
+        manufacturer_data,
+        services: props.services.iter().map(|u| u.as_u128()).collect(),
+    })
 }
 
 /// `org.bluez.Adapter1.RemoveDevice(device)` on the system bus.
@@ -589,9 +788,10 @@ fn connect_error(address: BdAddr, text: String) -> TransportError {
 }
 
 #[cfg(test)]
+// A test: a failing `unwrap`/`expect` is the test failing, with its message.
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-
     #[test]
     fn in_progress_and_forgotten_devices_are_told_apart_from_other_connect_failures() {
         let a = BdAddr([0xC0, 1, 2, 3, 4, 5]);

@@ -108,6 +108,8 @@ pub async fn run(config: Config, notifier: Notifier) -> anyhow::Result<()> {
     let mut served = Vec::with_capacity(config.scooters.len());
     let mut samplers = JoinSet::new();
     let mut command_routes = Vec::new();
+    // One BlueZ session for every scooter of the process.
+    let ble = Arc::default();
     for (index, entry) in config.scooters.iter().enumerate() {
         let command_queue = if entry.commands.is_empty() {
             None
@@ -150,6 +152,7 @@ pub async fn run(config: Config, notifier: Notifier) -> anyhow::Result<()> {
             stop: stop_rx.clone(),
             delay: Duration::ZERO,
             devices: devices.clone(),
+            ble: Arc::clone(&ble),
             shared: SamplerShared {
                 events: Some(Arc::new(std::sync::Mutex::new(RideEvents::new(
                     event_config(&config.events),

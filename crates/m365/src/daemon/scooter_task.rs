@@ -3,12 +3,13 @@
 //! when other scooters keep the process running), so that one scooter's trouble never delays
 //! another's samples or publishes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use m365_ble::ScooterLink;
 use m365_ble::error::BleError;
 use m365_ble::link::LinkConfig;
-use m365_ble::transport::btleplug::BtleplugTransport;
+use m365_ble::transport::btleplug::BtleplugSession;
 use m365_pipeline::PipelineHandle;
 use tokio::sync::watch;
 
@@ -92,6 +93,9 @@ pub struct SamplerRun {
     pub shared: SamplerShared,
     /// The Home Assistant descriptions, told the scooter's model and firmware once known.
     pub devices: Option<watch::Sender<Vec<crate::homeassistant::ScooterDiscovery>>>,
+    /// The process's one BlueZ session, shared by every scooter; started by the first sampler
+    /// that needs it (and again should it end).
+    pub ble: Arc<tokio::sync::Mutex<Option<BtleplugSession>>>,
 }
 
 /// Finds and opens the scooter over BlueZ, then samples it until stopped or gone. Returns the
@@ -108,6 +112,7 @@ pub async fn sample_scooter(run: SamplerRun) -> (usize, Result<(), BleError>) {
         delay,
         shared,
         devices,
+        ble,
     } = run;
     let outcome = async {
         if !delay.is_zero() {
@@ -118,7 +123,18 @@ pub async fn sample_scooter(run: SamplerRun) -> (usize, Result<(), BleError>) {
         }
         let id = config.scooter_id.clone();
         let open = async {
-            let transport = BtleplugTransport::new().await?;
+            let transport = {
+                let mut session = ble.lock().await;
+                match session.as_ref().filter(|s| !s.is_closed()) {
+                    Some(session) => session.transport(),
+                    None => {
+                        let started = BtleplugSession::start().await?;
+                        let transport = started.transport();
+                        *session = Some(started);
+                        transport
+                    }
+                }
+            };
             tracing::info!(scooter = %id, looking_for = %link.filter.describe(), "scanning");
             ScooterLink::open(transport, link).await
         };
