@@ -7,10 +7,14 @@
 #   SECONDS_PER_TARGET=300 crates/m365/fuzz/smoke.sh
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../../.." && pwd)"
+# One build directory for the fuzz projects of m365, m365-pipeline and m365-ingest: about half
+# of their sanitised dependencies are the same build (SQLite, ring, serde, ...), compiled once.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target/fuzz}"
 for seeds in "$here"/seeds/*/; do
     target="$(basename "$seeds")"
     mkdir -p "$here/corpus/$target"
     cp "$seeds"* "$here/corpus/$target/"
 done
-cp "$here/../../../packaging/martinete.toml" "$here/corpus/config_file/martinete.toml"
-exec "$here/../../../scripts/fuzz-smoke.sh" "$here" 15
+cp "$root/packaging/martinete.toml" "$here/corpus/config_file/martinete.toml"
+exec "$root/scripts/fuzz-smoke.sh" "$here" 15
