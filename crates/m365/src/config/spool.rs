@@ -31,6 +31,14 @@ pub struct SpoolConfig {
 }
 
 impl SpoolConfig {
+    /// The folder of the spool: the state directory, where the daemon keeps its other state
+    /// too (the commands' replay memory, the Home Assistant state file).
+    pub fn state_dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    }
+
     /// Defaults, with the spool in `state_dir`.
     pub fn with_state_dir(state_dir: &Path) -> Self {
         Self {

@@ -368,11 +368,7 @@ fn homeassistant_announcer(
     Option<watch::Sender<Vec<crate::homeassistant::ScooterDiscovery>>>,
 ) {
     let mqtt = pipeline::settings(config, config.first()).config.mqtt;
-    let state_dir = config.spool.path.parent().map_or_else(
-        || std::path::PathBuf::from("."),
-        std::path::Path::to_path_buf,
-    );
-    crate::homeassistant::start(config, &mqtt, &state_dir)
+    crate::homeassistant::start(config, &mqtt, &config.spool.state_dir())
 }
 
 /// Starts the command listener when any scooter allows a command. Its replay memory lives
@@ -399,10 +395,7 @@ fn start_commands(
             )
         })
         .collect();
-    let dir = config.spool.path.parent().map_or_else(
-        || std::path::PathBuf::from("."),
-        std::path::Path::to_path_buf,
-    );
+    let dir = config.spool.state_dir();
     let listener = crate::commands::spawn(
         mqtt,
         scooters,
