@@ -165,6 +165,19 @@ async fn registered_token_logs_in_and_reads_samples_without_desync() {
     assert_eq!(c.unrelated_frames, 0);
     assert_eq!(served.counters().logins, 1);
     assert_eq!(served.counters().registrations, 1);
+    // The UART went through BlueZ's sockets (AcquireNotify/AcquireWrite), not one D-Bus
+    // message per request and notification: only the login used WriteValue.
+    let bluez = served.control().counters();
+    // Once per connection: registration, then login.
+    let per_connection = bluez.successful_connects;
+    assert_eq!(
+        (bluez.acquire_notify, bluez.acquire_write),
+        (per_connection, per_connection),
+        "{bluez:?}"
+    );
+    assert!(bluez.socket_writes >= 1_000, "{bluez:?}");
+    assert!(bluez.socket_notifications >= 1_200, "{bluez:?}");
+    assert!(bluez.writes < 50, "{bluez:?}");
     let info = link.info().await.unwrap();
     assert_eq!(
         info.serial,

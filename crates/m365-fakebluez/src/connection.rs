@@ -156,7 +156,7 @@ async fn link_up(shared: &Arc<Shared>, address: BluezAddress) -> Result<(), Blue
         device.last_seen = Some(now);
         device.counters.successful_connects += 1;
         for state in device.chars.values_mut() {
-            state.notifying = false;
+            state.reset_link();
         }
         let (tx, rx) = mpsc::channel(NOTIFY_QUEUE);
         device.link = Some(LinkSession {
@@ -234,7 +234,7 @@ pub(crate) async fn disconnect(shared: &Arc<Shared>, address: BluezAddress, caus
             device.last_link_stats = link.events.stats();
         }
         for state in device.chars.values_mut() {
-            state.notifying = false;
+            state.reset_link();
         }
         device.last_seen = Some(Instant::now());
         let forced_removal = match cause {
@@ -344,6 +344,20 @@ async fn deliver(
                 return;
             }
             match device.chars.get_mut(&out.char_path) {
+                // Acquired: the value goes into the socket, uncached and unsignalled. A full
+                // socket drops it, as BlueZ does.
+                Some(state) if state.notifying && state.notify_socket.is_some() => {
+                    if let Some(acquired) = &state.notify_socket {
+                        match acquired.socket.try_send(&out.data) {
+                            Ok(_) => device.counters.socket_notifications += 1,
+                            Err(e) => debug!(
+                                path = %out.char_path,
+                                "notification not written to the socket: {e}"
+                            ),
+                        }
+                    }
+                    false
+                }
                 // Unsubscribed while queued: the peripheral's stack would have dropped it.
                 Some(state) if state.notifying => {
                     state.value.clone_from(&out.data);

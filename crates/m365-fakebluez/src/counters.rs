@@ -27,4 +27,12 @@ pub struct Counters {
     pub stop_notify: u64,
     /// `Adapter1.RemoveDevice` calls naming this device.
     pub remove_device: u64,
+    /// `GattCharacteristic1.AcquireNotify` calls.
+    pub acquire_notify: u64,
+    /// `GattCharacteristic1.AcquireWrite` calls.
+    pub acquire_write: u64,
+    /// Write commands that came through an acquired socket (not counted in `writes`).
+    pub socket_writes: u64,
+    /// Notifications written into an acquired socket.
+    pub socket_notifications: u64,
 }

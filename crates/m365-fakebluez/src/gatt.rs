@@ -6,12 +6,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
 use uuid::Uuid;
 use zbus::interface;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue, Value};
 
+use crate::acquired::{self, Incoming, Watch};
 use crate::address::BluezAddress;
 use crate::bluez_error::BluezError;
 use crate::gatt_spec::CharFlags;
@@ -65,7 +67,7 @@ impl ServiceIface {
 }
 
 /// A GattCharacteristic1 object.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct CharIface {
     shared: Weak<Shared>,
     address: BluezAddress,
@@ -92,6 +94,18 @@ impl CharIface {
         self.shared
             .upgrade()
             .ok_or_else(|| BluezError::Failed("adapter gone".into()))
+    }
+
+    /// Reads one flag of this characteristic's state (`false` without a device).
+    fn acquired(&self, f: impl Fn(&crate::state::CharState) -> bool) -> bool {
+        self.shared.upgrade().is_some_and(|shared| {
+            shared
+                .world()
+                .devices
+                .get(&self.address)
+                .and_then(|d| d.chars.get(&self.node.path))
+                .is_some_and(f)
+        })
     }
 
     /// Whether the link of `generation` is still up.
@@ -159,6 +173,134 @@ impl CharIface {
         {
             state.notifying = on;
         }
+    }
+
+    /// Tells the bus that `props` of this characteristic changed.
+    async fn signal(&self, shared: &Shared, props: Vec<(&'static str, Value<'static>)>) {
+        if let Some(conn) = shared.conn.get() {
+            crate::signals::properties_changed(conn, &self.node.path, CHAR_IFACE, props).await;
+        }
+    }
+
+    /// Sends one write command that came through an acquired socket: it takes a slot on the
+    /// link now; `queue` delivers it to the peripheral when its slot comes, in order.
+    fn admit_command(&self, value: Vec<u8>, queue: &mpsc::UnboundedSender<(Instant, Vec<u8>)>) {
+        let admitted = self.admit(
+            |c| c.socket_writes += 1,
+            |device| {
+                if value.len() > device.max_payload() {
+                    Err(BluezError::Failed("Failed to initiate write".into()))
+                } else {
+                    Ok(())
+                }
+            },
+        );
+        match admitted {
+            Ok((_, at, _)) => {
+                let _ = queue.send((at, value));
+            }
+            Err(e) => debug!(uuid = %self.node.uuid, "write command from the socket dropped: {e}"),
+        }
+    }
+
+    /// Ends an acquisition the client closed (BlueZ's own end was dropped otherwise).
+    async fn release(&self, socket: &Arc<tokio::net::UnixDatagram>, notify: bool) {
+        let Ok(shared) = self.shared() else {
+            return;
+        };
+        let peripheral = {
+            let mut world = shared.world();
+            let Some(device) = world.devices.get_mut(&self.address) else {
+                return;
+            };
+            let peripheral = device.peripheral.clone();
+            let Some(state) = device.chars.get_mut(&self.node.path) else {
+                return;
+            };
+            let slot = if notify {
+                &mut state.notify_socket
+            } else {
+                &mut state.write_socket
+            };
+            if !slot.as_ref().is_some_and(|a| a.same(socket)) {
+                return;
+            }
+            *slot = None;
+            if notify {
+                state.notifying = false;
+            }
+            peripheral
+        };
+        if notify {
+            lock(&peripheral).on_subscribe(self.node.uuid, false);
+            self.signal(
+                &shared,
+                vec![
+                    ("NotifyAcquired", false.into()),
+                    ("Notifying", false.into()),
+                ],
+            )
+            .await;
+        } else {
+            self.signal(&shared, vec![("WriteAcquired", false.into())])
+                .await;
+        }
+    }
+
+    /// The client's end of a notify socket: nothing it writes is used; its hang-up releases.
+    async fn watch_notify(self, mut watch: Watch) {
+        loop {
+            match watch.next().await {
+                Incoming::Packet(_) => {}
+                Incoming::Stopped => return,
+                Incoming::Closed => {
+                    let socket = watch.socket.clone();
+                    return self.release(&socket, true).await;
+                }
+            }
+        }
+    }
+
+    /// The client's end of a write socket: each packet is a write command.
+    async fn watch_write(self, mut watch: Watch) {
+        let (queue, mut due) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+        let writer = {
+            let iface = self.clone();
+            tokio::spawn(async move {
+                while let Some((at, value)) = due.recv().await {
+                    tokio::time::sleep_until(at).await;
+                    let Ok(shared) = iface.shared() else {
+                        return;
+                    };
+                    let peripheral = {
+                        let world = shared.world();
+                        match world.devices.get(&iface.address) {
+                            Some(d) if d.connected => d.peripheral.clone(),
+                            _ => continue,
+                        }
+                    };
+                    if let Err(e) =
+                        lock(&peripheral).on_write(iface.node.uuid, &value, WriteKind::Command)
+                    {
+                        debug!(uuid = %iface.node.uuid, "peripheral rejected a command: {e}");
+                    }
+                }
+            })
+        };
+        loop {
+            match watch.next().await {
+                Incoming::Packet(value) => self.admit_command(value, &queue),
+                Incoming::Stopped => break,
+                Incoming::Closed => {
+                    let socket = watch.socket.clone();
+                    self.release(&socket, false).await;
+                    break;
+                }
+            }
+        }
+        // What was written before the end still crosses (or fails on a link that is gone).
+        drop(queue);
+        let _ = writer.await;
     }
 }
 
@@ -294,7 +436,11 @@ impl CharIface {
                         "Operation is not supported".into(),
                     ));
                 }
-                already = device.chars.get(&path).is_some_and(|c| c.notifying);
+                let state = device.chars.get(&path);
+                if state.is_some_and(|c| c.notify_socket.is_some()) {
+                    return Err(BluezError::NotPermitted("Notify acquired".into()));
+                }
+                already = state.is_some_and(|c| c.notifying);
                 Ok(())
             },
         )?;
@@ -350,6 +496,101 @@ impl CharIface {
         Ok(())
     }
 
+    /// `AcquireNotify`: notifications through a socket instead of `PropertiesChanged`. BlueZ's
+    /// checks: not twice, not beside `StartNotify`, only where the flags allow; the CCCD write
+    /// crosses the link before the answer, which carries the client's end and the MTU.
+    async fn acquire_notify(
+        &self,
+        _options: HashMap<String, OwnedValue>,
+    ) -> Result<(zbus::zvariant::OwnedFd, u16), BluezError> {
+        let flags = self.node.flags;
+        let path = self.node.path.clone();
+        let mut mtu = 23;
+        let (admitted, at, sent) = self.admit(
+            |c| c.acquire_notify += 1,
+            |device| {
+                let state = device.chars.get(&path);
+                if state.is_some_and(|c| c.notify_socket.is_some()) {
+                    return Err(BluezError::NotPermitted("Notify acquired".into()));
+                }
+                if state.is_some_and(|c| c.notifying) {
+                    return Err(BluezError::in_progress());
+                }
+                if !flags.can_notify() {
+                    return Err(BluezError::NotSupported(
+                        "Operation is not supported".into(),
+                    ));
+                }
+                mtu = device.mtu;
+                Ok(())
+            },
+        )?;
+        tokio::time::sleep_until(at).await;
+        self.await_response(&admitted, sent).await;
+        let (acquired, watch, theirs) =
+            acquired::pair().map_err(|e| BluezError::Failed(e.to_string()))?;
+        {
+            let mut world = admitted.shared.world();
+            let state = world
+                .devices
+                .get_mut(&self.address)
+                .filter(|d| d.has_link(admitted.generation))
+                .and_then(|d| d.chars.get_mut(&path))
+                .ok_or_else(BluezError::not_connected)?;
+            if state.notifying {
+                return Err(BluezError::in_progress());
+            }
+            state.notifying = true;
+            state.notify_socket = Some(acquired);
+        }
+        lock(&admitted.peripheral).on_subscribe(self.node.uuid, true);
+        self.signal(
+            &admitted.shared,
+            vec![("NotifyAcquired", true.into()), ("Notifying", true.into())],
+        )
+        .await;
+        tokio::spawn(self.clone().watch_notify(watch));
+        Ok((theirs.into(), mtu))
+    }
+
+    /// `AcquireWrite`: write commands through a socket, one packet each, instead of
+    /// `WriteValue` calls. Only where the flags allow a write without response, and not twice.
+    async fn acquire_write(
+        &self,
+        _options: HashMap<String, OwnedValue>,
+    ) -> Result<(zbus::zvariant::OwnedFd, u16), BluezError> {
+        let flags = self.node.flags;
+        let path = self.node.path.clone();
+        let shared = self.shared()?;
+        let (acquired, watch, theirs) =
+            acquired::pair().map_err(|e| BluezError::Failed(e.to_string()))?;
+        let mtu = {
+            let mut world = shared.world();
+            let device = world
+                .devices
+                .get_mut(&self.address)
+                .filter(|d| d.link.is_some())
+                .ok_or_else(BluezError::not_connected)?;
+            let mtu = device.mtu;
+            device.counters.acquire_write += 1;
+            let state = device.chars.entry(path).or_default();
+            if state.write_socket.is_some() {
+                return Err(BluezError::NotPermitted("Write acquired".into()));
+            }
+            if !flags.contains(CharFlags::WRITE_WITHOUT_RESPONSE) {
+                return Err(BluezError::NotSupported(
+                    "Operation is not supported".into(),
+                ));
+            }
+            state.write_socket = Some(acquired);
+            mtu
+        };
+        self.signal(&shared, vec![("WriteAcquired", true.into())])
+            .await;
+        tokio::spawn(self.clone().watch_write(watch));
+        Ok((theirs.into(), mtu))
+    }
+
     #[zbus(property, name = "UUID")]
     fn uuid(&self) -> String {
         self.node.uuid.to_string()
@@ -398,6 +639,24 @@ impl CharIface {
                     .map(|c| c.notifying)
             })
             .unwrap_or(false))
+    }
+
+    /// Present only on characteristics that can notify, as in BlueZ.
+    #[zbus(property)]
+    fn notify_acquired(&self) -> zbus::fdo::Result<bool> {
+        if !self.node.flags.can_notify() {
+            return Err(zbus::fdo::Error::Failed("No such property".into()));
+        }
+        Ok(self.acquired(|c| c.notify_socket.is_some()))
+    }
+
+    /// Present only on characteristics that take writes without response, as in BlueZ.
+    #[zbus(property)]
+    fn write_acquired(&self) -> zbus::fdo::Result<bool> {
+        if !self.node.flags.contains(CharFlags::WRITE_WITHOUT_RESPONSE) {
+            return Err(zbus::fdo::Error::Failed("No such property".into()));
+        }
+        Ok(self.acquired(|c| c.write_socket.is_some()))
     }
 
     #[zbus(property, name = "MTU")]

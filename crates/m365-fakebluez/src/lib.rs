@@ -97,6 +97,7 @@
 //! link of their own with the same rules.
 #![forbid(unsafe_code)]
 
+mod acquired;
 mod adapter;
 mod address;
 mod advertisement;

@@ -324,6 +324,20 @@ pub(crate) struct Outgoing {
 pub(crate) struct CharState {
     pub(crate) notifying: bool,
     pub(crate) value: Vec<u8>,
+    /// Notifications go to this socket instead of `PropertiesChanged` (`AcquireNotify`).
+    pub(crate) notify_socket: Option<crate::acquired::Acquired>,
+    /// Packets written to this socket are write commands (`AcquireWrite`).
+    pub(crate) write_socket: Option<crate::acquired::Acquired>,
+}
+
+impl CharState {
+    /// The link went down or came up anew: no subscription, no acquired socket (dropping
+    /// BlueZ's end hangs up on the client).
+    pub(crate) fn reset_link(&mut self) {
+        self.notifying = false;
+        self.notify_socket = None;
+        self.write_socket = None;
+    }
 }
 
 /// Object paths and properties of a device's GATT database, fixed when it is added.

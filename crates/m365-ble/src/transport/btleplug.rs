@@ -42,6 +42,7 @@ use m365_proto::gatt::Char;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
+use super::acquired::{self, AcquiredUart, Received};
 use super::{Advertisement, Transport, TransportError, TransportEvent, WriteKind};
 use crate::address::BdAddr;
 
@@ -98,7 +99,12 @@ impl BtleplugSession {
                     }
                 };
                 // The slots are tasks of this thread only (btleplug's streams are not `Sync`).
-                tokio::task::LocalSet::new().block_on(&runtime, worker(open_rx, ready_tx));
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&runtime, worker(open_rx, ready_tx));
+                // Whatever the set still holds is dropped inside the runtime: bluez-async's
+                // streams spawn a task when dropped, which outside a runtime is a panic.
+                let _context = runtime.enter();
+                drop(local);
             })
             .map_err(|e| TransportError::NoAdapter(e.to_string()))?;
         ready_rx.await.map_err(|_| TransportError::Closed)??;
@@ -227,6 +233,38 @@ struct Connection {
     peripheral: Peripheral,
     chars: BTreeSet<Characteristic>,
     notifications: Option<Notifications>,
+    /// The UART characteristics' sockets, when BlueZ handed them out.
+    uart: Option<AcquiredUart>,
+}
+
+/// What a connection heard.
+enum Heard {
+    /// A notification on the D-Bus path.
+    Notification(ValueNotification),
+    /// A notification of the UART socket.
+    Uart(Received),
+}
+
+impl Connection {
+    /// The next notification of either path.
+    async fn next(&mut self) -> Option<Heard> {
+        let uart = async {
+            match self.uart.as_mut() {
+                Some(uart) => uart.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let stream = async {
+            match self.notifications.as_mut() {
+                Some(stream) => stream.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            got = uart => Some(Heard::Uart(got)),
+            got = stream => got.map(Heard::Notification),
+        }
+    }
 }
 
 /// What the router knows of a slot.
@@ -338,6 +376,8 @@ async fn worker(
     }
     while slots.join_next().await.is_some() {}
     router.abort();
+    // The router's event stream is dropped here, on the runtime (see `start`).
+    let _ = router.await;
 }
 
 /// Reads the adapter's events once for every slot of the session.
@@ -437,12 +477,8 @@ impl Slot {
     async fn run(mut self) {
         loop {
             let notification = async {
-                match self
-                    .connection
-                    .as_mut()
-                    .and_then(|c| c.notifications.as_mut())
-                {
-                    Some(stream) => stream.next().await,
+                match self.connection.as_mut() {
+                    Some(c) => c.next().await,
                     None => std::future::pending().await,
                 }
             };
@@ -455,7 +491,15 @@ impl Slot {
                     Some(id) => self.on_link_down(id).await,
                     None => break,
                 },
-                Some(note) = notification => self.on_notification(note).await,
+                Some(heard) = notification => match heard {
+                    Heard::Notification(note) => self.on_notification(note).await,
+                    Heard::Uart(Received::Value(value)) => {
+                        self.deliver(Char::UartNotify, value).await;
+                    }
+                    Heard::Uart(Received::HungUp) => {
+                        tracing::debug!("BlueZ closed the UART notification socket");
+                    }
+                },
             }
         }
         // The handle is gone: leave the other slots their scan, and free the scooter.
@@ -494,6 +538,10 @@ impl Slot {
                 let _ = tx.send(self.discover().await);
             }
             Command::Subscribe(char, tx) => {
+                if char == Char::UartNotify && self.acquire_uart().await {
+                    let _ = tx.send(Ok(()));
+                    return;
+                }
                 let r = match self.characteristic(char) {
                     Ok((p, c)) => p.subscribe(&c).await.map_err(gatt_error),
                     Err(e) => Err(e),
@@ -501,6 +549,20 @@ impl Slot {
                 let _ = tx.send(r);
             }
             Command::Write(char, data, kind, tx) => {
+                if char == Char::UartWrite
+                    && kind == WriteKind::WithoutResponse
+                    && let Some(uart) = self.connection.as_mut().and_then(|c| c.uart.as_mut())
+                    && let Some(sent) = uart.write(&data).await
+                {
+                    let r = sent.map_err(|e| {
+                        // BlueZ hangs up when the link goes down.
+                        tracing::debug!("UART write socket: {e}");
+                        self.drop_connection();
+                        TransportError::NotConnected
+                    });
+                    let _ = tx.send(r);
+                    return;
+                }
                 let r = match self.characteristic(char) {
                     Ok((p, c)) => {
                         let kind = match kind {
@@ -634,6 +696,7 @@ impl Slot {
             peripheral,
             chars: BTreeSet::new(),
             notifications: Some(notifications),
+            uart: None,
         });
         Ok(())
     }
@@ -719,18 +782,52 @@ impl Slot {
         let Some(char) = Char::from_uuid(note.uuid.as_u128()) else {
             return;
         };
-        if note.value.is_empty() {
+        self.deliver(char, note.value).await;
+    }
+
+    async fn deliver(&mut self, char: Char, data: Vec<u8>) {
+        if data.is_empty() {
             // The terminator after a frame of 20, 40, … bytes (§2.3): nothing to deliver.
             self.empty.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let _ = self
             .events
-            .send(TransportEvent::Notification {
-                char,
-                data: note.value,
-            })
+            .send(TransportEvent::Notification { char, data })
             .await;
+    }
+
+    /// Has BlueZ hand out the UART characteristics as sockets (see [`super::acquired`]);
+    /// `true` when notifications now come through one. Once per connection.
+    async fn acquire_uart(&mut self) -> bool {
+        let Some(c) = self.connection.as_ref() else {
+            return false;
+        };
+        if let Some(uart) = &c.uart {
+            return uart.notifies();
+        }
+        let device = format!(
+            "{}/{}",
+            self.shared.adapter_path,
+            BdAddr(c.peripheral.address().into_inner()).bluez_segment()
+        );
+        let uuid = |char: Char| uuid::Uuid::from_u128(char.uuid()).to_string();
+        let got = acquired::acquire(device, uuid(Char::UartNotify), uuid(Char::UartWrite)).await;
+        let Some(c) = self.connection.as_mut() else {
+            return false;
+        };
+        match got {
+            Ok(uart) => {
+                tracing::debug!(?uart, "UART through BlueZ's sockets");
+                let notifies = uart.notifies();
+                c.uart = Some(uart);
+                notifies
+            }
+            Err(e) => {
+                tracing::debug!("UART stays on D-Bus: {e}");
+                false
+            }
+        }
     }
 }
 

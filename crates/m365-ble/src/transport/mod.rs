@@ -21,6 +21,7 @@
 //!   25 s) and connects the moment it advertises again. [`Transport::connect`] takes the
 //!   longest wait the caller can afford and cancels the attempt when it passes.
 
+mod acquired;
 pub mod btleplug;
 
 use std::future::Future;
