@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target of m365-ingest for a bounded time (default 15 s each) and fails on
-# the first crash; see scripts/fuzz-smoke.sh. Seeds the corpora first with the checked-in
-# seeds/.
+# the first crash; see scripts/fuzz-smoke.sh. Seeds the corpora first: the checked-in seeds/
+# and the example configuration packaging/ingest.toml.
 #
 #   crates/m365-ingest/fuzz/smoke.sh
 #   SECONDS_PER_TARGET=300 crates/m365-ingest/fuzz/smoke.sh
@@ -16,4 +16,5 @@ for seeds in "$here"/seeds/*/; do
     mkdir -p "$here/corpus/$target"
     cp "$seeds"* "$here/corpus/$target/"
 done
+cp "$root/packaging/ingest.toml" "$here/corpus/ingest_config/ingest.toml"
 exec "$root/scripts/fuzz-smoke.sh" "$here" 15

@@ -292,6 +292,21 @@ impl<'de> Deserialize<'de> for Seconds {
     }
 }
 
+/// The scheme `url::Url::parse` would find in `s` (lower-cased), read without parsing: the text
+/// before the first `:`, after removing what the URL parser removes (tabs and line breaks
+/// anywhere, control characters and spaces at the ends). The settings check it before parsing,
+/// so only their own schemes reach `url`: for `http://` and the other special schemes it runs
+/// the host through IDNA, whose back-end here (`idna_adapter` 1.0.0) trips a debug assertion on
+/// a host mixing upper-case letters with other characters.
+fn url_scheme(s: &str) -> Option<String> {
+    let cleaned: String = s
+        .chars()
+        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+        .collect();
+    let (scheme, _) = cleaned.trim_start_matches(|c| c <= ' ').split_once(':')?;
+    Some(scheme.to_ascii_lowercase())
+}
+
 /// The broker's address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerAddress {
@@ -306,6 +321,13 @@ pub struct BrokerAddress {
 impl BrokerAddress {
     /// Parses `tcp://host[:port]` and the TLS schemes.
     pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(scheme) = url_scheme(s)
+            && !matches!(scheme.as_str(), "tcp" | "mqtt" | "ssl" | "mqtts" | "tls")
+        {
+            return Err(format!(
+                "unsupported broker scheme {scheme:?}: use tcp://, mqtt://, ssl://, mqtts:// or tls://"
+            ));
+        }
         let url = url::Url::parse(s).map_err(|e| {
             format!("expected a broker URL such as \"tcp://127.0.0.1:1883\", found {s:?} ({e})")
         })?;
@@ -365,6 +387,13 @@ pub struct DatabaseUrl(String);
 impl DatabaseUrl {
     /// Checks the form (`postgres://` or `postgresql://`, a host and a database name).
     pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(scheme) = url_scheme(s)
+            && !matches!(scheme.as_str(), "postgres" | "postgresql")
+        {
+            return Err(format!(
+                "expected a postgresql:// URL, found the scheme {scheme:?}"
+            ));
+        }
         let url = url::Url::parse(s).map_err(|e| {
             format!(
                 "expected a URL such as \"postgresql://postgres@127.0.0.1:5432/m365\", found an invalid one ({e})"
@@ -792,5 +821,34 @@ mod tests {
         let m = MqttSettings::default();
         let id = m.resolved_client_id();
         assert!(id.starts_with("m365-ingest-") && !id.contains('{'), "{id}");
+    }
+
+    #[test]
+    fn urls_of_other_schemes_are_refused_before_the_url_parser() {
+        // A special scheme's host mixing upper case with other characters reached IDNA, whose
+        // back-end panicked in debug builds (found by the `ingest_config` fuzz target).
+        for s in [
+            "http://JJ\u{e9}",
+            "HTTP://Jé/db",
+            " ht\ttp:/,JJJJ\u{fffd}qls",
+            "file://A\u{e9}",
+        ] {
+            let e = BrokerAddress::parse(s).unwrap_err();
+            assert!(e.contains("unsupported broker scheme"), "{e}");
+            let e = DatabaseUrl::parse(s).unwrap_err();
+            assert!(e.contains("found the scheme"), "{e}");
+        }
+        let e = err(
+            "[mqtt]\nbroker = \"http:/,JJJJJJJJJ\u{fffd}\u{fffd}qls\"\n[database]\nurl = \"postgresql://h/db\"\n",
+        );
+        assert!(
+            e.starts_with("ingest.toml:2:10: [mqtt] broker: unsupported broker scheme \"http\""),
+            "{e}"
+        );
+        assert_eq!(url_scheme(" \tMQ\nTTS://h"), Some("mqtts".into()));
+        assert_eq!(url_scheme("no scheme"), None);
+        assert!(BrokerAddress::parse("MQTTS://Broker.Example").unwrap().tls);
+        assert!(BrokerAddress::parse("broker.example").is_err());
+        assert!(DatabaseUrl::parse("postgres://h/db").is_ok());
     }
 }

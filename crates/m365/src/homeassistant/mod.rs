@@ -31,7 +31,7 @@ pub mod description;
 pub mod entities;
 mod message;
 pub mod setup;
-mod state_file;
+pub mod state_file;
 
 pub use announcer::{AnnouncerSettings, STATE_FILE_NAME, spawn_announcer};
 pub use controls::{COMMAND_EXPIRY_S, KERS_LEVELS};

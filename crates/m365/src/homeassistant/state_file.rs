@@ -2,6 +2,9 @@
 //! scooter ids), so a scooter that has left the configuration can have its retained configs
 //! removed at the next start. Written atomically (a temporary file renamed over it); a missing
 //! file is a first start, a damaged one is said once and treated as empty.
+//!
+//! [`parse`] and [`render`] are the pure part (the file's contents to and from [`Announced`]);
+//! `read` and `write` are thin wrappers that add the file system.
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
@@ -14,19 +17,21 @@ const VERSION: u32 = 1;
 
 /// What was announced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct Announced {
+pub struct Announced {
     /// Format version.
-    pub(super) v: u32,
+    pub v: u32,
     /// The discovery prefix the configs went under.
-    pub(super) prefix: String,
+    pub prefix: String,
     /// The gateway's id.
-    pub(super) gateway: String,
+    pub gateway: String,
     /// The scooters' ids.
-    pub(super) scooters: BTreeSet<String>,
+    pub scooters: BTreeSet<String>,
 }
 
 impl Announced {
-    pub(super) fn new(prefix: &str, gateway: &str, scooters: BTreeSet<String>) -> Self {
+    /// What is announced under `prefix` for the gateway `gateway` and the scooters `scooters`,
+    /// in this build's format version.
+    pub fn new(prefix: &str, gateway: &str, scooters: BTreeSet<String>) -> Self {
         Announced {
             v: VERSION,
             prefix: prefix.to_owned(),
@@ -34,6 +39,34 @@ impl Announced {
             scooters,
         }
     }
+}
+
+/// Why the file's contents cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    /// Not the file's JSON.
+    #[error("damaged: {0}")]
+    Damaged(serde_json::Error),
+    /// Well-formed, in a format version this build does not know.
+    #[error("unknown version {0}")]
+    UnknownVersion(u32),
+}
+
+/// Reads the file's contents.
+pub fn parse(bytes: &[u8]) -> Result<Announced, StateFileError> {
+    let announced: Announced = serde_json::from_slice(bytes).map_err(StateFileError::Damaged)?;
+    if announced.v != VERSION {
+        return Err(StateFileError::UnknownVersion(announced.v));
+    }
+    Ok(announced)
+}
+
+/// The file's contents for `announced`: one line of JSON.
+pub fn render(announced: &Announced) -> Vec<u8> {
+    // Strings, a set of strings and an integer always serialise.
+    let mut text = serde_json::to_vec(announced).unwrap_or_default();
+    text.push(b'\n');
+    text
 }
 
 /// Reads the file: `None` when there is none yet, or when it cannot be read or understood
@@ -52,17 +85,17 @@ pub(super) fn read(path: &Path) -> Option<Announced> {
             return None;
         }
     };
-    match serde_json::from_slice::<Announced>(&text) {
-        Ok(a) if a.v == VERSION => Some(a),
-        Ok(a) => {
+    match parse(&text) {
+        Ok(a) => Some(a),
+        Err(StateFileError::UnknownVersion(version)) => {
             tracing::warn!(
                 path = %path.display(),
-                version = a.v,
+                version,
                 "unknown version of the Home Assistant discovery state file; treated as empty"
             );
             None
         }
-        Err(error) => {
+        Err(StateFileError::Damaged(error)) => {
             tracing::warn!(
                 path = %path.display(),
                 %error,
@@ -81,11 +114,9 @@ pub(super) fn write(path: &Path, announced: &Announced) -> std::io::Result<()> {
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = Path::new(&tmp_name);
-    let text = serde_json::to_vec(announced).map_err(std::io::Error::other)?;
     {
         let mut file = std::fs::File::create(tmp)?;
-        file.write_all(&text)?;
-        file.write_all(b"\n")?;
+        file.write_all(&render(announced))?;
         file.sync_all()?;
     }
     std::fs::rename(tmp, path)?;
@@ -138,5 +169,26 @@ mod tests {
         assert_eq!(read(&path), None, "a version this build does not know");
         std::fs::create_dir_all(dir.path().join("dir")).unwrap();
         assert_eq!(read(&dir.path().join("dir")), None, "not a file");
+    }
+
+    #[test]
+    fn parse_reads_what_render_writes() {
+        let a = Announced::new("homeassistant", "pi", ids(&["a", "b\u{e9}\"q"]));
+        let text = render(&a);
+        assert_eq!(text.last(), Some(&b'\n'), "one line");
+        assert_eq!(parse(&text).unwrap(), a);
+        assert_eq!(
+            parse(br#"{"v":1,"prefix":"ha","gateway":"g","scooters":["x","x"]}"#).unwrap(),
+            Announced::new("ha", "g", ids(&["x"])),
+        );
+        assert!(matches!(
+            parse(br#"{"v":2,"prefix":"ha","gateway":"g","scooters":[]}"#),
+            Err(StateFileError::UnknownVersion(2))
+        ));
+        for damaged in [&b""[..], b"{", b"\xff", br#"{"v":1,"prefix":"ha"}"#, b"[1]"] {
+            let e = parse(damaged).unwrap_err();
+            assert!(matches!(e, StateFileError::Damaged(_)), "{damaged:?}");
+            assert!(e.to_string().starts_with("damaged: "), "{e}");
+        }
     }
 }
