@@ -5,7 +5,7 @@
 //! either end ends the acquisition; a link loss closes BlueZ's end.
 
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use socket2::{Domain, Socket, Type};
 use tokio::io::Interest;
@@ -22,8 +22,8 @@ pub(crate) struct Acquired {
 
 impl Acquired {
     /// Whether `other` is this acquisition (and not a later one of the same characteristic).
-    pub(crate) fn same(&self, other: &Arc<UnixDatagram>) -> bool {
-        Arc::ptr_eq(&self.socket, other)
+    pub(crate) fn same(&self, other: &Weak<UnixDatagram>) -> bool {
+        std::ptr::eq(Arc::as_ptr(&self.socket), other.as_ptr())
     }
 }
 

@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
+use futures_lite::StreamExt as _;
+
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
@@ -204,7 +206,7 @@ impl CharIface {
     }
 
     /// Ends an acquisition the client closed (BlueZ's own end was dropped otherwise).
-    async fn release(&self, socket: &Arc<tokio::net::UnixDatagram>, notify: bool) {
+    async fn release(&self, socket: &Weak<tokio::net::UnixDatagram>, notify: bool) {
         let Ok(shared) = self.shared() else {
             return;
         };
@@ -247,6 +249,43 @@ impl CharIface {
         }
     }
 
+    /// BlueZ ends an acquisition when its owner (the caller's bus name) leaves the bus.
+    fn release_when_owner_leaves(
+        &self,
+        shared: &Shared,
+        owner: Option<String>,
+        socket: Weak<tokio::net::UnixDatagram>,
+        notify: bool,
+    ) {
+        let (Some(owner), Some(conn)) = (owner, shared.conn.get().cloned()) else {
+            return;
+        };
+        let iface = self.clone();
+        tokio::spawn(async move {
+            let Ok(proxy) = zbus::fdo::DBusProxy::new(&conn).await else {
+                return;
+            };
+            let Ok(mut changes) = proxy
+                .receive_name_owner_changed_with_args(&[(0, owner.as_str())])
+                .await
+            else {
+                return;
+            };
+            let present = match zbus::names::BusName::try_from(owner.as_str()) {
+                Ok(name) => proxy.name_has_owner(name).await.unwrap_or(false),
+                Err(_) => false,
+            };
+            if present {
+                while let Some(signal) = changes.next().await {
+                    if signal.args().is_ok_and(|a| a.new_owner().is_none()) {
+                        break;
+                    }
+                }
+            }
+            iface.release(&socket, notify).await;
+        });
+    }
+
     /// The client's end of a notify socket: nothing it writes is used; its hang-up releases.
     async fn watch_notify(self, mut watch: Watch) {
         loop {
@@ -254,7 +293,7 @@ impl CharIface {
                 Incoming::Packet(_) => {}
                 Incoming::Stopped => return,
                 Incoming::Closed => {
-                    let socket = watch.socket.clone();
+                    let socket = Arc::downgrade(&watch.socket);
                     return self.release(&socket, true).await;
                 }
             }
@@ -292,7 +331,7 @@ impl CharIface {
                 Incoming::Packet(value) => self.admit_command(value, &queue),
                 Incoming::Stopped => break,
                 Incoming::Closed => {
-                    let socket = watch.socket.clone();
+                    let socket = Arc::downgrade(&watch.socket);
                     self.release(&socket, false).await;
                     break;
                 }
@@ -502,7 +541,9 @@ impl CharIface {
     async fn acquire_notify(
         &self,
         _options: HashMap<String, OwnedValue>,
+        #[zbus(header)] header: zbus::message::Header<'_>,
     ) -> Result<(zbus::zvariant::OwnedFd, u16), BluezError> {
+        let owner = header.sender().map(ToString::to_string);
         let flags = self.node.flags;
         let path = self.node.path.clone();
         let mut mtu = 23;
@@ -549,6 +590,12 @@ impl CharIface {
             vec![("NotifyAcquired", true.into()), ("Notifying", true.into())],
         )
         .await;
+        self.release_when_owner_leaves(
+            &admitted.shared,
+            owner,
+            Arc::downgrade(&watch.socket),
+            true,
+        );
         tokio::spawn(self.clone().watch_notify(watch));
         Ok((theirs.into(), mtu))
     }
@@ -558,7 +605,9 @@ impl CharIface {
     async fn acquire_write(
         &self,
         _options: HashMap<String, OwnedValue>,
+        #[zbus(header)] header: zbus::message::Header<'_>,
     ) -> Result<(zbus::zvariant::OwnedFd, u16), BluezError> {
+        let owner = header.sender().map(ToString::to_string);
         let flags = self.node.flags;
         let path = self.node.path.clone();
         let shared = self.shared()?;
@@ -587,6 +636,7 @@ impl CharIface {
         };
         self.signal(&shared, vec![("WriteAcquired", true.into())])
             .await;
+        self.release_when_owner_leaves(&shared, owner, Arc::downgrade(&watch.socket), false);
         tokio::spawn(self.clone().watch_write(watch));
         Ok((theirs.into(), mtu))
     }

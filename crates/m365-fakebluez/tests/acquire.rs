@@ -180,14 +180,28 @@ async fn acquired_sockets_carry_writes_and_notifications_until_either_side_hangs
         }
     }
 
-    // A link loss: BlueZ hangs up on the write socket.
-    control.drop_link(Duration::from_secs(1)).await;
-    let mut buf = [0u8; 8];
-    let n = tokio::time::timeout(WAIT, write.recv(&mut buf))
-        .await
+    // The owner leaves the bus: BlueZ ends its acquisitions and hangs up.
+    drop(client);
+    assert_hung_up(&write).await;
+
+    // A link loss: BlueZ hangs up on the sockets of the link.
+    let client = zbus::connection::Builder::address(bus.address())
         .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let (write, _) = acquire(&client, &write_path, "AcquireWrite").await;
+    control.drop_link(Duration::from_secs(1)).await;
+    assert_hung_up(&write).await;
+}
+
+async fn assert_hung_up(socket: &UnixDatagram) {
+    let mut buf = [0u8; 8];
+    let n = tokio::time::timeout(WAIT, socket.recv(&mut buf))
+        .await
+        .expect("hung up in time")
         .unwrap();
     assert_eq!(n, 0);
-    let ready = write.ready(Interest::READABLE).await.unwrap();
+    let ready = socket.ready(Interest::READABLE).await.unwrap();
     assert!(ready.is_read_closed());
 }

@@ -3,31 +3,45 @@
 //! write, instead of one D-Bus message (and its parsing by btleplug) each. Most of a sample's
 //! cost on the host was those messages (docs/benchmarks.md, "Daemon footprint").
 //!
-//! BlueZ ends an acquisition when its owner leaves the bus, so the D-Bus connection that
-//! acquired the sockets is kept as long as they are. A characteristic BlueZ will not hand out
+//! The BLE worker acquires the sockets and keeps the D-Bus connection that did ([`Owner`]):
+//! BlueZ ends an acquisition when its owner leaves the bus, so dropping the worker's connection
+//! ends it. The handle reads and writes the sockets on the caller's runtime ([`AcquiredUart`]),
+//! so a request and its answers cross no thread. A characteristic BlueZ will not hand out
 //! (an older BlueZ, flags without notify or write-without-response, a notification session
 //! already started) stays on the D-Bus path: acquisition is an optimisation, never a
 //! requirement.
 
+use std::os::unix::net::UnixDatagram as StdDatagram;
+
 use tokio::io::Interest;
 use tokio::net::UnixDatagram;
 
-/// The UART characteristics' sockets of one connection.
-pub(super) struct AcquiredUart {
-    /// Keeps the acquisitions: BlueZ releases them when this connection leaves the bus.
-    #[cfg(target_os = "linux")]
-    _bus: dbus::blocking::Connection,
-    notify: Option<UnixDatagram>,
-    write: Option<(UnixDatagram, usize)>,
+/// What BlueZ handed out for one connection, as the worker passes it to the handle.
+#[derive(Debug)]
+pub(super) struct Sockets {
+    /// UART notifications, one per packet.
+    pub(super) notify: Option<StdDatagram>,
+    /// UART write commands, one per packet, and the longest one the link takes.
+    pub(super) write: Option<(StdDatagram, usize)>,
 }
 
-impl std::fmt::Debug for AcquiredUart {
+/// Keeps an acquisition alive: the D-Bus connection that made it.
+pub(super) struct Owner {
+    #[cfg(target_os = "linux")]
+    _bus: dbus::blocking::Connection,
+}
+
+impl std::fmt::Debug for Owner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AcquiredUart")
-            .field("notify", &self.notify.is_some())
-            .field("write", &self.write.is_some())
-            .finish()
+        f.write_str("Owner")
     }
+}
+
+/// The UART characteristics' sockets of one connection, on the caller's runtime.
+#[derive(Debug)]
+pub(super) struct AcquiredUart {
+    notify: Option<UnixDatagram>,
+    write: Option<(UnixDatagram, usize)>,
 }
 
 /// What the notify socket gave.
@@ -38,10 +52,21 @@ pub(super) enum Received {
     HungUp,
 }
 
+fn register(socket: StdDatagram) -> std::io::Result<UnixDatagram> {
+    socket.set_nonblocking(true)?;
+    UnixDatagram::from_std(socket)
+}
+
 impl AcquiredUart {
-    /// Whether notifications come through the socket.
-    pub(super) fn notifies(&self) -> bool {
-        self.notify.is_some()
+    /// Registers `sockets` with the current runtime.
+    pub(super) fn register(sockets: Sockets) -> std::io::Result<AcquiredUart> {
+        Ok(AcquiredUart {
+            notify: sockets.notify.map(register).transpose()?,
+            write: match sockets.write {
+                Some((socket, max)) => Some((register(socket)?, max)),
+                None => None,
+            },
+        })
     }
 
     /// The next notification; pending for ever when notifications do not come through here.
@@ -96,24 +121,18 @@ async fn recv(socket: &UnixDatagram) -> Option<Vec<u8>> {
 #[cfg(target_os = "linux")]
 mod bluez {
     use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixDatagram;
     use std::time::Duration;
 
     use dbus::arg::{PropMap, prop_cast};
     use dbus::blocking::Connection;
     use dbus::blocking::stdintf::org_freedesktop_dbus::ObjectManager as _;
-    use tokio::net::UnixDatagram;
 
-    use super::AcquiredUart;
+    use super::{Owner, Sockets};
 
     const CHAR_IFACE: &str = "org.bluez.GattCharacteristic1";
     /// AcquireNotify answers once the CCCD write crossed the link.
     const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
-    fn socket(fd: OwnedFd) -> std::io::Result<UnixDatagram> {
-        let socket = std::os::unix::net::UnixDatagram::from(fd);
-        socket.set_nonblocking(true)?;
-        UnixDatagram::from_std(socket)
-    }
 
     /// The object path of the characteristic `uuid` of `device`.
     fn char_path(
@@ -143,9 +162,10 @@ mod bluez {
         bus: &Connection,
         path: &dbus::Path<'static>,
         method: &str,
-    ) -> Result<(OwnedFd, u16), String> {
+    ) -> Result<(UnixDatagram, u16), String> {
         bus.with_proxy("org.bluez", path.clone(), CALL_TIMEOUT)
             .method_call::<(OwnedFd, u16), _, _, _>(CHAR_IFACE, method, (PropMap::new(),))
+            .map(|(fd, mtu)| (UnixDatagram::from(fd), mtu))
             .map_err(|e| format!("{method}: {e}"))
     }
 
@@ -155,42 +175,26 @@ mod bluez {
         device: String,
         notify_uuid: String,
         write_uuid: String,
-    ) -> Result<AcquiredUart, String> {
-        let (bus, notify, write) = tokio::task::spawn_blocking(move || {
+    ) -> Result<(Owner, Sockets), String> {
+        tokio::task::spawn_blocking(move || {
             let bus = Connection::new_system().map_err(|e| e.to_string())?;
             let notify = char_path(&bus, &device, &notify_uuid)
-                .and_then(|path| call(&bus, &path, "AcquireNotify"));
+                .and_then(|path| call(&bus, &path, "AcquireNotify"))
+                .map(|(socket, _mtu)| socket)
+                .inspect_err(|e| tracing::debug!("notifications stay on D-Bus: {e}"))
+                .ok();
             let write = char_path(&bus, &device, &write_uuid)
-                .and_then(|path| call(&bus, &path, "AcquireWrite"));
-            Ok::<_, String>((bus, notify, write))
+                .and_then(|path| call(&bus, &path, "AcquireWrite"))
+                .map(|(socket, mtu)| (socket, usize::from(mtu.saturating_sub(3))))
+                .inspect_err(|e| tracing::debug!("writes stay on D-Bus: {e}"))
+                .ok();
+            if notify.is_none() && write.is_none() {
+                return Err("BlueZ handed out no socket".to_owned());
+            }
+            Ok((Owner { _bus: bus }, Sockets { notify, write }))
         })
         .await
-        .map_err(|e| e.to_string())??;
-        let notify = match notify {
-            Ok((fd, _mtu)) => Some(socket(fd).map_err(|e| e.to_string())?),
-            Err(e) => {
-                tracing::debug!("notifications stay on D-Bus: {e}");
-                None
-            }
-        };
-        let write = match write {
-            Ok((fd, mtu)) => Some((
-                socket(fd).map_err(|e| e.to_string())?,
-                usize::from(mtu.saturating_sub(3)),
-            )),
-            Err(e) => {
-                tracing::debug!("writes stay on D-Bus: {e}");
-                None
-            }
-        };
-        if notify.is_none() && write.is_none() {
-            return Err("BlueZ handed out no socket".into());
-        }
-        Ok(AcquiredUart {
-            _bus: bus,
-            notify,
-            write,
-        })
+        .map_err(|e| e.to_string())?
     }
 }
 
@@ -203,6 +207,6 @@ pub(super) async fn acquire(
     _device: String,
     _notify_uuid: String,
     _write_uuid: String,
-) -> Result<AcquiredUart, String> {
+) -> Result<(Owner, Sockets), String> {
     Err("no BlueZ on this platform".into())
 }

@@ -42,7 +42,7 @@ use m365_proto::gatt::Char;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use super::acquired::{self, AcquiredUart, Received};
+use super::acquired::{self, AcquiredUart, Owner, Received, Sockets};
 use super::{Advertisement, Transport, TransportError, TransportEvent, WriteKind};
 use crate::address::BdAddr;
 
@@ -59,7 +59,8 @@ enum Command {
     StopScan(Reply<()>),
     Connect(BdAddr, Duration, Reply<()>),
     Discover(Reply<Vec<u128>>),
-    Subscribe(Char, Reply<()>),
+    /// The UART notify characteristic may come back as BlueZ's sockets.
+    Subscribe(Char, Reply<Option<Sockets>>),
     Write(Char, Vec<u8>, WriteKind, Reply<()>),
     Read(u128, Reply<Vec<u8>>),
     Disconnect(Reply<()>),
@@ -127,6 +128,7 @@ impl BtleplugSession {
             events,
             held: VecDeque::new(),
             empty,
+            uart: None,
         }
     }
 
@@ -145,6 +147,8 @@ pub struct BtleplugTransport {
     held: VecDeque<TransportEvent>,
     /// Zero-length notifications the worker dropped for this handle.
     empty: Arc<AtomicU64>,
+    /// The UART sockets of the current connection, when BlueZ handed them out.
+    uart: Option<AcquiredUart>,
 }
 
 impl BtleplugTransport {
@@ -175,6 +179,7 @@ impl Transport for BtleplugTransport {
     async fn connect(&mut self, address: BdAddr, timeout: Duration) -> Result<(), TransportError> {
         // What the previous connection left in the queue (its loss, late notifications) must
         // not be taken for news of the next one.
+        self.uart = None;
         while let Ok(event) = self.events.try_recv() {
             if let TransportEvent::Advertisement(_) = event {
                 self.held.push_back(event);
@@ -188,7 +193,12 @@ impl Transport for BtleplugTransport {
     }
 
     async fn subscribe(&mut self, char: Char) -> Result<(), TransportError> {
-        self.call(|tx| Command::Subscribe(char, tx)).await
+        if let Some(sockets) = self.call(|tx| Command::Subscribe(char, tx)).await? {
+            self.uart = Some(AcquiredUart::register(sockets).map_err(|e| {
+                TransportError::Gatt(format!("BlueZ's UART sockets cannot be used: {e}"))
+            })?);
+        }
+        Ok(())
     }
 
     async fn write(
@@ -197,6 +207,17 @@ impl Transport for BtleplugTransport {
         data: &[u8],
         kind: WriteKind,
     ) -> Result<(), TransportError> {
+        if char == Char::UartWrite
+            && kind == WriteKind::WithoutResponse
+            && let Some(uart) = self.uart.as_mut()
+            && let Some(sent) = uart.write(data).await
+        {
+            // BlueZ hangs up when the link goes down.
+            return sent.map_err(|e| {
+                tracing::debug!("UART write socket: {e}");
+                TransportError::NotConnected
+            });
+        }
         let data = data.to_vec();
         self.call(|tx| Command::Write(char, data, kind, tx)).await
     }
@@ -206,6 +227,7 @@ impl Transport for BtleplugTransport {
     }
 
     async fn disconnect(&mut self) -> Result<(), TransportError> {
+        self.uart = None;
         self.call(Command::Disconnect).await
     }
 
@@ -217,7 +239,38 @@ impl Transport for BtleplugTransport {
         if let Some(event) = self.held.pop_front() {
             return Some(event);
         }
-        self.events.recv().await
+        loop {
+            let uart = async {
+                match self.uart.as_mut() {
+                    Some(uart) => uart.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let event = tokio::select! {
+                event = self.events.recv() => event,
+                got = uart => match got {
+                    // The terminator after a frame of 20, 40, … bytes (§2.3).
+                    Received::Value(data) if data.is_empty() => {
+                        self.empty.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    Received::Value(data) => Some(TransportEvent::Notification {
+                        char: Char::UartNotify,
+                        data,
+                    }),
+                    // The link went down (the adapter's events tell it) or the acquisition
+                    // ended.
+                    Received::HungUp => {
+                        tracing::debug!("BlueZ closed the UART notification socket");
+                        continue;
+                    }
+                },
+            };
+            if matches!(event, Some(TransportEvent::Disconnected)) {
+                self.uart = None;
+            }
+            return event;
+        }
     }
 
     fn empty_notifications(&self) -> u64 {
@@ -233,38 +286,8 @@ struct Connection {
     peripheral: Peripheral,
     chars: BTreeSet<Characteristic>,
     notifications: Option<Notifications>,
-    /// The UART characteristics' sockets, when BlueZ handed them out.
-    uart: Option<AcquiredUart>,
-}
-
-/// What a connection heard.
-enum Heard {
-    /// A notification on the D-Bus path.
-    Notification(ValueNotification),
-    /// A notification of the UART socket.
-    Uart(Received),
-}
-
-impl Connection {
-    /// The next notification of either path.
-    async fn next(&mut self) -> Option<Heard> {
-        let uart = async {
-            match self.uart.as_mut() {
-                Some(uart) => uart.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        let stream = async {
-            match self.notifications.as_mut() {
-                Some(stream) => stream.next().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            got = uart => Some(Heard::Uart(got)),
-            got = stream => got.map(Heard::Notification),
-        }
-    }
+    /// Keeps the UART sockets BlueZ handed out for this connection (the handle uses them).
+    uart: Option<Owner>,
 }
 
 /// What the router knows of a slot.
@@ -477,8 +500,12 @@ impl Slot {
     async fn run(mut self) {
         loop {
             let notification = async {
-                match self.connection.as_mut() {
-                    Some(c) => c.next().await,
+                match self
+                    .connection
+                    .as_mut()
+                    .and_then(|c| c.notifications.as_mut())
+                {
+                    Some(stream) => stream.next().await,
                     None => std::future::pending().await,
                 }
             };
@@ -491,15 +518,7 @@ impl Slot {
                     Some(id) => self.on_link_down(id).await,
                     None => break,
                 },
-                Some(heard) = notification => match heard {
-                    Heard::Notification(note) => self.on_notification(note).await,
-                    Heard::Uart(Received::Value(value)) => {
-                        self.deliver(Char::UartNotify, value).await;
-                    }
-                    Heard::Uart(Received::HungUp) => {
-                        tracing::debug!("BlueZ closed the UART notification socket");
-                    }
-                },
+                Some(note) = notification => self.on_notification(note).await,
             }
         }
         // The handle is gone: leave the other slots their scan, and free the scooter.
@@ -538,31 +557,22 @@ impl Slot {
                 let _ = tx.send(self.discover().await);
             }
             Command::Subscribe(char, tx) => {
-                if char == Char::UartNotify && self.acquire_uart().await {
-                    let _ = tx.send(Ok(()));
+                let sockets = if char == Char::UartNotify {
+                    self.acquire_uart().await
+                } else {
+                    None
+                };
+                if sockets.as_ref().is_some_and(|s| s.notify.is_some()) {
+                    let _ = tx.send(Ok(sockets));
                     return;
                 }
                 let r = match self.characteristic(char) {
                     Ok((p, c)) => p.subscribe(&c).await.map_err(gatt_error),
                     Err(e) => Err(e),
                 };
-                let _ = tx.send(r);
+                let _ = tx.send(r.map(|()| sockets));
             }
             Command::Write(char, data, kind, tx) => {
-                if char == Char::UartWrite
-                    && kind == WriteKind::WithoutResponse
-                    && let Some(uart) = self.connection.as_mut().and_then(|c| c.uart.as_mut())
-                    && let Some(sent) = uart.write(&data).await
-                {
-                    let r = sent.map_err(|e| {
-                        // BlueZ hangs up when the link goes down.
-                        tracing::debug!("UART write socket: {e}");
-                        self.drop_connection();
-                        TransportError::NotConnected
-                    });
-                    let _ = tx.send(r);
-                    return;
-                }
                 let r = match self.characteristic(char) {
                     Ok((p, c)) => {
                         let kind = match kind {
@@ -782,30 +792,26 @@ impl Slot {
         let Some(char) = Char::from_uuid(note.uuid.as_u128()) else {
             return;
         };
-        self.deliver(char, note.value).await;
-    }
-
-    async fn deliver(&mut self, char: Char, data: Vec<u8>) {
-        if data.is_empty() {
+        if note.value.is_empty() {
             // The terminator after a frame of 20, 40, … bytes (§2.3): nothing to deliver.
             self.empty.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let _ = self
             .events
-            .send(TransportEvent::Notification { char, data })
+            .send(TransportEvent::Notification {
+                char,
+                data: note.value,
+            })
             .await;
     }
 
-    /// Has BlueZ hand out the UART characteristics as sockets (see [`super::acquired`]);
-    /// `true` when notifications now come through one. Once per connection.
-    async fn acquire_uart(&mut self) -> bool {
-        let Some(c) = self.connection.as_ref() else {
-            return false;
-        };
-        if let Some(uart) = &c.uart {
-            return uart.notifies();
-        }
+    /// Has BlueZ hand out the UART characteristics as sockets for the handle (see
+    /// [`super::acquired`]); `None` when it hands out none. A new subscription of the same
+    /// connection acquires anew (the earlier sockets are released).
+    async fn acquire_uart(&mut self) -> Option<Sockets> {
+        let c = self.connection.as_mut()?;
+        c.uart = None;
         let device = format!(
             "{}/{}",
             self.shared.adapter_path,
@@ -813,19 +819,15 @@ impl Slot {
         );
         let uuid = |char: Char| uuid::Uuid::from_u128(char.uuid()).to_string();
         let got = acquired::acquire(device, uuid(Char::UartNotify), uuid(Char::UartWrite)).await;
-        let Some(c) = self.connection.as_mut() else {
-            return false;
-        };
         match got {
-            Ok(uart) => {
-                tracing::debug!(?uart, "UART through BlueZ's sockets");
-                let notifies = uart.notifies();
-                c.uart = Some(uart);
-                notifies
+            Ok((owner, sockets)) => {
+                tracing::debug!(?sockets, "UART through BlueZ's sockets");
+                self.connection.as_mut()?.uart = Some(owner);
+                Some(sockets)
             }
             Err(e) => {
                 tracing::debug!("UART stays on D-Bus: {e}");
-                false
+                None
             }
         }
     }
