@@ -11,6 +11,8 @@
 //! - [`sim`]: `m365-sim serve` and `ctl`; [`gps`]: the receivers; [`client`]: one supervised
 //!   `m365 run` with its small disk and its clock.
 //! - [`soak`]: the run itself, from start to summary.
+//! - [`compare`]: `m365-soak compare`, `m365 run` against the earlier design ([`earlier`],
+//!   the hidden `earlier-client`) on one simulated world, side by side.
 //! - [`fleet`]: `m365-soak fleet`, the load test: many scooters at a fixed rate over several
 //!   `m365 run` processes, measured and checked for lost records, without faults.
 #![forbid(unsafe_code)]
@@ -18,6 +20,8 @@
 mod broker;
 mod checker;
 mod client;
+mod compare;
+mod earlier;
 mod fleet;
 mod gps;
 mod process;
@@ -107,6 +111,14 @@ enum Mode {
     /// process, against one mosquitto; prints CPU and memory per process, the broker's delivered
     /// rate, and exits 1 when a record was lost.
     Fleet(fleet::FleetArgs),
+    /// `m365 run` as shipped against the earlier design (sequential reads, a blocking AT poll
+    /// for GPS, QoS 0, one `legacy` publish per sample, no spool) on one simulated world:
+    /// prints the two side by side and exits 1 when a figure could not be measured or
+    /// `m365 run` lost a record.
+    Compare(compare::CompareArgs),
+    /// (internal) The earlier design's client, played with m365's own crates.
+    #[command(hide = true)]
+    EarlierClient(earlier::EarlierArgs),
     /// (internal) One emulated GPS receiver, driven through standard input.
     #[command(hide = true)]
     GpsReceiver {
@@ -140,6 +152,9 @@ fn main() -> ExitCode {
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .with(filter)
         .init();
+    if let Some(Mode::EarlierClient(args)) = cli.mode {
+        return run_earlier(args);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -154,6 +169,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.mode {
             Some(Mode::Fleet(args)) => run_fleet(args).await,
+            Some(Mode::Compare(args)) => run_compare(args).await,
+            Some(Mode::EarlierClient(_)) => Ok(false),
             Some(Mode::GpsReceiver { symlink, index }) => {
                 gps::run_helper(symlink, index).await?;
                 Ok(true)
@@ -177,6 +194,80 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Runs the earlier client on one thread, as `m365 run` runs (plus the BLE worker thread):
+/// exit status 1 when the scooter cannot be reached or anything else ends it.
+fn run_earlier(args: earlier::EarlierArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("earlier-client: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(earlier::run(args));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("earlier-client: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs `m365-soak compare`; `Ok(false)` when a figure is missing or `m365 run` lost a record.
+async fn run_compare(mut args: compare::CompareArgs) -> anyhow::Result<bool> {
+    let soak = std::env::current_exe().context("cannot find this program")?;
+    let here = soak.parent().map(Path::to_path_buf).unwrap_or_default();
+    let absolute = |p: &Path| std::fs::canonicalize(p).with_context(|| p.display().to_string());
+    let bins = compare::Binaries {
+        m365: absolute(&existing(
+            args.m365.take().unwrap_or_else(|| here.join("m365")),
+            "--m365",
+        )?)?,
+        m365_sim: absolute(&existing(
+            args.m365_sim
+                .take()
+                .unwrap_or_else(|| here.join("m365-sim")),
+            "--m365-sim",
+        )?)?,
+        mosquitto: match args.mosquitto.take() {
+            Some(p) => absolute(&existing(p, "--mosquitto")?)?,
+            None => find_mosquitto().context(
+                "mosquitto is not installed (apt-get install mosquitto), or pass --mosquitto",
+            )?,
+        },
+        soak: absolute(&soak)?,
+    };
+    if !on_path("dbus-daemon") {
+        bail!("dbus-daemon is not installed");
+    }
+    let (work_dir, temp) = match args.work_dir.take() {
+        Some(dir) => {
+            if dir.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+                bail!("--work-dir {} is not empty", dir.display());
+            }
+            std::fs::create_dir_all(&dir)?;
+            (absolute(&dir)?, None)
+        }
+        None => {
+            let temp = tempfile::Builder::new().prefix("m365-compare-").tempdir()?;
+            (absolute(temp.path())?, Some(temp))
+        }
+    };
+    let outcome = compare::run(args, bins, work_dir).await;
+    let passed = outcome.as_ref().is_ok_and(|o| o.passed);
+    if !passed && let Some(dir) = temp {
+        // Keep the logs of a failed run.
+        println!("logs kept in {}", dir.keep().display());
+    }
+    println!("{}", outcome?.summary);
+    Ok(passed)
 }
 
 /// Runs the fleet load test; `Ok(false)` when a record was lost or a process failed.

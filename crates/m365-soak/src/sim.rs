@@ -20,6 +20,7 @@ pub(crate) struct Simulator {
     binary: PathBuf,
     bus: String,
     scooters: Vec<String>,
+    gps: Option<String>,
     child: Child,
 }
 
@@ -32,6 +33,17 @@ impl Simulator {
         scooters: usize,
         seed: u64,
     ) -> anyhow::Result<Simulator> {
+        Simulator::start_with(binary, dir, scooters, seed, &[]).await
+    }
+
+    /// [`Simulator::start`] with more `serve` options (`--gps`, `--conn-interval-ms`, …).
+    pub(crate) async fn start_with(
+        binary: &Path,
+        dir: &Path,
+        scooters: usize,
+        seed: u64,
+        extra: &[String],
+    ) -> anyhow::Result<Simulator> {
         std::fs::create_dir_all(dir)?;
         let log = std::fs::File::create(dir.join("m365-sim.log"))?;
         let mut child = Command::new(binary)
@@ -39,6 +51,7 @@ impl Simulator {
             .arg("--state")
             .arg(dir.join("state"))
             .args(["--auto-press-ms", "300", "--seed", &seed.to_string()])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -49,6 +62,7 @@ impl Simulator {
         let mut lines = BufReader::new(stdout).lines();
         let mut bus = None;
         let mut macs = Vec::new();
+        let mut gps = None;
         let ready = async {
             while let Some(line) = lines.next_line().await? {
                 if let Some(address) = line.strip_prefix("DBUS_SYSTEM_BUS_ADDRESS=") {
@@ -57,6 +71,8 @@ impl Simulator {
                     if let Some(mac) = rest.split_whitespace().next() {
                         macs.push(mac.to_owned());
                     }
+                } else if let Some(path) = line.strip_prefix("M365_SIM_GPS=") {
+                    gps = Some(path.to_owned());
                 } else if line == "READY" {
                     return Ok(true);
                 }
@@ -82,6 +98,7 @@ impl Simulator {
             binary: binary.to_path_buf(),
             bus,
             scooters: macs,
+            gps,
             child,
         })
     }
@@ -89,6 +106,11 @@ impl Simulator {
     /// The private bus the fake BlueZ is on (`DBUS_SYSTEM_BUS_ADDRESS` for the clients).
     pub(crate) fn bus(&self) -> &str {
         &self.bus
+    }
+
+    /// The emulated GPS device (`serve --gps`), when there is one.
+    pub(crate) fn gps(&self) -> Option<&str> {
+        self.gps.as_deref()
     }
 
     /// Its process id (`None` once it has exited).
