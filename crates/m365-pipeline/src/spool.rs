@@ -13,7 +13,9 @@
 //!   - `always`: `synchronous=FULL`, one transaction per record. Once `append` returned the
 //!     record survives a power cut. Nothing committed is lost.
 //!   - `normal`: `synchronous=NORMAL`, records buffered in memory and committed every
-//!     `commit_every` records or `commit_interval_ms`. A power cut loses the buffered records
+//!     `commit_every` records or `commit_interval_ms`; a record that comes after a quiet
+//!     interval is committed at once (at one record a second nothing waits, a burst is
+//!     batched). A power cut loses the buffered records
 //!     (never yet offered to MQTT, so never published) and can roll back transactions committed
 //!     since the last WAL checkpoint: those records may have been published already, and their
 //!     sequence numbers can then be assigned again to new records (the record ids differ).
@@ -123,6 +125,9 @@ pub struct Spool {
     outputs_signature: String,
     buffer: Vec<Record>,
     buffer_since: Option<Instant>,
+    /// When a commit was last tried: under `normal`, a record that comes after a quiet
+    /// `commit_interval_ms` is committed at once, so a slow stream waits for no deadline.
+    last_flush: Option<Instant>,
     next_seq: HashMap<String, u64>,
     stats: SpoolStats,
     /// `stats.dropped_total` includes records dropped from the memory buffer that the file does
@@ -417,6 +422,7 @@ impl Spool {
             outputs_signature: signature.to_owned(),
             buffer: Vec::new(),
             buffer_since: None,
+            last_flush: None,
             next_seq: HashMap::new(),
             stats: SpoolStats::default(),
             drops_unsaved: false,
@@ -614,9 +620,17 @@ impl Spool {
         if self.buffer_since.is_none() {
             self.buffer_since = Some(now);
         }
+        let interval = Duration::from_millis(self.cfg.commit_interval_ms);
         let commit_now = match self.cfg.sync {
             SyncPolicy::Always => true,
-            SyncPolicy::Normal => self.buffer.len() >= self.cfg.commit_every.max(1),
+            // Commits are at most one per interval, and the first record after a quiet one is
+            // committed at once: at one record a second nothing waits, a burst is batched.
+            SyncPolicy::Normal => {
+                self.buffer.len() >= self.cfg.commit_every.max(1)
+                    || self
+                        .last_flush
+                        .is_none_or(|t| now.saturating_duration_since(t) >= interval)
+            }
         };
         if commit_now {
             self.flush()
@@ -625,10 +639,12 @@ impl Spool {
         }
     }
 
-    /// When buffered records must be committed at the latest (`normal` policy), if any are.
+    /// When buffered records must be committed at the latest (`normal` policy), if any are:
+    /// one commit interval after the last commit was tried (or after the first of them was
+    /// buffered, when none was).
     pub fn flush_deadline(&self) -> Option<Instant> {
-        self.buffer_since
-            .map(|t| t + Duration::from_millis(self.cfg.commit_interval_ms))
+        let since = self.buffer_since?;
+        Some(self.last_flush.unwrap_or(since) + Duration::from_millis(self.cfg.commit_interval_ms))
     }
 
     /// Commits buffered records, enforces the bounds, and returns the committed records that
@@ -642,6 +658,7 @@ impl Spool {
         }
         let records = std::mem::take(&mut self.buffer);
         self.buffer_since = None;
+        self.last_flush = Some(Instant::now());
         let result = self.commit(&records);
         match self.guard(result) {
             Ok(v) => Ok(v),

@@ -12,7 +12,9 @@ pub enum SyncPolicy {
     /// survives a power cut. Costs one fsync of the WAL per record.
     Always,
     /// Records are buffered and committed together every `commit_every` records or
-    /// `commit_interval_ms`, whichever comes first, with `synchronous=NORMAL`. A power cut loses
+    /// `commit_interval_ms`, whichever comes first, with `synchronous=NORMAL`; the first record
+    /// after a quiet interval is committed at once, so a slow stream is not delayed. A power
+    /// cut loses
     /// the records not yet committed, and may also roll back transactions committed since the
     /// last WAL checkpoint (SQLite fsyncs the WAL only at checkpoints in this mode).
     #[default]
