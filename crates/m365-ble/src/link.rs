@@ -558,6 +558,22 @@ impl<T: Transport> ScooterLink<T> {
         self.online
     }
 
+    /// Whether the link is up, asking the radio now rather than trusting what its events said
+    /// so far (BlueZ reports a loss with a delay): `false` marks the link lost, and the next
+    /// request reconnects. For a caller about to start something that must not be carried out
+    /// late, such as a remote command with an expiry.
+    pub async fn verify_online(&mut self) -> bool {
+        if !self.online {
+            return false;
+        }
+        if self.transport.is_connected().await {
+            return true;
+        }
+        tracing::info!("the radio reports the link down");
+        self.lost();
+        false
+    }
+
     /// Follows the link: `true` once it is up, `false` as soon as a loss is seen (also in the
     /// middle of a request that then reconnects), so a caller can tell the loss when it
     /// happens rather than when the request returns.

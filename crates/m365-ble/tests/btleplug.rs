@@ -186,6 +186,34 @@ async fn registered_token_logs_in_and_reads_samples_without_desync() {
 }
 
 #[tokio::test]
+async fn a_loss_bluez_has_not_reported_yet_is_found_by_asking_it() {
+    let Some(bus) = isolated_bus("a_loss_bluez_has_not_reported_yet_is_found_by_asking_it") else {
+        return;
+    };
+    let fake = fake(&bus).await;
+    let served = serve(&fake, Model::Pro2, Generation::MiAuth, 40);
+    let dir = tempfile::tempdir().unwrap();
+    let mut link = online(&served, dir.path()).await;
+    link.sample().await.unwrap();
+    assert!(link.verify_online().await, "up and answering");
+    // The link drops; nothing has read the transport's events since, so only asking BlueZ
+    // can tell.
+    served.control().drop_link(secs(1)).await;
+    assert!(
+        link.is_online(),
+        "the loss is not known from the events yet"
+    );
+    assert!(!link.verify_online().await);
+    assert!(
+        !link.is_online(),
+        "marked lost: the next request reconnects"
+    );
+    link.sample().await.unwrap();
+    assert!(link.verify_online().await);
+    assert_eq!(link.counters().link_losses, 1);
+}
+
+#[tokio::test]
 async fn xor_and_plain_scooters_read_full_samples() {
     let Some(bus) = isolated_bus("xor_and_plain_scooters_read_full_samples") else {
         return;

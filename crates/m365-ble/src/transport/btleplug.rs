@@ -65,6 +65,7 @@ enum Command {
     Read(u128, Reply<Vec<u8>>),
     Disconnect(Reply<()>),
     Remove(BdAddr, Reply<()>),
+    IsConnected(Reply<bool>),
 }
 
 /// What the worker needs to serve a new handle.
@@ -275,6 +276,10 @@ impl Transport for BtleplugTransport {
 
     fn empty_notifications(&self) -> u64 {
         self.empty.load(Ordering::Relaxed)
+    }
+
+    async fn is_connected(&mut self) -> bool {
+        self.call(Command::IsConnected).await.unwrap_or(false)
     }
 }
 
@@ -614,6 +619,14 @@ impl Slot {
             }
             Command::Remove(address, tx) => {
                 let _ = tx.send(self.remove(address).await);
+            }
+            Command::IsConnected(tx) => {
+                let up = match &self.connection {
+                    // A fresh look at BlueZ's `Connected`, not btleplug's cache.
+                    Some(c) => c.peripheral.is_connected().await.unwrap_or(false),
+                    None => false,
+                };
+                let _ = tx.send(Ok(up));
             }
         }
     }

@@ -164,6 +164,14 @@ pub trait Transport: Send {
     /// The next event; `None` when the transport is gone for good.
     fn next_event(&mut self) -> impl Future<Output = Option<TransportEvent>> + Send;
 
+    /// Asks the radio whether the connection is still up, now (BlueZ's `Connected`), instead of
+    /// waiting for the loss to come through the event queue: for a caller about to start
+    /// something that must not be carried out on a link that is already gone. Transports whose
+    /// events are never late answer `true` while connected.
+    fn is_connected(&mut self) -> impl Future<Output = bool> + Send {
+        std::future::ready(true)
+    }
+
     /// Zero-length notifications received (and not delivered) so far.
     fn empty_notifications(&self) -> u64;
 }

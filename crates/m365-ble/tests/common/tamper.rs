@@ -181,4 +181,8 @@ impl<T: Transport> Transport for Tampered<T> {
     fn empty_notifications(&self) -> u64 {
         self.inner.empty_notifications() + self.empty
     }
+
+    async fn is_connected(&mut self) -> bool {
+        self.inner.is_connected().await
+    }
 }

@@ -319,7 +319,8 @@ impl Sampling<'_> {
         link: &mut ScooterLink<T>,
         request: CommandRequest,
     ) -> Result<Option<Duration>, BleError> {
-        if !link.is_online() {
+        // BlueZ reports a loss with a delay: ask the radio before starting anything.
+        if !link.verify_online().await {
             // Nothing is started on a link that is down: it comes back first. A command that
             // expires meanwhile is refused as `offline` by the listener (the request is dropped
             // unstarted when the scooter does not come back).
