@@ -186,7 +186,16 @@ impl Transport for BtleplugTransport {
                 self.held.push_back(event);
             }
         }
-        self.call(|tx| Command::Connect(address, timeout, tx)).await
+        self.call(|tx| Command::Connect(address, timeout, tx))
+            .await?;
+        // The worker tells a loss of this connection only after answering the connect: a loss
+        // already queued is the previous link's, reported while the connect was on its way.
+        while let Ok(event) = self.events.try_recv() {
+            if !matches!(event, TransportEvent::Disconnected) {
+                self.held.push_back(event);
+            }
+        }
+        Ok(())
     }
 
     async fn discover(&mut self) -> Result<Vec<u128>, TransportError> {
