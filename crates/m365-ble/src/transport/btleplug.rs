@@ -90,7 +90,10 @@ impl BtleplugSession {
         std::thread::Builder::new()
             .name("m365-ble".into())
             .spawn(move || {
+                // A few sockets (D-Bus, one per scooter's acquired UART): 64 readiness events
+                // per poll instead of tokio's 1,024 keep 24 KiB of buffer off the heap.
                 let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .max_io_events_per_tick(64)
                     .enable_all()
                     .build()
                 {

@@ -97,8 +97,9 @@ pub struct SourceState {
     pub last_error: Option<String>,
 }
 
-/// Epoch events buffered for [`GpsHandle::epochs`] subscribers that fall behind.
-const EPOCH_BUFFER: usize = 256;
+/// Epoch events buffered for [`GpsHandle::epochs`] subscribers that fall behind: 6.4 s of a
+/// 10 Hz receiver (the buffer is allocated whole, 176 bytes an epoch).
+const EPOCH_BUFFER: usize = 64;
 
 /// A running source. Dropping it stops the task.
 #[derive(Debug)]

@@ -123,13 +123,17 @@ pub(crate) fn sample_position(sample: &Sample) -> Option<(f64, f64)> {
 }
 
 /// Great-circle distance between two positions (latitude, longitude in degrees), metres.
+///
+/// The trigonometry is the `libm` crate's: these are the daemon's only calls into a maths
+/// library, and the standard library's would link the system's `libm.so` (0.3 MB resident).
 pub(crate) fn distance_m(a: (f64, f64), b: (f64, f64)) -> f64 {
+    use libm::{asin, cos, sin};
     const EARTH_RADIUS_M: f64 = 6_371_008.8;
     let (lat1, lat2) = (a.0.to_radians(), b.0.to_radians());
     let dlat = lat2 - lat1;
     let dlon = (b.1 - a.1).to_radians();
-    let h = (dlat / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * (dlon / 2.0).sin().powi(2);
-    2.0 * EARTH_RADIUS_M * h.sqrt().min(1.0).asin()
+    let h = sin(dlat / 2.0).powi(2) + cos(lat1) * cos(lat2) * sin(dlon / 2.0).powi(2);
+    2.0 * EARTH_RADIUS_M * asin(h.sqrt().min(1.0))
 }
 
 /// Charging detection with hysteresis on the battery current, shared with adaptive sampling so
