@@ -5,9 +5,12 @@
 # CPU time per published record, records delivered and the binary's size.
 #
 # Usage: scripts/footprint.sh [seconds]        (default 60; needs mosquitto and dbus-daemon)
-# Environment: INTERVAL (default 1s), ENCODING (default json), WARMUP (default 10: seconds after
+# The binary is built as .cargo/config.toml builds the Pi's (same code generation and link
+# flags), for this machine, in target/footprint.
+# Environment: M365_BINARY (measure this build instead of building one), INTERVAL (default 1s), ENCODING (default json), WARMUP (default 10: seconds after
 # start-up, pairing and login before CPU per record is counted), CALLGRIND=1 runs the daemon
-# under valgrind's callgrind instead and prints the instruction count per record.
+# under valgrind's callgrind instead and prints the instruction count per record, MASSIF=1 under
+# valgrind's massif and keeps its heap profile (ms_print it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,14 +22,36 @@ MOSQUITTO="${MOSQUITTO:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}"
 
 say() { printf 'footprint: %s\n' "$*" >&2; }
 
-if [ "${CALLGRIND:-0}" = 1 ]; then
-    # The same build with symbols and line tables, so the profile names functions.
+# The Pi build's code generation, link flags and linker (.cargo/config.toml, aarch64), here for
+# x86-64. A target directory of its own, so the different flags do not rebuild the usual one.
+export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C force-unwind-tables=no \
+-C symbol-mangling-version=v0 -C link-arg=-Wl,--icf=all -C link-arg=-Wl,-z,pack-relative-relocs"
+export CFLAGS_x86_64_unknown_linux_gnu="-fno-asynchronous-unwind-tables -fno-unwind-tables"
+export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER="$PWD/scripts/pi-linker.sh" LINK_CC=cc LINK_NM=nm
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/footprint}"
+# HOT_FUNCTIONS=1: a callgrind profile of the whole run, start-up included, written out as the
+# list of functions executed (packaging/hot-functions.txt; scripts/pi-linker.sh).
+if [ "${HOT_FUNCTIONS:-0}" = 1 ]; then
+    # The very build that is measured, only with its symbols kept, so the profile sees the
+    # functions as the linker will (the same inlining).
+    export CALLGRIND=1 VALGRIND_OPTS="${VALGRIND_OPTS:-} --demangle=no"
+    export CARGO_PROFILE_RELEASE_STRIP=false CARGO_TARGET_DIR=target/hot-functions
+elif [ "${CALLGRIND:-0}" = 1 ] || [ "${MASSIF:-0}" = 1 ]; then
+    # The same build with symbols and line tables, so the profile names functions and lines.
     export CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=line-tables-only
     export CARGO_TARGET_DIR=target/profiling
 fi
-out="${CARGO_TARGET_DIR:-target}/release"
-cargo build --quiet --release -p m365 --no-default-features
-cp "$out/m365" "$out/m365-footprint"
+out="$CARGO_TARGET_DIR/release"
+if [ -n "${M365_BINARY:-}" ]; then
+    # Another build of the daemon to measure, e.g. an older one for comparison.
+    cp "$M365_BINARY" "$out/m365-footprint" 2>/dev/null || {
+        mkdir -p "$out"
+        cp "$M365_BINARY" "$out/m365-footprint"
+    }
+else
+    cargo build --quiet --release -p m365 --no-default-features
+    cp "$out/m365" "$out/m365-footprint"
+fi
 cargo build --quiet --release -p m365-sim
 M365="$out/m365-footprint"
 SIM="$out/m365-sim"
@@ -103,7 +128,10 @@ EOF
 mosquitto_sub -h 127.0.0.1 -p "$port" -t 'm365/+/telemetry' -q 1 -v >"$work/received" &
 pids+=("$!")
 
-if [ "${CALLGRIND:-0}" = 1 ]; then
+if [ "${MASSIF:-0}" = 1 ]; then
+    valgrind --tool=massif --massif-out-file="$work/massif.out" \
+        "$M365" --config "$work/martinete.toml" run 2>"$work/valgrind.log" &
+elif [ "${CALLGRIND:-0}" = 1 ]; then
     valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
         "$M365" --config "$work/martinete.toml" run 2>"$work/valgrind.log" &
 else
@@ -116,7 +144,9 @@ sleep "$WARMUP"
 cpu_warm="$(cpu_ns)"
 records_warm="$(wc -l <"$work/received")"
 # Under callgrind, count only the steady state: zero the counters after the warm-up.
-[ "${CALLGRIND:-0}" = 1 ] && callgrind_control --zero "$daemon" >/dev/null
+if [ "${CALLGRIND:-0}" = 1 ] && [ "${HOT_FUNCTIONS:-0}" != 1 ]; then
+    callgrind_control --zero "$daemon" >/dev/null
+fi
 sleep "$((DURATION - WARMUP))"
 cpu_end="$(cpu_ns)"
 records_end="$(wc -l <"$work/received")"
@@ -125,6 +155,11 @@ read -r utime stime < <(awk '{print $14, $15}' "/proc/$daemon/stat")
 hwm_kb="$(awk '/VmHWM/ {print $2}' "/proc/$daemon/status")"
 threads="$(ls /proc/"$daemon"/task | wc -l)"
 rss_split="$(awk '/^(Rss|Anonymous|Private_Clean|Shared_Clean):/ {printf "%s %s kB, ", $1, $2}' "/proc/$daemon/smaps_rollup")"
+# Resident kB per mapped file (the binary, each shared library) and for anonymous memory.
+rss_by_mapping="$(awk '
+    /^[0-9a-f]+-[0-9a-f]+ / { name = ($6 == "" ? "[anonymous]" : $6); sub(".*/", "", name) }
+    /^Rss:/ { rss[name] += $2 }
+    END { for (n in rss) if (rss[n] > 0) printf "%s %s kB, ", n, rss[n] }' "/proc/$daemon/smaps")"
 kill -INT "$daemon"
 wait "$daemon" || true
 sleep 1
@@ -144,9 +179,31 @@ if [ "${CALLGRIND:-0}" = 1 ]; then
         "$(( total / (steady > 0 ? steady : 1) ))" "$steady"
     cp "$out_file" target/footprint.callgrind.out
     printf 'profile: target/footprint.callgrind.out (callgrind_annotate it)\n'
+    if [ "${HOT_FUNCTIONS:-0}" = 1 ]; then
+        # The executed functions' names as the profile has them (mangled), turned into the
+        # demangled names without crate hashes that the linker script matches on any target.
+        grep -oE '^c?fn=\([0-9]+\) .+' "$out_file" | sed -E 's/^c?fn=\([0-9]+\) //' \
+            | sort -u >"$work/executed"
+        nm -p --defined-only --format=just-symbols "$M365" >"$work/mangled"
+        nm -p --defined-only --format=just-symbols --demangle "$M365" >"$work/demangled"
+        hot=packaging/hot-functions.txt
+        {
+            printf '# The functions `m365 run` executed in `HOT_FUNCTIONS=1 scripts/footprint.sh`: the\n'
+            printf '# Pi linker (scripts/pi-linker.sh) places them side by side. Generated; do not edit.\n'
+            paste "$work/mangled" "$work/demangled" | awk -F '\t' '
+                NR == FNR { executed[$0] = 1; next }
+                ($1 in executed) { name = $2; sub(/\.llvm\.[0-9]+$/, "", name); print name }
+            ' "$work/executed" - | LC_ALL=C sort -u
+        } >"$hot"
+        printf 'hot functions: %s names in %s\n' "$(grep -vc '^#' "$hot")" "$hot"
+    fi
+elif [ "${MASSIF:-0}" = 1 ]; then
+    cp "$work/massif.out" target/footprint.massif.out
+    printf 'heap profile: target/footprint.massif.out (ms_print it)\n'
 else
     printf 'peak RSS: %s kB, threads: %s\n' "$hwm_kb" "$threads"
     printf 'RSS at the end: %s\n' "${rss_split%, }"
+    printf 'RSS by mapping: %s\n' "${rss_by_mapping%, }"
     printf 'CPU: %s ms in all (start-up, pairing check and login included)\n' "$cpu_ms"
     printf 'CPU per record after %ss: %s ms (%s records)\n' "$WARMUP" \
         "$(awk -v a="$cpu_warm" -v b="$cpu_end" -v r="$((records_end - records_warm))" \
