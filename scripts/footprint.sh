@@ -32,10 +32,10 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/footprint}"
 # HOT_FUNCTIONS=1: a callgrind profile of the whole run, start-up included, written out as the
 # list of functions executed (packaging/hot-functions.txt; scripts/pi-linker.sh).
 if [ "${HOT_FUNCTIONS:-0}" = 1 ]; then
-    # The very build that is measured, only with its symbols kept, so the profile sees the
-    # functions as the linker will (the same inlining).
-    export CALLGRIND=1 VALGRIND_OPTS="${VALGRIND_OPTS:-} --demangle=no"
-    export CARGO_PROFILE_RELEASE_STRIP=false CARGO_TARGET_DIR=target/hot-functions
+    # The very build that is measured, relinked with its symbol table kept (crates/m365/build.rs
+    # relinks when PI_LINKER_KEEP_SYMBOLS changes), so the profile names exactly the functions the
+    # linker will place. The next plain run relinks it stripped, with the new list.
+    export CALLGRIND=1 VALGRIND_OPTS="${VALGRIND_OPTS:-} --demangle=no" PI_LINKER_KEEP_SYMBOLS=1
 elif [ "${CALLGRIND:-0}" = 1 ] || [ "${MASSIF:-0}" = 1 ]; then
     # The same build with symbols and line tables, so the profile names functions and lines.
     export CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=line-tables-only

@@ -34,6 +34,19 @@ if [ ! -x "$lld_dir/ld.lld" ]; then
     exit 1
 fi
 
+# PI_LINKER_KEEP_SYMBOLS=1 keeps the symbol table rustc would have stripped: the very same binary
+# (the symbols are not loaded), but one a profiler can name functions in (HOT_FUNCTIONS=1
+# scripts/footprint.sh).
+if [ -n "${PI_LINKER_KEEP_SYMBOLS:-}" ]; then
+    for arg in "$@"; do
+        shift
+        case "$arg" in
+        -s | -Wl,--strip-all | -Wl,--strip-debug) ;;
+        *) set -- "$@" "$arg" ;;
+        esac
+    done
+fi
+
 if [ ! -r "$hot_list" ] || ! command -v "$nm" >/dev/null 2>&1; then
     exec "$cc" -B"$lld_dir" -fuse-ld=lld "$@"
 fi
