@@ -332,7 +332,7 @@ impl Driver {
     /// the broker ends the session normally (the last will is only for abrupt ends).
     /// Unacknowledged records stay spooled for the next start.
     async fn shutdown(&mut self) {
-        let r = self.spool.flush();
+        let r = self.spool.flush_at(Self::now_std());
         self.after_commit(r);
         if !self.window.is_connected() {
             self.update_gauges();
@@ -515,7 +515,7 @@ impl Driver {
             .flush_deadline()
             .is_some_and(|d| Instant::from_std(d) <= now)
         {
-            let r = self.spool.flush();
+            let r = self.spool.flush_at(Self::now_std());
             self.after_commit(r);
         }
         if self.reconnect_at.is_some_and(|t| t <= now) {

@@ -633,7 +633,7 @@ impl Spool {
             }
         };
         if commit_now {
-            self.flush()
+            self.flush_at(now)
         } else {
             Ok(Vec::new())
         }
@@ -653,12 +653,18 @@ impl Spool {
     /// the oldest are dropped and counted in `dropped_total`, as the bound would drop them at
     /// the next commit anyway.
     pub fn flush(&mut self) -> Result<Vec<StoredRecord>, SpoolError> {
+        self.flush_at(Instant::now())
+    }
+
+    /// [`Spool::flush`] at `now`, on the clock [`Spool::append`] is given (the publisher's,
+    /// which tests pause), so the commit interval is measured on one clock.
+    pub fn flush_at(&mut self, now: Instant) -> Result<Vec<StoredRecord>, SpoolError> {
         if self.buffer.is_empty() {
             return Ok(Vec::new());
         }
         let records = std::mem::take(&mut self.buffer);
         self.buffer_since = None;
-        self.last_flush = Some(Instant::now());
+        self.last_flush = Some(now);
         let result = self.commit(&records);
         match self.guard(result) {
             Ok(v) => Ok(v),
@@ -668,7 +674,7 @@ impl Spool {
                 let mut back = records;
                 back.append(&mut self.buffer);
                 self.buffer = back;
-                self.buffer_since = Some(Instant::now());
+                self.buffer_since = Some(now);
                 self.bound_buffer();
                 Err(e)
             }

@@ -83,6 +83,18 @@ async fn drained(handle: &PipelineHandle, spooled: usize) -> HealthSnapshot {
     handle.health()
 }
 
+/// Waits until the pipeline is connected. Records committed before that are backlog, and a
+/// backlog larger than the window's share drains interleaved with the live rows (the window's
+/// documented price for not starving them), so tests of strict order submit once connected.
+async fn connected(handle: &PipelineHandle) {
+    let ok = Inbox::default()
+        .wait_for(WAIT, |_| {
+            handle.health().broker == m365_pipeline::BrokerState::Connected
+        })
+        .await;
+    assert!(ok, "not connected: {:?}", handle.health());
+}
+
 /// Publishes a marker and waits for it: once the publisher's messages were all acknowledged,
 /// nothing of theirs can arrive after it.
 async fn settle(inbox: &Inbox, port: u16) {
@@ -154,6 +166,7 @@ async fn events_between_telemetry_arrive_once_each_in_order_on_the_events_topic(
         let id = format!("ev-{protocol:?}");
         let cfg = mixed_config(dir.path(), broker.port_for(protocol), protocol);
         let (handle, _task) = m365_pipeline::spawn(cfg, &id).unwrap();
+        connected(&handle).await;
         let telemetry_topic = format!("m365/{id}/telemetry");
         let events_topic = format!("m365/{id}/events");
         let compact_topic = format!("m365/{id}/compact");
@@ -209,6 +222,7 @@ async fn with_a_compact_primary_telemetry_is_still_batched_and_events_go_alone()
     // A whole commit of telemetry and events at once: the live batches mix them.
     cfg.spool.commit_every = 25;
     let (handle, _task) = m365_pipeline::spawn(cfg, "evc").unwrap();
+    connected(&handle).await;
 
     let events = submit_mixed(&handle, "evc", 60, 7).await;
     drained(&handle, 60 + events.len()).await;
@@ -247,12 +261,7 @@ async fn events_committed_during_an_outage_arrive_after_the_broker_returns() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = mixed_config(dir.path(), broker.port, MqttProtocol::V5);
     let (handle, _task) = m365_pipeline::spawn(cfg, "evo").unwrap();
-    assert!(
-        inbox
-            .wait_for(WAIT, |_| handle.health().broker
-                == m365_pipeline::BrokerState::Connected)
-            .await
-    );
+    connected(&handle).await;
     let before = submit_mixed(&handle, "evo", 10, 5).await;
     drained(&handle, 10 + before.len()).await;
 
